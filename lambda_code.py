@@ -1,0 +1,823 @@
+"""Visual Tourism Lambda: describe every photo uploaded under ``input/`` with a vision model.
+
+S3 invokes ``lambda_handler`` for each upload. For every record of the event it
+
+1. ignores keys outside INPUT_PREFIX, and photos already answered (same ETag, one HEAD);
+2. reads the first 256 KiB of the photo and checks its content with the standard library;
+3. asks the SageMaker endpoint (Hugging Face TGI) to describe it, retrying transient failures
+   within the time this invocation has left;
+4. writes one JSON result to ``OUTPUT_PREFIX + <key after INPUT_PREFIX> + ".json"``.
+
+Only a failed result write raises. Every other failure becomes an error result, so Lambda's
+asynchronous retries never run GPU inference twice for one upload.
+
+Standard library and boto3 only; Pillow is imported lazily, and only when the data-uri
+transport has to shrink an image.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import logging
+import math
+import os
+import random
+import struct
+import time
+import urllib.parse
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotoConnectionError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_INSTRUCTION = (
+    "You are a travel agent. Describe in 1 sentence what is in the image. Add another "
+    "sentence for an entertaining story related to this location. Add a last sentence saying "
+    "what is the best place to eat near this location."
+)
+DEFAULT_EXAMPLE_ANSWER = (
+    "The Trevi Fountain is a popular tourist attraction in Rome, Italy. The act of tossing a "
+    "coin with one's right hand over the left shoulder is said to ensure a return to Rome, a "
+    "promise of enduring romance with the city. The best place to eat near this location is "
+    "the Pinsitaly Trevi restaurant."
+)
+DEFAULT_GENERATION: dict[str, Any] = {
+    "do_sample": True, "top_p": 0.2, "temperature": 0.4, "top_k": 50, "max_new_tokens": 512,
+}
+TGI_STOP = ["User:", "<end_of_utterance>"]
+STYLES = ("tgi", "messages")
+TRANSPORTS = ("url", "data-uri")
+HEAD_BYTES = 256 * 1024  # enough for any image header, EXIF included
+ACCEPTED = "JPEG, PNG, GIF, WebP or BMP"
+
+# SageMaker/TGI failures worth another attempt. ModelError (424) covers container errors and
+# the 60 s container timeout; TGI answers 429 when its queue is full.
+RETRYABLE_CODES = {
+    "ModelError", "ModelNotReadyException", "ThrottlingException", "InternalFailure",
+    "ServiceUnavailable", "InternalDependencyException", "TooManyRequestsException",
+}
+# ...unless the container said the request itself is wrong: the same request fails again.
+MODEL_INPUT_STATUSES = {400, 413, 422}
+MIN_ATTEMPT_SECONDS = 1.0  # an attempt with less time left than this is not started
+
+
+class ConfigError(ValueError):
+    """A missing or invalid environment variable: the deployment needs fixing."""
+
+
+class BadImage(Exception):
+    """The upload is not a photo the model can take; ``message`` says what to do."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.message = code, message
+
+
+class Failure(Exception):
+    """No answer, through no fault of the photo: a later delivery or upload may succeed."""
+
+    def __init__(self, code: str, message: str, attempts: int = 0) -> None:
+        super().__init__(message)
+        self.code, self.message, self.attempts = code, message, attempts
+
+
+# -- settings -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    endpoint: str
+    input_prefix: str = "input/"
+    output_prefix: str = "output/"
+    example_key: str = "example/trevi.jpeg"
+    example_answer: str = DEFAULT_EXAMPLE_ANSWER
+    instruction: str = DEFAULT_INSTRUCTION
+    request_style: str = "tgi"
+    generation: dict[str, Any] = field(default_factory=lambda: dict(DEFAULT_GENERATION))
+    image_transport: str = "url"
+    url_expires_seconds: int = 900
+    max_payload_bytes: int = 1_900_000  # TGI's PAYLOAD_LIMIT defaults to 2,000,000
+    model_profile: str | None = None
+    model_id: str | None = None
+    max_attempts: int = 4
+    model_timeout_seconds: float = 60.0  # SageMaker's limit for one real-time call
+    retry_base_seconds: float = 1.0
+    result_margin_seconds: float = 5.0  # time kept back to write the result
+    max_image_bytes: int = 20_000_000
+    max_image_pixels: int = 50_000_000
+    min_image_side: int = 32
+
+
+ENV_NAMES = {  # environment variable -> Settings field
+    "BUCKET_NAME": "bucket", "ENDPOINT_NAME": "endpoint", "INPUT_PREFIX": "input_prefix",
+    "OUTPUT_PREFIX": "output_prefix", "EXAMPLE_KEY": "example_key",
+    "EXAMPLE_ANSWER": "example_answer", "INSTRUCTION": "instruction",
+    "REQUEST_STYLE": "request_style", "GENERATION_PARAMETERS": "generation",
+    "IMAGE_TRANSPORT": "image_transport", "URL_EXPIRES_SECONDS": "url_expires_seconds",
+    "MAX_PAYLOAD_BYTES": "max_payload_bytes", "MODEL_PROFILE": "model_profile",
+    "MODEL_ID": "model_id", "MAX_ATTEMPTS": "max_attempts",
+    "MODEL_TIMEOUT_SECONDS": "model_timeout_seconds", "RETRY_BASE_SECONDS": "retry_base_seconds",
+    "RESULT_MARGIN_SECONDS": "result_margin_seconds", "MAX_IMAGE_BYTES": "max_image_bytes",
+    "MAX_IMAGE_PIXELS": "max_image_pixels", "MIN_IMAGE_SIDE": "min_image_side",
+}
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Read the configuration from the environment (read per invocation: tests vary it)."""
+    env = os.environ if env is None else env
+    kinds = {f.name: f.default for f in fields(Settings)}
+    values: dict[str, Any] = {}
+    for var, name in ENV_NAMES.items():
+        raw = env.get(var, "")
+        if raw == "":
+            continue
+        default = kinds[name]
+        try:
+            if name == "generation":
+                value = json.loads(raw)
+                if not isinstance(value, dict):
+                    raise ValueError("not a JSON object")
+            elif isinstance(default, int | float):
+                value = type(default)(raw)
+            else:
+                value = raw
+        except ValueError as exc:
+            raise ConfigError(f"Environment variable {var}={raw!r} is invalid ({exc}).") from None
+        values[name] = value
+    missing = [var for var in ("BUCKET_NAME", "ENDPOINT_NAME") if ENV_NAMES[var] not in values]
+    if missing:
+        raise ConfigError(f"Set {' and '.join(missing)} in the Lambda's environment.")
+    settings = Settings(**values)
+    problems = []
+    if settings.request_style not in STYLES:
+        problems.append(f"REQUEST_STYLE must be one of {', '.join(STYLES)}")
+    if settings.image_transport not in TRANSPORTS:
+        problems.append(f"IMAGE_TRANSPORT must be one of {', '.join(TRANSPORTS)}")
+    inp, out = settings.input_prefix, settings.output_prefix
+    # Overlapping folders would make every result trigger the function again.
+    if not inp.endswith("/") or not out.endswith("/") or inp.startswith(out) or out.startswith(inp):
+        problems.append("INPUT_PREFIX and OUTPUT_PREFIX must be separate folders like 'input/'")
+    if settings.max_attempts < 1:
+        problems.append("MAX_ATTEMPTS must be at least 1")
+    if problems:
+        raise ConfigError("Invalid Lambda configuration: " + "; ".join(problems) + ".")
+    return settings
+
+
+# -- AWS clients --------------------------------------------------------------------------
+
+# boto3 reads endpoints, region and credentials from the environment when a client is made.
+# Keying the cache on them keeps one client per warm Lambda yet never hands local mode or a
+# test a client that still points at an earlier endpoint.
+_CLIENT_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+    "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
+)
+_sessions: dict[tuple[str | None, ...], Any] = {}
+_clients: dict[tuple[Any, ...], Any] = {}
+
+
+def _client(service: str, read_timeout: int | None = None) -> Any:
+    env = tuple(os.environ.get(name) for name in _CLIENT_ENV)
+    key = (service, read_timeout, env)
+    if key not in _clients:
+        if len(_clients) > 16:
+            _clients.clear()
+        if env not in _sessions:  # clients of one session share its loaded service models
+            _sessions.clear()
+            _sessions[env] = boto3.session.Session()
+        if service == "s3":
+            config = Config(signature_version="s3v4", retries={"mode": "standard"})
+        else:
+            # One attempt per call: the retry loop below decides, knowing the time left.
+            # (botocore's "max_attempts" counts retries, so max_attempts=1 would mean two.)
+            config = Config(
+                retries={"total_max_attempts": 1, "mode": "standard"},
+                read_timeout=read_timeout, connect_timeout=min(5, read_timeout or 5),
+            )
+        _clients[key] = _sessions[env].client(service, config=config)
+    return _clients[key]
+
+
+def _error_code(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# -- keys ---------------------------------------------------------------------------------
+
+
+def result_key(
+    key: str, input_prefix: str = "input/", output_prefix: str = "output/",
+) -> str | None:
+    """``input/a/b.jpg`` -> ``output/a/b.jpg.json``; None for keys this function ignores.
+
+    The whole name is kept, extension included, so ``a.jpg`` and ``a.png`` never collide.
+    """
+    if not key.startswith(input_prefix) or key.endswith("/") or key == input_prefix:
+        return None
+    return output_prefix + key[len(input_prefix):] + ".json"
+
+
+# -- image checks (content, not name) -----------------------------------------------------
+
+
+def _truncated() -> BadImage:
+    return BadImage(
+        "truncated_image",
+        "The file is cut short (its image header is incomplete), as after an interrupted copy: "
+        "upload the complete photo again.",
+    )
+
+
+def _corrupt(fmt: str, detail: str) -> BadImage:
+    return BadImage(
+        "corrupt_image",
+        f"The {fmt} header is damaged ({detail}), so the image cannot be decoded: open the photo "
+        "in a photo app, export it as JPEG and upload that.",
+    )
+
+
+def _unpack(fmt: str, data: bytes, offset: int) -> tuple[int, ...]:
+    if len(data) < offset + struct.calcsize(fmt):
+        raise _truncated()
+    return struct.unpack_from(fmt, data, offset)
+
+
+# Start-of-frame markers carry the size; C4 (DHT), C8 (reserved) and CC (DAC) do not.
+_JPEG_SOF = set(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+_JPEG_STANDALONE = {0x01, 0xD8, *range(0xD0, 0xD8)}  # markers without a length field
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    i = 2
+    while True:
+        if i >= len(data):
+            raise _truncated()
+        if data[i] != 0xFF:
+            raise _corrupt("JPEG", f"no marker at byte {i}")
+        while i < len(data) and data[i] == 0xFF:  # 0xFF fill bytes may precede a marker
+            i += 1
+        if i >= len(data):
+            raise _truncated()
+        marker = data[i]
+        i += 1
+        if marker in _JPEG_STANDALONE:
+            continue
+        if marker in (0xD9, 0xDA):
+            raise _corrupt("JPEG", "image data before the frame header")
+        (length,) = _unpack(">H", data, i)
+        if marker in _JPEG_SOF:
+            height, width = _unpack(">HH", data, i + 3)
+            return width, height
+        if length < 2:
+            raise _corrupt("JPEG", f"segment length {length}")
+        i += length
+
+
+def _webp_size(data: bytes) -> tuple[int, int]:
+    chunk = data[12:16]
+    if chunk == b"VP8 ":  # lossy: key frame start code, then 14-bit sizes
+        _unpack("<HH", data, 26)
+        if data[23:26] != b"\x9d\x01\x2a":
+            raise _corrupt("WebP", "no VP8 key frame")
+        width, height = struct.unpack_from("<HH", data, 26)
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L":  # lossless: signature byte, then 14-bit (size - 1) fields
+        (signature, bits) = _unpack("<BI", data, 20)
+        if signature != 0x2F:
+            raise _corrupt("WebP", "bad VP8L signature")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":  # extended: 24-bit (canvas size - 1) fields
+        _unpack("<3s3s", data, 24)
+        return int.from_bytes(data[24:27], "little") + 1, int.from_bytes(data[27:30], "little") + 1
+    if len(data) < 16:
+        raise _truncated()
+    raise _corrupt("WebP", f"unknown chunk {chunk!r}")
+
+
+_BMP_HEADER_SIZES = {12, 40, 52, 56, 64, 108, 124}
+_HEIF_BRANDS = {b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs",
+                b"mif1", b"msf1"}
+
+
+def _not_accepted(data: bytes) -> BadImage:
+    """Name what the file is when it can be told, so the message says what to do."""
+    if data[4:8] == b"ftyp":  # ISO media: HEIC/AVIF photos, MP4/MOV videos
+        size = struct.unpack_from(">I", data, 0)[0]
+        brands = {data[i:i + 4] for i in range(8, min(len(data), max(size, 16)) - 3, 4)}
+        if brands & {b"avif", b"avis"}:
+            return BadImage(
+                "unsupported_format",
+                "AVIF images are not supported by the model server: convert the photo to JPEG "
+                "and upload again.",
+            )
+        if brands & _HEIF_BRANDS:
+            return BadImage(
+                "unsupported_format",
+                "HEIC photos are not supported by the model server: convert to JPEG (on iPhone: "
+                "Settings > Camera > Formats > Most Compatible) and upload again.",
+            )
+        return BadImage(
+            "not_an_image", f"This file is a video, not a photo: upload a {ACCEPTED} photo."
+        )
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return BadImage(
+            "unsupported_format",
+            "TIFF images (and camera RAW files, which are built on TIFF) are not supported by the "
+            "model server: export the photo as JPEG and upload again.",
+        )
+    if data[:2] == b"\xff\x0a" or data[4:12] == b"JXL \r\n\x87\n":
+        return BadImage(
+            "unsupported_format",
+            "JPEG XL images are not supported by the model server: export the photo as JPEG "
+            "and upload again.",
+        )
+    sample = data[:1024]
+    if b"\x00" not in sample and sample.decode("utf-8", "replace").count("\ufffd") <= 1:
+        return BadImage(
+            "not_an_image",
+            f"This file is text, not a photo, whatever its name says: upload a {ACCEPTED} photo.",
+        )
+    return BadImage(
+        "not_an_image",
+        f"This file is not an image the model server can read: upload a {ACCEPTED} photo.",
+    )
+
+
+def sniff_image(data: bytes) -> tuple[str, int, int]:
+    """Return ``(format, width, height)`` from the first bytes of a file, or raise BadImage.
+
+    Formats are told by their magic bytes and sizes read from their headers; nothing is
+    decoded, so a few hundred bytes (a JPEG's EXIF aside) are enough.
+    """
+    if not data:
+        raise BadImage("empty_file", "The file is empty (0 bytes): upload the photo again.")
+    if data.startswith(b"\xff\xd8\xff"):
+        fmt, (width, height) = "jpeg", _jpeg_size(data)
+    elif data.startswith(b"\x89PNG\r\n\x1a\n"):
+        if len(data) >= 16 and data[12:16] != b"IHDR":
+            raise _corrupt("PNG", "first chunk is not IHDR")
+        fmt, (width, height) = "png", _unpack(">II", data, 16)
+    elif data[:6] in (b"GIF87a", b"GIF89a"):
+        fmt, (width, height) = "gif", _unpack("<HH", data, 6)
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        fmt, (width, height) = "webp", _webp_size(data)
+    elif data[:2] == b"BM" and len(data) >= 18 and _unpack("<I", data, 14)[0] in _BMP_HEADER_SIZES:
+        if _unpack("<I", data, 14)[0] == 12:  # OS/2 BITMAPCOREHEADER: 16-bit sizes
+            width, height = _unpack("<HH", data, 18)
+        else:  # a negative height means rows stored top-down
+            width, height = _unpack("<ii", data, 18)
+            height = abs(height)
+        fmt = "bmp"
+    else:
+        raise _not_accepted(data)
+    if width <= 0 or height <= 0:
+        raise _corrupt(fmt.upper(), f"size {width}x{height}")
+    return fmt, width, height
+
+
+def check_limits(width: int, height: int, size: int, settings: Settings) -> None:
+    """Raise BadImage when the photo is too large or too small for the model."""
+    if size > settings.max_image_bytes:
+        raise BadImage(
+            "image_too_large",
+            f"The file is {size / 1e6:.1f} MB, over the {settings.max_image_bytes / 1e6:g} MB "
+            "limit: export the photo at a smaller size (e.g. 4000 pixels wide) and upload again.",
+        )
+    if width * height > settings.max_image_pixels:
+        raise BadImage(
+            "image_too_large",
+            f"The image is {width}x{height} pixels ({width * height / 1e6:.0f} megapixels), over "
+            f"the {settings.max_image_pixels / 1e6:g} megapixel limit: resize it (e.g. 4000 "
+            "pixels wide) and upload again.",
+        )
+    if min(width, height) < settings.min_image_side:
+        raise BadImage(
+            "image_too_small",
+            f"The image is only {width}x{height} pixels; at least {settings.min_image_side} "
+            "pixels on each side are needed to see anything: upload the full-size photo.",
+        )
+
+
+# -- the request ---------------------------------------------------------------------------
+
+# Generation parameter names of TGI's /generate -> OpenAI-style chat completion fields.
+_CHAT_PARAMETERS = {
+    "max_new_tokens": "max_tokens", "temperature": "temperature", "top_p": "top_p",
+    "seed": "seed", "stop": "stop", "frequency_penalty": "frequency_penalty",
+    "presence_penalty": "presence_penalty",
+}
+
+
+def build_request(
+    style: str, instruction: str, example_answer: str, example_url: str, image_url: str,
+    generation: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The endpoint's request body: a one-shot prompt (example photo, its answer, the photo)."""
+    if style == "tgi":
+        prompt = (
+            f"User:{instruction}![]({example_url})<end_of_utterance>\n"
+            f"Assistant: {example_answer}<end_of_utterance>\n"
+            f"User:{instruction}![]({image_url})<end_of_utterance>\nAssistant:"
+        )
+        # Without return_full_text=false Idefics echoes the whole prompt.
+        parameters = {"return_full_text": False, "stop": list(TGI_STOP), **generation}
+        return {"inputs": prompt, "parameters": parameters}
+
+    def user(url: str) -> dict[str, Any]:
+        return {"role": "user", "content": [
+            {"type": "text", "text": instruction},
+            {"type": "image_url", "image_url": {"url": url}},
+        ]}
+
+    body: dict[str, Any] = {"messages": [
+        user(example_url), {"role": "assistant", "content": example_answer}, user(image_url),
+    ]}
+    body.update({_CHAT_PARAMETERS[k]: v for k, v in generation.items() if k in _CHAT_PARAMETERS})
+    if generation.get("do_sample") is False:  # chat completions have no do_sample: greedy
+        body["temperature"] = 0
+    return body
+
+
+def _strip_stops(text: str, stops: list[str]) -> str:
+    """TGI returns a plain-text stop sequence at the end of the answer: cut it off."""
+    text = text.strip()
+    while True:
+        stop = next((s for s in stops if s and text.endswith(s)), None)
+        if stop is None:
+            return text
+        text = text[: -len(stop)].rstrip()
+
+
+def parse_answer(style: str, payload: Any, request: Mapping[str, Any]) -> str:
+    """The model's text alone: no echoed prompt, no stop sequence, stripped."""
+    try:
+        if style == "tgi":
+            item = payload[0] if isinstance(payload, list) else payload
+            text = item["generated_text"]
+        else:
+            text = payload["choices"][0]["message"]["content"]
+    except (KeyError, IndexError, TypeError):
+        text = None
+    if not isinstance(text, str):
+        raise Failure(
+            "bad_model_response",
+            f"The endpoint answered in an unexpected shape ({json.dumps(payload)[:200]}): check "
+            f"that REQUEST_STYLE={style} matches the model deployed on the endpoint.",
+        )
+    prompt = request.get("inputs")
+    if isinstance(prompt, str) and text.startswith(prompt):  # echoed despite return_full_text
+        text = text[len(prompt):]
+    stops = request.get("parameters", {}).get("stop") or request.get("stop") or []
+    answer = _strip_stops(text, [stops] if isinstance(stops, str) else list(stops))
+    if not answer:
+        raise Failure("empty_answer", "The model returned an empty answer: upload again.")
+    return answer
+
+
+# -- images for the request ----------------------------------------------------------------
+
+
+def _presign(bucket: str, key: str, settings: Settings) -> str:
+    # Computed locally (no AWS call); the endpoint fetches the photo with it, so the bucket
+    # stays private.
+    return _client("s3").generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key},
+        ExpiresIn=settings.url_expires_seconds,
+    )
+
+
+def _data_uri(data: bytes, fmt: str, budget: int) -> str:
+    """``data:`` URI of at most ``budget`` characters; re-encoded smaller when needed."""
+    prefix = f"data:image/{fmt};base64,"
+    if len(prefix) + 4 * math.ceil(len(data) / 3) > budget:
+        prefix, data = "data:image/jpeg;base64,", _shrink(data, (budget - 23) * 3 // 4)
+    return prefix + base64.b64encode(data).decode("ascii")
+
+
+def _shrink(data: bytes, max_bytes: int) -> bytes:
+    """Downscale to a JPEG of at most ``max_bytes`` (Pillow, imported only when needed)."""
+    try:
+        from PIL import Image, ImageOps
+    except ImportError:
+        raise Failure(
+            "configuration_error",
+            "IMAGE_TRANSPORT=data-uri must shrink this photo and needs Pillow: add Pillow to the "
+            "Lambda package, or use IMAGE_TRANSPORT=url.",
+        ) from None
+    try:
+        with Image.open(io.BytesIO(data)) as original:
+            width, height = original.size
+            side = min(max(width, height), 2048)
+            scale = side / max(width, height)
+            # JPEG: decode at a reduced scale (no smaller than needed), several times faster.
+            original.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            image = ImageOps.exif_transpose(original).convert("RGB")  # keep it upright
+        while side >= 64:
+            image.thumbnail((side, side))
+            out = io.BytesIO()
+            image.save(out, "JPEG", quality=85, optimize=True)
+            if out.tell() <= max_bytes:
+                return out.getvalue()
+            side = int(side * min(0.9, math.sqrt(max_bytes / out.tell())))
+    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+        raise BadImage(
+            "corrupt_image",
+            f"The image cannot be decoded ({exc}): export it again as JPEG and upload that.",
+        ) from None
+    raise BadImage("image_too_large", "The image cannot be made small enough to send inline.")
+
+
+def _image_urls(
+    settings: Settings, bucket: str, key: str, head: bytes, size: int, fmt: str,
+) -> tuple[str, str]:
+    """(example URL, photo URL) for the prompt, per IMAGE_TRANSPORT."""
+    if settings.image_transport == "url":
+        example_url = _presign(settings.bucket, settings.example_key, settings)
+        return example_url, _presign(bucket, key, settings)
+    # data-uri: both images inline, the whole body under MAX_PAYLOAD_BYTES.
+    s3 = _client("s3")
+    bare = build_request(settings.request_style, settings.instruction, settings.example_answer,
+                         "", "", settings.generation)
+    room = settings.max_payload_bytes - len(json.dumps(bare).encode()) - 64
+    try:
+        example = s3.get_object(Bucket=settings.bucket, Key=settings.example_key)["Body"].read()
+        example_uri = _data_uri(example, sniff_image(example)[0], room // 3)  # photo first
+    except (ClientError, BadImage) as exc:
+        raise Failure(
+            "configuration_error",
+            f"The example image s3://{settings.bucket}/{settings.example_key} cannot be used "
+            f"({exc}): upload it again or fix EXAMPLE_KEY.",
+        ) from None
+    photo = head if size <= len(head) else s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    return example_uri, _data_uri(photo, fmt, room - len(example_uri))
+
+
+# -- calling the model ---------------------------------------------------------------------
+
+
+def _retryable(exc: Exception) -> bool:
+    if isinstance(exc, BotoConnectionError | HTTPClientError):  # incl. timeouts
+        return True
+    if isinstance(exc, ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        if _error_code(exc) == "ModelError" and exc.response.get("OriginalStatusCode") in (
+            MODEL_INPUT_STATUSES
+        ):
+            return False
+        return _error_code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
+    return False
+
+
+def _describe(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code')}: {error.get('Message')}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def invoke_model(
+    body: bytes, settings: Settings, deadline: float, sleep: Any = time.sleep,
+) -> tuple[Any, int]:
+    """Call the endpoint until it answers; return (decoded JSON, attempts) or raise Failure.
+
+    Transient failures are retried with exponential backoff and jitter, up to MAX_ATTEMPTS
+    and never past ``deadline`` (monotonic seconds) less the margin for writing the result.
+    """
+    stop_at = deadline - settings.result_margin_seconds
+    attempts = 0
+    while True:
+        left = stop_at - time.monotonic()
+        if left < MIN_ATTEMPT_SECONDS:
+            raise Failure(
+                "model_timeout",
+                f"The model did not answer in the time this invocation had left (attempts: "
+                f"{attempts}): upload the photo again; if it keeps happening, raise the "
+                "Lambda timeout.", attempts,
+            )
+        attempts += 1
+        timeout = max(1, int(min(settings.model_timeout_seconds + 5, left)))
+        try:
+            response = _client("sagemaker-runtime", timeout).invoke_endpoint(
+                EndpointName=settings.endpoint, ContentType="application/json",
+                Accept="application/json", Body=body,
+            )
+            raw = response["Body"].read()
+        except (ClientError, BotoConnectionError, HTTPClientError) as exc:
+            if not _retryable(exc):
+                raise _permanent_failure(exc, settings, attempts) from None
+            if attempts >= settings.max_attempts:
+                raise Failure(
+                    "model_unavailable",
+                    f"Endpoint {settings.endpoint} failed {attempts} times (last: "
+                    f"{_describe(exc)}): upload the photo again later; if it persists, check "
+                    "the endpoint's logs in CloudWatch.", attempts,
+                ) from None
+            log.warning("Attempt %d of %s failed, retrying: %s", attempts, settings.endpoint,
+                        _describe(exc))
+            delay = settings.retry_base_seconds * 2 ** (attempts - 1) * random.uniform(0.5, 1.0)
+            sleep(max(0.0, min(delay, stop_at - time.monotonic() - MIN_ATTEMPT_SECONDS)))
+            continue
+        try:
+            return json.loads(raw), attempts
+        except ValueError:
+            raise Failure(
+                "bad_model_response",
+                f"The endpoint's answer is not JSON ({raw[:200]!r}): check the model container.",
+                attempts,
+            ) from None
+
+
+def _permanent_failure(exc: Exception, settings: Settings, attempts: int) -> Failure:
+    message = _describe(exc)
+    if isinstance(exc, ClientError) and _error_code(exc) == "ModelError":
+        return Failure(
+            "model_rejected_input",
+            f"The model refused the request ({message}): check the photo and the endpoint's "
+            "limits (e.g. MAX_INPUT_TOKENS), then upload again.", attempts,
+        )
+    if "not found" in message.lower():
+        return Failure(
+            "endpoint_not_found",
+            f"Endpoint {settings.endpoint} was not found ({message}): deploy it, or set "
+            "ENDPOINT_NAME to the endpoint's name, then upload the photo again.", attempts,
+        )
+    return Failure(
+        "model_request_failed",
+        f"The endpoint call was refused ({message}): check ENDPOINT_NAME and the Lambda role's "
+        "sagemaker:InvokeEndpoint permission, then upload the photo again.", attempts,
+    )
+
+
+# -- one record ----------------------------------------------------------------------------
+
+
+class ResultWriteError(RuntimeError):
+    """The result could not be stored: the one failure that makes the invocation fail."""
+
+
+def _answered_etag(s3: Any, bucket: str, key: str) -> str | None:
+    """The input ETag a final result for ``key`` was made from, if there is one."""
+    try:
+        meta = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+    except ClientError as exc:
+        if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
+            log.warning("Cannot check for an earlier result %s: %s", key, _describe(exc))
+        return None
+    return meta.get("input-etag") if meta.get("final") != "false" else None
+
+
+def _read_head(s3: Any, bucket: str, key: str) -> tuple[bytes, str | None, int]:
+    """First HEAD_BYTES of the object with its ETag and total size, in one ranged GET."""
+    try:
+        response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")
+    except ClientError as exc:
+        if _error_code(exc) == "InvalidRange":  # S3's answer for a range of an empty object
+            return b"", None, 0
+        raise
+    content_range = response.get("ContentRange") or ""  # "bytes 0-262143/4500000"
+    size = int(content_range.rpartition("/")[2]) if "/" in content_range else None
+    data = response["Body"].read()
+    return data, response["ETag"].strip('"'), size if size is not None else len(data)
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def process_record(
+    record: Mapping[str, Any], settings: Settings, deadline: float, request_id: str | None,
+) -> dict[str, Any]:
+    """Handle one S3 record; return a summary (also logged as one JSON line)."""
+    started = time.monotonic()
+    bucket = record["s3"]["bucket"]["name"]
+    key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+    out_key = result_key(key, settings.input_prefix, settings.output_prefix)
+    summary: dict[str, Any] = {"bucket": bucket, "key": key, "result_key": out_key}
+    if out_key is None or not record.get("eventName", "ObjectCreated:").startswith("ObjectCreated"):
+        return _log({**summary, "status": "ignored"})
+
+    s3 = _client("s3")
+    event_etag = str(record["s3"]["object"].get("eTag") or "").strip('"') or None
+    done = _answered_etag(s3, bucket, out_key)
+    if done is not None and done == event_etag:
+        return _log({**summary, "status": "duplicate", "etag": done})
+
+    result: dict[str, Any] = {
+        "status": "error",
+        "input": {"bucket": bucket, "key": key, "etag": event_etag, "size": None},
+        "model": {
+            "endpoint": settings.endpoint, "profile": settings.model_profile,
+            "model_id": settings.model_id, "request_style": settings.request_style,
+            "image_transport": settings.image_transport,
+        },
+    }
+    attempts, model_seconds, final = 0, 0.0, False
+    try:
+        head, etag, size = _read_head(s3, bucket, key)
+        etag = etag or event_etag
+        result["input"].update(etag=etag, size=size)
+        if done is not None and done == etag:  # an older event's delivery for this same upload
+            return _log({**summary, "status": "duplicate", "etag": done})
+        try:
+            fmt, width, height = sniff_image(head)
+        except BadImage as exc:
+            if exc.code != "truncated_image" or not len(head) < size <= settings.max_image_bytes:
+                raise
+            # The header lies beyond the first 256 KiB (a huge EXIF block): read it all once.
+            head = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            fmt, width, height = sniff_image(head)
+        result["image"] = {"format": fmt, "width": width, "height": height}
+        check_limits(width, height, size, settings)
+
+        example_url, image_url = _image_urls(settings, bucket, key, head, size, fmt)
+        request = build_request(settings.request_style, settings.instruction,
+                                settings.example_answer, example_url, image_url,
+                                settings.generation)
+        model_started = time.monotonic()
+        try:
+            payload, attempts = invoke_model(json.dumps(request).encode(), settings, deadline)
+            result["answer"] = parse_answer(settings.request_style, payload, request)
+        finally:
+            model_seconds = time.monotonic() - model_started
+        result["status"], final = "ok", True
+    except BadImage as exc:
+        result["error"], final = {"code": exc.code, "message": exc.message}, True
+    except Failure as exc:
+        attempts = max(attempts, exc.attempts)
+        result["error"] = {"code": exc.code, "message": exc.message}
+    except ClientError as exc:  # reading the photo from S3
+        if _error_code(exc) in ("NoSuchKey", "404"):  # deleted before we got to it
+            return _log({**summary, "status": "ignored", "reason": "deleted"})
+        result["error"] = {
+            "code": "input_unreadable",
+            "message": f"The photo could not be read ({_describe(exc)}): upload it again.",
+        }
+
+    result["timing"] = {
+        "model_seconds": round(model_seconds, 3),
+        "total_seconds": round(time.monotonic() - started, 3), "attempts": attempts,
+    }
+    result["request_id"] = request_id
+    result["written_at"] = _now()
+    # Results are keyed by the input's ETag: a redelivered event finds it with one HEAD.
+    # Transient failures are not final, so the next delivery or re-upload tries again.
+    metadata = {"input-etag": result["input"]["etag"] or "", "final": str(final).lower()}
+    try:
+        s3.put_object(
+            Bucket=bucket, Key=out_key, ContentType="application/json", Metadata=metadata,
+            Body=json.dumps(result, ensure_ascii=False, indent=2).encode(),
+        )
+    except Exception as exc:
+        _log({**summary, "status": "write_failed", "error_code": "result_write_failed"})
+        raise ResultWriteError(f"Could not write s3://{bucket}/{out_key}: {exc}") from exc
+    return _log({
+        **summary, "status": result["status"],
+        "error_code": result.get("error", {}).get("code"), **result["timing"],
+    })
+
+
+def _log(line: dict[str, Any]) -> dict[str, Any]:
+    log.info(json.dumps(line, ensure_ascii=False))
+    return line
+
+
+def _remaining_seconds(context: Any) -> float:
+    get = getattr(context, "get_remaining_time_in_millis", None)
+    return get() / 1000 if get else 900.0  # no context (a local call): Lambda's maximum
+
+
+def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    """Entry point: describe every photo of an S3 ObjectCreated event."""
+    deadline = time.monotonic() + _remaining_seconds(context)
+    settings = load_settings()
+    request_id = getattr(context, "aws_request_id", None)
+    summaries, failures = [], []
+    for record in event.get("Records") or []:
+        try:
+            summaries.append(process_record(record, settings, deadline, request_id))
+        except ResultWriteError as exc:  # keep going: the other photos' results still count
+            failures.append(exc)
+    if failures:
+        raise failures[0]
+    return {"records": summaries}
+
+
+def _configure_logging() -> None:
+    # Lambda's runtime installs a root handler at WARNING unless the function sets a log level
+    # (AWS_LAMBDA_LOG_LEVEL). Outside Lambda logging is left to whoever imports this module.
+    if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and not os.environ.get("AWS_LAMBDA_LOG_LEVEL"):
+        logging.getLogger().setLevel(logging.INFO)
+
+
+_configure_logging()

@@ -1,0 +1,62 @@
+"""Fixtures shared by the whole suite: fake credentials, moto in-process and as a server."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"
+EVENTS = Path(__file__).resolve().parent / "events"
+REGION = "us-east-1"
+
+_AWS_VARS = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
+    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+)
+
+
+@pytest.fixture(autouse=True)
+def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Every test runs with fake credentials and no real AWS configuration."""
+    for name in _AWS_VARS:
+        monkeypatch.delenv(name, raising=False)
+    for name in [n for n in os.environ if n.startswith("VT_")]:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[str]:
+    """moto's threaded server on loopback; yields its URL. Shared: use unique bucket names."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def mocked_aws() -> Iterator[None]:
+    """moto in-process, with local mode's bucket-policy evaluation (see moto_patches)."""
+    from moto import mock_aws
+
+    from visual_tourism.local import moto_patches
+
+    with mock_aws():
+        moto_patches.patch_bucket_policies()
+        try:
+            yield
+        finally:
+            moto_patches.restore()

@@ -1,0 +1,313 @@
+"""lambda_code.py's pure helpers: image sniffing, limits, keys, requests, answers, settings."""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+import lambda_code as lc
+
+IMAGES = Path(__file__).resolve().parent.parent / "images"
+
+
+def encode(image: Image.Image, fmt: str, **options: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, fmt, **options)
+    return out.getvalue()
+
+
+def photo(size: tuple[int, int] = (640, 480), mode: str = "RGB") -> Image.Image:
+    return Image.linear_gradient("L").resize(size).convert(mode)
+
+
+def settings(**changes: object) -> lc.Settings:
+    return lc.Settings(bucket="b", endpoint="e", **changes)  # type: ignore[arg-type]
+
+
+# -- sniff_image: accepted formats ----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fmt", "options", "mode", "expected"),
+    [
+        ("JPEG", {}, "RGB", "jpeg"),
+        ("JPEG", {"progressive": True}, "RGB", "jpeg"),  # SOF2
+        ("JPEG", {"exif": b"Exif\x00\x00" + b"\x00" * 5000}, "RGB", "jpeg"),  # APP1 first
+        ("PNG", {}, "RGB", "png"),
+        ("GIF", {}, "P", "gif"),
+        ("WEBP", {"lossless": False}, "RGB", "webp"),  # VP8
+        ("WEBP", {"lossless": True}, "RGB", "webp"),  # VP8L
+        ("WEBP", {"lossless": False}, "RGBA", "webp"),  # VP8X (alpha)
+        ("BMP", {}, "RGB", "bmp"),
+    ],
+)
+def test_sniff_reads_the_size_of_each_accepted_format(
+    fmt: str, options: dict[str, object], mode: str, expected: str
+) -> None:
+    data = encode(photo((641, 479), mode), fmt, **options)
+    assert lc.sniff_image(data) == (expected, 641, 479)
+
+
+@pytest.mark.parametrize("name", ["trevi.jpeg", "tour_eiffel.jpeg", "neuschwanstein.jpeg",
+                                  "santiago_cathedral.jpeg"])
+def test_sniff_agrees_with_pillow_on_the_project_photos(name: str) -> None:
+    data = (IMAGES / name).read_bytes()
+    with Image.open(io.BytesIO(data)) as image:
+        assert lc.sniff_image(data[: lc.HEAD_BYTES]) == ("jpeg", *image.size)
+
+
+def test_sniff_reads_top_down_and_os2_bitmaps() -> None:
+    data = bytearray(encode(photo((40, 30)), "BMP"))
+    struct.pack_into("<i", data, 22, -30)  # top-down rows
+    assert lc.sniff_image(bytes(data)) == ("bmp", 40, 30)
+    os2 = b"BM" + b"\x00" * 12 + struct.pack("<IHHHH", 12, 50, 60, 1, 24)
+    assert lc.sniff_image(os2) == ("bmp", 50, 60)
+
+
+def test_sniff_skips_fill_bytes_before_a_jpeg_marker() -> None:
+    data = encode(photo((64, 48)), "JPEG")
+    padded = data[:2] + b"\xff\xff" + data[2:]
+    assert lc.sniff_image(padded) == ("jpeg", 64, 48)
+
+
+# -- sniff_image: rejected content ----------------------------------------------------------
+
+HEIC = struct.pack(">I", 24) + b"ftypheic" + b"\x00\x00\x00\x00" + b"mif1heic" + b"\x00" * 64
+HEIF_MIF1 = struct.pack(">I", 20) + b"ftypmif1" + b"\x00\x00\x00\x00" + b"mif1" + b"\x00" * 64
+AVIF = struct.pack(">I", 28) + b"ftypavif" + b"\x00\x00\x00\x00" + b"avifmif1miaf" + b"\x00" * 64
+MP4 = struct.pack(">I", 24) + b"ftypisom" + b"\x00\x00\x02\x00" + b"isomiso2" + b"\x00" * 64
+
+
+@pytest.mark.parametrize(
+    ("data", "code", "words"),
+    [
+        (b"", "empty_file", "empty"),
+        (b"Dear diary, today we saw the Trevi fountain.\n" * 3, "not_an_image", "text"),
+        (b"BMW 320d, one owner\n", "not_an_image", "text"),  # "BM" but no bitmap header
+        (HEIC, "unsupported_format", "Most Compatible"),
+        (HEIF_MIF1, "unsupported_format", "HEIC"),
+        (AVIF, "unsupported_format", "AVIF"),
+        (MP4, "not_an_image", "video"),
+        (b"II*\x00\x08\x00\x00\x00" + b"\x00" * 32, "unsupported_format", "TIFF"),
+        (b"MM\x00*\x00\x00\x00\x08" + b"\x00" * 32, "unsupported_format", "TIFF"),
+        (b"\xff\x0a\xfa\x7f" + b"\x00" * 32, "unsupported_format", "JPEG XL"),
+        (bytes(range(256)) * 4, "not_an_image", "JPEG, PNG"),
+    ],
+)
+def test_sniff_rejects_what_the_model_server_cannot_read(
+    data: bytes, code: str, words: str
+) -> None:
+    with pytest.raises(lc.BadImage) as caught:
+        lc.sniff_image(data)
+    assert caught.value.code == code
+    assert words in caught.value.message
+    assert "upload" in caught.value.message  # every message says what to do
+
+
+def test_truncated_headers_are_told_apart_from_short_files() -> None:
+    jpeg = encode(photo(), "JPEG")
+    sof = jpeg.index(b"\xff\xc0")
+    png = encode(photo(), "PNG")
+    webp = encode(photo(), "WEBP")
+    for cut in (jpeg[:3], jpeg[: sof - 10], jpeg[: sof + 5], png[:20], webp[:22],
+                encode(photo(mode="P"), "GIF")[:8]):
+        with pytest.raises(lc.BadImage) as caught:
+            lc.sniff_image(cut)
+        assert caught.value.code == "truncated_image", cut[:12]
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + b"\x01" * 5 + b"garbage, not a marker",
+        b"\xff\xd8\xff\xda\x00\x08" + b"\x00" * 32,  # scan data before any frame header
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIDAT" + b"\x00" * 16,
+        b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR" + struct.pack(">II", 0, 10) + b"\x08\x02",
+        b"RIFF\x00\x00\x00\x00WEBPVP8 " + b"\x00" * 20,  # no key frame start code
+    ],
+)
+def test_damaged_headers_are_corrupt(data: bytes) -> None:
+    with pytest.raises(lc.BadImage) as caught:
+        lc.sniff_image(data)
+    assert caught.value.code == "corrupt_image"
+
+
+def test_limits() -> None:
+    s = settings(max_image_bytes=1000, max_image_pixels=100 * 100, min_image_side=32)
+    lc.check_limits(100, 100, 1000, s)
+    for width, height, size, code, words in [
+        (100, 100, 1001, "image_too_large", "MB"),
+        (101, 100, 10, "image_too_large", "megapixel"),
+        (31, 100, 10, "image_too_small", "31x100"),
+        (100, 1, 10, "image_too_small", "100x1"),
+    ]:
+        with pytest.raises(lc.BadImage) as caught:
+            lc.check_limits(width, height, size, s)
+        assert caught.value.code == code
+        assert words in caught.value.message
+
+
+# -- keys -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "expected"),
+    [
+        ("input/a.jpg", "output/a.jpg.json"),
+        ("input/a.png", "output/a.png.json"),
+        ("input/trips/2024/Tōkyō tower.v2.JPG", "output/trips/2024/Tōkyō tower.v2.JPG.json"),
+        ("input/", None),
+        ("input/new folder/", None),
+        ("photos/a.jpg", None),
+        ("output/a.jpg.json", None),
+        ("inputs/a.jpg", None),
+    ],
+)
+def test_result_key(key: str, expected: str | None) -> None:
+    assert lc.result_key(key, "input/", "output/") == expected
+
+
+# -- requests and answers ---------------------------------------------------------------------
+
+
+def test_tgi_request_is_the_one_shot_idefics_prompt() -> None:
+    body = lc.build_request("tgi", "Describe.", "A fountain.", "https://ex", "https://ph",
+                            lc.DEFAULT_GENERATION)
+    assert body["inputs"] == (
+        "User:Describe.![](https://ex)<end_of_utterance>\n"
+        "Assistant: A fountain.<end_of_utterance>\n"
+        "User:Describe.![](https://ph)<end_of_utterance>\nAssistant:"
+    )
+    assert body["parameters"] == {
+        "do_sample": True, "top_p": 0.2, "temperature": 0.4, "top_k": 50,
+        "max_new_tokens": 512, "return_full_text": False, "stop": ["User:", "<end_of_utterance>"],
+    }
+
+
+def test_messages_request_maps_the_generation_parameters() -> None:
+    body = lc.build_request("messages", "Describe.", "A fountain.", "https://ex", "https://ph",
+                            {**lc.DEFAULT_GENERATION, "stop": ["\nUser"], "seed": 7})
+    assert body == {
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "Describe."},
+                {"type": "image_url", "image_url": {"url": "https://ex"}},
+            ]},
+            {"role": "assistant", "content": "A fountain."},
+            {"role": "user", "content": [
+                {"type": "text", "text": "Describe."},
+                {"type": "image_url", "image_url": {"url": "https://ph"}},
+            ]},
+        ],
+        "max_tokens": 512, "temperature": 0.4, "top_p": 0.2, "stop": ["\nUser"], "seed": 7,
+    }
+    greedy = lc.build_request("messages", "i", "a", "u", "v", {"do_sample": False})
+    assert greedy["temperature"] == 0
+
+
+TGI_REQUEST = lc.build_request("tgi", "Describe.", "A.", "https://ex", "https://ph", {})
+
+
+@pytest.mark.parametrize(
+    ("generated", "answer"),
+    [
+        (" The Colosseum. Story. Eat at Luzzi.", "The Colosseum. Story. Eat at Luzzi."),
+        (" The Colosseum.<end_of_utterance>", "The Colosseum."),
+        (" The Colosseum.\nUser:", "The Colosseum."),
+        (" The Colosseum.<end_of_utterance>\nUser:", "The Colosseum."),
+        (TGI_REQUEST["inputs"] + " The Colosseum.\nUser:", "The Colosseum."),  # echoed prompt
+        ("User: and User: inside stay.", "User: and User: inside stay."),
+    ],
+)
+def test_tgi_answer_is_the_text_alone(generated: str, answer: str) -> None:
+    assert lc.parse_answer("tgi", [{"generated_text": generated}], TGI_REQUEST) == answer
+
+
+def test_messages_answer() -> None:
+    payload = {"choices": [{"index": 0, "message": {"role": "assistant",
+                                                    "content": " Big Ben.\n"}}]}
+    assert lc.parse_answer("messages", payload, {"messages": []}) == "Big Ben."
+
+
+@pytest.mark.parametrize(
+    ("style", "payload"),
+    [
+        ("tgi", []),
+        ("tgi", {"error": "boom"}),
+        ("tgi", [{"generated_text": None}]),
+        ("tgi", "plain text"),
+        ("messages", [{"generated_text": "wrong style"}]),
+        ("messages", {"choices": []}),
+    ],
+)
+def test_wrong_shapes_are_bad_model_responses(style: str, payload: object) -> None:
+    with pytest.raises(lc.Failure) as caught:
+        lc.parse_answer(style, payload, TGI_REQUEST)
+    assert caught.value.code == "bad_model_response"
+    assert "REQUEST_STYLE" in caught.value.message
+
+
+def test_an_answer_of_only_a_stop_sequence_is_empty() -> None:
+    with pytest.raises(lc.Failure) as caught:
+        lc.parse_answer("tgi", [{"generated_text": "<end_of_utterance>"}], TGI_REQUEST)
+    assert caught.value.code == "empty_answer"
+
+
+# -- settings -------------------------------------------------------------------------------
+
+
+def test_two_variables_give_the_original_design() -> None:
+    s = lc.load_settings({"BUCKET_NAME": "b", "ENDPOINT_NAME": "e"})
+    assert (s.input_prefix, s.output_prefix, s.example_key) == (
+        "input/", "output/", "example/trevi.jpeg")
+    assert s.instruction.startswith("You are a travel agent. Describe in 1 sentence")
+    assert s.example_answer.endswith("the Pinsitaly Trevi restaurant.")
+    assert s.generation == {"do_sample": True, "top_p": 0.2, "temperature": 0.4, "top_k": 50,
+                            "max_new_tokens": 512}
+    assert (s.request_style, s.image_transport, s.url_expires_seconds) == ("tgi", "url", 900)
+    assert (s.max_attempts, s.model_timeout_seconds, s.max_payload_bytes) == (4, 60, 1_900_000)
+    assert (s.max_image_bytes, s.max_image_pixels, s.min_image_side) == (
+        20_000_000, 50_000_000, 32)
+
+
+def test_every_variable_is_read() -> None:
+    env = {
+        "BUCKET_NAME": "b", "ENDPOINT_NAME": "e", "INPUT_PREFIX": "in/", "OUTPUT_PREFIX": "out/",
+        "EXAMPLE_KEY": "ex/x.png", "EXAMPLE_ANSWER": "A.", "INSTRUCTION": "I.",
+        "REQUEST_STYLE": "messages", "GENERATION_PARAMETERS": '{"max_new_tokens": 64}',
+        "IMAGE_TRANSPORT": "data-uri", "URL_EXPIRES_SECONDS": "60", "MAX_PAYLOAD_BYTES": "1000",
+        "MODEL_PROFILE": "p", "MODEL_ID": "m/m", "MAX_ATTEMPTS": "2",
+        "MODEL_TIMEOUT_SECONDS": "30", "RETRY_BASE_SECONDS": "0.5",
+        "RESULT_MARGIN_SECONDS": "2", "MAX_IMAGE_BYTES": "10", "MAX_IMAGE_PIXELS": "20",
+        "MIN_IMAGE_SIDE": "3",
+    }
+    s = lc.load_settings(env)
+    assert set(lc.ENV_NAMES) == set(env)
+    assert [getattr(s, lc.ENV_NAMES[var]) for var in env] == [
+        "b", "e", "in/", "out/", "ex/x.png", "A.", "I.", "messages", {"max_new_tokens": 64},
+        "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "words"),
+    [
+        ({"ENDPOINT_NAME": ""}, "ENDPOINT_NAME"),
+        ({"ENDPOINT_NAME": "e", "BUCKET_NAME": ""}, "BUCKET_NAME"),
+        ({"GENERATION_PARAMETERS": "[1]"}, "GENERATION_PARAMETERS"),
+        ({"GENERATION_PARAMETERS": "{oops"}, "GENERATION_PARAMETERS"),
+        ({"MAX_ATTEMPTS": "four"}, "MAX_ATTEMPTS"),
+        ({"MAX_ATTEMPTS": "0"}, "MAX_ATTEMPTS"),
+        ({"REQUEST_STYLE": "openai"}, "REQUEST_STYLE"),
+        ({"IMAGE_TRANSPORT": "s3"}, "IMAGE_TRANSPORT"),
+        ({"OUTPUT_PREFIX": "input/results/"}, "OUTPUT_PREFIX"),  # results would re-trigger
+        ({"INPUT_PREFIX": "input"}, "INPUT_PREFIX"),
+    ],
+)
+def test_bad_configuration_names_the_variable(env: dict[str, str], words: str) -> None:
+    with pytest.raises(lc.ConfigError, match=words):
+        lc.load_settings({"BUCKET_NAME": "b", "ENDPOINT_NAME": "e", **env})

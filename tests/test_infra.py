@@ -1,0 +1,710 @@
+"""The CloudFormation template (infra/template.yaml) and `visual-tourism infra`.
+
+- cfn-lint passes on the template and fails on broken copies of it.
+- One source of truth: the template, resolved with the parameters `infra package` derives from
+  a Config, carries exactly the policies, settings and names of the helpers behind
+  `visual-tourism up` (iam.py, bucket.py, lambda_fn.py, endpoint.py, autoscaling.py).
+- A real create, update and delete on moto's CloudFormation through deploy() / delete().
+  moto skips some resource types and properties (listed at MOTO_SKIPS); those are covered by
+  the resolved-template test instead.
+- The failure report, from CloudFormation events scripted with botocore's Stubber (moto
+  raises instead of recording CREATE_FAILED events).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+from botocore.stub import ANY, Stubber
+from cfnlint.decode import cfn_yaml
+from moto.core import DEFAULT_ACCOUNT_ID
+
+from visual_tourism import autoscaling, bucket, endpoint, iam, infra, lambda_fn
+from visual_tourism.aws import Aws
+from visual_tourism.cli import main
+from visual_tourism.config import STACK_TAG, Config, load_config
+from visual_tourism.errors import DeployError, StackFailedError
+from visual_tourism.profiles import PROFILES
+
+TEMPLATE_TEXT = infra.TEMPLATE.read_text()
+# Template parameters that only `infra package` can know: no defaults in the template.
+PACKAGE_ONLY = {"ImageUri", "CodeS3Bucket", "CodeS3Key"}
+
+# What moto 5.2.5 does with this template, found by deploying it (see README "moto"):
+# - not created at all (a warning, then skipped): AWS::S3::BucketPolicy,
+#   AWS::ApplicationAutoScaling::ScalableTarget, AWS::ApplicationAutoScaling::ScalingPolicy;
+# - bucket properties ignored: PublicAccessBlockConfiguration, OwnershipControls,
+#   NotificationConfiguration, and BucketKeyEnabled inside BucketEncryption;
+# - Lambda Tags ignored; SageMaker EndpointName ignored (moto generates the name).
+MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS::.*:UserWarning")
+MOTO_CREATES = {
+    "Bucket", "LambdaRole", "SageMakerRole", "LogGroup", "Function", "BucketInvokePermission",
+    "Model", "EndpointConfig", "Endpoint",
+}
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+@functools.cache
+def image_uri(profile: str, region: str) -> str:
+    return PROFILES[profile].image_uri(region)  # the SageMaker SDK's table: offline, slow import
+
+
+# -- a small CloudFormation resolver ------------------------------------------------------
+# Enough of CloudFormation's semantics for this template: parameters, pseudo parameters,
+# conditions, Ref / GetAtt with each resource type's documented return values, Sub, If,
+# Select, Split, Join and AWS::NoValue.
+NO_VALUE = object()
+NAME_PROPERTY = {
+    "AWS::S3::Bucket": "BucketName",
+    "AWS::IAM::Role": "RoleName",
+    "AWS::Lambda::Function": "FunctionName",
+    "AWS::Logs::LogGroup": "LogGroupName",
+    "AWS::SageMaker::Endpoint": "EndpointName",
+}
+ARN_FORMAT = {
+    "AWS::S3::Bucket": "arn:{p}:s3:::{name}",
+    "AWS::IAM::Role": "arn:{p}:iam::{a}:role/{name}",
+    "AWS::Lambda::Function": "arn:{p}:lambda:{r}:{a}:function:{name}",
+    # SageMaker ARNs carry the name in lower case.
+    "AWS::SageMaker::Model": "arn:{p}:sagemaker:{r}:{a}:model/{lower}",
+    "AWS::SageMaker::EndpointConfig": "arn:{p}:sagemaker:{r}:{a}:endpoint-config/{lower}",
+    "AWS::SageMaker::Endpoint": "arn:{p}:sagemaker:{r}:{a}:endpoint/{lower}",
+}
+REF_RETURNS_ARN = {"AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig",
+                   "AWS::SageMaker::Endpoint"}
+NAME_ATTRIBUTES = {"ModelName", "EndpointConfigName", "EndpointName"}
+
+
+class Resolver:
+    def __init__(self, template: dict[str, Any], values: dict[str, str], *, account: str,
+                 region: str) -> None:
+        self.template = template
+        self.resources = template["Resources"]
+        self.pseudo = {
+            "AWS::AccountId": account, "AWS::Region": region, "AWS::Partition": "aws",
+            "AWS::StackName": "stack", "AWS::URLSuffix": "amazonaws.com", "AWS::NoValue": NO_VALUE,
+        }
+        self.params: dict[str, Any] = {}
+        for name, spec in template["Parameters"].items():
+            raw = values.get(name, spec.get("Default"))
+            assert raw is not None, f"no value for parameter {name}"
+            raw = str(raw)
+            if spec["Type"] == "Number":
+                number = float(raw)
+                self.params[name] = int(number) if number.is_integer() else number
+            else:
+                self.params[name] = raw
+            if "AllowedPattern" in spec:
+                assert re.fullmatch(spec["AllowedPattern"], raw), (name, raw)
+            if "AllowedValues" in spec:
+                assert raw in [str(v) for v in spec["AllowedValues"]], (name, raw)
+
+    def condition(self, name: str) -> bool:
+        return self._test(self.template["Conditions"][name])
+
+    def _test(self, node: Any) -> bool:
+        (fn, args), = node.items()
+        if fn == "Fn::Equals":
+            return self.resolve(args[0]) == self.resolve(args[1])
+        if fn == "Fn::Not":
+            return not self._test(args[0])
+        if fn == "Fn::And":
+            return all(self._test(a) for a in args)
+        if fn == "Fn::Or":
+            return any(self._test(a) for a in args)
+        if fn == "Condition":
+            return self.condition(args)
+        raise AssertionError(f"unsupported condition {fn}")
+
+    def name(self, logical: str) -> str:
+        resource = self.resources[logical]
+        prop = NAME_PROPERTY.get(resource["Type"])
+        if prop and prop in resource.get("Properties", {}):
+            return self.resolve(resource["Properties"][prop])
+        return f"stack-{logical}-generated"  # CloudFormation makes up a name
+
+    def arn(self, logical: str) -> str:
+        name = self.name(logical)
+        return ARN_FORMAT[self.resources[logical]["Type"]].format(
+            p="aws", r=self.pseudo["AWS::Region"], a=self.pseudo["AWS::AccountId"], name=name,
+            lower=name.lower(),
+        )
+
+    def ref(self, name: str) -> Any:
+        if name in self.pseudo:
+            return self.pseudo[name]
+        if name in self.params:
+            return self.params[name]
+        kind = self.resources[name]["Type"]
+        if kind in REF_RETURNS_ARN:
+            return self.arn(name)
+        if kind in NAME_PROPERTY:
+            return self.name(name)
+        return f"ref:{name}"  # e.g. a scalable target's id
+
+    def get_att(self, logical: str, attribute: str) -> str:
+        if attribute == "Arn":
+            return self.arn(logical)
+        assert attribute in NAME_ATTRIBUTES, attribute
+        return self.name(logical)
+
+    def sub(self, text: str, variables: dict[str, Any]) -> str:
+        def value(match: re.Match[str]) -> str:
+            key = match.group(1)
+            if key.startswith("!"):
+                return "${" + key[1:] + "}"
+            if key in variables:
+                return str(self.resolve(variables[key]))
+            if "." in key:
+                return self.get_att(*key.split(".", 1))
+            return str(self.ref(key))
+
+        return re.sub(r"\$\{([^}]+)\}", value, text)
+
+    def resolve(self, node: Any) -> Any:
+        if isinstance(node, dict):
+            if len(node) == 1:
+                (key, args), = node.items()
+                if key == "Ref":
+                    return self.ref(args)
+                if key == "Fn::GetAtt":
+                    logical, attribute = args if isinstance(args, list) else args.split(".", 1)
+                    return self.get_att(logical, attribute)
+                if key == "Fn::Sub":
+                    text, variables = (args, {}) if isinstance(args, str) else args
+                    return self.sub(text, variables)
+                if key == "Fn::If":
+                    return self.resolve(args[1] if self.condition(args[0]) else args[2])
+                if key == "Fn::Select":
+                    return self.resolve(args[1])[int(self.resolve(args[0]))]
+                if key == "Fn::Split":
+                    return self.resolve(args[1]).split(args[0])
+                if key == "Fn::Join":
+                    return args[0].join(str(self.resolve(a)) for a in args[1])
+                assert not key.startswith("Fn::"), f"unsupported {key}"
+            out = {k: self.resolve(v) for k, v in node.items()}
+            return {k: v for k, v in out.items() if v is not NO_VALUE}
+        if isinstance(node, list):
+            return [v for v in (self.resolve(v) for v in node) if v is not NO_VALUE]
+        return node
+
+    def properties(self, logical: str) -> dict[str, Any]:
+        return self.resolve(self.resources[logical].get("Properties", {}))
+
+    def outputs(self) -> dict[str, Any]:
+        return {k: self.resolve(v["Value"]) for k, v in self.template["Outputs"].items()}
+
+
+def template() -> dict[str, Any]:
+    return cfn_yaml.loads(TEMPLATE_TEXT)
+
+
+def rendered(cfg: Config) -> tuple[Resolver, dict[str, str]]:
+    values = infra.template_parameters(
+        cfg, image_uri=image_uri(cfg.model_profile, cfg.region),
+        code_bucket="artifacts-bucket", code_key="lambda/0123.zip",
+    )
+    return Resolver(template(), values, account=DEFAULT_ACCOUNT_ID, region=cfg.region), values
+
+
+CONFIGS = {
+    "default": {},
+    "custom": {
+        "prefix": "my-tour",
+        "bucket": "my-tour-photos",
+        "model_profile": "qwen2.5-vl-7b-instruct",
+        "min_instances": 2,
+        "max_instances": 3,
+        "target_invocations": 7.5,
+        "scale_in_cooldown": 900,
+        "scale_out_cooldown": 120,
+        "lambda_timeout": 120,
+        "lambda_memory": 1024,
+        "input_prefix": "uploads/",
+        "output_prefix": "answers/",
+        "image_transport": "data-uri",
+        "generation": {"max_new_tokens": 128, "temperature": 0.1},
+    },
+}
+
+
+# -- cfn-lint -------------------------------------------------------------------------------
+def test_template_passes_cfn_lint():
+    assert infra.lint() == []
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "rule"),
+    [
+        ("RetentionInDays: !Ref", "RetentionDays: !Ref", "E3002"),  # no such property
+        ("!GetAtt Endpoint.EndpointName\n", "!GetAtt Endpoint.Name\n", "E1010"),  # no such attribute
+        # The cycle the template avoids: the function naming its bucket through the resource.
+        ("BUCKET_NAME: !If [HasBucketName, !Ref BucketName, !Sub \"${Prefix}-${AWS::AccountId}"
+         "-${AWS::Region}\"]", "BUCKET_NAME: !Ref Bucket", "E3004"),
+    ],
+    ids=["property", "getatt", "cycle"],
+)
+def test_cfn_lint_fails_on_a_broken_template(tmp_path, old, new, rule):
+    assert old in TEMPLATE_TEXT
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE_TEXT.replace(old, new, 1))
+    findings = infra.lint(broken)
+    assert findings and any(f" {rule} " in line for line in findings), findings
+
+
+def test_lint_command(tmp_path, capsys):
+    assert main(["infra", "lint"]) == 0
+    assert capsys.readouterr().out.strip().endswith(": ok")
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(TEMPLATE_TEXT.replace("Handler: lambda_code", "Handlr: lambda_code"))
+    assert main(["infra", "lint", "--template", str(broken)]) == 1
+    assert "E3002" in capsys.readouterr().out
+
+
+# -- one source of truth --------------------------------------------------------------------
+def test_parameters_cover_the_template_and_defaults_equal_the_default_config():
+    params = template()["Parameters"]
+    values = infra.template_parameters(
+        load_config(), image_uri="uri", code_bucket="artifacts", code_key="key"
+    )
+    assert set(values) == set(params)
+    assert {name for name, spec in params.items() if "Default" not in spec} == PACKAGE_ONLY
+    defaults = {name: str(spec["Default"]) for name, spec in params.items() if "Default" in spec}
+    assert defaults == {name: values[name] for name in defaults}
+
+
+@pytest.mark.parametrize("case", list(CONFIGS))
+def test_resolved_template_equals_the_helpers(case):
+    cfg = load_config(**CONFIGS[case])
+    res, values = rendered(cfg)
+    account, uri = DEFAULT_ACCOUNT_ID, values["ImageUri"]
+    name = cfg.bucket_name(account)
+    tag = [{"Key": STACK_TAG, "Value": cfg.prefix}]
+
+    # Bucket: private, encrypted, owner-enforced, TLS only, tagged; its input/ trigger.
+    b = res.properties("Bucket")
+    assert b["BucketName"] == name
+    assert b["PublicAccessBlockConfiguration"] == bucket.PUBLIC_ACCESS_BLOCK
+    api_rules = [
+        {"ApplyServerSideEncryptionByDefault": r["ServerSideEncryptionByDefault"],
+         "BucketKeyEnabled": r["BucketKeyEnabled"]}
+        for r in b["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    ]
+    assert {"Rules": api_rules} == bucket.encryption_configuration()
+    assert b["OwnershipControls"] == {"Rules": [{"ObjectOwnership": "BucketOwnerEnforced"}]}
+    assert b["Tags"] == tag
+    function_arn = f"arn:aws:lambda:{cfg.region}:{account}:function:{cfg.function_name}"
+    assert b["NotificationConfiguration"] == {
+        "LambdaConfigurations": [{
+            "Event": "s3:ObjectCreated:*",
+            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": cfg.input_prefix}]}},
+            "Function": function_arn,
+        }]
+    }
+    assert res.resources["Bucket"]["DependsOn"] == "BucketInvokePermission"
+    policy = res.properties("BucketPolicy")
+    assert policy["Bucket"] == name
+    assert policy["PolicyDocument"] == bucket.bucket_policy(name)
+
+    # Roles: the same trust and least-privilege statements as iam.py.
+    lam = res.properties("LambdaRole")
+    assert lam["RoleName"] == cfg.lambda_role_name
+    assert lam["AssumeRolePolicyDocument"] == iam.trust_policy("lambda.amazonaws.com")
+    assert lam["Policies"] == [{
+        "PolicyName": iam.LAMBDA_POLICY_NAME,
+        "PolicyDocument": iam.lambda_policy(cfg, account=account, bucket=name),
+    }]
+    sm = res.properties("SageMakerRole")
+    assert sm["RoleName"] == cfg.sagemaker_role_name
+    assert sm["AssumeRolePolicyDocument"] == iam.trust_policy("sagemaker.amazonaws.com")
+    assert sm["Policies"] == [{
+        "PolicyName": iam.SAGEMAKER_POLICY_NAME,
+        "PolicyDocument": iam.sagemaker_policy(cfg, account=account, image_uri=uri),
+    }]
+    assert lam["Tags"] == sm["Tags"] == tag
+
+    # Lambda: settings, environment, log group, and S3's permission to invoke it.
+    fn = res.properties("Function")
+    lambda_role_arn = f"arn:aws:iam::{account}:role/{cfg.lambda_role_name}"
+    settings = lambda_fn._function_settings(cfg, lambda_role_arn, name)
+    assert {k: fn[k] for k in settings} == settings
+    assert fn["Environment"]["Variables"] == lambda_fn.function_environment(cfg, name)
+    assert fn["FunctionName"] == cfg.function_name
+    assert fn["Code"] == {"S3Bucket": "artifacts-bucket", "S3Key": "lambda/0123.zip"}
+    assert res.resources["Function"]["DependsOn"] == "LogGroup"
+    assert res.properties("LogGroup") == {
+        "LogGroupName": f"/aws/lambda/{cfg.function_name}",
+        "RetentionInDays": lambda_fn.LOG_RETENTION_DAYS,
+        "Tags": tag,
+    }
+    assert res.properties("BucketInvokePermission") == {
+        "FunctionName": function_arn,
+        "Action": "lambda:InvokeFunction",
+        "Principal": "s3.amazonaws.com",
+        "SourceArn": f"arn:aws:s3:::{name}",
+        "SourceAccount": account,
+    }
+
+    # SageMaker: model, configuration, endpoint.
+    model = res.properties("Model")
+    assert model["PrimaryContainer"] == {"Image": uri, "Environment": cfg.profile.container_env()}
+    assert model["ExecutionRoleArn"] == f"arn:aws:iam::{account}:role/{cfg.sagemaker_role_name}"
+    assert res.properties("EndpointConfig")["ProductionVariants"] == [{
+        "VariantName": endpoint.VARIANT,
+        "ModelName": res.name("Model"),
+        "InstanceType": cfg.effective_instance_type,
+        "InitialInstanceCount": cfg.min_instances,
+        "ContainerStartupHealthCheckTimeoutInSeconds": cfg.profile.startup_timeout_s,
+    }]
+    ep = res.properties("Endpoint")
+    assert ep["EndpointName"] == cfg.endpoint_name
+    assert ep["EndpointConfigName"] == res.name("EndpointConfig")
+    for logical in ("Model", "EndpointConfig", "Endpoint", "LogGroup", "Function"):
+        assert res.properties(logical)["Tags"] == tag, logical
+
+    # Autoscaling: the same target and policy as autoscaling.py.
+    assert res.properties("ScalableTarget") == {
+        "ServiceNamespace": autoscaling.NAMESPACE,
+        "ResourceId": autoscaling.resource_id(cfg),
+        "ScalableDimension": autoscaling.DIMENSION,
+        "MinCapacity": cfg.min_instances,
+        "MaxCapacity": cfg.max_instances,
+    }
+    assert res.properties("ScalingPolicy") == {
+        "PolicyName": autoscaling.policy_name(cfg),
+        "PolicyType": "TargetTrackingScaling",
+        "ScalingTargetId": "ref:ScalableTarget",
+        "TargetTrackingScalingPolicyConfiguration": autoscaling.target_tracking(cfg),
+    }
+
+    assert res.outputs() == {
+        "BucketName": name,
+        "BucketArn": f"arn:aws:s3:::{name}",
+        "FunctionName": cfg.function_name,
+        "FunctionArn": function_arn,
+        "EndpointName": cfg.endpoint_name,
+        "EndpointArn": f"arn:aws:sagemaker:{cfg.region}:{account}:endpoint/{cfg.endpoint_name}",
+        "LambdaRoleArn": lambda_role_arn,
+        "SageMakerRoleArn": model["ExecutionRoleArn"],
+    }
+
+
+@pytest.mark.parametrize("profile", sorted(PROFILES))
+def test_every_profile_container_env_fits_the_template(profile):
+    cfg = load_config(model_profile=profile, instance_type="ml.g4dn.12xlarge")
+    res, _ = rendered(cfg)
+    assert res.properties("Model")["PrimaryContainer"]["Environment"] == (
+        PROFILES[profile].container_env()
+    )
+
+
+# -- package, deploy, delete on moto ----------------------------------------------------------
+@pytest.fixture
+def cfg() -> Config:
+    return load_config()
+
+
+@pytest.fixture
+def aws(mocked_aws, cfg) -> Aws:
+    return Aws(cfg.region, sleep=no_sleep)
+
+
+def test_package_uploads_the_code_once_to_a_private_artifacts_bucket(cfg, aws, tmp_path):
+    first = infra.package(cfg, aws, tmp_path)
+    zip_bytes = lambda_fn.build_zip()
+    assert first.code_key == infra.code_key(zip_bytes) == re.sub(
+        r"^lambda/([0-9a-f]{64})\.zip$", r"lambda/\1.zip", first.code_key
+    )
+    art = first.code_bucket
+    assert art == f"{cfg.prefix}-artifacts-{aws.account_id}-{cfg.region}"
+    assert aws.s3.get_object(Bucket=art, Key=first.code_key)["Body"].read() == zip_bytes
+    block = aws.s3.get_public_access_block(Bucket=art)["PublicAccessBlockConfiguration"]
+    assert block == bucket.PUBLIC_ACCESS_BLOCK
+    encryption = aws.s3.get_bucket_encryption(Bucket=art)["ServerSideEncryptionConfiguration"]
+    assert encryption == bucket.encryption_configuration()
+    assert json.loads(aws.s3.get_bucket_policy(Bucket=art)["Policy"]) == bucket.bucket_policy(art)
+    assert bucket.is_ours(aws, cfg, art)
+
+    second = infra.package(cfg, aws, tmp_path)
+    assert second == first  # deterministic zip: same key, nothing new uploaded
+    assert [o["Key"] for o in aws.s3.list_objects_v2(Bucket=art)["Contents"]] == [first.code_key]
+    assert first.template.read_text() == TEMPLATE_TEXT
+    written = {p["ParameterKey"]: p["ParameterValue"]
+               for p in json.loads(first.parameters.read_text())}
+    assert written == infra.template_parameters(
+        cfg, image_uri=image_uri(cfg.model_profile, cfg.region), code_bucket=art,
+        code_key=first.code_key,
+    )
+
+
+def _stack_resources(aws: Aws, name: str) -> dict[str, str]:
+    summaries = aws.client("cloudformation").list_stack_resources(StackName=name)
+    return {
+        r["LogicalResourceId"]: r["PhysicalResourceId"]
+        for r in summaries["StackResourceSummaries"]
+        if r["LogicalResourceId"]  # moto lists skipped resource types with an empty id
+    }
+
+
+@MOTO_SKIPS
+def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path):
+    infra.package(cfg, aws, tmp_path)
+    said: list[str] = []
+    out = infra.deploy(cfg, aws, tmp_path, progress=said.append, poll=0)
+    account = aws.account_id
+    name = cfg.bucket_name(account)
+    stack = infra.describe_stack(aws, infra.stack_name(cfg))
+    assert stack and stack["StackStatus"] == "CREATE_COMPLETE"
+    assert any("CREATE_COMPLETE" in line for line in said)  # events were printed
+    physical = _stack_resources(aws, infra.stack_name(cfg))
+    assert set(physical) == MOTO_CREATES  # BucketPolicy and autoscaling: see MOTO_SKIPS
+    assert out["BucketName"] == name
+    assert out["FunctionName"] == cfg.function_name
+
+    # Bucket: encryption and tag (moto ignores the public access block, ownership controls,
+    # policy and notification; the resolved-template test checks those).
+    encryption = aws.s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]
+    assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
+        "SSEAlgorithm": "AES256"
+    }
+    tags = aws.s3.get_bucket_tagging(Bucket=name)["TagSet"]
+    assert tags == [{"Key": STACK_TAG, "Value": cfg.prefix}]
+    keys = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=name)["Contents"]}
+    assert keys == {cfg.input_prefix, cfg.example_prefix, cfg.output_prefix, cfg.example_key}
+
+    # Roles with iam.py's statements. moto names the endpoint itself (it ignores
+    # EndpointName), so the invoke statement names moto's endpoint; on AWS it is
+    # cfg.endpoint_name, as the resolved-template test shows.
+    uri = image_uri(cfg.model_profile, cfg.region)
+    expected = iam.lambda_policy(cfg, account=account, bucket=name)
+    expected["Statement"][-1]["Resource"] = out["EndpointArn"]
+    assert aws.iam.get_role_policy(
+        RoleName=cfg.lambda_role_name, PolicyName=iam.LAMBDA_POLICY_NAME
+    )["PolicyDocument"] == expected
+    assert aws.iam.get_role_policy(
+        RoleName=cfg.sagemaker_role_name, PolicyName=iam.SAGEMAKER_POLICY_NAME
+    )["PolicyDocument"] == iam.sagemaker_policy(cfg, account=account, image_uri=uri)
+    role = aws.iam.get_role(RoleName=cfg.lambda_role_name)["Role"]
+    assert role["AssumeRolePolicyDocument"] == iam.trust_policy("lambda.amazonaws.com")
+
+    # Function: code from the artifact, settings and environment of the helpers.
+    fn = aws.lambda_.get_function(FunctionName=cfg.function_name)["Configuration"]
+    assert fn["CodeSha256"] == lambda_fn.code_sha256(lambda_fn.build_zip())
+    assert (fn["Handler"], fn["Runtime"], fn["Timeout"], fn["MemorySize"], fn["Role"]) == (
+        lambda_fn.HANDLER, cfg.lambda_runtime, cfg.lambda_timeout, cfg.lambda_memory,
+        role["Arn"],
+    )
+    assert fn["Environment"]["Variables"] == {
+        **lambda_fn.function_environment(cfg, name), "ENDPOINT_NAME": out["EndpointName"]
+    }
+    (statement,) = json.loads(aws.lambda_.get_policy(FunctionName=cfg.function_name)["Policy"])[
+        "Statement"
+    ]
+    assert statement["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement["Action"] == "lambda:InvokeFunction"
+    assert statement["Condition"] == {
+        "ArnLike": {"AWS:SourceArn": f"arn:aws:s3:::{name}"},
+        "StringEquals": {"AWS:SourceAccount": account},
+    }
+    (group,) = aws.client("logs").describe_log_groups(
+        logGroupNamePrefix=f"/aws/lambda/{cfg.function_name}"
+    )["logGroups"]
+    assert group["retentionInDays"] == lambda_fn.LOG_RETENTION_DAYS
+
+    # SageMaker: model, configuration and endpoint wired to each other.
+    model = aws.sagemaker.describe_model(ModelName=physical["Model"].split("/")[-1])
+    assert model["PrimaryContainer"]["Image"] == uri
+    assert model["PrimaryContainer"]["Environment"] == cfg.profile.container_env()
+    assert model["ExecutionRoleArn"] == out["SageMakerRoleArn"]
+    ep = aws.sagemaker.describe_endpoint(EndpointName=out["EndpointName"])
+    assert ep["EndpointStatus"] == "InService"
+    (variant,) = aws.sagemaker.describe_endpoint_config(
+        EndpointConfigName=ep["EndpointConfigName"]
+    )["ProductionVariants"]
+    assert variant["VariantName"] == endpoint.VARIANT
+    assert variant["ModelName"] == model["ModelName"]
+    assert variant["InstanceType"] == cfg.effective_instance_type
+    assert variant["InitialInstanceCount"] == cfg.min_instances
+    assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
+
+    # A second deploy is an update (moto performs one even when nothing changed).
+    assert infra.deploy(cfg, aws, tmp_path, poll=0) == out
+    assert infra.describe_stack(aws, infra.stack_name(cfg))["StackStatus"] == "UPDATE_COMPLETE"
+
+    removed = infra.delete(cfg, aws, delete_bucket=True, delete_artifacts=True, poll=0)
+    assert removed == [
+        f"stack {infra.stack_name(cfg)}", f"bucket {name}",
+        f"bucket {infra.artifacts_bucket_name(cfg, account)}",
+    ]
+    assert infra.describe_stack(aws, infra.stack_name(cfg)) is None
+    assert aws.s3.list_buckets()["Buckets"] == []
+    assert aws.iam.list_roles()["Roles"] == []
+    assert aws.lambda_.list_functions()["Functions"] == []
+    assert aws.client("logs").describe_log_groups()["logGroups"] == []
+    assert aws.sagemaker.list_endpoints()["Endpoints"] == []
+    assert aws.sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
+    assert aws.sagemaker.list_models()["Models"] == []
+    assert infra.delete(cfg, aws, poll=0) == []  # safe to run twice
+
+
+@MOTO_SKIPS
+def test_delete_keeps_the_bucket_unless_asked_through_the_cli(cfg, aws, tmp_path, capsys):
+    out_dir = str(tmp_path / "build")
+    assert main(["infra", "package", "--out-dir", out_dir]) == 0
+    assert main(["infra", "deploy", "--out-dir", out_dir, "--poll", "0"]) == 0
+    name = cfg.bucket_name(aws.account_id)
+    function_arn = aws.lambda_.get_function(FunctionName=cfg.function_name)[
+        "Configuration"]["FunctionArn"]
+    # What CloudFormation sets on AWS (moto ignores NotificationConfiguration), plus
+    # another notification of the user's that must survive.
+    other = {"Id": "theirs", "LambdaFunctionArn": function_arn + "-other",
+             "Events": ["s3:ObjectCreated:*"]}
+    ours = {"Id": "cfn-generated", "LambdaFunctionArn": function_arn,
+            "Events": ["s3:ObjectCreated:*"]}
+    aws.s3.put_bucket_notification_configuration(
+        Bucket=name, NotificationConfiguration={"LambdaFunctionConfigurations": [ours, other]}
+    )
+    aws.s3.put_object(Bucket=name, Key=f"{cfg.output_prefix}answer.json", Body=b"{}")
+
+    assert main(["infra", "delete", "--poll", "0"]) == 0
+    assert "kept bucket" in capsys.readouterr().out
+    assert bucket.object_exists(aws, name, f"{cfg.output_prefix}answer.json")
+    conf = aws.s3.get_bucket_notification_configuration(Bucket=name)
+    assert [c["Id"] for c in conf["LambdaFunctionConfigurations"]] == ["theirs"]
+
+    # CloudFormation cannot adopt the kept bucket: deploy says what to do instead of failing
+    # half-way.
+    with pytest.raises(DeployError, match="--delete-bucket"):
+        infra.deploy(cfg, aws, Path(out_dir), poll=0)
+    assert main(["infra", "delete", "--delete-bucket", "--delete-artifacts", "--poll", "0"]) == 0
+    assert aws.s3.list_buckets()["Buckets"] == []
+
+
+def test_deploy_needs_a_package_for_this_prefix(cfg, aws, tmp_path):
+    with pytest.raises(DeployError, match="infra package"):
+        infra.deploy(cfg, aws, tmp_path)
+    infra.package(cfg, aws, tmp_path)
+    with pytest.raises(Exception, match="packaged for prefix 'visual-tourism'"):
+        infra.deploy(cfg.replace(prefix="other-tour"), aws, tmp_path)
+
+
+# -- failures, scripted with Stubber ---------------------------------------------------------
+STACK_ID = "arn:aws:cloudformation:us-east-1:{account}:stack/visual-tourism-stack/1"
+
+
+def _event(n: int, logical: str, kind: str, status: str, reason: str = "") -> dict[str, Any]:
+    event = {
+        "StackId": "id", "EventId": f"e{n}", "StackName": "visual-tourism-stack",
+        "LogicalResourceId": logical, "ResourceType": kind, "ResourceStatus": status,
+        "Timestamp": f"2026-01-01T00:00:{n:02d}Z",
+    }
+    if reason:
+        event["ResourceStatusReason"] = reason
+    return event
+
+
+def _stack(status: str, stack_id: str, outputs: dict[str, str] | None = None) -> dict[str, Any]:
+    stack = {"StackName": "visual-tourism-stack", "StackId": stack_id,
+             "CreationTime": "2026-01-01T00:00:00Z", "StackStatus": status}
+    if outputs:
+        stack["Outputs"] = [{"OutputKey": k, "OutputValue": v} for k, v in outputs.items()]
+    return {"Stacks": [stack]}
+
+
+def test_failed_create_reports_each_failed_resource_and_its_reason(cfg, aws, tmp_path):
+    infra.package(cfg, aws, tmp_path)
+    stack_id = STACK_ID.format(account=aws.account_id)
+    stack_type = "AWS::CloudFormation::Stack"
+    reason = ("Resource handler returned message: \"The account-level service limit "
+              "'ml.g4dn.12xlarge for endpoint usage' is 0 Instances\"")
+    first = [
+        _event(2, "SageMakerRole", "AWS::IAM::Role", "CREATE_IN_PROGRESS"),
+        _event(1, "visual-tourism-stack", stack_type, "CREATE_IN_PROGRESS", "User Initiated"),
+    ]
+    later = [
+        _event(7, "visual-tourism-stack", stack_type, "ROLLBACK_COMPLETE"),
+        _event(6, "visual-tourism-stack", stack_type, "ROLLBACK_IN_PROGRESS",
+               "The following resource(s) failed to create: [Endpoint, LambdaRole]."),
+        _event(5, "LambdaRole", "AWS::IAM::Role", "CREATE_FAILED",
+               "Resource creation cancelled"),
+        _event(4, "Endpoint", "AWS::SageMaker::Endpoint", "CREATE_FAILED", reason),
+        _event(3, "SageMakerRole", "AWS::IAM::Role", "CREATE_COMPLETE"),
+    ]
+    cfn = aws.client("cloudformation")
+    said: list[str] = []
+    with Stubber(cfn) as stub:
+        stub.add_client_error("describe_stacks", "ValidationError",
+                              f"Stack with id {infra.stack_name(cfg)} does not exist")
+        stub.add_response(
+            "create_stack", {"StackId": stack_id},
+            {"StackName": infra.stack_name(cfg), "TemplateBody": TEMPLATE_TEXT,
+             "Parameters": ANY, "Capabilities": ["CAPABILITY_NAMED_IAM"]},
+        )
+        stub.add_response("describe_stack_events", {"StackEvents": first})
+        stub.add_response("describe_stacks", _stack("CREATE_IN_PROGRESS", stack_id))
+        stub.add_response("describe_stack_events", {"StackEvents": later + first})
+        stub.add_response("describe_stacks", _stack("ROLLBACK_COMPLETE", stack_id))
+        stub.add_response("describe_stack_events", {"StackEvents": later + first})
+        stub.add_response("describe_stacks", _stack("ROLLBACK_COMPLETE", stack_id))
+        with pytest.raises(StackFailedError) as failure:
+            infra.deploy(cfg, aws, tmp_path, progress=said.append, poll=0)
+        stub.assert_no_pending_responses()
+    report = str(failure.value)
+    assert "visual-tourism-stack failed: it is now ROLLBACK_COMPLETE" in report
+    assert f"Endpoint (AWS::SageMaker::Endpoint) CREATE_FAILED: {reason}" in report
+    assert "LambdaRole (AWS::IAM::Role) CREATE_FAILED: Resource creation cancelled" in report
+    assert report.index("Endpoint (") < report.index("LambdaRole (")  # the cause first
+    assert "deletes the failed stack" in report
+    # Every event printed once, oldest first, as it arrived.
+    events = [line for line in said if line.startswith("00:00:")]
+    assert [line.split()[1] for line in events] == [
+        "visual-tourism-stack", "SageMakerRole", "SageMakerRole", "Endpoint", "LambdaRole",
+        "visual-tourism-stack", "visual-tourism-stack",
+    ]
+
+
+def test_no_updates_to_perform_is_success(cfg, aws, tmp_path):
+    infra.package(cfg, aws, tmp_path)
+    name = cfg.bucket_name(aws.account_id)
+    aws.s3.create_bucket(Bucket=name)  # the stack's bucket, as a previous deploy left it
+    stack_id = STACK_ID.format(account=aws.account_id)
+    outputs = {"BucketName": name, "EndpointName": cfg.endpoint_name}
+    with Stubber(aws.client("cloudformation")) as stub:
+        stub.add_response("describe_stacks", _stack("UPDATE_COMPLETE", stack_id, outputs))
+        stub.add_response("describe_stack_events", {"StackEvents": [
+            _event(1, "visual-tourism-stack", "AWS::CloudFormation::Stack", "UPDATE_COMPLETE")
+        ]})
+        stub.add_client_error("update_stack", "ValidationError",
+                              "No updates are to be performed.")
+        said: list[str] = []
+        assert infra.deploy(cfg, aws, tmp_path, progress=said.append, poll=0) == outputs
+    assert any("already up to date" in line for line in said)
+    assert bucket.object_exists(aws, name, cfg.example_key)
+
+
+def test_a_refused_update_is_an_error_not_success(cfg, aws, tmp_path):
+    infra.package(cfg, aws, tmp_path)
+    stack_id = STACK_ID.format(account=aws.account_id)
+    with Stubber(aws.client("cloudformation")) as stub:
+        stub.add_response("describe_stacks", _stack("UPDATE_ROLLBACK_FAILED", stack_id))
+        stub.add_response("describe_stack_events", {"StackEvents": []})
+        stub.add_client_error("update_stack", "ValidationError",
+                              "Stack is in UPDATE_ROLLBACK_FAILED state and can not be updated.")
+        with pytest.raises(DeployError, match="UPDATE_ROLLBACK_FAILED"):
+            infra.deploy(cfg, aws, tmp_path, poll=0)
+
+
+def test_describe_stack_passes_other_errors_through(cfg, aws):
+    with Stubber(aws.client("cloudformation")) as stub:
+        stub.add_client_error("describe_stacks", "AccessDenied", "not allowed")
+        with pytest.raises(ClientError):
+            infra.describe_stack(aws, "x")

@@ -1,0 +1,230 @@
+"""Local mode end to end: the unchanged stack helpers, the real handler fired by the bucket
+notification in its own process, and the local model server."""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from importlib.metadata import version
+from pathlib import Path
+
+import boto3
+import pytest
+
+from visual_tourism import lambda_fn, stack
+from visual_tourism.aws import Aws
+from visual_tourism.cli import main
+from visual_tourism.config import load_config
+from visual_tourism.local.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = sorted((ROOT / "images").glob("*.jpeg"))
+
+
+def test_moto_private_names():
+    """Local mode replaces two private moto names; a release that moves them must fail here."""
+    from moto.awslambda.models import LambdaFunction
+    from moto.s3.models import FakeBucket
+
+    assert version("moto") == "5.2.5", "moto is pinned: re-check moto_patches before bumping"
+    assert list(inspect.signature(LambdaFunction._invoke_lambda).parameters) == ["self", "event"]
+    assert list(inspect.signature(FakeBucket.get_permission).parameters) == [
+        "self", "action", "resource"
+    ]
+    from moto.s3 import notifications
+
+    # S3's notification path must still end in LambdaFunction.invoke -> _invoke_lambda.
+    assert "func.invoke(" in inspect.getsource(notifications._invoke_awslambda)
+    assert "self._invoke_lambda(" in inspect.getsource(LambdaFunction.invoke)
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    with LocalStack(model="stand-in", work_dir=tmp_path_factory.mktemp("local")) as running:
+        yield running
+
+
+@pytest.fixture
+def env(local, monkeypatch):
+    for key, value in local.env.items():
+        monkeypatch.setenv(key, value)
+    return local
+
+
+@pytest.fixture
+def deployed(env, tmp_path):
+    """A fresh stack per test (own prefix), removed afterwards."""
+    prefix = "t" + os.urandom(3).hex()
+    cfg = load_config(prefix=prefix, state_dir=str(tmp_path / "state"))
+    aws = Aws(cfg.region)
+    stack.up(cfg, aws, endpoint_poll=0.1)
+    yield cfg, aws
+    env.runtime.wait_idle(60)
+    stack.down(cfg, aws, delete_bucket=True)
+
+
+def set_function_env(cfg, aws, **extra: str) -> None:
+    fn = aws.lambda_.get_function_configuration(FunctionName=cfg.function_name)
+    variables = {**fn["Environment"]["Variables"], **extra}
+    aws.lambda_.update_function_configuration(
+        FunctionName=cfg.function_name, Environment={"Variables": variables}
+    )
+
+
+def results(cfg, aws) -> dict[str, dict]:
+    bucket = cfg.bucket_name(aws.account_id)
+    found = {}
+    pages = aws.s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=cfg.output_prefix
+    )
+    for page in pages:
+        for obj in page.get("Contents", []):
+            if obj["Key"].endswith(".json"):
+                body = aws.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read()
+                found[obj["Key"]] = json.loads(body)
+    return found
+
+
+def test_the_notification_not_a_direct_call_runs_the_handler(env, deployed):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    before = env.runtime.invocations
+    record = stack.ask(PHOTOS[0], cfg, aws, timeout=60)
+    assert record["status"] == "ok"
+    assert "Offline stand-in" in record["answer"]
+    assert env.runtime.wait_idle(30)
+    assert env.runtime.invocations == before + 1
+    log = env.log_path(cfg.function_name).read_text()
+    assert "input/" + PHOTOS[0].name in log and "REPORT RequestId" in log
+
+    # Without the notification, the same upload runs nothing and writes nothing.
+    assert lambda_fn.remove_notification(aws, cfg, bucket)
+    aws.s3.put_object(Bucket=bucket, Key="input/unwired.jpeg", Body=PHOTOS[1].read_bytes())
+    env.runtime.wait_idle(30)
+    assert env.runtime.invocations == before + 1
+    assert "output/unwired.jpeg.json" not in results(cfg, aws)
+    # Keys outside input/ never trigger it either (the filter is S3's, not the handler's).
+    lambda_fn.ensure_notification(
+        aws, cfg, bucket, aws.lambda_.get_function(FunctionName=cfg.function_name)[
+            "Configuration"]["FunctionArn"]
+    )
+    aws.s3.put_object(Bucket=bucket, Key="elsewhere/photo.jpeg", Body=PHOTOS[1].read_bytes())
+    env.runtime.wait_idle(30)
+    assert env.runtime.invocations == before + 1
+
+
+def test_upload_does_not_wait_for_the_model(env, deployed):
+    cfg, aws = deployed
+    env.model_server.faults.delay(3.0, n=1)
+    start = time.monotonic()
+    aws.s3.put_object(Bucket=cfg.bucket_name(aws.account_id), Key="input/slow.jpeg",
+                      Body=PHOTOS[2].read_bytes())
+    assert time.monotonic() - start < 2.0  # asynchronous, like S3 -> Lambda
+    env.runtime.wait_idle(60)
+    assert results(cfg, aws)["output/slow.jpeg.json"]["status"] == "ok"
+
+
+def test_twenty_photos_at_once_give_twenty_results(env, deployed):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    keys = [f"input/batch/{i:02d} {PHOTOS[i % len(PHOTOS)].name}" for i in range(20)]
+    with ThreadPoolExecutor(10) as pool:
+        list(pool.map(lambda k: aws.s3.put_object(
+            Bucket=bucket, Key=k, Body=PHOTOS[keys.index(k) % len(PHOTOS)].read_bytes()
+        ), keys))
+    assert env.runtime.wait_idle(240)
+    found = results(cfg, aws)
+    wanted = {stack.result_key(cfg, k) for k in keys}
+    assert wanted <= set(found)
+    assert all(found[k]["status"] == "ok" for k in wanted)
+
+
+def test_model_server_down_or_slow_gives_error_records(env, deployed):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    set_function_env(cfg, aws, MODEL_TIMEOUT_SECONDS="1", MAX_ATTEMPTS="2",
+                     RETRY_BASE_SECONDS="0.05")
+    env.model_server.faults.delay(8.0)  # later than the handler waits (timeout + 5 s)
+    aws.s3.put_object(Bucket=bucket, Key="input/slow model.jpeg", Body=PHOTOS[0].read_bytes())
+    assert env.runtime.wait_idle(60)
+    env.model_server.faults.clear()
+    slow = results(cfg, aws)["output/slow model.jpeg.json"]
+    assert slow["status"] == "error"
+    assert slow["timing"]["attempts"] == 2
+
+    # A model server that is down: connection refused on every attempt.
+    set_function_env(cfg, aws, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:9")
+    aws.s3.put_object(Bucket=bucket, Key="input/server down.jpeg", Body=PHOTOS[1].read_bytes())
+    assert env.runtime.wait_idle(60)
+    down = results(cfg, aws)["output/server down.jpeg.json"]
+    assert down["status"] == "error"
+    assert down["error"]["message"]
+
+
+def test_cli_up_status_ask_down_against_the_emulated_account(env, tmp_path, capsys,
+                                                             monkeypatch):
+    monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "cli-state"))
+    monkeypatch.setenv("VT_PREFIX", "cli-run")
+    assert main(["up"]) == 0
+    assert main(["status", "--json"]) == 0
+    out = capsys.readouterr().out
+    info = json.loads(out[out.index("{\n  \"region\""):])
+    assert info["endpoint"]["state"] == "InService"
+    assert info["function"]["trigger"] is True
+    assert main(["ask", str(PHOTOS[3])]) == 0
+    assert "Offline stand-in" in capsys.readouterr().out
+    env.runtime.wait_idle(30)
+    assert main(["down", "--delete-bucket"]) == 0
+    assert main(["down"]) == 0
+    assert "nothing to remove" in capsys.readouterr().out
+    assert main(["status", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["bucket"]["state"] == "absent"
+
+
+def test_cli_errors_are_clear(env, monkeypatch, capsys):
+    assert main(["up", "--model-profile", "gpt-vision"]) == 2
+    assert "Known profiles" in capsys.readouterr().err
+    assert main(["up", "--region", "mars-1"]) == 2
+    assert "Unknown AWS region" in capsys.readouterr().err
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    assert main(["status"]) == 2
+    assert "No AWS credentials" in capsys.readouterr().err
+
+
+def _workers_alive() -> list[str]:
+    alive = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if "lambda_worker.py" in text:
+            alive.append(text)
+    return alive
+
+
+def test_demo_command_runs_offline_and_leaves_nothing_behind(tmp_path):
+    """The README's main command, as a user runs it: no AWS credentials, no internet."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env["HOME"] = str(tmp_path)
+    start = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "visual_tourism.cli", "local", "demo"],
+        capture_output=True, text=True, timeout=300, env=env, cwd=tmp_path,
+    )
+    elapsed = time.monotonic() - start
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "answered by:" in out
+    # Without weights or internet the default model falls back to the stand-in, and says why.
+    if "stand-in" in out.split("answered by:")[1]:
+        assert "Offline stand-in, not a model's answer" in out
+    assert "local stack stopped" in out
+    assert elapsed < 240
+    assert _workers_alive() == []

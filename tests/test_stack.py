@@ -1,0 +1,427 @@
+"""The stack helpers against moto's emulated account: wiring, idempotency, ownership, errors."""
+
+from __future__ import annotations
+
+import io
+import json
+import zipfile
+from typing import Any
+
+import boto3
+import pytest
+from botocore.stub import Stubber
+
+from visual_tourism import autoscaling, bucket, endpoint, iam, lambda_fn, stack
+from visual_tourism.aws import Aws
+from visual_tourism.config import STACK_TAG, load_config
+from visual_tourism.errors import (
+    BucketTakenError,
+    CredentialsError,
+    EndpointFailedError,
+    NotOwnedError,
+    RegionError,
+    UnknownProfileError,
+)
+
+pytestmark = pytest.mark.usefixtures("mocked_aws")
+
+
+def no_sleep(_: float) -> None:
+    pass
+
+
+@pytest.fixture
+def cfg():
+    return load_config()
+
+
+@pytest.fixture
+def aws(cfg) -> Aws:
+    return Aws(cfg.region, sleep=no_sleep)
+
+
+def up(cfg, aws) -> dict[str, Any]:
+    return stack.up(cfg, aws, endpoint_poll=0)
+
+
+def snapshot(cfg, aws) -> dict[str, Any]:
+    """Everything `up` sets, in a form that changes whenever any of it is modified."""
+    name = cfg.bucket_name(aws.account_id)
+    fn = aws.lambda_.get_function(FunctionName=cfg.function_name)["Configuration"]
+    notif = aws.s3.get_bucket_notification_configuration(Bucket=name)
+    notif.pop("ResponseMetadata")
+    return {
+        "objects": sorted(
+            (o["Key"], o["ETag"], o["LastModified"].isoformat())
+            for o in aws.s3.list_objects_v2(Bucket=name)["Contents"]
+        ),
+        "function": (fn["CodeSha256"], fn["LastModified"], fn["Environment"]),
+        "policy": aws.lambda_.get_policy(FunctionName=cfg.function_name)["Policy"],
+        "notification": notif,
+        "roles": [
+            aws.iam.get_role_policy(RoleName=r, PolicyName=p)["PolicyDocument"]
+            for r, p in (
+                (cfg.lambda_role_name, iam.LAMBDA_POLICY_NAME),
+                (cfg.sagemaker_role_name, iam.SAGEMAKER_POLICY_NAME),
+            )
+        ],
+        "models": endpoint.our_models(aws, cfg),
+        "configs": endpoint.our_configs(aws, cfg),
+        "endpoint": aws.sagemaker.describe_endpoint(EndpointName=cfg.endpoint_name)[
+            "EndpointConfigName"
+        ],
+        "scaling": aws.autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")[
+            "ScalingPolicies"
+        ],
+    }
+
+
+def test_up_wires_every_resource_as_designed(cfg, aws):
+    names = up(cfg, aws)
+    account = aws.account_id
+    name = names["bucket"]
+    assert name == f"visual-tourism-{account}-us-east-1"
+
+    # Bucket: private, encrypted, TLS only, three folders and the example photo.
+    block = aws.s3.get_public_access_block(Bucket=name)["PublicAccessBlockConfiguration"]
+    assert block == bucket.PUBLIC_ACCESS_BLOCK
+    rule = aws.s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]
+    assert rule["Rules"][0]["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] == "AES256"
+    policy = json.loads(aws.s3.get_bucket_policy(Bucket=name)["Policy"])
+    assert policy["Statement"][0]["Effect"] == "Deny"
+    assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    keys = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=name)["Contents"]}
+    assert keys == {"input/", "example/", "output/", "example/trevi.jpeg"}
+
+    # IAM: exactly the least-privilege statements.
+    lambda_doc = aws.iam.get_role_policy(
+        RoleName=cfg.lambda_role_name, PolicyName=iam.LAMBDA_POLICY_NAME
+    )["PolicyDocument"]
+    assert lambda_doc == iam.lambda_policy(cfg, account=account, bucket=name)
+    resources = {s["Sid"]: s["Resource"] for s in lambda_doc["Statement"]}
+    assert resources["InvokeThisEndpoint"].endswith(":endpoint/visual-tourism-endpoint")
+    assert resources["ReadPhotosAndExample"] == [
+        f"arn:aws:s3:::{name}/input/*", f"arn:aws:s3:::{name}/example/*"
+    ]
+    assert resources["ReadWriteResults"] == f"arn:aws:s3:::{name}/output/*"
+    trust = aws.iam.get_role(RoleName=cfg.lambda_role_name)["Role"]["AssumeRolePolicyDocument"]
+    assert trust["Statement"][0]["Principal"] == {"Service": "lambda.amazonaws.com"}
+    sm_trust = aws.iam.get_role(RoleName=cfg.sagemaker_role_name)["Role"][
+        "AssumeRolePolicyDocument"
+    ]
+    assert sm_trust["Statement"][0]["Principal"] == {"Service": "sagemaker.amazonaws.com"}
+
+    # Lambda: settings, environment, and the trigger (permission + notification).
+    fn = aws.lambda_.get_function(FunctionName=cfg.function_name)["Configuration"]
+    assert fn["Handler"] == "lambda_code.lambda_handler"
+    assert fn["Runtime"] == "python3.12"
+    assert (fn["Timeout"], fn["MemorySize"]) == (300, 512)
+    assert fn["Environment"]["Variables"] == lambda_fn.function_environment(cfg, name)
+    assert fn["Environment"]["Variables"]["ENDPOINT_NAME"] == cfg.endpoint_name
+    statement = json.loads(aws.lambda_.get_policy(FunctionName=cfg.function_name)["Policy"])[
+        "Statement"
+    ]
+    assert len(statement) == 1
+    assert statement[0]["Principal"] == {"Service": "s3.amazonaws.com"}
+    assert statement[0]["Condition"]["ArnLike"]["AWS:SourceArn"] == f"arn:aws:s3:::{name}"
+    assert statement[0]["Condition"]["StringEquals"]["AWS:SourceAccount"] == account
+    notif = aws.s3.get_bucket_notification_configuration(Bucket=name)
+    [trigger] = notif["LambdaFunctionConfigurations"]
+    assert trigger["LambdaFunctionArn"] == fn["FunctionArn"]
+    assert trigger["Events"] == ["s3:ObjectCreated:*"]
+    [rule] = trigger["Filter"]["Key"]["FilterRules"]
+    assert (rule["Name"].lower(), rule["Value"]) == ("prefix", "input/")
+    retention = aws.client("logs").describe_log_groups(
+        logGroupNamePrefix=f"/aws/lambda/{cfg.function_name}"
+    )["logGroups"][0]["retentionInDays"]
+    assert retention == lambda_fn.LOG_RETENTION_DAYS
+
+    # SageMaker: model in the profile's container, config, endpoint in service.
+    ep = aws.sagemaker.describe_endpoint(EndpointName=cfg.endpoint_name)
+    assert ep["EndpointStatus"] == "InService"
+    conf = aws.sagemaker.describe_endpoint_config(EndpointConfigName=ep["EndpointConfigName"])
+    variant = conf["ProductionVariants"][0]
+    assert variant["InstanceType"] == "ml.g4dn.12xlarge"
+    assert variant["VariantName"] == "AllTraffic"
+    model = aws.sagemaker.describe_model(ModelName=variant["ModelName"])
+    assert model["PrimaryContainer"]["Environment"]["HF_MODEL_ID"] == (
+        "HuggingFaceM4/idefics-9b-instruct"
+    )
+    assert model["PrimaryContainer"]["Environment"]["SM_NUM_GPUS"] == "4"
+    assert "huggingface-pytorch-tgi-inference" in model["PrimaryContainer"]["Image"]
+    assert "tgi1.4.5" in model["PrimaryContainer"]["Image"]
+
+    # Autoscaling on the variant.
+    [target] = aws.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+        "ScalableTargets"
+    ]
+    assert target["ResourceId"] == "endpoint/visual-tourism-endpoint/variant/AllTraffic"
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (1, 5)
+    [scaling] = aws.autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")[
+        "ScalingPolicies"
+    ]
+    tracking = scaling["TargetTrackingScalingPolicyConfiguration"]
+    assert tracking["PredefinedMetricSpecification"]["PredefinedMetricType"] == (
+        "SageMakerVariantInvocationsPerInstance"
+    )
+    assert (tracking["TargetValue"], tracking["ScaleInCooldown"],
+            tracking["ScaleOutCooldown"]) == (5.0, 600, 300)
+
+
+def test_up_twice_changes_nothing(cfg, aws):
+    up(cfg, aws)
+    before = snapshot(cfg, aws)
+    calls: list[str] = []
+    for service in ("s3", "iam", "lambda", "sagemaker", "application-autoscaling", "logs"):
+        aws.client(service).meta.events.register(
+            "before-call", lambda model, **_: calls.append(model.name)
+        )
+    up(cfg, aws)
+    assert snapshot(cfg, aws) == before
+    # Nothing is created, updated, added or deleted the second time; what remains are reads
+    # and the declarative "set to this value" calls (Put*, Register*), which are no-ops here.
+    changing = [c for c in calls if c.startswith(("Create", "Update", "Add", "Delete", "Remove"))]
+    assert changing == []
+    assert "PutObject" not in calls  # the example photo is not uploaded again
+
+
+def test_up_after_a_failure_half_way_completes(cfg, aws, monkeypatch):
+    real = lambda_fn.ensure_function
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("network dropped")
+
+    monkeypatch.setattr(lambda_fn, "ensure_function", broken)
+    with pytest.raises(RuntimeError):
+        up(cfg, aws)
+    assert aws.sagemaker.list_endpoints()["Endpoints"]  # got that far
+    monkeypatch.setattr(lambda_fn, "ensure_function", real)
+    up(cfg, aws)
+    assert stack.status(cfg, aws)["function"]["trigger"] is True
+
+
+def test_changed_instance_type_updates_the_endpoint_and_prunes_the_old_config(cfg, aws):
+    from moto.sagemaker.models import sagemaker_backends
+
+    up(cfg, aws)
+    requested: list[dict[str, Any]] = []
+
+    def update_endpoint(params, **_):
+        # moto has no UpdateEndpoint: record the request and apply it to moto's endpoint.
+        params = json.loads(params["body"])
+        requested.append(params)
+        ep = sagemaker_backends[aws.account_id][cfg.region].endpoints[params["EndpointName"]]
+        ep.endpoint_config_name = params["EndpointConfigName"]
+        http = type("Http", (), {"status_code": 200})()
+        return http, {"EndpointArn": ep.arn}  # (http response, parsed response)
+
+    aws.sagemaker.meta.events.register("before-call.sagemaker.UpdateEndpoint", update_endpoint)
+    old = snapshot(cfg, aws)["configs"]
+    bigger = cfg.replace(instance_type="ml.g4dn.16xlarge")
+    up(bigger, aws)
+    configs = endpoint.our_configs(aws, bigger)
+    assert len(configs) == 1 and configs != old
+    assert requested == [{"EndpointName": cfg.endpoint_name, "EndpointConfigName": configs[0]}]
+    assert endpoint.describe(aws, bigger)["instance_type"] == "ml.g4dn.16xlarge"
+
+
+def _leftovers(cfg, aws) -> dict[str, Any]:
+    logs = aws.client("logs").describe_log_groups()["logGroups"]
+    return {
+        "buckets": [b["Name"] for b in aws.s3.list_buckets()["Buckets"]],
+        "roles": [r["RoleName"] for r in aws.iam.list_roles()["Roles"]],
+        "functions": aws.lambda_.list_functions()["Functions"],
+        "endpoints": aws.sagemaker.list_endpoints()["Endpoints"],
+        "configs": aws.sagemaker.list_endpoint_configs()["EndpointConfigs"],
+        "models": aws.sagemaker.list_models()["Models"],
+        "targets": aws.autoscaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+            "ScalableTargets"
+        ],
+        "policies": aws.autoscaling.describe_scaling_policies(ServiceNamespace="sagemaker")[
+            "ScalingPolicies"
+        ],
+        "log_groups": [g["logGroupName"] for g in logs],
+    }
+
+
+def test_down_removes_everything_and_is_safe_twice(cfg, aws):
+    up(cfg, aws)
+    removed = stack.down(cfg, aws)
+    left = _leftovers(cfg, aws)
+    assert left["buckets"] == [cfg.bucket_name(aws.account_id)]  # kept unless asked
+    assert {k: v for k, v in left.items() if k != "buckets"} == {
+        k: [] for k in left if k != "buckets"
+    }
+    assert any("endpoint" in r for r in removed)
+    assert stack.down(cfg, aws) == []  # nothing left to do, no error
+    stack.down(cfg, aws, delete_bucket=True)
+    assert _leftovers(cfg, aws)["buckets"] == []
+    assert not cfg.state_path.exists()
+
+
+def test_down_never_touches_what_it_did_not_create(cfg, aws):
+    aws.iam.create_role(RoleName=cfg.lambda_role_name,
+                        AssumeRolePolicyDocument=json.dumps(iam.trust_policy("lambda.amazonaws.com")))
+    with pytest.raises(NotOwnedError, match="not created by visual-tourism"):
+        up(cfg, aws)
+    stack.down(cfg, aws, delete_bucket=True)
+    assert aws.iam.get_role(RoleName=cfg.lambda_role_name)  # still there
+    # A foreign bucket with our default name is refused too, and survives down.
+    other = cfg.replace(prefix="other-stack")
+    aws.s3.create_bucket(Bucket=other.bucket_name(aws.account_id))
+    with pytest.raises(NotOwnedError):
+        bucket.ensure_bucket(aws, other)
+    stack.down(other, aws, delete_bucket=True)
+    assert bucket.bucket_state(aws, other.bucket_name(aws.account_id)) == "exists"
+
+
+def test_notification_merge_keeps_other_notifications(cfg, aws):
+    name = bucket.ensure_bucket(aws, cfg)
+    theirs = {
+        "Id": "someone-elses",
+        "LambdaFunctionArn": "arn:aws:lambda:us-east-1:000000000000:function:other",
+        "Events": ["s3:ObjectRemoved:*"],
+    }
+    aws.s3.put_bucket_notification_configuration(
+        Bucket=name, NotificationConfiguration={"LambdaFunctionConfigurations": [theirs]}
+    )
+    arn = "arn:aws:lambda:us-east-1:000000000000:function:ours"
+    lambda_fn.ensure_notification(aws, cfg, name, arn)
+    lambda_fn.ensure_notification(aws, cfg, name, arn)
+    ids = [c["Id"] for c in aws.s3.get_bucket_notification_configuration(Bucket=name)[
+        "LambdaFunctionConfigurations"]]
+    assert ids == ["someone-elses", "visual-tourism-input-trigger"]
+    assert lambda_fn.remove_notification(aws, cfg, name)
+    ids = [c["Id"] for c in aws.s3.get_bucket_notification_configuration(Bucket=name)[
+        "LambdaFunctionConfigurations"]]
+    assert ids == ["someone-elses"]
+
+
+def test_permission_request_is_restricted_to_bucket_and_account(cfg):
+    """The exact AddPermission call (moto does not evaluate it, so check what is sent)."""
+    client = boto3.client("lambda", region_name="us-east-1")
+    aws = Aws("us-east-1", sleep=no_sleep)
+    aws._clients["lambda"] = client
+    aws.identity = {"Account": "000000000000"}
+    with Stubber(client) as stub:
+        stub.add_client_error("get_policy", "ResourceNotFoundException")
+        stub.add_response("add_permission", {"Statement": "{}"}, {
+            "FunctionName": cfg.function_name,
+            "StatementId": lambda_fn.PERMISSION_ID,
+            "Action": "lambda:InvokeFunction",
+            "Principal": "s3.amazonaws.com",
+            "SourceArn": "arn:aws:s3:::my-bucket",
+            "SourceAccount": "000000000000",
+        })
+        lambda_fn.ensure_permission(aws, cfg, "my-bucket")
+        stub.assert_no_pending_responses()
+
+
+def test_scaling_policy_request(cfg):
+    client = boto3.client("application-autoscaling", region_name="us-east-1")
+    aws = Aws("us-east-1", sleep=no_sleep)
+    aws._clients["application-autoscaling"] = client
+    rid = "endpoint/visual-tourism-endpoint/variant/AllTraffic"
+    dim = "sagemaker:variant:DesiredInstanceCount"
+    with Stubber(client) as stub:
+        stub.add_response("describe_scalable_targets", {"ScalableTargets": []})
+        stub.add_response("describe_scaling_policies", {"ScalingPolicies": []})
+        stub.add_response("register_scalable_target", {}, {
+            "ServiceNamespace": "sagemaker", "ResourceId": rid, "ScalableDimension": dim,
+            "MinCapacity": 1, "MaxCapacity": 5,
+        })
+        stub.add_response("put_scaling_policy", {"PolicyARN": "arn:x"}, {
+            "PolicyName": "visual-tourism-invocations-per-instance",
+            "ServiceNamespace": "sagemaker", "ResourceId": rid, "ScalableDimension": dim,
+            "PolicyType": "TargetTrackingScaling",
+            "TargetTrackingScalingPolicyConfiguration": {
+                "TargetValue": 5.0,
+                "PredefinedMetricSpecification": {
+                    "PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"
+                },
+                "ScaleInCooldown": 600,
+                "ScaleOutCooldown": 300,
+            },
+        })
+        autoscaling.ensure_autoscaling(aws, cfg)
+        stub.assert_no_pending_responses()
+
+
+def test_failed_endpoint_reports_its_failure_reason_and_up_recovers(cfg, aws):
+    """moto's endpoints are InService at once, so the service's answer is made 'Failed'."""
+    reason = "CUDA out of memory while loading shard 3"
+
+    def failed(parsed, **_):
+        parsed.update(EndpointStatus="Failed", FailureReason=reason)
+
+    aws.sagemaker.meta.events.register("after-call.sagemaker.DescribeEndpoint", failed)
+    with pytest.raises(EndpointFailedError, match=reason) as err:
+        up(cfg, aws)
+    assert "/aws/sagemaker/Endpoints/visual-tourism-endpoint" in str(err.value)
+    assert stack.status(cfg, aws)["function"]["trigger"] is False  # never wired to a failure
+
+    aws.sagemaker.meta.events.unregister("after-call.sagemaker.DescribeEndpoint", failed)
+    up(cfg, aws)
+    assert stack.status(cfg, aws)["endpoint"]["state"] == "InService"
+
+
+def test_taken_bucket_name_says_how_to_choose_another(cfg, aws, monkeypatch):
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", "111122223333")
+    boto3.client("s3").create_bucket(Bucket="a-taken-name")
+    monkeypatch.delenv("MOTO_ACCOUNT_ID")
+    with pytest.raises(BucketTakenError, match="VT_BUCKET"):
+        bucket.ensure_bucket(aws, cfg.replace(bucket="a-taken-name"))
+
+
+def test_missing_credentials_are_a_clear_error(cfg, monkeypatch):
+    monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+    monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(CredentialsError, match="aws configure"):
+        stack.up(cfg, Aws(cfg.region, session=boto3.session.Session()))
+
+
+def test_configuration_errors():
+    with pytest.raises(RegionError, match="us-east-7"):
+        load_config(region="us-east-7")
+    with pytest.raises(UnknownProfileError, match="idefics-9b-instruct"):
+        load_config(model_profile="gpt-vision")
+    with pytest.raises(Exception, match="min=3 max=2"):
+        load_config(min_instances=3, max_instances=2)
+
+
+def test_config_layers(tmp_path, monkeypatch):
+    path = tmp_path / "vt.toml"
+    path.write_text('prefix = "from-file"\nmax_instances = 3\n')
+    monkeypatch.setenv("VT_MAX_INSTANCES", "4")
+    cfg = load_config(path)
+    assert (cfg.prefix, cfg.max_instances) == ("from-file", 4)
+    assert load_config(path, max_instances=2).max_instances == 2
+    path.write_text('prefx = "typo"\n')
+    with pytest.raises(Exception, match="Unknown setting 'prefx'"):
+        load_config(path)
+
+
+def test_lambda_zip_is_deterministic():
+    first, second = lambda_fn.build_zip(), lambda_fn.build_zip()
+    assert first == second
+    with zipfile.ZipFile(io.BytesIO(first)) as archive:
+        [info] = archive.infolist()
+        assert info.filename == "lambda_code.py"
+        assert info.date_time == (1980, 1, 1, 0, 0, 0)
+        assert info.external_attr >> 16 == 0o100644
+        assert archive.read(info) == lambda_fn.handler_source().read_bytes()
+
+
+def test_status_reports_state_and_cost(cfg, aws):
+    assert stack.status(cfg, aws)["endpoint"]["state"] == "absent"
+    up(cfg, aws)
+    info = stack.status(cfg, aws)
+    assert info["bucket"]["private"] is True
+    assert info["endpoint"]["state"] == "InService"
+    assert info["cost_per_hour_usd"] == pytest.approx(4.89)
+    assert "ml.g4dn.12xlarge" in info["cost"]
+    assert info["autoscaling"]["state"] == "configured"
+    assert info["function"]["trigger"] is True
+    tags = aws.lambda_.list_tags(Resource=aws.lambda_.get_function(
+        FunctionName=cfg.function_name)["Configuration"]["FunctionArn"])["Tags"]
+    assert tags[STACK_TAG] == cfg.prefix

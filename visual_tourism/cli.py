@@ -1,0 +1,225 @@
+"""`visual-tourism`: the command line over the same functions the notebooks call."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import sys
+import textwrap
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any
+
+from . import stack
+from .config import IMAGES_DIR, Config, load_config
+from .errors import VisualTourismError
+
+DEFAULT_PHOTO = IMAGES_DIR / "tour_eiffel.jpeg"
+LOCAL_DIR = Path.home() / ".visual-tourism" / "local"
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _config(args: argparse.Namespace, **extra: Any) -> Config:
+    options = {
+        "region": args.region,
+        "prefix": args.prefix,
+        "bucket": args.bucket,
+        "model_profile": args.model_profile,
+        **extra,
+    }
+    return load_config(args.config, **options)
+
+
+def print_result(record: dict[str, Any]) -> None:
+    if record.get("status") == "ok":
+        _say("\n" + textwrap.fill(record["answer"], width=88) + "\n")
+    else:
+        error = record.get("error", {})
+        _say(f"\nNo answer: {error.get('code')}: {error.get('message')}\n")
+    _say(f"(result record: {record.get('result_key')}, seen "
+         f"{record.get('seen_after_seconds')} s after upload)")
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    names = stack.up(_config(args), progress=_say)
+    _say(json.dumps(names, indent=2))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    info = stack.status(_config(args))
+    if args.json:
+        _say(json.dumps(info, indent=2, default=str))
+        return 0
+    _say(f"region {info['region']}, model profile {info['profile']}")
+    for part in ("bucket", "roles", "endpoint", "autoscaling", "function"):
+        _say(f"  {part:12} {json.dumps(info[part], default=str)}")
+    _say(f"  {'cost':12} {info['cost']}")
+    return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    removed = stack.down(_config(args), delete_bucket=args.delete_bucket, progress=_say)
+    _say(f"down: removed {len(removed)} resource(s)" if removed else "down: nothing to remove")
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace) -> int:
+    record = stack.ask(args.image, _config(args), timeout=args.timeout, progress=_say)
+    print_result(record)
+    return 0 if record.get("status") == "ok" else 1
+
+
+@contextmanager
+def _environment(values: dict[str, str]) -> Iterator[None]:
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+def cmd_local_demo(args: argparse.Namespace) -> int:
+    from .local.stack import LocalStack
+
+    _say("Local mode: S3, IAM, Lambda and SageMaker are emulated on this machine (no AWS).")
+    with LocalStack(model=args.model) as local, _environment(local.env):
+        _say(f"model server: {local.backend_description}")
+        if local.backend_reason:
+            _say(f"  ({local.backend_reason})")
+        cfg = _config(args, region="us-east-1", state_dir=str(local.work_dir / "state"))
+        stack.up(cfg, progress=_say, endpoint_poll=0.5)
+        record = stack.ask(args.image, cfg, timeout=args.timeout, progress=_say)
+        print_result(record)
+        _say(f"answered by: {local.backend_description}")
+        local.runtime.wait_idle(10)
+        if args.logs:
+            _say(local.log_path(cfg.function_name).read_text())
+        stack.down(cfg, delete_bucket=True, progress=_say)
+    _say("local stack stopped")
+    return 0 if record.get("status") == "ok" else 1
+
+
+def cmd_local_serve(args: argparse.Namespace) -> int:
+    from .local.stack import LocalStack
+
+    work_dir = Path(args.dir)
+    work_dir.mkdir(parents=True, exist_ok=True)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with LocalStack(model=args.model, work_dir=work_dir, moto_port=args.port,
+                    model_port=args.model_port) as local:
+        _say(f"Local stack running; model server: {local.backend_description}")
+        if local.backend_reason:
+            _say(f"  ({local.backend_reason})")
+        _say("Point boto3, the CLI and the notebooks at it (in another shell):\n")
+        for key, value in local.env.items():
+            _say(f"export {key}={value}")
+        _say(f"export VT_STATE_DIR={work_dir / 'state'}")
+        _say(f"\nThen: visual-tourism up; visual-tourism ask {DEFAULT_PHOTO}")
+        _say(f"Handler logs: visual-tourism local logs --dir {work_dir}. Ctrl-C stops.")
+        with suppress(KeyboardInterrupt):
+            stop.wait()
+    return 0
+
+
+def cmd_local_logs(args: argparse.Namespace) -> int:
+    logs = Path(args.dir) / "logs"
+    files = sorted(logs.glob("*.log")) if logs.is_dir() else []
+    if not files:
+        _say(f"No handler logs under {logs} yet (is 'visual-tourism local serve' running?)")
+        return 1
+    for path in files:
+        _say(f"==> {path.name} <==")
+        lines = path.read_text().splitlines()
+        _say("\n".join(lines[-args.lines:]))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="visual-tourism",
+        description="Photo in, travel advice out: build, inspect and remove the stack.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", help="TOML or JSON settings file (or VT_CONFIG)")
+    common.add_argument("--region", help="AWS region (or AWS_REGION)")
+    common.add_argument("--prefix", help="name prefix of every resource (or VT_PREFIX)")
+    common.add_argument("--bucket", help="bucket name (default: {prefix}-{account}-{region})")
+    common.add_argument("--model-profile", help="model profile (or VT_MODEL_PROFILE)")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sub.add_parser("up", parents=[common], help="create or update everything").set_defaults(
+        func=cmd_up
+    )
+    p = sub.add_parser("status", parents=[common], help="what exists and what it costs")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_status)
+    p = sub.add_parser("down", parents=[common], help="remove everything up created")
+    p.add_argument("--delete-bucket", action="store_true",
+                   help="also empty and delete the bucket (photos and results are lost)")
+    p.set_defaults(func=cmd_down)
+    p = sub.add_parser("ask", parents=[common], help="upload a photo and print the answer")
+    p.add_argument("image", type=Path)
+    p.add_argument("--timeout", type=float, default=300.0)
+    p.set_defaults(func=cmd_ask)
+
+    local = sub.add_parser("local", help="the whole workflow on this machine, no AWS account")
+    local_sub = local.add_subparsers(dest="local_command", required=True)
+    model_help = ("model for the local server: a Hugging Face id or path, or 'stand-in' "
+                  "(default: VT_LOCAL_MODEL or a small SmolVLM, else the stand-in)")
+    p = local_sub.add_parser("demo", parents=[common], help="up, ask about a photo, down, stop")
+    p.add_argument("--image", type=Path, default=DEFAULT_PHOTO)
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--logs", action="store_true", help="print the handler's log at the end")
+    p.set_defaults(func=cmd_local_demo)
+    p = local_sub.add_parser("serve", help="keep the local stack running; print its variables")
+    p.add_argument("--model", default=None, help=model_help)
+    p.add_argument("--port", type=int, default=5000, help="port of the AWS stand-in")
+    p.add_argument("--model-port", type=int, default=8080, help="port of the model server")
+    p.add_argument("--dir", default=str(LOCAL_DIR), help="where logs and state are kept")
+    p.set_defaults(func=cmd_local_serve)
+    p = local_sub.add_parser("logs", help="print the local handler's log lines")
+    p.add_argument("--dir", default=str(LOCAL_DIR))
+    p.add_argument("-n", "--lines", type=int, default=50)
+    p.set_defaults(func=cmd_local_logs)
+
+    from .infra import add_cli  # CloudFormation: package / deploy / delete
+
+    add_cli(sub, common)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return args.func(args)
+    except VisualTourismError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,241 @@
+"""One configuration object for the whole stack.
+
+Values come from, in rising precedence: the defaults below, an optional TOML or JSON file
+(``VT_CONFIG`` or the ``path`` argument), ``VT_*`` environment variables, and keyword
+arguments. Every field can be set each way; ``VT_<FIELD>`` is the field's name in upper case.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError, RegionError
+from .profiles import DEFAULT_PROFILE, ModelProfile, get_profile
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+IMAGES_DIR = PROJECT_ROOT / "images"
+
+INSTRUCTION = (
+    "You are a travel agent. Describe in 1 sentence what is in the image. Add another "
+    "sentence for an entertaining story related to this location. Add a last sentence saying "
+    "what is the best place to eat near this location."
+)
+EXAMPLE_ANSWER = (
+    "The Trevi Fountain is a popular tourist attraction in Rome, Italy. The act of tossing a "
+    "coin with one's right hand over the left shoulder is said to ensure a return to Rome, a "
+    "promise of enduring romance with the city. The best place to eat near this location is "
+    "the Pinsitaly Trevi restaurant."
+)
+GENERATION = {
+    "do_sample": True,
+    "top_p": 0.2,
+    "temperature": 0.4,
+    "top_k": 50,
+    "max_new_tokens": 512,
+}
+TRANSPORTS = ("url", "data-uri")
+# Tag put on everything `up` creates; `down` deletes only what carries it.
+STACK_TAG = "visual-tourism:stack"
+
+_PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+@dataclass(frozen=True)
+class Config:
+    prefix: str = "visual-tourism"
+    region: str = ""
+    bucket: str = ""  # empty: "{prefix}-{account}-{region}", globally unique
+    input_prefix: str = "input/"
+    example_prefix: str = "example/"
+    output_prefix: str = "output/"
+    example_image: str = str(IMAGES_DIR / "trevi.jpeg")
+    example_answer: str = EXAMPLE_ANSWER
+    instruction: str = INSTRUCTION
+    model_profile: str = DEFAULT_PROFILE
+    instance_type: str = ""  # empty: the profile's
+    min_instances: int = 1
+    max_instances: int = 5
+    # SageMakerVariantInvocationsPerInstance is a per-minute figure; 5 as in the original.
+    target_invocations: float = 5.0
+    scale_in_cooldown: int = 600
+    scale_out_cooldown: int = 300
+    lambda_runtime: str = "python3.12"
+    lambda_timeout: int = 300
+    lambda_memory: int = 512
+    image_transport: str = "url"
+    generation: dict[str, Any] = field(default_factory=lambda: dict(GENERATION))
+    state_dir: str = ""  # empty: ~/.visual-tourism
+
+    # -- derived names ------------------------------------------------------------------
+    @property
+    def profile(self) -> ModelProfile:
+        return get_profile(self.model_profile)
+
+    @property
+    def effective_instance_type(self) -> str:
+        return self.instance_type or self.profile.instance_type
+
+    @property
+    def endpoint_name(self) -> str:
+        return f"{self.prefix}-endpoint"
+
+    @property
+    def function_name(self) -> str:
+        return f"{self.prefix}-handler"
+
+    @property
+    def lambda_role_name(self) -> str:
+        return f"{self.prefix}-lambda-role"
+
+    @property
+    def sagemaker_role_name(self) -> str:
+        return f"{self.prefix}-sagemaker-role"
+
+    @property
+    def example_key(self) -> str:
+        return self.example_prefix + Path(self.example_image).name
+
+    def bucket_name(self, account_id: str) -> str:
+        return self.bucket or f"{self.prefix}-{account_id}-{self.region}"
+
+    @property
+    def state_path(self) -> Path:
+        base = Path(self.state_dir) if self.state_dir else Path.home() / ".visual-tourism"
+        return base / f"{self.prefix}-{self.region}.json"
+
+    def replace(self, **changes: Any) -> Config:
+        return validate(dataclasses.replace(self, **changes))
+
+
+def _coerce(name: str, kind: Any, raw: Any) -> Any:
+    """Turn a file or environment value into the field's type, with a clear error."""
+    try:
+        if kind in ("int", int):
+            return int(raw)
+        if kind in ("float", float):
+            return float(raw)
+        if kind in ("dict[str, Any]",):
+            value = json.loads(raw) if isinstance(raw, str) else raw
+            if not isinstance(value, dict):
+                raise ValueError("expected a JSON object")
+            return value
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"Config value {name}={raw!r} is invalid: {exc}") from None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise ConfigError(f"Config file {path} does not exist. Fix VT_CONFIG or the path given.")
+    text = path.read_text()
+    try:
+        data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+    except (ValueError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"Config file {path} cannot be parsed: {exc}") from None
+    return data
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None,
+    env: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> Config:
+    """Build and validate the configuration (defaults < file < VT_* variables < arguments)."""
+    env = os.environ if env is None else env
+    known = {f.name: f for f in fields(Config)}
+    values: dict[str, Any] = {}
+
+    file_path = path or env.get("VT_CONFIG")
+    if file_path:
+        for key, raw in _read_file(Path(file_path)).items():
+            if key not in known:
+                raise ConfigError(
+                    f"Unknown setting {key!r} in {file_path}. Known: {', '.join(known)}."
+                )
+            values[key] = _coerce(key, known[key].type, raw)
+    for name, f in known.items():
+        raw = env.get(f"VT_{name.upper()}")
+        if raw not in (None, ""):
+            values[name] = _coerce(name, f.type, raw)
+    for name, raw in overrides.items():
+        if name not in known:
+            raise ConfigError(f"Unknown setting {name!r}. Known: {', '.join(known)}.")
+        if raw is not None:
+            values[name] = raw
+    if not values.get("region"):
+        values["region"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+    return validate(Config(**values))
+
+
+def known_regions() -> list[str]:
+    import boto3
+
+    return boto3.session.Session().get_available_regions("sagemaker")
+
+
+def validate(cfg: Config) -> Config:
+    """Check every value; raise ConfigError naming the setting and what to do."""
+    problems: list[str] = []
+    if not _PREFIX_RE.match(cfg.prefix):
+        problems.append(
+            f"prefix {cfg.prefix!r}: use 3-32 lower-case letters, digits or '-', "
+            "starting with a letter"
+        )
+    if cfg.bucket and (not _BUCKET_RE.match(cfg.bucket) or ".." in cfg.bucket):
+        problems.append(f"bucket {cfg.bucket!r} is not a valid S3 bucket name")
+    names = ("input_prefix", "example_prefix", "output_prefix")
+    folders = tuple(getattr(cfg, name) for name in names)
+    for name, value in zip(names, folders, strict=True):
+        if not value.endswith("/") or value.startswith("/") or len(value) < 2:
+            problems.append(f"{name} {value!r} must look like 'name/'")
+    for a in folders:
+        for b in folders:
+            if a is not b and b.startswith(a):
+                problems.append(
+                    f"prefixes {a!r} and {b!r} overlap: results would trigger the handler"
+                )
+    if not Path(cfg.example_image).is_file():
+        problems.append(f"example_image {cfg.example_image!r} does not exist")
+    get_profile(cfg.model_profile)  # raises UnknownProfileError listing the known ones
+    if not 1 <= cfg.min_instances <= cfg.max_instances:
+        problems.append(
+            f"autoscaling bounds min={cfg.min_instances} max={cfg.max_instances}: need "
+            "1 <= min <= max (a real-time variant cannot scale to zero)"
+        )
+    if cfg.target_invocations <= 0:
+        problems.append("target_invocations must be > 0 (invocations per instance per minute)")
+    if cfg.scale_in_cooldown < 0 or cfg.scale_out_cooldown < 0:
+        problems.append("cooldowns must be >= 0 seconds")
+    if not re.match(r"^python3\.(1[2-9]|[2-9]\d)$", cfg.lambda_runtime):
+        problems.append(f"lambda_runtime {cfg.lambda_runtime!r}: use python3.12 or newer")
+    if not 70 <= cfg.lambda_timeout <= 900:
+        problems.append(
+            f"lambda_timeout {cfg.lambda_timeout}: use 70-900 s (one model call may take 60 s)"
+        )
+    if not 128 <= cfg.lambda_memory <= 10240:
+        problems.append(f"lambda_memory {cfg.lambda_memory}: use 128-10240 MB")
+    if cfg.image_transport not in TRANSPORTS:
+        problems.append(f"image_transport {cfg.image_transport!r}: use one of {TRANSPORTS}")
+    if not isinstance(cfg.generation, dict) or "max_new_tokens" not in cfg.generation:
+        problems.append("generation must be an object with at least max_new_tokens")
+    if problems:
+        raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
+    if not cfg.region:
+        raise RegionError(
+            "No AWS region set. Set AWS_REGION (or VT_REGION), e.g. export AWS_REGION=us-east-1."
+        )
+    if cfg.region not in known_regions():
+        raise RegionError(
+            f"Unknown AWS region {cfg.region!r} (no SageMaker there). "
+            "Set AWS_REGION to a region such as us-east-1, us-west-2 or eu-west-1."
+        )
+    return cfg

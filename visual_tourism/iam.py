@@ -1,0 +1,257 @@
+"""IAM: the Lambda's role and the SageMaker execution role, each with least privilege.
+
+The policy documents are pure functions of the configuration so that the CloudFormation
+template (infra/) is checked against exactly the same statements.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .aws import Aws, ignore_not_found, is_not_found, tags_dict
+from .config import STACK_TAG, Config
+from .errors import NotOwnedError
+
+log = logging.getLogger(__name__)
+
+LAMBDA_POLICY_NAME = "visual-tourism-lambda"
+SAGEMAKER_POLICY_NAME = "visual-tourism-sagemaker"
+STUDIO_METADATA = Path("/opt/ml/metadata/resource-metadata.json")
+
+
+def trust_policy(service: str) -> dict[str, Any]:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": {"Service": service},
+                "Action": "sts:AssumeRole",
+            }
+        ],
+    }
+
+
+def lambda_policy(
+    cfg: Config, *, account: str, bucket: str, partition: str = "aws"
+) -> dict[str, Any]:
+    """What the handler needs, and nothing more."""
+    log_group = (
+        f"arn:{partition}:logs:{cfg.region}:{account}:log-group:/aws/lambda/{cfg.function_name}"
+    )
+    objects = f"arn:{partition}:s3:::{bucket}"
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "OwnLogGroup",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogGroup"],
+                "Resource": log_group,
+            },
+            {
+                "Sid": "OwnLogStreams",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{log_group}:*",
+            },
+            {
+                "Sid": "ReadPhotosAndExample",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject"],
+                "Resource": [
+                    f"{objects}/{cfg.input_prefix}*",
+                    f"{objects}/{cfg.example_prefix}*",
+                ],
+            },
+            {
+                "Sid": "ReadWriteResults",
+                "Effect": "Allow",
+                "Action": ["s3:GetObject", "s3:PutObject"],
+                "Resource": f"{objects}/{cfg.output_prefix}*",
+            },
+            {
+                # Without ListBucket a missing result answers 403 instead of 404, and the
+                # handler's "already answered?" check could not tell the two apart. (A prefix
+                # condition would not help: HeadObject carries no s3:prefix key.)
+                "Sid": "TellMissingResultsApart",
+                "Effect": "Allow",
+                "Action": ["s3:ListBucket"],
+                "Resource": objects,
+            },
+            {
+                "Sid": "InvokeThisEndpoint",
+                "Effect": "Allow",
+                "Action": ["sagemaker:InvokeEndpoint"],
+                "Resource": (
+                    f"arn:{partition}:sagemaker:{cfg.region}:{account}:"
+                    f"endpoint/{cfg.endpoint_name.lower()}"
+                ),
+            },
+        ],
+    }
+
+
+def sagemaker_policy(
+    cfg: Config, *, account: str, image_uri: str, partition: str = "aws"
+) -> dict[str, Any]:
+    """What the model container needs: pull its image, write its logs and metrics."""
+    registry, _, repo_and_tag = image_uri.partition("/")
+    ecr_account = registry.split(".")[0]
+    ecr_region = registry.split(".")[3]
+    repository = repo_and_tag.split(":")[0]
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "PullContainerImage",
+                "Effect": "Allow",
+                "Action": [
+                    "ecr:BatchCheckLayerAvailability",
+                    "ecr:BatchGetImage",
+                    "ecr:GetDownloadUrlForLayer",
+                ],
+                "Resource": (
+                    f"arn:{partition}:ecr:{ecr_region}:{ecr_account}:repository/{repository}"
+                ),
+            },
+            {
+                # GetAuthorizationToken has no resource-level permissions.
+                "Sid": "EcrLogin",
+                "Effect": "Allow",
+                "Action": ["ecr:GetAuthorizationToken"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "EndpointLogs",
+                "Effect": "Allow",
+                "Action": [
+                    "logs:CreateLogGroup",
+                    "logs:CreateLogStream",
+                    "logs:PutLogEvents",
+                    "logs:DescribeLogStreams",
+                ],
+                "Resource": (
+                    f"arn:{partition}:logs:{cfg.region}:{account}:"
+                    "log-group:/aws/sagemaker/Endpoints/*"
+                ),
+            },
+            {
+                "Sid": "EndpointMetrics",
+                "Effect": "Allow",
+                "Action": ["cloudwatch:PutMetricData"],
+                "Resource": "*",
+                "Condition": {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
+            },
+        ],
+    }
+
+
+def in_studio() -> bool:
+    return STUDIO_METADATA.is_file() or "SAGEMAKER_INTERNAL_IMAGE_URI" in os.environ
+
+
+def studio_role_arn() -> str | None:
+    """The Studio user's execution role, when running inside SageMaker Studio."""
+    if not in_studio():
+        return None
+    from sagemaker.core.helper.session_helper import get_execution_role
+
+    return get_execution_role()
+
+
+def _tags(cfg: Config) -> list[dict[str, str]]:
+    return [{"Key": STACK_TAG, "Value": cfg.prefix}]
+
+
+def get_role(aws: Aws, name: str) -> dict[str, Any] | None:
+    try:
+        return aws.iam.get_role(RoleName=name)["Role"]
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def ensure_role(
+    aws: Aws, cfg: Config, name: str, service: str, policy_name: str, policy: dict[str, Any]
+) -> str:
+    """Create the role or bring an existing one of ours up to date. Returns its ARN."""
+    trust = trust_policy(service)
+    role = get_role(aws, name)
+    if role is None:
+        role = aws.iam.create_role(
+            RoleName=name,
+            AssumeRolePolicyDocument=json.dumps(trust),
+            Description=f"Visual Tourism ({cfg.prefix}): {service}",
+            Tags=_tags(cfg),
+        )["Role"]
+        log.info("Created IAM role %s", name)
+    elif tags_dict(role.get("Tags")).get(STACK_TAG) != cfg.prefix:
+        raise NotOwnedError(
+            f"IAM role {name} exists but was not created by visual-tourism (no "
+            f"{STACK_TAG}={cfg.prefix} tag). Choose another prefix (VT_PREFIX) or remove it."
+        )
+    elif role["AssumeRolePolicyDocument"] != trust:
+        aws.iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
+    if _inline_policy(aws, name, policy_name) != policy:
+        aws.iam.put_role_policy(
+            RoleName=name, PolicyName=policy_name, PolicyDocument=json.dumps(policy)
+        )
+    return role["Arn"]
+
+
+def _inline_policy(aws: Aws, role: str, policy_name: str) -> dict[str, Any] | None:
+    try:
+        return aws.iam.get_role_policy(RoleName=role, PolicyName=policy_name)["PolicyDocument"]
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def ensure_lambda_role(aws: Aws, cfg: Config, bucket: str) -> str:
+    policy = lambda_policy(cfg, account=aws.account_id, bucket=bucket, partition=aws.partition)
+    return ensure_role(
+        aws, cfg, cfg.lambda_role_name, "lambda.amazonaws.com", LAMBDA_POLICY_NAME, policy
+    )
+
+
+def ensure_sagemaker_role(aws: Aws, cfg: Config, image_uri: str) -> str:
+    """The Studio role inside Studio (never modified), else a role of our own."""
+    studio = studio_role_arn()
+    if studio:
+        log.info("Using the SageMaker Studio execution role")
+        return studio
+    policy = sagemaker_policy(
+        cfg, account=aws.account_id, image_uri=image_uri, partition=aws.partition
+    )
+    return ensure_role(
+        aws, cfg, cfg.sagemaker_role_name, "sagemaker.amazonaws.com",
+        SAGEMAKER_POLICY_NAME, policy,
+    )
+
+
+def delete_role(aws: Aws, cfg: Config, name: str) -> bool:
+    """Delete one of our roles with its inline policies; untagged roles are left alone."""
+    role = get_role(aws, name)
+    if role is None:
+        return False
+    if tags_dict(role.get("Tags")).get(STACK_TAG) != cfg.prefix:
+        log.warning("IAM role %s was not created by visual-tourism: left alone", name)
+        return False
+    for policy in aws.iam.list_role_policies(RoleName=name)["PolicyNames"]:
+        aws.iam.delete_role_policy(RoleName=name, PolicyName=policy)
+    for attached in aws.iam.list_attached_role_policies(RoleName=name)["AttachedPolicies"]:
+        aws.iam.detach_role_policy(RoleName=name, PolicyArn=attached["PolicyArn"])
+    return ignore_not_found(lambda: aws.iam.delete_role(RoleName=name), f"IAM role {name}")
+
+
+def role_status(aws: Aws, name: str) -> str:
+    return "absent" if get_role(aws, name) is None else "exists"

@@ -1,0 +1,627 @@
+"""CloudFormation: the whole stack as one template (infra/template.yaml), packaged, deployed
+and deleted from the command line.
+
+The template is static and reviewable; every parameter value comes from the same ``Config``
+and helper functions that ``visual-tourism up`` uses, and tests/test_infra.py proves that the
+resolved template carries the same policies, settings and names as those helpers.
+
+Three steps:
+
+- ``package``: build the Lambda zip, upload it to a separate artifacts bucket (the stack's own
+  bucket cannot hold its code before it exists) under a content-hash key, and write the
+  template and its parameter values under ``build/``.
+- ``deploy``: create or update the stack, print its events as they come, report each failed
+  resource with its reason, then upload the example photo into the stack's bucket.
+- ``delete``: delete the stack. The bucket has ``DeletionPolicy: Retain`` (photos and answers
+  outlive the stack, as with ``down``); ``--delete-bucket`` empties and removes it afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import shutil
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError, WaiterError
+
+from . import bucket, lambda_fn
+from .aws import Aws, error_code, error_message, is_not_found
+from .config import PROJECT_ROOT, STACK_TAG, Config
+from .errors import (
+    BucketTakenError,
+    ConfigError,
+    DeployError,
+    NotDeployedError,
+    NotOwnedError,
+    StackFailedError,
+)
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+TEMPLATE = PROJECT_ROOT / "infra" / "template.yaml"
+PACKAGED_TEMPLATE = "packaged.yaml"
+PARAMETERS_FILE = "parameters.json"
+CAPABILITIES = ["CAPABILITY_NAMED_IAM"]  # the roles have fixed names
+
+# Lambda variables that are template parameters (function_environment is the source of the
+# values). BUCKET_NAME and ENDPOINT_NAME are computed inside the template.
+LAMBDA_ENV_PARAMETERS = {
+    "INPUT_PREFIX": "InputPrefix",
+    "OUTPUT_PREFIX": "OutputPrefix",
+    "EXAMPLE_KEY": "ExampleKey",
+    "EXAMPLE_ANSWER": "ExampleAnswer",
+    "INSTRUCTION": "Instruction",
+    "REQUEST_STYLE": "RequestStyle",
+    "GENERATION_PARAMETERS": "GenerationParameters",
+    "IMAGE_TRANSPORT": "ImageTransport",
+    "MODEL_PROFILE": "ModelProfile",
+    "MODEL_ID": "ModelId",
+}
+LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME"})
+# Container variables the template can set (CloudFormation maps cannot have parameter keys,
+# so each variable a profile may use has its own optional parameter).
+MODEL_ENV_PARAMETERS = {
+    "HF_MODEL_ID": "ModelId",
+    "SM_NUM_GPUS": "NumGpus",
+    "MAX_INPUT_LENGTH": "MaxInputLength",
+    "MAX_INPUT_TOKENS": "MaxInputTokens",
+    "MAX_TOTAL_TOKENS": "MaxTotalTokens",
+}
+_BUSY_SUFFIX = "_IN_PROGRESS"
+
+
+def _quiet(message: str) -> None:
+    log.info("%s", message)
+
+
+# -- names and parameters (pure) ------------------------------------------------------------
+def stack_name(cfg: Config) -> str:
+    return f"{cfg.prefix}-stack"
+
+
+def artifacts_bucket_name(cfg: Config, account_id: str) -> str:
+    name = f"{cfg.prefix}-artifacts-{account_id}-{cfg.region}"
+    if len(name) > 63:
+        raise ConfigError(
+            f"The artifacts bucket name {name!r} is longer than S3's 63 characters. "
+            "Use a shorter prefix (VT_PREFIX)."
+        )
+    return name
+
+
+def code_key(zip_bytes: bytes) -> str:
+    """New code, new key: CloudFormation updates the function only when the key changes."""
+    return f"lambda/{hashlib.sha256(zip_bytes).hexdigest()}.zip"
+
+
+def template_parameters(
+    cfg: Config, *, image_uri: str, code_bucket: str, code_key: str
+) -> dict[str, str]:
+    """Every template parameter's value, derived from the configuration and the helpers."""
+    environment = lambda_fn.function_environment(cfg, bucket="")
+    unknown = set(environment) - set(LAMBDA_ENV_PARAMETERS) - LAMBDA_ENV_COMPUTED
+    container = cfg.profile.container_env()
+    unknown |= set(container) - set(MODEL_ENV_PARAMETERS)
+    if unknown:
+        raise ConfigError(
+            f"infra/template.yaml has no parameter for {', '.join(sorted(unknown))}. Add "
+            "one (and its mapping in visual_tourism/infra.py), or deploy with 'visual-tourism up'."
+        )
+    params = {param: environment[var] for var, param in LAMBDA_ENV_PARAMETERS.items()}
+    params.update({param: container.get(var, "") for var, param in MODEL_ENV_PARAMETERS.items()})
+    params.update(
+        {
+            "Prefix": cfg.prefix,
+            "BucketName": cfg.bucket,  # empty: the template computes {prefix}-{account}-{region}
+            "ExamplePrefix": cfg.example_prefix,
+            "ImageUri": image_uri,
+            "InstanceType": cfg.effective_instance_type,
+            "StartupHealthCheckTimeout": str(cfg.profile.startup_timeout_s),
+            "MinInstances": str(cfg.min_instances),
+            "MaxInstances": str(cfg.max_instances),
+            "TargetInvocations": f"{cfg.target_invocations:g}",
+            "ScaleInCooldown": str(cfg.scale_in_cooldown),
+            "ScaleOutCooldown": str(cfg.scale_out_cooldown),
+            "LambdaRuntime": cfg.lambda_runtime,
+            "LambdaTimeout": str(cfg.lambda_timeout),
+            "LambdaMemory": str(cfg.lambda_memory),
+            "LogRetentionDays": str(lambda_fn.LOG_RETENTION_DAYS),
+            "CodeS3Bucket": code_bucket,
+            "CodeS3Key": code_key,
+        }
+    )
+    return params
+
+
+# -- package --------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Packaged:
+    template: Path
+    parameters: Path
+    code_bucket: str
+    code_key: str
+
+
+def ensure_artifacts_bucket(aws: Aws, cfg: Config) -> str:
+    """A private, encrypted, TLS-only bucket of ours for the Lambda zips."""
+    name = artifacts_bucket_name(cfg, aws.account_id)
+    state = bucket.bucket_state(aws, name)
+    if state == "taken":
+        raise BucketTakenError(
+            f"The artifacts bucket name {name!r} belongs to another AWS account. "
+            "Choose another prefix (VT_PREFIX)."
+        )
+    if state == "exists" and not bucket.is_ours(aws, cfg, name):
+        raise NotOwnedError(
+            f"The bucket {name!r} exists but was not created by visual-tourism (no "
+            f"{STACK_TAG}={cfg.prefix} tag). Choose another prefix (VT_PREFIX) or remove it."
+        )
+    if state == "absent":
+        kwargs: dict[str, Any] = {"Bucket": name, "ObjectOwnership": "BucketOwnerEnforced"}
+        if aws.region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
+        try:
+            aws.s3.create_bucket(**kwargs)
+        except ClientError as exc:
+            raise DeployError(
+                f"Could not create the artifacts bucket {name}: {error_message(exc)}"
+            ) from exc
+        aws.wait("s3", "bucket_exists", delay=2, max_attempts=30, Bucket=name)
+        aws.s3.put_bucket_tagging(
+            Bucket=name, Tagging={"TagSet": [{"Key": STACK_TAG, "Value": cfg.prefix}]}
+        )
+        log.info("Created artifacts bucket %s", name)
+    aws.s3.put_public_access_block(
+        Bucket=name, PublicAccessBlockConfiguration=bucket.PUBLIC_ACCESS_BLOCK
+    )
+    aws.s3.put_bucket_encryption(
+        Bucket=name, ServerSideEncryptionConfiguration=bucket.encryption_configuration()
+    )
+    aws.s3.put_bucket_policy(
+        Bucket=name, Policy=json.dumps(bucket.bucket_policy(name, aws.partition))
+    )
+    return name
+
+
+def package(
+    cfg: Config, aws: Aws | None = None, out_dir: Path = Path("build"),
+    progress: Progress = _quiet,
+) -> Packaged:
+    """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
+    aws = aws or Aws(cfg.region)
+    zip_bytes = lambda_fn.build_zip(
+        lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
+    )
+    code_bucket = ensure_artifacts_bucket(aws, cfg)
+    key = code_key(zip_bytes)
+    if bucket.object_exists(aws, code_bucket, key):  # same key, same bytes
+        progress(f"code s3://{code_bucket}/{key} already uploaded")
+    else:
+        aws.s3.put_object(
+            Bucket=code_bucket, Key=key, Body=zip_bytes, ContentType="application/zip"
+        )
+        progress(f"uploaded code to s3://{code_bucket}/{key}")
+    params = template_parameters(
+        cfg, image_uri=cfg.profile.image_uri(cfg.region), code_bucket=code_bucket, code_key=key
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    template = out_dir / PACKAGED_TEMPLATE
+    shutil.copyfile(TEMPLATE, template)
+    parameters = out_dir / PARAMETERS_FILE
+    # The AWS CLI's format: also usable with `aws cloudformation create-stack --parameters`.
+    parameters.write_text(
+        json.dumps(
+            [{"ParameterKey": k, "ParameterValue": v} for k, v in sorted(params.items())],
+            indent=2,
+        )
+        + "\n"
+    )
+    progress(f"wrote {template} and {parameters}")
+    return Packaged(template, parameters, code_bucket, key)
+
+
+def read_packaged(cfg: Config, account_id: str, out_dir: Path) -> tuple[str, dict[str, str]]:
+    template, parameters = out_dir / PACKAGED_TEMPLATE, out_dir / PARAMETERS_FILE
+    if not (template.is_file() and parameters.is_file()):
+        raise NotDeployedError(
+            f"No packaged template in {out_dir}. Run 'visual-tourism infra package' first."
+        )
+    params = {p["ParameterKey"]: p["ParameterValue"] for p in json.loads(parameters.read_text())}
+    expected = artifacts_bucket_name(cfg, account_id)
+    if params.get("Prefix") != cfg.prefix or params.get("CodeS3Bucket") != expected:
+        raise ConfigError(
+            f"{parameters} was packaged for prefix {params.get('Prefix')!r} and artifacts "
+            f"bucket {params.get('CodeS3Bucket')!r}, not for {cfg.prefix!r} in this account "
+            f"and region ({expected}). Run 'visual-tourism infra package' again."
+        )
+    return template.read_text(), params
+
+
+# -- stack status and events ----------------------------------------------------------------
+def describe_stack(aws: Aws, name: str) -> dict[str, Any] | None:
+    try:
+        return aws.client("cloudformation").describe_stacks(StackName=name)["Stacks"][0]
+    except ClientError as exc:
+        # CloudFormation answers "Stack with id X does not exist" as a ValidationError.
+        if error_code(exc) == "ValidationError" and "does not exist" in error_message(exc):
+            return None
+        raise
+
+
+def outputs(stack: dict[str, Any]) -> dict[str, str]:
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+class _EventLog:
+    """The stack events of one operation, oldest first; each new one is printed once."""
+
+    def __init__(self, aws: Aws, stack_id: str, progress: Progress, *, new_stack: bool) -> None:
+        self.client = aws.client("cloudformation")
+        self.stack_id = stack_id
+        self.progress = progress
+        self.events: list[dict[str, Any]] = []
+        # Events up to the newest one now belong to earlier operations (none on a new stack).
+        self._last_seen = None if new_stack else next(
+            (e["EventId"] for e in self._newest_first()), None
+        )
+
+    def _newest_first(self) -> Iterator[dict[str, Any]]:
+        paginator = self.client.get_paginator("describe_stack_events")
+        try:
+            for page in paginator.paginate(StackName=self.stack_id):
+                yield from page["StackEvents"]
+        except ClientError as exc:
+            if error_code(exc) != "ValidationError":  # the stack is gone
+                raise
+
+    def poll(self) -> None:
+        new: list[dict[str, Any]] = []
+        for event in self._newest_first():
+            if event["EventId"] == self._last_seen:
+                break
+            new.append(event)
+        if new:
+            self._last_seen = new[0]["EventId"]
+        for event in reversed(new):
+            self.events.append(event)
+            self.progress(format_event(event))
+
+
+def format_event(event: dict[str, Any]) -> str:
+    when = event.get("Timestamp")
+    stamp = when.strftime("%H:%M:%S") if hasattr(when, "strftime") else str(when or "")
+    reason = event.get("ResourceStatusReason")
+    line = f"{stamp} {event['LogicalResourceId']} {event['ResourceStatus']}"
+    return f"{line}: {reason}" if reason else line
+
+
+def failure_report(stack: str, status: str, events: list[dict[str, Any]]) -> str:
+    """Each failed resource of this operation with its reason, the first (the cause) first."""
+    failed = [
+        e
+        for e in events
+        if e.get("ResourceStatus", "").endswith("_FAILED")
+        and e.get("ResourceType") != "AWS::CloudFormation::Stack"
+    ]
+    lines = [f"CloudFormation stack {stack} failed: it is now {status}."]
+    if failed:
+        lines.append("Failed resources (the first is usually the cause):")
+        lines += [
+            f"  - {e['LogicalResourceId']} ({e.get('ResourceType', '?')}) "
+            f"{e['ResourceStatus']}: {e.get('ResourceStatusReason') or 'no reason given'}"
+            for e in failed
+        ]
+    else:
+        reasons = [e.get("ResourceStatusReason") for e in events if e.get("ResourceStatusReason")]
+        lines.append(f"No resource failed; last reason: {reasons[-1] if reasons else 'none'}.")
+    return "\n".join(lines)
+
+
+def _wait(
+    aws: Aws, stack_id: str, waiter: str, events: _EventLog, poll: float, timeout: float
+) -> dict[str, Any]:
+    """Print events until the waiter's success or failure state; return the final stack.
+
+    The botocore waiter decides what counts as done and failed; it is asked once per poll
+    (MaxAttempts=1) so that events can be printed in between.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        events.poll()
+        try:
+            aws.wait("cloudformation", waiter, delay=1, max_attempts=1, StackName=stack_id)
+        except WaiterError as exc:
+            if not str(exc.kwargs.get("reason", "")).startswith("Max attempts exceeded"):
+                events.poll()
+                stack = describe_stack(aws, stack_id) or {}
+                raise StackFailedError(
+                    failure_report(
+                        stack.get("StackName", stack_id),
+                        stack.get("StackStatus", "gone"),
+                        events.events,
+                    )
+                    + "\n"
+                    + _what_next(stack.get("StackStatus", ""))
+                ) from None
+        else:
+            events.poll()
+            return describe_stack(aws, stack_id) or {}
+        if time.monotonic() > deadline:
+            raise DeployError(
+                f"Stack {stack_id} still not done after {timeout:.0f} s; follow it with "
+                "'aws cloudformation describe-stack-events' or in the console."
+            )
+        aws.sleep(poll)
+
+
+def _what_next(status: str) -> str:
+    if status == "ROLLBACK_COMPLETE":
+        return ("Fix the cause, then run 'visual-tourism infra deploy' again: it deletes the "
+                "failed stack and creates it anew.")
+    if status == "UPDATE_ROLLBACK_COMPLETE":
+        return ("The stack is back to its previous state. Fix the cause, then run "
+                "'visual-tourism infra deploy' again.")
+    if status.endswith("_FAILED"):
+        return ("The stack needs a hand: see the reasons above, then continue the rollback or "
+                "delete it ('visual-tourism infra delete') in the CloudFormation console.")
+    return "Fix the cause above, then run 'visual-tourism infra deploy' again."
+
+
+# -- deploy ---------------------------------------------------------------------------------
+def _check_names_free(aws: Aws, cfg: Config, bucket_name: str) -> None:
+    """Before a create: names that only another deployment could hold fail early, clearly."""
+    state = bucket.bucket_state(aws, bucket_name)
+    if state == "taken":
+        raise BucketTakenError(
+            f"The bucket name {bucket_name!r} belongs to another AWS account. Set "
+            "VT_BUCKET (or --bucket) to a unique name, then run 'infra package' and 'deploy'."
+        )
+    if state == "exists":
+        raise DeployError(
+            f"The bucket {bucket_name} already exists, so CloudFormation cannot create it: it "
+            "was kept by an earlier 'visual-tourism infra delete' or made by 'visual-tourism "
+            "up'. Remove it ('visual-tourism infra delete --delete-bucket' or "
+            "'visual-tourism down --delete-bucket'), or choose another bucket name (VT_BUCKET)."
+        )
+    if lambda_fn.get_function(aws, cfg.function_name) is not None:
+        raise DeployError(
+            f"A Lambda function {cfg.function_name} already exists (made by 'visual-tourism "
+            "up'?). Use one way of deploying per prefix: 'visual-tourism down' first, or "
+            "choose another prefix (VT_PREFIX)."
+        )
+
+
+def deploy(
+    cfg: Config,
+    aws: Aws | None = None,
+    out_dir: Path = Path("build"),
+    progress: Progress = _quiet,
+    poll: float = 10.0,
+    timeout: float = 3600.0,
+) -> dict[str, str]:
+    """Create or update the stack from the packaged template; returns the stack's outputs."""
+    aws = aws or Aws(cfg.region)
+    body, params = read_packaged(cfg, aws.account_id, out_dir)
+    cfn = aws.client("cloudformation")
+    name = stack_name(cfg)
+    parameters = [{"ParameterKey": k, "ParameterValue": v} for k, v in params.items()]
+    current = describe_stack(aws, name)
+    if current and current["StackStatus"].endswith(_BUSY_SUFFIX):
+        raise DeployError(
+            f"Stack {name} is busy ({current['StackStatus']}). Wait until it settles, then "
+            "run 'visual-tourism infra deploy' again."
+        )
+    if current and current["StackStatus"] == "ROLLBACK_COMPLETE":
+        # A stack whose creation failed cannot be updated, only deleted and created again.
+        progress(f"stack {name} is ROLLBACK_COMPLETE after a failed creation: deleting it")
+        events = _EventLog(aws, current["StackId"], progress, new_stack=False)
+        cfn.delete_stack(StackName=current["StackId"])
+        _wait(aws, current["StackId"], "stack_delete_complete", events, poll, timeout)
+        current = None
+
+    if current is None:
+        _check_names_free(aws, cfg, cfg.bucket_name(aws.account_id))
+        progress(f"creating stack {name} (on AWS 15-25 minutes: the GPU endpoint is most of it)")
+        try:
+            stack_id = cfn.create_stack(
+                StackName=name, TemplateBody=body, Parameters=parameters,
+                Capabilities=CAPABILITIES,
+            )["StackId"]
+        except ClientError as exc:
+            raise DeployError(f"CloudFormation refused the stack: {error_message(exc)}") from exc
+        waiter = "stack_create_complete"
+        events = _EventLog(aws, stack_id, progress, new_stack=True)
+    else:
+        stack_id = current["StackId"]
+        events = _EventLog(aws, stack_id, progress, new_stack=False)
+        try:
+            cfn.update_stack(
+                StackName=name, TemplateBody=body, Parameters=parameters,
+                Capabilities=CAPABILITIES,
+            )
+        except ClientError as exc:
+            if "No updates are to be performed" in error_message(exc):
+                progress(f"stack {name} is already up to date")
+                after_deploy(aws, cfg, outputs(current), progress)
+                return outputs(current)
+            raise DeployError(
+                f"CloudFormation refused the update: {error_message(exc)}"
+            ) from exc
+        progress(f"updating stack {name}")
+        waiter = "stack_update_complete"
+    stack = _wait(aws, stack_id, waiter, events, poll, timeout)
+    result = outputs(stack)
+    after_deploy(aws, cfg, result, progress)
+    progress(f"stack {name}: {stack.get('StackStatus')}")
+    return result
+
+
+def after_deploy(aws: Aws, cfg: Config, result: dict[str, str], progress: Progress) -> None:
+    """What a template cannot do: the folder markers and the in-context example photo."""
+    name = result.get("BucketName")
+    if not name:
+        return
+    for prefix in (cfg.input_prefix, cfg.example_prefix, cfg.output_prefix):
+        if not bucket.object_exists(aws, name, prefix):
+            aws.s3.put_object(Bucket=name, Key=prefix, Body=b"")
+    bucket.upload_if_changed(aws, name, cfg.example_key, Path(cfg.example_image))
+    progress(f"bucket {name}: folders and example photo ready; upload photos to "
+             f"s3://{name}/{cfg.input_prefix}")
+
+
+# -- delete ---------------------------------------------------------------------------------
+def _drop_notification(aws: Aws, bucket_name: str, function_arn: str) -> bool:
+    """A kept bucket must not point at the deleted function: S3 would refuse any later change
+    to its notifications ("Unable to validate the following destination configurations")."""
+    try:
+        conf = aws.s3.get_bucket_notification_configuration(Bucket=bucket_name)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return False
+        raise
+    conf.pop("ResponseMetadata", None)
+    current = conf.get("LambdaFunctionConfigurations", [])
+    kept = [c for c in current if c.get("LambdaFunctionArn") != function_arn]
+    if len(kept) == len(current):
+        return False
+    conf["LambdaFunctionConfigurations"] = kept
+    aws.s3.put_bucket_notification_configuration(Bucket=bucket_name, NotificationConfiguration=conf)
+    return True
+
+
+def delete(
+    cfg: Config,
+    aws: Aws | None = None,
+    delete_bucket: bool = False,
+    delete_artifacts: bool = False,
+    progress: Progress = _quiet,
+    poll: float = 10.0,
+    timeout: float = 3600.0,
+) -> list[str]:
+    """Delete the stack (safe to run twice); optionally the kept bucket and the artifacts."""
+    aws = aws or Aws(cfg.region)
+    name = stack_name(cfg)
+    removed: list[str] = []
+    current = describe_stack(aws, name)
+    result = outputs(current) if current else {}
+    bucket_name = result.get("BucketName") or cfg.bucket_name(aws.account_id)
+    if current is None:
+        progress(f"no stack {name}")
+    else:
+        events = _EventLog(aws, current["StackId"], progress, new_stack=False)
+        progress(f"deleting stack {name} (on AWS a few minutes)")
+        aws.client("cloudformation").delete_stack(StackName=current["StackId"])
+        _wait(aws, current["StackId"], "stack_delete_complete", events, poll, timeout)
+        removed.append(f"stack {name}")
+    if delete_bucket:
+        if bucket.delete_bucket(aws, cfg, bucket_name):
+            removed.append(f"bucket {bucket_name}")
+            progress(f"removed bucket {bucket_name} and its objects")
+    elif bucket.bucket_state(aws, bucket_name) == "exists":
+        if result.get("FunctionArn"):
+            _drop_notification(aws, bucket_name, result["FunctionArn"])
+        progress(f"kept bucket {bucket_name} (DeletionPolicy: Retain); pass --delete-bucket "
+                 "to empty and remove it")
+    if delete_artifacts:
+        artifacts = artifacts_bucket_name(cfg, aws.account_id)
+        if bucket.delete_bucket(aws, cfg, artifacts):
+            removed.append(f"bucket {artifacts}")
+            progress(f"removed artifacts bucket {artifacts}")
+    return removed
+
+
+# -- lint -----------------------------------------------------------------------------------
+def lint(template: Path = TEMPLATE, regions: list[str] | None = None) -> list[str]:
+    """cfn-lint's findings (errors and warnings), one line each; empty when clean."""
+    try:
+        from cfnlint.api import lint_file
+        from cfnlint.config import ManualArgs
+    except ImportError:
+        raise ConfigError(
+            "cfn-lint is not installed: pip install cfn-lint (it comes with '.[dev]')."
+        ) from None
+    matches = lint_file(template, config=ManualArgs(regions=regions or ["us-east-1"]))
+    return [
+        f"{m.filename}:{m.linenumber}:{m.columnnumber}: {m.rule.id} {m.message}"
+        for m in matches
+    ]
+
+
+# -- command line ---------------------------------------------------------------------------
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _config(args: argparse.Namespace) -> Config:
+    from .cli import _config as cli_config  # the same settings as every other command
+
+    return cli_config(args)
+
+
+def cmd_package(args: argparse.Namespace) -> int:
+    result = package(_config(args), out_dir=Path(args.out_dir), progress=_say)
+    _say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
+    _say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
+    return 0
+
+
+def cmd_deploy(args: argparse.Namespace) -> int:
+    result = deploy(_config(args), out_dir=Path(args.out_dir), progress=_say, poll=args.poll)
+    _say(json.dumps(result, indent=2))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace) -> int:
+    removed = delete(
+        _config(args), delete_bucket=args.delete_bucket, delete_artifacts=args.delete_artifacts,
+        progress=_say, poll=args.poll,
+    )
+    _say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
+    return 0
+
+
+def cmd_lint(args: argparse.Namespace) -> int:
+    findings = lint(Path(args.template), regions=[args.region] if args.region else None)
+    for line in findings:
+        _say(line)
+    _say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
+    return 1 if findings else 0
+
+
+def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    """`visual-tourism infra package|deploy|delete|lint`."""
+    infra = sub.add_parser("infra", help="the same stack as one CloudFormation template")
+    infra_sub = infra.add_subparsers(dest="infra_command", required=True)
+    out_help = "folder of packaged.yaml and parameters.json (default: build)"
+
+    p = infra_sub.add_parser("package", parents=[common],
+                             help="upload the Lambda zip; write the template and parameters")
+    p.add_argument("--out-dir", default="build", help=out_help)
+    p.set_defaults(func=cmd_package)
+
+    p = infra_sub.add_parser("deploy", parents=[common],
+                             help="create or update the CloudFormation stack")
+    p.add_argument("--out-dir", default="build", help=out_help)
+    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.set_defaults(func=cmd_deploy)
+
+    p = infra_sub.add_parser("delete", parents=[common], help="delete the CloudFormation stack")
+    p.add_argument("--delete-bucket", action="store_true",
+                   help="also empty and delete the kept bucket (photos and results are lost)")
+    p.add_argument("--delete-artifacts", action="store_true",
+                   help="also empty and delete the artifacts bucket (Lambda zips)")
+    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.set_defaults(func=cmd_delete)
+
+    p = infra_sub.add_parser("lint", help="check the template with cfn-lint")
+    p.add_argument("--template", default=str(TEMPLATE))
+    p.add_argument("--region", help="region to validate against (default us-east-1)")
+    p.set_defaults(func=cmd_lint)

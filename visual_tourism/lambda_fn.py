@@ -1,0 +1,321 @@
+"""Lambda: the handler's zip, the function, its log group, and the S3 trigger (permission +
+bucket notification)."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import logging
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from .aws import Aws, error_code, error_message, ignore_not_found, is_not_found, tags_dict
+from .config import PROJECT_ROOT, STACK_TAG, Config
+from .errors import DeployError, NotOwnedError
+
+log = logging.getLogger(__name__)
+
+HANDLER = "lambda_code.lambda_handler"
+PERMISSION_ID = "visual-tourism-s3-invoke"
+LOG_RETENTION_DAYS = 14
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+def handler_source() -> Path:
+    import lambda_code
+
+    return Path(lambda_code.__file__)
+
+
+def build_zip(vendor_dir: Path | None = None) -> bytes:
+    """A deterministic zip: same inputs, same bytes (fixed dates and modes, sorted entries)."""
+    files: dict[str, bytes] = {"lambda_code.py": handler_source().read_bytes()}
+    if vendor_dir:
+        for path in sorted(vendor_dir.rglob("*")):
+            if path.is_file() and "__pycache__" not in path.parts:
+                files[path.relative_to(vendor_dir).as_posix()] = path.read_bytes()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(files):
+            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            info.external_attr = 0o100644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            archive.writestr(info, files[name])
+    return buffer.getvalue()
+
+
+def vendor_pillow(cfg: Config, cache: Path | None = None) -> Path:
+    """Pillow for the Lambda's platform (manylinux x86_64, its Python), cached by version.
+
+    Only the data-uri image transport needs it: the handler downscales photos to fit the
+    model server's payload limit.
+    """
+    version = cfg.lambda_runtime.removeprefix("python")
+    target = (cache or PROJECT_ROOT / "build") / f"pillow-py{version}"
+    if (target / "PIL").is_dir():
+        return target
+    cmd = [
+        sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
+        "--platform", "manylinux2014_x86_64", "--implementation", "cp",
+        "--python-version", version, "--only-binary=:all:", "pillow",
+    ]
+    log.info("Vendoring Pillow for %s into %s", cfg.lambda_runtime, target)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise DeployError(
+            "Could not download Pillow for the Lambda (needed by image_transport=data-uri): "
+            f"{result.stderr.strip()[-400:]}. Check the network, or use image_transport=url."
+        )
+    return target
+
+
+def code_sha256(zip_bytes: bytes) -> str:
+    """The form Lambda reports as CodeSha256: base64 of the SHA-256 digest."""
+    return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
+
+
+def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
+    """The variables lambda_code.py reads; every value comes from the configuration."""
+    profile = cfg.profile
+    return {
+        "BUCKET_NAME": bucket,
+        "ENDPOINT_NAME": cfg.endpoint_name,
+        "INPUT_PREFIX": cfg.input_prefix,
+        "OUTPUT_PREFIX": cfg.output_prefix,
+        "EXAMPLE_KEY": cfg.example_key,
+        "EXAMPLE_ANSWER": cfg.example_answer,
+        "INSTRUCTION": cfg.instruction,
+        "REQUEST_STYLE": profile.request_style,
+        "GENERATION_PARAMETERS": json.dumps(cfg.generation, sort_keys=True),
+        "IMAGE_TRANSPORT": cfg.image_transport,
+        "MODEL_PROFILE": profile.name,
+        "MODEL_ID": profile.model_id,
+    }
+
+
+def _function_settings(cfg: Config, role_arn: str, bucket: str) -> dict[str, Any]:
+    return {
+        "Role": role_arn,
+        "Handler": HANDLER,
+        "Runtime": cfg.lambda_runtime,
+        "Timeout": cfg.lambda_timeout,
+        "MemorySize": cfg.lambda_memory,
+        "Environment": {"Variables": function_environment(cfg, bucket)},
+        "Description": f"Visual Tourism ({cfg.prefix}): photo in input/, advice in output/",
+    }
+
+
+def get_function(aws: Aws, name: str) -> dict[str, Any] | None:
+    try:
+        return aws.lambda_.get_function(FunctionName=name)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+
+
+def _role_not_ready(exc: BaseException) -> bool:
+    # IAM is eventually consistent: a new role "cannot be assumed" for a few seconds.
+    return error_code(exc) == "InvalidParameterValueException" and "role" in error_message(
+        exc
+    ).lower()
+
+
+def ensure_log_group(aws: Aws, cfg: Config) -> str:
+    """Create the function's log group ourselves, so it has a retention and `down` removes it."""
+    name = f"/aws/lambda/{cfg.function_name}"
+    logs = aws.client("logs")
+    found = [
+        g for g in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
+        if g["logGroupName"] == name
+    ]
+    if not found:
+        logs.create_log_group(logGroupName=name, tags={STACK_TAG: cfg.prefix})
+    if not found or found[0].get("retentionInDays") != LOG_RETENTION_DAYS:
+        logs.put_retention_policy(logGroupName=name, retentionInDays=LOG_RETENTION_DAYS)
+    return name
+
+
+def ensure_function(aws: Aws, cfg: Config, role_arn: str, bucket: str, zip_bytes: bytes) -> str:
+    """Create the function, or update its code and settings where they differ. Returns its ARN."""
+    name = cfg.function_name
+    settings = _function_settings(cfg, role_arn, bucket)
+    current = get_function(aws, name)
+    if current is None:
+        arn = aws.retry(
+            lambda: aws.lambda_.create_function(
+                FunctionName=name, Code={"ZipFile": zip_bytes}, Publish=False,
+                Tags={STACK_TAG: cfg.prefix}, **settings,
+            )["FunctionArn"],
+            retry_if=_role_not_ready,
+            what=f"create Lambda {name}",
+        )
+        aws.wait("lambda", "function_active_v2", delay=2, FunctionName=name)
+        log.info("Created Lambda %s", name)
+        return arn
+    if current.get("Tags", {}).get(STACK_TAG) != cfg.prefix:
+        raise NotOwnedError(
+            f"A Lambda function named {name} exists but was not created by visual-tourism. "
+            "Choose another prefix (VT_PREFIX) or remove that function."
+        )
+    conf = current["Configuration"]
+    if conf["CodeSha256"] != code_sha256(zip_bytes):
+        aws.lambda_.update_function_code(FunctionName=name, ZipFile=zip_bytes)
+        aws.wait("lambda", "function_updated_v2", delay=2, FunctionName=name)
+        log.info("Updated the code of Lambda %s", name)
+    have = {k: conf.get(k) for k in settings}
+    have["Environment"] = {"Variables": conf.get("Environment", {}).get("Variables", {})}
+    if have != settings:
+        aws.retry(
+            lambda: aws.lambda_.update_function_configuration(FunctionName=name, **settings),
+            retry_if=_role_not_ready,
+            what=f"update Lambda {name}",
+        )
+        aws.wait("lambda", "function_updated_v2", delay=2, FunctionName=name)
+        log.info("Updated the configuration of Lambda %s", name)
+    return conf["FunctionArn"]
+
+
+def _permission_statement(aws: Aws, name: str) -> dict[str, Any] | None:
+    try:
+        policy = json.loads(aws.lambda_.get_policy(FunctionName=name)["Policy"])
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return next((s for s in policy["Statement"] if s.get("Sid") == PERMISSION_ID), None)
+
+
+def ensure_permission(aws: Aws, cfg: Config, bucket: str) -> None:
+    """Let S3 invoke the function, only for this bucket in this account (checked first, so a
+    re-run adds no duplicate statement)."""
+    source_arn = f"arn:{aws.partition}:s3:::{bucket}"
+    statement = _permission_statement(aws, cfg.function_name)
+    if statement and source_arn in json.dumps(statement.get("Condition", {})):
+        return
+    if statement:
+        aws.lambda_.remove_permission(FunctionName=cfg.function_name, StatementId=PERMISSION_ID)
+    aws.lambda_.add_permission(
+        FunctionName=cfg.function_name,
+        StatementId=PERMISSION_ID,
+        Action="lambda:InvokeFunction",
+        Principal="s3.amazonaws.com",
+        SourceArn=source_arn,
+        SourceAccount=aws.account_id,
+    )
+
+
+def notification_id(cfg: Config) -> str:
+    return f"{cfg.prefix}-input-trigger"
+
+
+def _get_notifications(aws: Aws, bucket: str) -> dict[str, Any]:
+    conf = aws.s3.get_bucket_notification_configuration(Bucket=bucket)
+    conf.pop("ResponseMetadata", None)
+    return conf
+
+
+def ensure_notification(aws: Aws, cfg: Config, bucket: str, function_arn: str) -> None:
+    """Merge our input/ trigger into the bucket's notifications; others are kept as they are."""
+    conf = _get_notifications(aws, bucket)
+    ours = {
+        "Id": notification_id(cfg),
+        "LambdaFunctionArn": function_arn,
+        "Events": ["s3:ObjectCreated:*"],
+        "Filter": {"Key": {"FilterRules": [{"Name": "prefix", "Value": cfg.input_prefix}]}},
+    }
+    current = conf.get("LambdaFunctionConfigurations", [])
+    others = [c for c in current if c.get("Id") != ours["Id"]]
+    if any(_same_trigger(c, ours) for c in current):
+        return  # already wired exactly like this
+    conf["LambdaFunctionConfigurations"] = others + [ours]
+    aws.s3.put_bucket_notification_configuration(
+        Bucket=bucket, NotificationConfiguration=conf
+    )
+
+
+def _same_trigger(have: dict[str, Any], want: dict[str, Any]) -> bool:
+    # S3 answers the filter rule name as "Prefix" whatever case it was sent in.
+    def norm(c: dict[str, Any]) -> tuple[Any, ...]:
+        rules = c.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+        return (
+            c.get("Id"), c.get("LambdaFunctionArn"), sorted(c.get("Events", [])),
+            sorted((r["Name"].lower(), r["Value"]) for r in rules),
+        )
+
+    return norm(have) == norm(want)
+
+
+def remove_notification(aws: Aws, cfg: Config, bucket: str) -> bool:
+    try:
+        conf = _get_notifications(aws, bucket)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return False
+        raise
+    kept = [
+        c
+        for c in conf.get("LambdaFunctionConfigurations", [])
+        if c.get("Id") != notification_id(cfg)
+    ]
+    if len(kept) == len(conf.get("LambdaFunctionConfigurations", [])):
+        return False
+    conf["LambdaFunctionConfigurations"] = kept
+    aws.s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=conf)
+    return True
+
+
+def remove_permission(aws: Aws, cfg: Config) -> bool:
+    return ignore_not_found(
+        lambda: aws.lambda_.remove_permission(
+            FunctionName=cfg.function_name, StatementId=PERMISSION_ID
+        ),
+        "the S3 invoke permission",
+    )
+
+
+def delete_function(aws: Aws, cfg: Config) -> bool:
+    current = get_function(aws, cfg.function_name)
+    if current is None:
+        return False
+    if tags_dict(current.get("Tags")).get(STACK_TAG) != cfg.prefix:
+        log.warning("Lambda %s was not created by visual-tourism: left alone", cfg.function_name)
+        return False
+    return ignore_not_found(
+        lambda: aws.lambda_.delete_function(FunctionName=cfg.function_name),
+        f"Lambda {cfg.function_name}",
+    )
+
+
+def delete_log_group(aws: Aws, name: str) -> bool:
+    logs = aws.client("logs")
+    return ignore_not_found(lambda: logs.delete_log_group(logGroupName=name), f"log group {name}")
+
+
+def describe(aws: Aws, cfg: Config, bucket: str) -> dict[str, Any]:
+    current = get_function(aws, cfg.function_name)
+    if current is None:
+        return {"name": cfg.function_name, "state": "absent", "trigger": False}
+    try:
+        conf = _get_notifications(aws, bucket)
+        trigger = any(
+            c.get("Id") == notification_id(cfg)
+            for c in conf.get("LambdaFunctionConfigurations", [])
+        )
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        trigger = False
+    return {
+        "name": cfg.function_name,
+        "state": current["Configuration"].get("State", "Active"),
+        "trigger": trigger and _permission_statement(aws, cfg.function_name) is not None,
+    }
+

@@ -1,0 +1,370 @@
+"""What answers behind the local model server: a real model through transformers, or a stand-in.
+
+Both take the same normalised input, whichever request style the server received: a
+conversation (a list of `Turn`, each a role and its parts, text or PIL images) and
+`GenerationParams`. Both return only the new text; the server adds the prompt
+(``return_full_text``) and builds the response shape.
+
+torch and transformers are imported only inside `TransformersBackend` and `load_backend`, so
+importing this module (and the server) stays cheap and works without the ``model`` extra.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import socket
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypedDict
+from urllib.parse import urlsplit
+
+from PIL import Image, ImageStat
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
+MODEL_ENV = "VT_LOCAL_MODEL"
+STAND_IN = "stand-in"
+HOW_TO_GET_A_MODEL = (
+    "install the model extra (pip install -e '.[model]') with internet access or a downloaded "
+    f"model, then set {MODEL_ENV}=<model id or path>"
+)
+
+Part = str | Image.Image
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One message of the conversation: ``role`` is "system", "user" or "assistant"."""
+
+    role: str
+    parts: tuple[Part, ...]
+
+    @property
+    def images(self) -> list[Image.Image]:
+        return [p for p in self.parts if isinstance(p, Image.Image)]
+
+    @property
+    def text(self) -> str:
+        return " ".join(p for p in self.parts if isinstance(p, str))
+
+
+class GenerationParams(TypedDict):
+    max_new_tokens: int
+    do_sample: bool
+    temperature: float | None
+    top_p: float | None
+    top_k: int | None
+    stop: list[str]
+
+
+def generation_params(**overrides: Any) -> GenerationParams:
+    """Defaults as TGI's: greedy, 100 new tokens, no stop sequence."""
+    params = GenerationParams(
+        max_new_tokens=100, do_sample=False, temperature=None, top_p=None, top_k=None, stop=[]
+    )
+    params.update(overrides)  # type: ignore[typeddict-item]
+    return params
+
+
+def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
+    """The text up to and including the earliest stop sequence, as TGI returns it; None if none."""
+    hits = [(text.find(s), s) for s in stops if s and s in text]
+    if not hits:
+        return None
+    start, stop = min(hits)
+    return text[: start + len(stop)]
+
+
+class Backend(ABC):
+    """Something that writes the assistant's next message."""
+
+    name: str
+    description: str  # one line saying what answered
+    thread_safe: bool = False  # if False the server serialises calls
+
+    @abstractmethod
+    def generate(self, conversation: Sequence[Turn], params: GenerationParams) -> str:
+        """Return only the new text; a stop sequence that ended it is kept at the end."""
+
+
+# -- the offline stand-in -------------------------------------------------------------------
+
+STAND_IN_LABEL = "[Offline stand-in, not a model's answer.]"
+
+# Named reference colours; each pixel of a small copy is mapped to the nearest one.
+_COLOURS = {
+    "black": (20, 20, 20), "grey": (128, 128, 128), "white": (235, 235, 235),
+    "red": (200, 40, 40), "orange": (230, 130, 40), "yellow": (230, 210, 60),
+    "green": (60, 150, 60), "teal": (40, 150, 150), "blue": (50, 90, 200),
+    "sky blue": (135, 185, 235), "purple": (130, 60, 160), "pink": (230, 150, 180),
+    "brown": (120, 80, 45), "beige": (210, 190, 150),
+}
+_REGIONS = ("top left", "top", "top right", "left", "centre", "right",
+            "bottom left", "bottom", "bottom right")
+_EXIF_ORIENTATION = 0x0112
+
+
+def _palette_image() -> Image.Image:
+    image = Image.new("P", (1, 1))
+    image.putpalette([c for rgb in _COLOURS.values() for c in rgb])
+    return image
+
+
+class StandInBackend(Backend):
+    """Deterministic answers computed from the photo itself, clearly labelled as not a model's.
+
+    Same images and text give the same answer; different photos give different answers, so
+    the rest of the pipeline can be tested end to end without a model.
+    """
+
+    name = STAND_IN
+    description = "offline stand-in (not a model)"
+    thread_safe = True
+
+    def __init__(self) -> None:
+        self._palette = _palette_image()
+
+    def generate(self, conversation: Sequence[Turn], params: GenerationParams) -> str:
+        images = [image for turn in conversation for image in turn.images]
+        sentences = self._describe(images[-1]) if images else [
+            "There is no image in this request, so there is nothing to describe.",
+            "A model would tell an entertaining story about the place here.",
+        ]
+        sentences.append(
+            "A model would name the best place to eat nearby; to get real answers, "
+            f"{HOW_TO_GET_A_MODEL}."
+        )
+        # Words stand for tokens; the label is free, so even a short answer carries it.
+        words = " ".join(sentences).split(" ")
+        # Idefics answers start with a space after "Assistant:".
+        answer = f" {STAND_IN_LABEL} {' '.join(words[: params['max_new_tokens']])}"
+        if len(words) > params["max_new_tokens"]:
+            return answer  # stopped by length: TGI then returns no stop sequence either
+        # A stop sequence that ended the generation is part of TGI's generated_text.
+        return answer + (params["stop"][0] if params["stop"] else "")
+
+    def _describe(self, image: Image.Image) -> list[str]:
+        width, height = image.size
+        if image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
+            width, height = height, width  # shown rotated by a quarter turn
+        orientation = (
+            "square" if abs(width - height) <= 0.05 * max(width, height)
+            else "landscape" if width > height else "portrait"
+        )
+        small = self._small_rgb(image)
+        colour, hex_colour = self._dominant_colour(small)
+        grey = small.convert("L")
+        brightness = ImageStat.Stat(grey).mean[0]
+        saturation = ImageStat.Stat(small.convert("HSV")).mean[1]
+        regions = list(grey.resize((3, 3), Image.Resampling.BOX).tobytes())
+        brightest = _REGIONS[regions.index(max(regions))]
+        return [
+            f"This is a {orientation} photo of {width}x{height} pixels, mostly {colour} "
+            f"({hex_colour}), fingerprint {self._fingerprint(grey)}.",
+            "A model would tell an entertaining story about this place here; the stand-in "
+            f"only sees that the picture is {'bright' if brightness >= 128 else 'dark'} and "
+            f"{'colourful' if saturation >= 80 else 'muted'}, brightest at the {brightest}.",
+        ]
+
+    @staticmethod
+    def _small_rgb(image: Image.Image) -> Image.Image:
+        # A box filter with reducing_gap shrinks a 12-megapixel photo in about 10 ms.
+        if image.mode not in ("RGB", "RGBA", "L"):
+            image = image.convert("RGB")
+        size = (64, max(1, round(64 * image.height / image.width)))
+        return image.resize(size, Image.Resampling.BOX, reducing_gap=2.0).convert("RGB")
+
+    def _dominant_colour(self, small: Image.Image) -> tuple[str, str]:
+        indexed = small.quantize(palette=self._palette, dither=Image.Dither.NONE)
+        counts = indexed.getcolors() or []
+        _, index = max(counts)
+        name = list(_COLOURS)[index]
+        # The hex code is the mean of the pixels that got this name: the photo's own shade.
+        mask = indexed.point(lambda i: 255 if i == index else 0, mode="L")
+        r, g, b = (round(v) for v in ImageStat.Stat(small, mask).mean)
+        return name, f"#{r:02x}{g:02x}{b:02x}"
+
+    @staticmethod
+    def _fingerprint(grey: Image.Image) -> str:
+        """Average hash: 64 bits saying which of 8x8 cells are brighter than the mean."""
+        cells = list(grey.resize((8, 8), Image.Resampling.BOX).tobytes())
+        mean = sum(cells) / len(cells)
+        bits = "".join("1" if c > mean else "0" for c in cells)
+        return f"{int(bits, 2):016x}"
+
+
+# -- a real model through transformers --------------------------------------------------------
+
+
+class _StopOnText:
+    """A transformers stopping criterion: stop once the new text contains a stop sequence.
+
+    Duck-typed (transformers only calls it) so this module does not import transformers.
+    """
+
+    def __init__(self, tokenizer: Any, prompt_length: int, stops: Sequence[str]) -> None:
+        self.tokenizer, self.prompt_length, self.stops = tokenizer, prompt_length, list(stops)
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        done = [
+            cut_at_stop(self.tokenizer.decode(row[self.prompt_length:]), self.stops) is not None
+            for row in input_ids
+        ]
+        return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
+
+
+class TransformersBackend(Backend):
+    """A vision-language model with a chat template (Idefics3, SmolVLM, ...), run locally.
+
+    Not thread-safe: one ``generate`` at a time (the server holds a lock around it).
+    """
+
+    thread_safe = False
+
+    def __init__(
+        self, model: str, device: str | None = None, local_files_only: bool | None = None
+    ) -> None:
+        import torch
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+
+        if local_files_only is None:
+            local_files_only = Path(model).is_dir() or _hub_offline()
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
+        self.processor = AutoProcessor.from_pretrained(model, local_files_only=local_files_only)
+        if not getattr(self.processor, "chat_template", None):
+            raise ValueError(f"{model} has no chat template; the local server needs one")
+        self.model = AutoModelForImageTextToText.from_pretrained(
+            model, dtype=dtype, local_files_only=local_files_only
+        ).to(self.device)
+        self.model.eval()
+        self.name = model
+        self.description = f"transformers: {model} on {self.device}"
+
+    def generate(self, conversation: Sequence[Turn], params: GenerationParams) -> str:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        messages = [
+            {
+                "role": turn.role,
+                "content": [
+                    {"type": "text", "text": p} if isinstance(p, str) else {"type": "image"}
+                    for p in turn.parts
+                ],
+            }
+            for turn in conversation
+        ]
+        prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True)
+        images = [image.convert("RGB") for turn in conversation for image in turn.images]
+        inputs = self.processor(
+            text=[prompt], images=[images] if images else None, return_tensors="pt"
+        ).to(self.device)
+        prompt_length = inputs["input_ids"].shape[1]
+
+        options: dict[str, Any] = {"max_new_tokens": params["max_new_tokens"]}
+        if params["do_sample"]:
+            options["do_sample"] = True
+            for key in ("temperature", "top_p", "top_k"):
+                if params[key] is not None:
+                    options[key] = params[key]
+        else:
+            options["do_sample"] = False
+        if params["stop"]:
+            tokenizer = self.processor.tokenizer
+            options["stopping_criteria"] = StoppingCriteriaList(
+                [_StopOnText(tokenizer, prompt_length, params["stop"])]
+            )
+        with torch.inference_mode():
+            output = self.model.generate(**inputs, **options)
+        text = self.processor.decode(output[0, prompt_length:], skip_special_tokens=True)
+        return cut_at_stop(text, params["stop"]) or text
+
+
+# -- choosing a backend -------------------------------------------------------------------------
+
+
+def _hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+
+
+def _hub_reachable(timeout: float = 2.0) -> bool:
+    """A TCP connect to the Hub, bounded even when DNS hangs (getaddrinfo has no timeout)."""
+    url = urlsplit(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    port = url.port or (443 if url.scheme == "https" else 80)
+    result: list[bool] = []
+
+    def connect() -> None:
+        try:
+            with socket.create_connection((url.hostname or "", port), timeout=timeout):
+                result.append(True)
+        except OSError:
+            pass
+
+    thread = threading.Thread(target=connect, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    return bool(result)
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+    except ValueError:  # not a valid repo id
+        return False
+
+
+def load_backend(spec: str | None = None) -> tuple[Backend, str]:
+    """The backend for ``spec`` (a model id or path, or "stand-in") and why it was chosen.
+
+    ``spec`` None means ``$VT_LOCAL_MODEL`` or the default model. Falls back to the stand-in
+    within seconds, with the reason, when the model cannot be loaded here.
+    """
+    spec = spec or os.environ.get(MODEL_ENV) or DEFAULT_MODEL
+    if spec == STAND_IN:
+        return StandInBackend(), "the stand-in was asked for"
+
+    def stand_in(why: str) -> tuple[Backend, str]:
+        reason = f"using the offline stand-in: {why}; to use a model, {HOW_TO_GET_A_MODEL}"
+        logger.warning(reason)
+        return StandInBackend(), reason
+
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+    except ImportError as error:
+        return stand_in(f"torch/transformers cannot be imported ({error})")
+
+    if Path(spec).expanduser().is_dir():
+        where, local_only, spec = "local path", True, str(Path(spec).expanduser())
+    elif _in_hub_cache(spec):
+        where, local_only = "Hugging Face cache", True
+    elif _hub_offline():
+        return stand_in(f"{spec} is not a local folder nor in the Hugging Face cache, "
+                        "and HF_HUB_OFFLINE is set")
+    elif not _hub_reachable():
+        return stand_in(f"{spec} is not a local folder nor in the Hugging Face cache, "
+                        "and the Hugging Face Hub cannot be reached")
+    else:
+        where, local_only = "downloaded from the Hugging Face Hub", False
+
+    started = time.perf_counter()
+    try:
+        backend = TransformersBackend(spec, local_files_only=local_only)
+    except Exception as error:  # any loading failure: keep the server usable
+        hint = "" if importlib.util.find_spec("torchvision") else (
+            " (torchvision is not installed; some processors, e.g. SmolVLM's, need it)")
+        return stand_in(f"loading {spec} failed: {type(error).__name__}: {error}{hint}")
+    seconds = time.perf_counter() - started
+    return backend, f"{backend.description} ({where}, loaded in {seconds:.1f} s)"

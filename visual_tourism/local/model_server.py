@@ -1,0 +1,649 @@
+"""A local stand-in for the SageMaker endpoint: the TGI container and the Runtime API in front.
+
+Routes (HTTP on 127.0.0.1):
+
+- ``GET /ping``: the container's health check (200).
+- ``POST /invocations``: the container, as SageMaker forwards requests to Hugging Face TGI.
+- ``POST /endpoints/{EndpointName}/invocations``: the SageMaker Runtime API, which boto3's
+  ``sagemaker-runtime`` ``invoke_endpoint`` calls when ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``
+  (or ``endpoint_url``) points here. Container errors come back wrapped as SageMaker does.
+
+Two request styles, told apart by the JSON body:
+
+- TGI: ``{"inputs": "User:...![](URL)<end_of_utterance>\\nAssistant:", "parameters": {...}}``
+  answered ``[{"generated_text": "..."}]``. Images are markdown ``![](URL)``: http(s), fetched
+  here as TGI fetches them, or ``data:image/...;base64,...``.
+- Messages (TGI >= 2.4): ``{"messages": [...], "max_tokens": ...}`` answered with an OpenAI
+  ``chat.completion``.
+
+Errors on ``/invocations`` use TGI's shape, ``{"error": "...", "error_type": "..."}``: 422
+``validation`` for bad input (bad JSON, missing fields, bad parameters, an image that cannot be
+fetched or decoded), 424 ``generation`` when the backend fails, 413 for a body over
+``payload_limit`` and 415 for a non-JSON Content-Type. On the Runtime path any such answer
+becomes HTTP 424 ``ModelError`` (``OriginalStatusCode``, ``OriginalMessage``, ``LogStreamArn``),
+an unknown endpoint HTTP 400 ``ValidationError``; see `Faults` for injected failures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import binascii
+import io
+import json
+import logging
+import re
+import threading
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext, suppress
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from PIL import Image, UnidentifiedImageError
+
+from .backends import (
+    Backend,
+    GenerationParams,
+    StandInBackend,
+    Turn,
+    generation_params,
+    load_backend,
+)
+
+logger = logging.getLogger(__name__)
+
+ACCOUNT_ID = "123456789012"  # moto's default account, used in SageMaker-style messages
+DEFAULT_REGION = "us-east-1"
+VARIANT = "AllTraffic"  # the variant name the SageMaker SDK gives a single-model endpoint
+PAYLOAD_LIMIT = 2_000_000  # TGI 3.x's default PAYLOAD_LIMIT, in bytes
+MAX_IMAGE_BYTES = 50 * 1024 * 1024
+MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
+DEFAULT_MAX_NEW_TOKENS = 100  # TGI's default when a request gives none
+
+_RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_ROLE_MARKER = re.compile(r"(?:^|\n)(User|Assistant|System):")
+_MARKDOWN_IMAGE = re.compile(r"!\[\]\(([^)\s]+)\)")
+_CREDENTIAL_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
+_END_OF_UTTERANCE = "<end_of_utterance>"
+
+# Injected Runtime failures: HTTP status -> (botocore error code, message).
+RUNTIME_FAULTS: dict[int, tuple[str, str]] = {
+    424: ("ModelError", "Injected fault: the model container answered 500."),
+    500: ("InternalFailure", "Injected fault: an internal failure occurred."),
+    503: ("ServiceUnavailable", "Injected fault: the service is unavailable. Try again."),
+    429: ("ThrottlingException", "Injected fault: rate exceeded."),
+}
+
+
+class InvocationError(Exception):
+    """The container answers this instead of a generation (TGI's error shape)."""
+
+    def __init__(self, status: int, message: str, error_type: str = "validation") -> None:
+        super().__init__(message)
+        self.status, self.message, self.error_type = status, message, error_type
+
+    def response(self) -> _Response:
+        return _Response.json(self.status, {"error": self.message, "error_type": self.error_type})
+
+
+def _invalid(message: str) -> InvocationError:
+    return InvocationError(422, f"Input validation error: {message}")
+
+
+@dataclass
+class _Response:
+    status: int
+    body: bytes = b""
+    headers: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def json(cls, status: int, payload: Any, **headers: str) -> _Response:
+        return cls(status, json.dumps(payload).encode(), {"Content-Type": "application/json",
+                                                         **headers})
+
+
+def _aws_error(status: int, code: str, message: str, **fields: Any) -> _Response:
+    """An error as the Runtime API sends it; botocore reads the code from x-amzn-ErrorType."""
+    return _Response.json(
+        status, {"Message": message, **fields},
+        **{"x-amzn-ErrorType": code, "x-amzn-RequestId": str(uuid.uuid4())},
+    )
+
+
+# -- fault injection ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    delay: float = 0.0
+    drop: bool = False
+    fail: int | None = None
+
+
+class Faults:
+    """Failures for the next requests on the Runtime path, to test a client's retries.
+
+    Thread-safe. Each request takes at most one of each kind, in this order: the delay, then
+    a drop (the connection closes without an answer), then a failure. ``/invocations`` and
+    ``/ping`` are never affected.
+
+    What boto3 does with each (botocore's default "standard" retry mode, 3 attempts):
+    424 ModelError is not retried; 500 InternalFailure and 503 ServiceUnavailable are retried
+    as transient (status 500/502/503/504); 429 ThrottlingException is retried as throttling
+    (its code is in botocore's throttling list; "legacy" mode retries any 429); a drop raises
+    ``ConnectionClosedError`` and a delay past ``read_timeout`` ``ReadTimeoutError``, both
+    retried as transient.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.clear()
+
+    def fail(self, n: int = 1, status: int = 500) -> None:
+        """The next ``n`` requests fail with ``status``: 424, 500, 503 or 429."""
+        if status not in RUNTIME_FAULTS:
+            raise ValueError(f"status must be one of {sorted(RUNTIME_FAULTS)}, got {status}")
+        with self._lock:
+            self._failures.extend([status] * n)
+
+    def delay(self, seconds: float, n: int | None = None) -> None:
+        """Answer ``seconds`` late: the next ``n`` requests, or all of them when ``n`` is None."""
+        with self._lock:
+            self._delay, self._delays_left = seconds, n
+
+    def drop(self, n: int = 1) -> None:
+        """Close the connection of the next ``n`` requests without answering."""
+        with self._lock:
+            self._drops += n
+
+    def clear(self) -> None:
+        with self._lock:
+            self._failures: list[int] = []
+            self._delay, self._delays_left = 0.0, 0
+            self._drops = 0
+
+    def take(self) -> _Plan:
+        """What to do to one request (used by the server)."""
+        with self._lock:
+            plan = _Plan()
+            if self._delay and (self._delays_left is None or self._delays_left > 0):
+                plan.delay = self._delay
+                if self._delays_left is not None:
+                    self._delays_left -= 1
+            if self._drops:
+                self._drops -= 1
+                plan.drop = True
+            elif self._failures:
+                plan.fail = self._failures.pop(0)
+            return plan
+
+
+# -- reading requests -----------------------------------------------------------------------------
+
+
+def _describe_url(url: str) -> str:
+    """A URL fit for messages and logs: no presigned query string, no megabytes of base64."""
+    if url.startswith("data:"):
+        return f"{url[:30]}... ({len(url)} characters)"
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}{parts.path}"
+
+
+def load_image(url: str, timeout: float = 10.0) -> Image.Image:
+    """Fetch or decode one image as TGI does; any failure is a 422 validation error."""
+    where = _describe_url(url)
+    if url.startswith("data:"):
+        header, comma, payload = url[len("data:"):].partition(",")
+        if not comma or not header.startswith("image/") or not header.endswith(";base64"):
+            raise _invalid(f"invalid image data URI {where}: expected data:image/...;base64,...")
+        try:
+            data = base64.b64decode(payload, validate=True)
+        except binascii.Error as error:
+            raise _invalid(f"invalid base64 in image data URI {where}: {error}") from error
+    elif url.startswith(("http://", "https://")):
+        request = urllib.request.Request(url, headers={"User-Agent": "visual-tourism-local"})
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as response:
+                data = response.read(MAX_IMAGE_BYTES + 1)
+        except (urllib.error.URLError, OSError) as error:  # HTTPError, refused, timeout...
+            raise _invalid(f"cannot fetch image {where}: {error}") from error
+        if len(data) > MAX_IMAGE_BYTES:
+            raise _invalid(f"image {where} is larger than {MAX_IMAGE_BYTES} bytes")
+    else:
+        raise _invalid(f"image URL must be http(s) or a data URI, got {where!r}")
+
+    try:
+        image = Image.open(io.BytesIO(data))
+        image.load()  # decodes everything now, so a truncated file fails here
+    except UnidentifiedImageError as error:
+        raise _invalid(
+            f"cannot decode image {where}: not an image format Pillow reads "
+            f"(HEIC photos must be converted to JPEG or PNG first; starts with {data[:12]!r})"
+        ) from error
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise _invalid(f"cannot decode image {where}: {error}") from error
+    return image
+
+
+def parse_tgi_prompt(prompt: str, fetch: Callable[[str], Image.Image]) -> list[Turn]:
+    """Turns of an Idefics-style prompt: ``User:``/``Assistant:`` markers, ``![](URL)`` images.
+
+    A prompt without markers is one user turn; the closing empty ``Assistant:`` (the cue to
+    answer) is dropped, as the backend adds its own.
+    """
+    markers = list(_ROLE_MARKER.finditer(prompt))
+    bounds = [marker.start() for marker in markers] + [len(prompt)]
+    spans = [("user", 0, bounds[0])]  # any text before the first marker
+    for marker, end in zip(markers, bounds[1:], strict=True):
+        spans.append((marker.group(1).lower(), marker.end(), end))
+
+    turns = []
+    for role, start, end in spans:
+        pieces = _MARKDOWN_IMAGE.split(prompt[start:end].replace(_END_OF_UTTERANCE, ""))
+        parts: list[str | Image.Image] = []
+        for index, piece in enumerate(pieces):
+            if index % 2:  # re.split puts the captured URLs at odd positions
+                parts.append(fetch(piece))
+            elif piece.strip():
+                parts.append(piece.strip())
+        if parts:
+            turns.append(Turn(role, tuple(parts)))
+    return turns
+
+
+def parse_messages(messages: Any, fetch: Callable[[str], Image.Image]) -> list[Turn]:
+    """Turns of an OpenAI-style ``messages`` list (content a string or a list of parts)."""
+    if not isinstance(messages, list) or not messages:
+        raise _invalid("`messages` must be a non-empty list")
+    turns = []
+    for number, message in enumerate(messages):
+        role = message.get("role") if isinstance(message, dict) else None
+        if role not in ("system", "user", "assistant"):
+            raise _invalid(f"messages[{number}].role must be system, user or assistant")
+        content = message.get("content")
+        if isinstance(content, str):
+            turns.append(Turn(role, (content,)))
+            continue
+        if not isinstance(content, list):
+            raise _invalid(f"messages[{number}].content must be a string or a list of parts")
+        parts: list[str | Image.Image] = []
+        for part in content:
+            kind = part.get("type") if isinstance(part, dict) else None
+            if kind == "text" and isinstance(part.get("text"), str):
+                parts.append(part["text"])
+            elif kind == "image_url" and isinstance(part.get("image_url"), dict):
+                parts.append(fetch(str(part["image_url"].get("url", ""))))
+            else:
+                raise _invalid(f"messages[{number}] has an unsupported content part: "
+                               "expected {type: text, text} or {type: image_url, image_url: {url}}")
+        turns.append(Turn(role, tuple(parts)))
+    return turns
+
+
+def _number(value: Any, name: str, kind: type = float) -> Any:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or (
+        kind is int and not float(value).is_integer()
+    ):
+        raise _invalid(f"`{name}` must be {'an integer' if kind is int else 'a number'}")
+    return kind(value)
+
+
+def _checked_params(
+    max_new_tokens: Any, do_sample: Any, temperature: Any, top_p: Any, top_k: Any, stop: Any
+) -> GenerationParams:
+    """Generation parameters validated with TGI's rules and messages."""
+    max_new = _number(max_new_tokens, "max_new_tokens", int)
+    if max_new is None:
+        max_new = DEFAULT_MAX_NEW_TOKENS
+    temperature = _number(temperature, "temperature")
+    top_p = _number(top_p, "top_p")
+    top_k = _number(top_k, "top_k", int)
+    if max_new <= 0:
+        raise _invalid("`max_new_tokens` must be strictly positive")
+    if temperature is not None and temperature <= 0:
+        raise _invalid("`temperature` must be strictly positive")
+    if top_p is not None and not 0 < top_p < 1:
+        raise _invalid("`top_p` must be > 0.0 and < 1.0")
+    if top_k is not None and top_k <= 0:
+        raise _invalid("`top_k` must be strictly positive")
+    stop = [stop] if isinstance(stop, str) else (stop or [])
+    if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+        raise _invalid("`stop` must be a list of strings")
+    if len(stop) > MAX_STOP_SEQUENCES:
+        raise _invalid(f"`stop` supports up to {MAX_STOP_SEQUENCES} stop sequences. "
+                       f"Given: {len(stop)}")
+    if not isinstance(do_sample, bool):
+        raise _invalid("`do_sample` must be a boolean")
+    return generation_params(max_new_tokens=max_new, do_sample=do_sample,
+                             temperature=temperature, top_p=top_p, top_k=top_k, stop=stop)
+
+
+def _word_count(turns: Sequence[Turn]) -> int:
+    return sum(len(turn.text.split()) for turn in turns)
+
+
+# -- the server ---------------------------------------------------------------------------------
+
+
+@dataclass
+class _Outcome:
+    response: _Response | None  # None: close the connection without answering
+    style: str | None = None
+    images: int = 0
+
+
+class ModelServer:
+    """The local endpoint: start it, point boto3 (or urllib) at ``.url``, stop it.
+
+    ``backend`` None is the offline stand-in. ``endpoint_exists``, when given, decides which
+    endpoint names the Runtime path knows. Every request is served on its own thread; a backend
+    that is not thread-safe runs one request at a time (the others wait their turn).
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None = None,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        endpoint_exists: Callable[[str], bool] | None = None,
+        fetch_timeout: float = 10.0,
+        payload_limit: int = PAYLOAD_LIMIT,
+        default_return_full_text: bool = True,  # TGI's default for Idefics (text-generation)
+    ) -> None:
+        self.backend: Backend = backend or StandInBackend()
+        self.host, self.port = host, port
+        self.endpoint_exists = endpoint_exists
+        self.fetch_timeout = fetch_timeout
+        self.payload_limit = payload_limit
+        self.default_return_full_text = default_return_full_text
+        self.faults = Faults()
+        self._calls: list[dict[str, Any]] = []
+        self._calls_lock = threading.Lock()
+        self._backend_lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._httpd: _HTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # -- life cycle
+    def start(self) -> ModelServer:
+        if self._httpd is None:
+            self._stopping.clear()
+            self._httpd = _HTTPServer((self.host, self.port), _Handler, self)
+            self.port = self._httpd.server_address[1]
+            self._thread = threading.Thread(
+                target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                name=f"model-server-{self.port}", daemon=True,
+            )
+            self._thread.start()
+            logger.info("Model server at %s answers with %s", self.url, self.backend.description)
+        return self
+
+    def stop(self) -> None:
+        if self._httpd is None:
+            return
+        self._stopping.set()  # ends injected delays at once
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self._httpd = self._thread = None
+        logger.info("Model server on port %s stopped", self.port)
+
+    def __enter__(self) -> ModelServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._httpd is None:
+            raise RuntimeError("the model server is not started; call start() first")
+        return f"http://{self.host}:{self.port}"
+
+    @property
+    def calls(self) -> list[dict[str, Any]]:
+        """One dict per invocation: endpoint (None on /invocations), style, status, seconds,
+        images. A copy, safe to read while requests run."""
+        with self._calls_lock:
+            return [dict(call) for call in self._calls]
+
+    # -- requests (called from the handler threads)
+    def handle_post(self, path: str, headers: Any, body: bytes) -> _Response | None:
+        started = time.perf_counter()
+        endpoint = None
+        if path == "/invocations":
+            outcome = self._container(body, headers.get("Content-Type"))
+        elif match := _RUNTIME_PATH.match(path):
+            endpoint = unquote(match.group(1))
+            outcome = self._runtime(endpoint, headers, body)
+        else:
+            return _Response.json(404, {"error": f"no route for POST {path}",
+                                        "error_type": "not_found"})
+        seconds = time.perf_counter() - started
+        status = outcome.response.status if outcome.response else None
+        with self._calls_lock:
+            self._calls.append({"endpoint": endpoint, "style": outcome.style, "status": status,
+                                "seconds": seconds, "images": outcome.images})
+        logger.info("POST %s: %s, %s image(s), status %s in %.3f s",
+                    path, outcome.style, outcome.images, status, seconds)
+        return outcome.response
+
+    def _runtime(self, endpoint: str, headers: Any, body: bytes) -> _Outcome:
+        """What SageMaker adds in front of the container."""
+        found = _CREDENTIAL_REGION.search(headers.get("Authorization", ""))
+        region = found.group(1) if found else DEFAULT_REGION
+        if self.endpoint_exists is not None and not self.endpoint_exists(endpoint):
+            return _Outcome(_aws_error(
+                400, "ValidationError", f"Endpoint {endpoint} of account {ACCOUNT_ID} not found."
+            ))
+        plan = self.faults.take()
+        if plan.delay:
+            self._stopping.wait(plan.delay)
+        if plan.drop:
+            return _Outcome(None)
+        if plan.fail is not None:
+            return _Outcome(self._injected_failure(plan.fail, endpoint, region))
+
+        content_type = headers.get("Content-Type")
+        if content_type is None:
+            logger.warning("invoke_endpoint without ContentType: pass "
+                           "ContentType='application/json', the TGI container expects it")
+            content_type = "application/json"
+        outcome = self._container(body, content_type)
+        response = outcome.response
+        assert response is not None  # the container always answers
+        if 200 <= response.status < 300:
+            response.headers["X-Amzn-Invoked-Production-Variant"] = VARIANT
+        else:
+            outcome.response = self._model_error(endpoint, region, response.status,
+                                                 response.body.decode("utf-8", "replace"))
+        return outcome
+
+    @staticmethod
+    def _model_error(endpoint: str, region: str, status: int, original: str) -> _Response:
+        """SageMaker's wrapping of a non-2xx container answer: HTTP 424 ModelError."""
+        log_group = f"/aws/sagemaker/Endpoints/{endpoint}"
+        kind = "client" if status < 500 else "server"
+        message = (
+            f'Received {kind} error ({status}) from primary with message "{original}". See '
+            f"https://{region}.console.aws.amazon.com/cloudwatch/home?region={region}"
+            f"#logEventViewer:group={log_group} in account {ACCOUNT_ID} for more information."
+        )
+        return _aws_error(
+            424, "ModelError", message, OriginalStatusCode=status, OriginalMessage=original,
+            LogStreamArn=f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:{log_group}",
+        )
+
+    def _injected_failure(self, status: int, endpoint: str, region: str) -> _Response:
+        code, message = RUNTIME_FAULTS[status]
+        if code == "ModelError":
+            body = json.dumps({"error": message, "error_type": "generation"})
+            return self._model_error(endpoint, region, 500, body)
+        return _aws_error(status, code, message)
+
+    def _container(self, body: bytes, content_type: str | None) -> _Outcome:
+        """The TGI container: one request in, one answer out (errors in TGI's shape)."""
+        outcome = _Outcome(None)
+        try:
+            media_type = (content_type or "").split(";")[0].strip().lower()
+            if media_type != "application/json" and not media_type.endswith("+json"):
+                raise InvocationError(415, "Expected request with `Content-Type: "
+                                      f"application/json`, got {content_type!r}")
+            if len(body) > self.payload_limit:
+                raise InvocationError(413, f"Payload too large: {len(body)} bytes is over the "
+                                      f"limit of {self.payload_limit} (TGI's PAYLOAD_LIMIT)")
+            try:
+                request = json.loads(body)
+            except ValueError as error:
+                raise InvocationError(422, f"Failed to parse the request body as JSON: {error}",
+                                      "validation") from error
+            if isinstance(request, dict) and "messages" in request:
+                outcome.style = "messages"
+                answer = self._chat(request, outcome)
+            elif isinstance(request, dict) and "inputs" in request:
+                outcome.style = "tgi"
+                answer = self._generate_tgi(request, outcome)
+            else:
+                raise InvocationError(422, "Failed to deserialize the JSON body into the target "
+                                      "type: missing field `inputs` (or `messages`)")
+            outcome.response = _Response.json(200, answer)
+        except InvocationError as error:
+            outcome.response = error.response()
+        return outcome
+
+    def _fetch(self, url: str) -> Image.Image:
+        return load_image(url, self.fetch_timeout)
+
+    def _generate_tgi(self, request: dict[str, Any], outcome: _Outcome) -> list[dict[str, str]]:
+        prompt, raw = request["inputs"], request.get("parameters") or {}
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise _invalid("`inputs` must be a non-empty string")
+        if not isinstance(raw, dict):
+            raise _invalid("`parameters` must be an object")
+        params = _checked_params(raw.get("max_new_tokens"), raw.get("do_sample", False),
+                                 raw.get("temperature"), raw.get("top_p"), raw.get("top_k"),
+                                 raw.get("stop"))
+        turns = parse_tgi_prompt(prompt, self._fetch)
+        outcome.images = sum(len(turn.images) for turn in turns)
+        text = self._generate(turns, params)
+        full_text = raw.get("return_full_text")
+        if full_text is None:
+            full_text = self.default_return_full_text
+        return [{"generated_text": prompt + text if full_text else text}]
+
+    def _chat(self, request: dict[str, Any], outcome: _Outcome) -> dict[str, Any]:
+        temperature = request.get("temperature")
+        # TGI's chat route samples unless temperature is 0, which means greedy.
+        greedy = temperature is not None and temperature == 0
+        params = _checked_params(request.get("max_tokens"), not greedy,
+                                 None if greedy else temperature, request.get("top_p"), None,
+                                 request.get("stop"))
+        turns = parse_messages(request["messages"], self._fetch)
+        outcome.images = sum(len(turn.images) for turn in turns)
+        text = self._generate(turns, params)
+        prompt_words, answer_words = _word_count(turns), len(text.split())
+        return {
+            "id": f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": self.backend.name,
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                         "logprobs": None, "finish_reason": "stop"}],
+            # Words, not tokens: the stand-in has no tokenizer.
+            "usage": {"prompt_tokens": prompt_words, "completion_tokens": answer_words,
+                      "total_tokens": prompt_words + answer_words},
+        }
+
+    def _generate(self, turns: list[Turn], params: GenerationParams) -> str:
+        lock = nullcontext() if self.backend.thread_safe else self._backend_lock
+        try:
+            with lock:
+                return self.backend.generate(turns, params)
+        except Exception as error:  # whatever the backend raises is TGI's GenerationError
+            logger.exception("%s failed", self.backend.description)
+            raise InvocationError(424, f"Request failed during generation: {error}",
+                                  "generation") from error
+
+
+class _HTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # many clients at once must queue, not be refused
+
+    def __init__(self, address: tuple[str, int], handler: type, model_server: ModelServer):
+        super().__init__(address, handler)
+        self.model_server = model_server
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # Only I/O errors get here (a client that hung up, e.g. after its read timeout):
+        # log them instead of socketserver's traceback on stderr.
+        logger.debug("connection from %s ended early", client_address, exc_info=True)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    # HTTP/1.0: one request per connection, so a stopped server really is down (no idle
+    # keep-alive connection survives to answer a pooled client).
+    protocol_version = "HTTP/1.0"
+    server_version = "visual-tourism-local-model-server"
+    server: _HTTPServer
+
+    def do_GET(self) -> None:
+        if self.path.split("?")[0] == "/ping":
+            self._send(_Response(200, b"", {"Content-Type": "text/plain"}))
+        else:
+            self._send(_Response.json(404, {"error": f"no route for GET {self.path}",
+                                            "error_type": "not_found"}))
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            response = self.server.model_server.handle_post(
+                self.path.split("?")[0], self.headers, body
+            )
+        except Exception as error:  # a bug here must still answer, and be logged
+            logger.exception("the model server failed on POST %s", self.path)
+            response = _Response.json(500, {"error": f"local model server error: {error}",
+                                            "error_type": "internal"})
+        if response is None:
+            self.close_connection = True  # injected drop: no status line at all
+            return
+        self._send(response)
+
+    def _send(self, response: _Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(response.body)))
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib's name)
+        logger.debug("%s %s", self.address_string(), format % args)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m visual_tourism.local.model_server``: serve until Ctrl-C."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--model", help="model id or path, or 'stand-in' "
+                        "(default: $VT_LOCAL_MODEL or the default model)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    backend, reason = load_backend(args.model)
+    print(reason)
+    with ModelServer(backend, port=args.port) as server:
+        print(f"Serving {backend.description} at {server.url} (Ctrl-C to stop)")
+        with suppress(KeyboardInterrupt):
+            threading.Event().wait()
+
+
+if __name__ == "__main__":
+    main()

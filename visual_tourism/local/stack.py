@@ -1,0 +1,131 @@
+"""Local mode: the AWS stand-in that the unchanged stack helpers and handler run against.
+
+Three parts on loopback, selected by endpoint URLs only (boto3 reads ``AWS_ENDPOINT_URL`` and
+``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``), so no module of the package branches on "local":
+
+- moto's threaded server plays S3, IAM, Lambda (storage), SageMaker (control plane), STS,
+  CloudWatch Logs and Application Auto Scaling;
+- ``LambdaRuntime`` runs the deployed zip when the bucket notification fires;
+- ``ModelServer`` plays the endpoint's runtime API, answering with a real model through
+  transformers when one can be loaded, else with a clearly labelled offline stand-in.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.exceptions import ClientError
+
+from . import moto_patches
+from .lambda_runtime import LambdaRuntime
+
+log = logging.getLogger(__name__)
+
+REGION = "us-east-1"
+# moto accepts any credentials; these are never sent anywhere but loopback.
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+class LocalStack:
+    """Start with ``with LocalStack() as local:``; ``local.env`` points boto3 at it."""
+
+    def __init__(
+        self,
+        model: str | None = "stand-in",
+        work_dir: Path | None = None,
+        max_concurrency: int = 4,
+        host: str = "127.0.0.1",
+        moto_port: int = 0,
+        model_port: int = 0,
+    ) -> None:
+        self.model_spec = model
+        self._own_work_dir = work_dir is None
+        self.work_dir = Path(work_dir or tempfile.mkdtemp(prefix="visual-tourism-local-"))
+        self.max_concurrency = max_concurrency
+        self.host = host
+        self.moto_port = moto_port
+        self.model_port = model_port
+        self.backend_reason = ""
+        self._moto: Any = None
+        self.model_server: Any = None
+        self.runtime: LambdaRuntime | None = None
+
+    @property
+    def env(self) -> dict[str, str]:
+        """The variables that point boto3, the CLI and the notebooks at this stack."""
+        return {
+            "AWS_ENDPOINT_URL": self.moto_url,
+            "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.model_server.url,
+            "AWS_DEFAULT_REGION": REGION,
+            "AWS_REGION": REGION,
+            **CREDENTIALS,
+        }
+
+    @property
+    def moto_url(self) -> str:
+        host, port = self._moto.get_host_and_port()
+        return f"http://{host}:{port}"
+
+    @property
+    def backend_description(self) -> str:
+        return self.model_server.backend.description
+
+    def start(self) -> LocalStack:
+        from moto.server import ThreadedMotoServer
+
+        from .backends import load_backend
+        from .model_server import ModelServer
+
+        # moto serves through werkzeug, which logs every request at INFO on its own.
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
+        self._moto.start()
+        backend, self.backend_reason = load_backend(self.model_spec)
+        self.model_server = ModelServer(
+            backend=backend, host=self.host, port=self.model_port,
+            endpoint_exists=self._endpoint_exists,
+        ).start()
+        # The handler's processes reach the stack like the CLI does, through endpoint URLs.
+        self.runtime = LambdaRuntime(
+            self.work_dir, self.env, max_concurrency=self.max_concurrency
+        )
+        moto_patches.patch_bucket_policies()
+        moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
+        log.info("Local stack up: AWS at %s, model at %s", self.moto_url, self.model_server.url)
+        return self
+
+    def _endpoint_exists(self, name: str) -> bool:
+        client = boto3.client(
+            "sagemaker", endpoint_url=self.moto_url, region_name=REGION,
+            aws_access_key_id="local", aws_secret_access_key="local",
+        )
+        try:
+            return client.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+        except ClientError:
+            return False
+
+    def log_path(self, function_name: str) -> Path:
+        assert self.runtime is not None
+        return self.runtime.log_path(function_name)
+
+    def stop(self) -> None:
+        if self.runtime:
+            self.runtime.stop()
+        moto_patches.restore()
+        if self.model_server:
+            self.model_server.stop()
+        if self._moto:
+            self._moto.stop()
+        if self._own_work_dir:
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+
+    def __enter__(self) -> LocalStack:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

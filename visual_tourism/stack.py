@@ -1,0 +1,227 @@
+"""The whole stack: `up`, `status`, `down` and `ask`, in the order each resource needs.
+
+Each step is idempotent (create, or find and update), so `up` can be re-run after a failure at
+any point and simply carries on. `down` walks the steps backwards, treats "already gone" as
+success, and only removes what carries this stack's tag.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import mimetypes
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from . import autoscaling, bucket, endpoint, iam, lambda_fn, pricing
+from .aws import Aws
+from .config import Config, load_config
+from .errors import AskTimeoutError, ConfigError, NotDeployedError
+from .state import State
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str], None]
+
+
+def _quiet(message: str) -> None:
+    log.info("%s", message)
+
+
+def _context(cfg: Config | None, aws: Aws | None) -> tuple[Config, Aws]:
+    cfg = cfg or load_config()
+    return cfg, aws or Aws(cfg.region)
+
+
+def up(
+    cfg: Config | None = None,
+    aws: Aws | None = None,
+    progress: Progress = _quiet,
+    endpoint_poll: float = 15.0,
+) -> dict[str, Any]:
+    """Create or update every resource, in order. Returns the names of what exists."""
+    cfg, aws = _context(cfg, aws)
+    state = State(cfg.state_path)
+    profile = cfg.profile
+    progress(
+        f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "
+        f"({profile.licence}) on {cfg.effective_instance_type}"
+    )
+
+    name = bucket.ensure_bucket(aws, cfg)
+    state.record("bucket", name=name)
+    progress(f"bucket {name}: private, encrypted, TLS only, folders and example photo ready")
+
+    image_uri = profile.image_uri(cfg.region)
+    lambda_role = iam.ensure_lambda_role(aws, cfg, name)
+    sagemaker_role = iam.ensure_sagemaker_role(aws, cfg, image_uri)
+    state.record("roles", lambda_role=lambda_role, sagemaker_role=sagemaker_role)
+    progress("IAM roles ready (least privilege)")
+
+    model = endpoint.ensure_model(aws, cfg, image_uri, sagemaker_role)
+    config = endpoint.ensure_endpoint_config(aws, cfg, model)
+    endpoint.ensure_endpoint(aws, cfg, config)
+    state.record("endpoint", model=model, config=config, image=image_uri)
+    progress(f"endpoint {cfg.endpoint_name} requested ({config})")
+
+    # The function is built while the endpoint starts; the trigger goes live only at the end.
+    zip_bytes = lambda_fn.build_zip(
+        lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
+    )
+    lambda_fn.ensure_log_group(aws, cfg)
+    function_arn = lambda_fn.ensure_function(aws, cfg, lambda_role, name, zip_bytes)
+    state.record("function", arn=function_arn, code_sha256=lambda_fn.code_sha256(zip_bytes))
+    progress(f"Lambda {cfg.function_name} ready")
+
+    progress("waiting for the endpoint: 10-15 minutes on AWS for a GPU model")
+    endpoint.wait_for_endpoint(aws, cfg.endpoint_name, progress, poll=endpoint_poll)
+    endpoint.prune(aws, cfg, keep_model=model, keep_config=config)
+    autoscaling.ensure_autoscaling(aws, cfg)
+    state.record("autoscaling", resource_id=autoscaling.resource_id(cfg))
+    progress(
+        f"autoscaling {cfg.min_instances}-{cfg.max_instances} instances, target "
+        f"{cfg.target_invocations:g} invocations/instance/minute"
+    )
+
+    lambda_fn.ensure_permission(aws, cfg, name)
+    lambda_fn.ensure_notification(aws, cfg, name, function_arn)
+    state.record("trigger", prefix=cfg.input_prefix)
+    progress(f"trigger live: photos uploaded to s3://{name}/{cfg.input_prefix} get answers")
+    progress(
+        "cost: " + pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances,
+                                         cfg.region)
+    )
+    return {
+        "bucket": name,
+        "endpoint": cfg.endpoint_name,
+        "function": cfg.function_name,
+        "model": model,
+        "endpoint_config": config,
+    }
+
+
+def down(
+    cfg: Config | None = None,
+    aws: Aws | None = None,
+    delete_bucket: bool = False,
+    progress: Progress = _quiet,
+) -> list[str]:
+    """Remove what `up` created, newest first. Safe to run twice. Returns what was removed."""
+    cfg, aws = _context(cfg, aws)
+    state = State(cfg.state_path)
+    name = state.get("bucket", "name") or cfg.bucket_name(aws.account_id)
+    removed: list[str] = []
+
+    def step(label: str, done: bool | list[str]) -> None:
+        if done:
+            removed.append(label)
+            progress(f"removed {label}")
+
+    step("trigger", lambda_fn.remove_notification(aws, cfg, name))
+    step("S3 invoke permission", lambda_fn.remove_permission(aws, cfg))
+    step(f"Lambda {cfg.function_name}", lambda_fn.delete_function(aws, cfg))
+    step("Lambda log group", lambda_fn.delete_log_group(aws, f"/aws/lambda/{cfg.function_name}"))
+    state.forget("trigger")
+    state.forget("function")
+    step("autoscaling", autoscaling.remove_autoscaling(aws, cfg))
+    state.forget("autoscaling")
+    step(f"endpoint {cfg.endpoint_name}", endpoint.delete_endpoint(aws, cfg))
+    for gone in endpoint.delete_models_and_configs(aws, cfg):
+        step(gone, True)
+    step(
+        "endpoint log group",
+        lambda_fn.delete_log_group(aws, f"/aws/sagemaker/Endpoints/{cfg.endpoint_name}"),
+    )
+    state.forget("endpoint")
+    step(f"IAM role {cfg.lambda_role_name}", iam.delete_role(aws, cfg, cfg.lambda_role_name))
+    step(f"IAM role {cfg.sagemaker_role_name}", iam.delete_role(aws, cfg, cfg.sagemaker_role_name))
+    state.forget("roles")
+    if delete_bucket:
+        step(f"bucket {name} and its objects", bucket.delete_bucket(aws, cfg, name))
+        state.clear()
+    elif bucket.bucket_state(aws, name) == "exists":
+        progress(f"kept bucket {name} (pass delete_bucket=True / --delete-bucket to remove it)")
+    return removed
+
+
+def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
+    """What exists, its state, and what the endpoint costs per hour."""
+    cfg, aws = _context(cfg, aws)
+    name = State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
+    bucket_info = bucket.describe(aws, cfg, name)
+    ep = endpoint.describe(aws, cfg)
+    instances = ep.get("instances") or 0
+    return {
+        "region": cfg.region,
+        "profile": cfg.model_profile,
+        "bucket": bucket_info,
+        "roles": {
+            "lambda": iam.role_status(aws, cfg.lambda_role_name),
+            "sagemaker": "studio role" if iam.in_studio()
+            else iam.role_status(aws, cfg.sagemaker_role_name),
+        },
+        "endpoint": ep,
+        "autoscaling": autoscaling.describe(aws, cfg),
+        "function": lambda_fn.describe(aws, cfg, name)
+        if bucket_info["state"] == "exists" else {"name": cfg.function_name, "state": "unknown"},
+        "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
+        "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region)
+        if instances else "nothing billed by the hour (no endpoint instance running)",
+    }
+
+
+def result_key(cfg: Config, input_key: str) -> str:
+    return cfg.output_prefix + input_key[len(cfg.input_prefix):] + ".json"
+
+
+def ask(
+    image: str | Path,
+    cfg: Config | None = None,
+    aws: Aws | None = None,
+    timeout: float = 300.0,
+    progress: Progress = _quiet,
+    poll: float = 0.2,
+    key: str | None = None,
+) -> dict[str, Any]:
+    """Upload a photo under input/ and wait for its result under output/; return the record.
+
+    Waiting polls one HEAD request every ``poll`` seconds (cheap, and a result is seen within
+    that time of being written) rather than sleeping a fixed time and hoping.
+    """
+    cfg, aws = _context(cfg, aws)
+    path = Path(image)
+    if not path.is_file():
+        raise ConfigError(f"No such photo: {path}")
+    name = State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
+    if bucket.bucket_state(aws, name) != "exists":
+        raise NotDeployedError(f"Bucket {name} does not exist: run 'visual-tourism up' first.")
+    input_key = key or cfg.input_prefix + path.name
+    out_key = result_key(cfg, input_key)
+    content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    etag = aws.s3.put_object(
+        Bucket=name, Key=input_key, Body=path.read_bytes(), ContentType=content_type
+    )["ETag"].strip('"')
+    progress(f"uploaded s3://{name}/{input_key}; waiting for {out_key}")
+    start = time.monotonic()
+    next_report = 5.0
+    while True:
+        head = bucket.head(aws, name, out_key)
+        # A result of an earlier upload of the same key does not count: match the ETag.
+        if head and head.get("Metadata", {}).get("input-etag", etag) == etag:
+            body = aws.s3.get_object(Bucket=name, Key=out_key)["Body"].read()
+            record = json.loads(body)
+            if record.get("input", {}).get("etag", etag).strip('"') == etag:
+                record["result_key"] = out_key
+                record["seen_after_seconds"] = round(time.monotonic() - start, 3)
+                return record
+        elapsed = time.monotonic() - start
+        if elapsed > timeout:
+            raise AskTimeoutError(
+                f"No result at s3://{name}/{out_key} after {timeout:.0f} s. Check the function's "
+                f"logs (/aws/lambda/{cfg.function_name}) and 'visual-tourism status'."
+            )
+        if elapsed >= next_report:
+            progress(f"still waiting for {out_key} ({elapsed:.0f} s)")
+            next_report += 5.0
+        aws.sleep(poll)
