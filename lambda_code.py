@@ -56,7 +56,7 @@ DEFAULT_GENERATION: dict[str, Any] = {
 TGI_STOP = ["User:", "<end_of_utterance>"]
 STYLES = ("tgi", "messages")
 TRANSPORTS = ("url", "data-uri")
-HEAD_BYTES = 256 * 1024  # enough for any image header, EXIF included
+HEAD_BYTES = 256 * 1024  # holds the header of nearly every photo, EXIF included
 ACCEPTED = "JPEG, PNG, GIF, WebP or BMP"
 
 # SageMaker/TGI failures worth another attempt. ModelError (424) covers container errors and
@@ -500,8 +500,9 @@ def _presign(bucket: str, key: str, settings: Settings) -> str:
 def _data_uri(data: bytes, fmt: str, budget: int) -> str:
     """``data:`` URI of at most ``budget`` characters; re-encoded smaller when needed."""
     prefix = f"data:image/{fmt};base64,"
-    if len(prefix) + 4 * math.ceil(len(data) / 3) > budget:
-        prefix, data = "data:image/jpeg;base64,", _shrink(data, (budget - 23) * 3 // 4)
+    if len(prefix) + 4 * math.ceil(len(data) / 3) > budget:  # base64: 4 characters per 3 bytes
+        prefix = "data:image/jpeg;base64,"
+        data = _shrink(data, (budget - len(prefix)) * 3 // 4)
     return prefix + base64.b64encode(data).decode("ascii")
 
 
@@ -535,7 +536,11 @@ def _shrink(data: bytes, max_bytes: int) -> bytes:
             "corrupt_image",
             f"The image cannot be decoded ({exc}): export it again as JPEG and upload that.",
         ) from None
-    raise BadImage("image_too_large", "The image cannot be made small enough to send inline.")
+    raise BadImage(
+        "image_too_large",
+        f"The image cannot be made small enough ({max_bytes} bytes) to send inline: upload a "
+        "smaller photo, or raise MAX_PAYLOAD_BYTES (and the endpoint's PAYLOAD_LIMIT).",
+    )
 
 
 def _image_urls(
@@ -570,12 +575,11 @@ def _retryable(exc: Exception) -> bool:
     if isinstance(exc, BotoConnectionError | HTTPClientError):  # incl. timeouts
         return True
     if isinstance(exc, ClientError):
-        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
-        if _error_code(exc) == "ModelError" and exc.response.get("OriginalStatusCode") in (
-            MODEL_INPUT_STATUSES
-        ):
+        code, original = _error_code(exc), exc.response.get("OriginalStatusCode")
+        if code == "ModelError" and original in MODEL_INPUT_STATUSES:
             return False
-        return _error_code(exc) in RETRYABLE_CODES or status == 429 or status >= 500
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+        return code in RETRYABLE_CODES or status == 429 or status >= 500
     return False
 
 
@@ -595,16 +599,20 @@ def invoke_model(
     and never past ``deadline`` (monotonic seconds) less the margin for writing the result.
     """
     stop_at = deadline - settings.result_margin_seconds
-    attempts = 0
+    attempts, last_error = 0, "none"
+
+    def out_of_time() -> Failure:
+        return Failure(
+            "model_timeout",
+            f"The model did not answer in the time this invocation had left (attempts: "
+            f"{attempts}, last error: {last_error}): upload the photo again; if it keeps "
+            "happening, raise the Lambda timeout.", attempts,
+        )
+
     while True:
         left = stop_at - time.monotonic()
         if left < MIN_ATTEMPT_SECONDS:
-            raise Failure(
-                "model_timeout",
-                f"The model did not answer in the time this invocation had left (attempts: "
-                f"{attempts}): upload the photo again; if it keeps happening, raise the "
-                "Lambda timeout.", attempts,
-            )
+            raise out_of_time()
         attempts += 1
         timeout = max(1, int(min(settings.model_timeout_seconds + 5, left)))
         try:
@@ -623,10 +631,13 @@ def invoke_model(
                     f"{_describe(exc)}): upload the photo again later; if it persists, check "
                     "the endpoint's logs in CloudWatch.", attempts,
                 ) from None
+            last_error = _describe(exc)
             log.warning("Attempt %d of %s failed, retrying: %s", attempts, settings.endpoint,
-                        _describe(exc))
+                        last_error)
             delay = settings.retry_base_seconds * 2 ** (attempts - 1) * random.uniform(0.5, 1.0)
-            sleep(max(0.0, min(delay, stop_at - time.monotonic() - MIN_ATTEMPT_SECONDS)))
+            if time.monotonic() + delay + MIN_ATTEMPT_SECONDS > stop_at:
+                raise out_of_time() from None  # no time to wait and try once more
+            sleep(delay)
             continue
         try:
             return json.loads(raw), attempts
@@ -660,6 +671,10 @@ def _permanent_failure(exc: Exception, settings: Settings, attempts: int) -> Fai
 
 
 # -- one record ----------------------------------------------------------------------------
+
+
+RESULT_FIELDS = ("status", "answer", "error", "input", "image", "model", "timing", "request_id",
+                 "written_at")
 
 
 class ResultWriteError(RuntimeError):
@@ -770,6 +785,7 @@ def process_record(
     }
     result["request_id"] = request_id
     result["written_at"] = _now()
+    result = {name: result[name] for name in RESULT_FIELDS if name in result}  # reading order
     # Results are keyed by the input's ETag: a redelivered event finds it with one HEAD.
     # Transient failures are not final, so the next delivery or re-upload tries again.
     metadata = {"input-etag": result["input"]["etag"] or "", "final": str(final).lower()}
@@ -815,9 +831,10 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
 
 def _configure_logging() -> None:
     # Lambda's runtime installs a root handler at WARNING unless the function sets a log level
-    # (AWS_LAMBDA_LOG_LEVEL). Outside Lambda logging is left to whoever imports this module.
+    # (AWS_LAMBDA_LOG_LEVEL). Raise only this module's logger to INFO so its one line per photo
+    # shows without botocore's INFO chatter. Outside Lambda logging is left to the importer.
     if os.environ.get("AWS_LAMBDA_FUNCTION_NAME") and not os.environ.get("AWS_LAMBDA_LOG_LEVEL"):
-        logging.getLogger().setLevel(logging.INFO)
+        log.setLevel(logging.INFO)
 
 
 _configure_logging()

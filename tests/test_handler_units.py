@@ -4,9 +4,17 @@ from __future__ import annotations
 
 import io
 import struct
+import time
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import (
+    ClientError,
+    ConnectionClosedError,
+    ConnectTimeoutError,
+    EndpointConnectionError,
+    ReadTimeoutError,
+)
 from PIL import Image
 
 import lambda_code as lc
@@ -311,3 +319,95 @@ def test_every_variable_is_read() -> None:
 def test_bad_configuration_names_the_variable(env: dict[str, str], words: str) -> None:
     with pytest.raises(lc.ConfigError, match=words):
         lc.load_settings({"BUCKET_NAME": "b", "ENDPOINT_NAME": "e", **env})
+
+
+# -- retries --------------------------------------------------------------------------------
+
+
+def client_error(code: str, status: int, **extra: object) -> ClientError:
+    response = {"Error": {"Code": code, "Message": "m"},
+                "ResponseMetadata": {"HTTPStatusCode": status}, **extra}
+    return ClientError(response, "InvokeEndpoint")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("exc", "retry"),
+    [
+        (client_error("ThrottlingException", 400), True),
+        (client_error("ModelNotReadyException", 429), True),
+        (client_error("ModelError", 424, OriginalStatusCode=500), True),
+        (client_error("ModelError", 424), True),
+        (client_error("ModelError", 424, OriginalStatusCode=422), False),  # bad request
+        (client_error("ModelError", 424, OriginalStatusCode=413), False),
+        (client_error("InternalFailure", 500), True),
+        (client_error("ServiceUnavailable", 503), True),
+        (client_error("InternalDependencyException", 530), True),
+        (client_error("SomethingNew", 502), True),
+        (client_error("ValidationError", 400), False),
+        (client_error("AccessDeniedException", 403), False),
+        (ReadTimeoutError(endpoint_url="http://x"), True),
+        (ConnectTimeoutError(endpoint_url="http://x"), True),
+        (EndpointConnectionError(endpoint_url="http://x"), True),
+        (ConnectionClosedError(endpoint_url="http://x"), True),
+    ],
+)
+def test_what_is_retried(exc: Exception, retry: bool) -> None:
+    assert lc._retryable(exc) is retry
+
+
+class FlakyEndpoint:
+    """Fails ``failures`` times with ``error``, then answers."""
+
+    def __init__(self, failures: int, error: Exception) -> None:
+        self.failures, self.error, self.calls = failures, error, 0
+
+    def invoke_endpoint(self, **_: object) -> dict[str, object]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise self.error
+        return {"Body": io.BytesIO(b'[{"generated_text": " Fine."}]')}
+
+
+def test_backoff_is_exponential_with_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
+    endpoint = FlakyEndpoint(3, client_error("ThrottlingException", 400))
+    monkeypatch.setattr(lc, "_client", lambda service, timeout=None: endpoint)
+    sleeps: list[float] = []
+    s = settings(retry_base_seconds=1.0, result_margin_seconds=0)
+    payload, attempts = lc.invoke_model(b"{}", s, time.monotonic() + 600, sleep=sleeps.append)
+    assert (payload, attempts) == ([{"generated_text": " Fine."}], 4)
+    assert [0.5 <= d / 2**n <= 1.0 for n, d in enumerate(sleeps)] == [True] * 3
+    assert len(set(sleeps)) == 3
+
+
+def test_retries_stop_at_max_attempts_and_at_the_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    endpoint = FlakyEndpoint(99, client_error("ServiceUnavailable", 503))
+    monkeypatch.setattr(lc, "_client", lambda service, timeout=None: endpoint)
+    with pytest.raises(lc.Failure) as caught:
+        lc.invoke_model(b"{}", settings(max_attempts=3), time.monotonic() + 600,
+                        sleep=lambda _: None)
+    assert (caught.value.code, caught.value.attempts, endpoint.calls) == (
+        "model_unavailable", 3, 3)
+
+    # Backoffs of 0.5-1 s, 1-2 s, 2-4 s and 4 s left before the margin kept for writing the
+    # result: the third wait (plus a second for the attempt) no longer fits, so it stops.
+    class Clock:
+        now = 1000.0
+
+        def monotonic(self) -> float:
+            return self.now
+
+        def sleep(self, seconds: float) -> None:
+            self.now += seconds
+
+    clock = Clock()
+    monkeypatch.setattr(lc, "time", clock)
+    endpoint.calls = 0
+    with pytest.raises(lc.Failure) as caught:
+        lc.invoke_model(b"{}", settings(retry_base_seconds=1, result_margin_seconds=2),
+                        clock.now + 6, sleep=clock.sleep)
+    assert (caught.value.code, caught.value.attempts, endpoint.calls) == (
+        "model_timeout", 3, 3)
+    assert "ServiceUnavailable" in caught.value.message
+    assert 1001.5 <= clock.now <= 1003

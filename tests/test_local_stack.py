@@ -13,7 +13,6 @@ from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version
 from pathlib import Path
 
-import boto3
 import pytest
 
 from visual_tourism import lambda_fn, stack
@@ -35,6 +34,11 @@ def test_moto_private_names():
     assert list(inspect.signature(LambdaFunction._invoke_lambda).parameters) == ["self", "event"]
     assert list(inspect.signature(FakeBucket.get_permission).parameters) == [
         "self", "action", "resource"
+    ]
+    from moto.s3.models import S3Backend  # hooked by moto_patches.hook_put_object
+
+    assert list(inspect.signature(S3Backend.put_object).parameters)[:4] == [
+        "self", "bucket_name", "key_name", "value"
     ]
     from moto.s3 import notifications
 
@@ -197,22 +201,26 @@ def test_cli_errors_are_clear(env, monkeypatch, capsys):
     assert "No AWS credentials" in capsys.readouterr().err
 
 
-def _workers_alive() -> list[str]:
-    alive = []
-    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+def _processes_under(folder: Path) -> list[str]:
+    """Processes whose working directory is inside ``folder`` (the demo's Lambda workers run
+    in the extracted zip under its temporary directory)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
         try:
-            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+            cwd = (proc / "cwd").resolve()
         except OSError:
             continue
-        if "lambda_worker.py" in text:
-            alive.append(text)
-    return alive
+        if cwd.is_relative_to(folder):
+            found.append(f"{proc.name}: {cwd}")
+    return found
 
 
 def test_demo_command_runs_offline_and_leaves_nothing_behind(tmp_path):
     """The README's main command, as a user runs it: no AWS credentials, no internet."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env["HOME"] = str(tmp_path)
+    env["TMPDIR"] = str(tmp_path / "tmp")
+    (tmp_path / "tmp").mkdir()
     start = time.monotonic()
     done = subprocess.run(
         [sys.executable, "-m", "visual_tourism.cli", "local", "demo"],
@@ -227,4 +235,5 @@ def test_demo_command_runs_offline_and_leaves_nothing_behind(tmp_path):
         assert "Offline stand-in, not a model's answer" in out
     assert "local stack stopped" in out
     assert elapsed < 240
-    assert _workers_alive() == []
+    assert _processes_under(tmp_path / "tmp") == []
+    assert list((tmp_path / "tmp").iterdir()) == []  # its work directory was removed too

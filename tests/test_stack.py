@@ -210,11 +210,17 @@ def test_changed_instance_type_updates_the_endpoint_and_prunes_the_old_config(cf
         # moto has no UpdateEndpoint: record the request and apply it to moto's endpoint.
         params = json.loads(params["body"])
         requested.append(params)
+        events.append("UpdateEndpoint")  # answered here, so the generic hook never sees it
         ep = sagemaker_backends[aws.account_id][cfg.region].endpoints[params["EndpointName"]]
         ep.endpoint_config_name = params["EndpointConfigName"]
         http = type("Http", (), {"status_code": 200})()
         return http, {"EndpointArn": ep.arn}  # (http response, parsed response)
 
+    events: list[str] = []
+    for service in ("sagemaker", "application-autoscaling"):
+        aws.client(service).meta.events.register(
+            "before-call", lambda model, **_: events.append(model.name)
+        )
     aws.sagemaker.meta.events.register("before-call.sagemaker.UpdateEndpoint", update_endpoint)
     old = snapshot(cfg, aws)["configs"]
     bigger = cfg.replace(instance_type="ml.g4dn.16xlarge")
@@ -222,6 +228,10 @@ def test_changed_instance_type_updates_the_endpoint_and_prunes_the_old_config(cf
     configs = endpoint.our_configs(aws, bigger)
     assert len(configs) == 1 and configs != old
     assert requested == [{"EndpointName": cfg.endpoint_name, "EndpointConfigName": configs[0]}]
+    # SageMaker refuses to update a variant registered for autoscaling: it was deregistered
+    # before the update and registered again afterwards.
+    assert events.index("DeregisterScalableTarget") < events.index("UpdateEndpoint")
+    assert events.index("UpdateEndpoint") < events.index("RegisterScalableTarget")
     assert endpoint.describe(aws, bigger)["instance_type"] == "ml.g4dn.16xlarge"
 
 
@@ -425,3 +435,24 @@ def test_status_reports_state_and_cost(cfg, aws):
     tags = aws.lambda_.list_tags(Resource=aws.lambda_.get_function(
         FunctionName=cfg.function_name)["Configuration"]["FunctionArn"])["Tags"]
     assert tags[STACK_TAG] == cfg.prefix
+
+
+@pytest.mark.parametrize(
+    "failing_step",
+    ["create_roles", "start_endpoint", "deploy_function", "wait_for_endpoint",
+     "attach_autoscaling", "connect_trigger"],
+)
+def test_down_after_up_failed_at_any_step_leaves_nothing(cfg, aws, monkeypatch, failing_step):
+    real = getattr(stack, failing_step)
+
+    def half_done(*args, **kwargs):
+        # The step does part of its work, then the connection drops.
+        if failing_step not in ("create_roles", "start_endpoint"):
+            real(*args, **kwargs)
+        raise ConnectionError(f"network dropped during {failing_step}")
+
+    monkeypatch.setattr(stack, failing_step, half_done)
+    with pytest.raises(ConnectionError):
+        up(cfg, aws)
+    stack.down(cfg, aws, delete_bucket=True)
+    assert all(not v for v in _leftovers(cfg, aws).values()), _leftovers(cfg, aws)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import sys
 import time
 import urllib.request
@@ -16,8 +17,16 @@ from PIL import Image
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from tiny_model import build_tiny_model  # noqa: E402
+from tiny_model import (  # noqa: E402
+    IMAGE_SEQ_LEN,
+    IMAGE_SIZE,
+    SMOLVLM_CHAT_TEMPLATE,
+    build_tiny_model,
+    build_tiny_smolvlm,
+)
+from transformers.utils import is_num2words_available, is_torchvision_available  # noqa: E402
 
+from visual_tourism.local import backends  # noqa: E402
 from visual_tourism.local.backends import (  # noqa: E402
     StandInBackend,
     TransformersBackend,
@@ -29,6 +38,9 @@ from visual_tourism.local.backends import (  # noqa: E402
 from visual_tourism.local.model_server import ModelServer  # noqa: E402
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
+# Without these, transformers cannot build a SmolVLMProcessor (its video processor needs
+# torchvision; the processor itself needs num2words): the project's default install.
+SMOLVLM_PROCESSOR_LOADS = is_torchvision_available() and is_num2words_available()
 
 
 @pytest.fixture(scope="module")
@@ -171,3 +183,66 @@ def test_missing_transformers_falls_back(monkeypatch: pytest.MonkeyPatch) -> Non
     backend, reason = load_backend("HuggingFaceTB/SmolVLM-256M-Instruct")
     assert isinstance(backend, StandInBackend)
     assert "torch/transformers cannot be imported" in reason
+
+
+# -- SmolVLM (the default model's architecture) ----------------------------------------------
+
+
+@pytest.fixture(scope="module", params=["hub", "transformers5"])
+def tiny_smolvlm(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_smolvlm(tmp_path_factory.mktemp(f"tiny-smolvlm-{request.param}"),
+                              layout=request.param)
+
+
+def test_smolvlm_loads_and_describes_a_photo(
+    tiny_smolvlm: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.INFO, logger=backends.__name__):
+        backend = TransformersBackend(str(tiny_smolvlm))
+    assert type(backend.model).__name__ == "SmolVLMForConditionalGeneration"
+    processor = backend.processor
+    if SMOLVLM_PROCESSOR_LOADS:
+        assert type(processor).__name__ == "SmolVLMProcessor"
+    else:
+        assert type(processor).__name__ == "Idefics3Processor"
+        assert "using Idefics3Processor" in caplog.text
+        assert "torchvision" in caplog.text.lower() or "num2words" in caplog.text
+    # The checkpoint's own settings, not Idefics3's defaults.
+    assert processor.chat_template == SMOLVLM_CHAT_TEMPLATE
+    assert processor.image_seq_len == IMAGE_SEQ_LEN
+    assert type(processor.image_processor).__name__.startswith("SmolVLMImageProcessor")
+    assert processor.image_processor.max_image_size["longest_edge"] == IMAGE_SIZE
+
+    # The preprocessing generate() runs: the SmolVLM prompt, the photo split into tiles (plus
+    # the whole photo), and IMAGE_SEQ_LEN <image> tokens for each.
+    trevi = photo("trevi.jpeg")
+    prompt = processor.apply_chat_template(
+        [{"role": "user", "content": [{"type": "text", "text": "Describe"}, {"type": "image"}]}],
+        add_generation_prompt=True,
+    )
+    assert prompt == "<|im_start|>User: Describe<image><end_of_utterance>\nAssistant:"
+    inputs = processor(text=[prompt], images=[[trevi.convert("RGB")]], return_tensors="pt")
+    tiles = inputs["pixel_values"].shape[1]
+    assert tiles > 1 and inputs["pixel_values"].shape[-2:] == (IMAGE_SIZE, IMAGE_SIZE)
+    image_tokens = (inputs["input_ids"] == processor.image_token_id).sum().item()
+    assert image_tokens == tiles * IMAGE_SEQ_LEN
+    assert "<row_1_col_2>" in processor.decode(inputs["input_ids"][0])
+
+    text = backend.generate([Turn("user", ("Describe", trevi))],
+                            generation_params(max_new_tokens=4))
+    assert 1 <= len(text.split()) <= 4  # one word per token
+
+
+def test_load_backend_picks_the_model_for_a_smolvlm_folder(tiny_smolvlm: Path) -> None:
+    backend, reason = load_backend(str(tiny_smolvlm))
+    assert isinstance(backend, TransformersBackend), reason
+    assert "local path" in reason
+
+
+@pytest.mark.skipif(SMOLVLM_PROCESSOR_LOADS, reason="AutoProcessor does not fail here")
+def test_processor_fallback_is_only_for_the_idefics3_family(
+    tiny_smolvlm: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(backends, "_IDEFICS3_FAMILY", frozenset())
+    with pytest.raises(ImportError):
+        TransformersBackend(str(tiny_smolvlm))

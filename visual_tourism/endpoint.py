@@ -114,8 +114,14 @@ def _owned(aws: Aws, cfg: Config, arn: str) -> bool:
     return tags_dict(tags).get(STACK_TAG) == cfg.prefix
 
 
-def ensure_endpoint(aws: Aws, cfg: Config, endpoint_config: str) -> None:
-    """Create the endpoint, or point it at ``endpoint_config``. Does not wait (see wait_...)."""
+def ensure_endpoint(
+    aws: Aws, cfg: Config, endpoint_config: str, before_update: Callable[[], Any] | None = None
+) -> None:
+    """Create the endpoint, or point it at ``endpoint_config``. Does not wait (see wait_...).
+
+    ``before_update`` runs before an in-place update: SageMaker refuses to update a variant
+    that is registered for autoscaling, so the caller deregisters it there.
+    """
     name = cfg.endpoint_name
     current = describe_endpoint(aws, name)
     if current is None:
@@ -143,6 +149,8 @@ def ensure_endpoint(aws: Aws, cfg: Config, endpoint_config: str) -> None:
         return
     if status != "InService":
         wait_for_endpoint(aws, name)
+    if before_update:
+        before_update()
     aws.sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=endpoint_config)
     log.info("Updating endpoint %s to %s", name, endpoint_config)
 

@@ -369,9 +369,12 @@ def _what_next(status: str) -> str:
     if status == "UPDATE_ROLLBACK_COMPLETE":
         return ("The stack is back to its previous state. Fix the cause, then run "
                 "'visual-tourism infra deploy' again.")
+    if status == "DELETE_FAILED":
+        return ("Fix the cause (often a resource changed outside the stack), then run "
+                "'visual-tourism infra delete' again.")
     if status.endswith("_FAILED"):
-        return ("The stack needs a hand: see the reasons above, then continue the rollback or "
-                "delete it ('visual-tourism infra delete') in the CloudFormation console.")
+        return ("The stack is stuck: fix the cause, then continue the rollback in the "
+                "CloudFormation console, or run 'visual-tourism infra delete'.")
     return "Fix the cause above, then run 'visual-tourism infra deploy' again."
 
 

@@ -34,6 +34,107 @@ def _context(cfg: Config | None, aws: Aws | None) -> tuple[Config, Aws]:
     return cfg, aws or Aws(cfg.region)
 
 
+def _bucket_name(cfg: Config, aws: Aws) -> str:
+    return State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
+
+
+# -- the steps of `up`, each idempotent, each usable alone (the notebooks call them) --------
+
+
+def create_bucket(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
+    name = bucket.ensure_bucket(aws, cfg)
+    State(cfg.state_path).record("bucket", name=name)
+    progress(f"bucket {name}: private, encrypted, TLS only, folders and example photo ready")
+    return name
+
+
+def create_roles(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
+    image_uri = cfg.profile.image_uri(cfg.region)
+    roles = {
+        "lambda": iam.ensure_lambda_role(aws, cfg, _bucket_name(cfg, aws)),
+        "sagemaker": iam.ensure_sagemaker_role(aws, cfg, image_uri),
+    }
+    State(cfg.state_path).record("roles", **roles)
+    progress("IAM roles ready (least privilege)")
+    return roles
+
+
+def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
+    """Model, endpoint configuration and endpoint; returns without waiting for InService."""
+    image_uri = cfg.profile.image_uri(cfg.region)
+    role = iam.ensure_sagemaker_role(aws, cfg, image_uri)
+    model = endpoint.ensure_model(aws, cfg, image_uri, role)
+    config = endpoint.ensure_endpoint_config(aws, cfg, model)
+    # Autoscaling is attached again by attach_autoscaling once the update is in service.
+    endpoint.ensure_endpoint(
+        aws, cfg, config, before_update=lambda: autoscaling.remove_autoscaling(aws, cfg)
+    )
+    State(cfg.state_path).record("endpoint", model=model, config=config, image=image_uri)
+    progress(f"endpoint {cfg.endpoint_name} requested ({config})")
+    return {"model": model, "endpoint_config": config}
+
+
+def wait_for_endpoint(
+    cfg: Config, aws: Aws, progress: Progress = _quiet, poll: float = 15.0
+) -> None:
+    """Wait for InService (10-15 minutes on AWS), then drop superseded models and configs."""
+    progress("waiting for the endpoint: 10-15 minutes on AWS for a GPU model")
+    endpoint.wait_for_endpoint(aws, cfg.endpoint_name, progress, poll=poll)
+    state = State(cfg.state_path)
+    endpoint.prune(
+        aws, cfg, keep_model=state.get("endpoint", "model", ""),
+        keep_config=state.get("endpoint", "config", ""),
+    )
+    progress(
+        "cost: " + pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances,
+                                         cfg.region)
+    )
+
+
+def deploy_model(
+    cfg: Config, aws: Aws, progress: Progress = _quiet, poll: float = 15.0
+) -> dict[str, str]:
+    names = start_endpoint(cfg, aws, progress)
+    wait_for_endpoint(cfg, aws, progress, poll)
+    return names
+
+
+def attach_autoscaling(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
+    autoscaling.ensure_autoscaling(aws, cfg)
+    State(cfg.state_path).record("autoscaling", resource_id=autoscaling.resource_id(cfg))
+    progress(
+        f"autoscaling {cfg.min_instances}-{cfg.max_instances} instances, target "
+        f"{cfg.target_invocations:g} invocations/instance/minute"
+    )
+
+
+def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
+    """Zip lambda_code.py, create or update the function and its log group."""
+    name = _bucket_name(cfg, aws)
+    role = iam.ensure_lambda_role(aws, cfg, name)
+    vendor = lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
+    zip_bytes = lambda_fn.build_zip(vendor)
+    lambda_fn.ensure_log_group(aws, cfg)
+    arn = lambda_fn.ensure_function(aws, cfg, role, name, zip_bytes)
+    State(cfg.state_path).record(
+        "function", arn=arn, code_sha256=lambda_fn.code_sha256(zip_bytes)
+    )
+    progress(f"Lambda {cfg.function_name} ready ({len(zip_bytes):,} byte zip)")
+    return arn
+
+
+def connect_trigger(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
+    """Permission for S3 first, then the input/ notification: the trigger goes live."""
+    name = _bucket_name(cfg, aws)
+    function = lambda_fn.get_function(aws, cfg.function_name)
+    if function is None:
+        raise NotDeployedError("The Lambda function does not exist yet: deploy it first.")
+    lambda_fn.ensure_permission(aws, cfg, name)
+    lambda_fn.ensure_notification(aws, cfg, name, function["Configuration"]["FunctionArn"])
+    State(cfg.state_path).record("trigger", prefix=cfg.input_prefix)
+    progress(f"trigger live: photos uploaded to s3://{name}/{cfg.input_prefix} get answers")
+
+
 def up(
     cfg: Config | None = None,
     aws: Aws | None = None,
@@ -42,63 +143,20 @@ def up(
 ) -> dict[str, Any]:
     """Create or update every resource, in order. Returns the names of what exists."""
     cfg, aws = _context(cfg, aws)
-    state = State(cfg.state_path)
     profile = cfg.profile
     progress(
         f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "
         f"({profile.licence}) on {cfg.effective_instance_type}"
     )
-
-    name = bucket.ensure_bucket(aws, cfg)
-    state.record("bucket", name=name)
-    progress(f"bucket {name}: private, encrypted, TLS only, folders and example photo ready")
-
-    image_uri = profile.image_uri(cfg.region)
-    lambda_role = iam.ensure_lambda_role(aws, cfg, name)
-    sagemaker_role = iam.ensure_sagemaker_role(aws, cfg, image_uri)
-    state.record("roles", lambda_role=lambda_role, sagemaker_role=sagemaker_role)
-    progress("IAM roles ready (least privilege)")
-
-    model = endpoint.ensure_model(aws, cfg, image_uri, sagemaker_role)
-    config = endpoint.ensure_endpoint_config(aws, cfg, model)
-    endpoint.ensure_endpoint(aws, cfg, config)
-    state.record("endpoint", model=model, config=config, image=image_uri)
-    progress(f"endpoint {cfg.endpoint_name} requested ({config})")
-
-    # The function is built while the endpoint starts; the trigger goes live only at the end.
-    zip_bytes = lambda_fn.build_zip(
-        lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
-    )
-    lambda_fn.ensure_log_group(aws, cfg)
-    function_arn = lambda_fn.ensure_function(aws, cfg, lambda_role, name, zip_bytes)
-    state.record("function", arn=function_arn, code_sha256=lambda_fn.code_sha256(zip_bytes))
-    progress(f"Lambda {cfg.function_name} ready")
-
-    progress("waiting for the endpoint: 10-15 minutes on AWS for a GPU model")
-    endpoint.wait_for_endpoint(aws, cfg.endpoint_name, progress, poll=endpoint_poll)
-    endpoint.prune(aws, cfg, keep_model=model, keep_config=config)
-    autoscaling.ensure_autoscaling(aws, cfg)
-    state.record("autoscaling", resource_id=autoscaling.resource_id(cfg))
-    progress(
-        f"autoscaling {cfg.min_instances}-{cfg.max_instances} instances, target "
-        f"{cfg.target_invocations:g} invocations/instance/minute"
-    )
-
-    lambda_fn.ensure_permission(aws, cfg, name)
-    lambda_fn.ensure_notification(aws, cfg, name, function_arn)
-    state.record("trigger", prefix=cfg.input_prefix)
-    progress(f"trigger live: photos uploaded to s3://{name}/{cfg.input_prefix} get answers")
-    progress(
-        "cost: " + pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances,
-                                         cfg.region)
-    )
-    return {
-        "bucket": name,
-        "endpoint": cfg.endpoint_name,
-        "function": cfg.function_name,
-        "model": model,
-        "endpoint_config": config,
-    }
+    name = create_bucket(cfg, aws, progress)
+    create_roles(cfg, aws, progress)
+    names = start_endpoint(cfg, aws, progress)
+    deploy_function(cfg, aws, progress)  # built while the endpoint starts
+    wait_for_endpoint(cfg, aws, progress, endpoint_poll)
+    attach_autoscaling(cfg, aws, progress)
+    connect_trigger(cfg, aws, progress)  # last: live only once everything behind it works
+    return {"bucket": name, "endpoint": cfg.endpoint_name, "function": cfg.function_name,
+            **names}
 
 
 def down(
@@ -148,7 +206,7 @@ def down(
 def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
     """What exists, its state, and what the endpoint costs per hour."""
     cfg, aws = _context(cfg, aws)
-    name = State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
+    name = _bucket_name(cfg, aws)
     bucket_info = bucket.describe(aws, cfg, name)
     ep = endpoint.describe(aws, cfg)
     instances = ep.get("instances") or 0
@@ -193,7 +251,7 @@ def ask(
     path = Path(image)
     if not path.is_file():
         raise ConfigError(f"No such photo: {path}")
-    name = State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
+    name = _bucket_name(cfg, aws)
     if bucket.bucket_state(aws, name) != "exists":
         raise NotDeployedError(f"Bucket {name} does not exist: run 'visual-tourism up' first.")
     input_key = key or cfg.input_prefix + path.name

@@ -222,6 +222,35 @@ class _StopOnText:
         return torch.tensor(done, dtype=torch.bool, device=input_ids.device)
 
 
+# Model types whose images are prepared by Idefics3's processing: SmolVLM is that architecture.
+_IDEFICS3_FAMILY = frozenset({"idefics3", "smolvlm"})
+
+
+def _load_processor(model: str, local_files_only: bool) -> Any:
+    """The model's processor; for a SmolVLM whose processor cannot load here, an image-only one.
+
+    SmolVLMProcessor also handles video: transformers 5 (checked with 5.24) loads its video
+    processor only with torchvision, and the processor refuses to start without num2words (it
+    spells out frame counts in video prompts). Images need neither: Idefics3Processor, read from
+    the same files, uses the checkpoint's own image processor (its PIL variant), tokenizer,
+    image_seq_len and chat template, and expands each image into the same tokens.
+    """
+    from transformers import AutoConfig, AutoProcessor, Idefics3Processor
+
+    try:
+        return AutoProcessor.from_pretrained(model, local_files_only=local_files_only)
+    except ImportError as error:  # a missing optional dependency; anything else is raised
+        config = AutoConfig.from_pretrained(model, local_files_only=local_files_only)
+        if config.model_type not in _IDEFICS3_FAMILY:
+            raise
+        logger.info(
+            "%s: AutoProcessor failed (%s); using Idefics3Processor over the same files, which "
+            "handles images (not video) without that dependency",
+            model, " ".join(str(error).split()),
+        )
+        return Idefics3Processor.from_pretrained(model, local_files_only=local_files_only)
+
+
 class TransformersBackend(Backend):
     """A vision-language model with a chat template (Idefics3, SmolVLM, ...), run locally.
 
@@ -234,13 +263,13 @@ class TransformersBackend(Backend):
         self, model: str, device: str | None = None, local_files_only: bool | None = None
     ) -> None:
         import torch
-        from transformers import AutoModelForImageTextToText, AutoProcessor
+        from transformers import AutoModelForImageTextToText
 
         if local_files_only is None:
             local_files_only = Path(model).is_dir() or _hub_offline()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         dtype = torch.bfloat16 if self.device.startswith("cuda") else torch.float32
-        self.processor = AutoProcessor.from_pretrained(model, local_files_only=local_files_only)
+        self.processor = _load_processor(model, local_files_only)
         if not getattr(self.processor, "chat_template", None):
             raise ValueError(f"{model} has no chat template; the local server needs one")
         self.model = AutoModelForImageTextToText.from_pretrained(
@@ -271,14 +300,12 @@ class TransformersBackend(Backend):
         ).to(self.device)
         prompt_length = inputs["input_ids"].shape[1]
 
-        options: dict[str, Any] = {"max_new_tokens": params["max_new_tokens"]}
-        if params["do_sample"]:
-            options["do_sample"] = True
+        options: dict[str, Any] = {"max_new_tokens": params["max_new_tokens"],
+                                   "do_sample": params["do_sample"]}
+        if params["do_sample"]:  # greedy decoding ignores (and warns about) these
             for key in ("temperature", "top_p", "top_k"):
                 if params[key] is not None:
                     options[key] = params[key]
-        else:
-            options["do_sample"] = False
         if params["stop"]:
             tokenizer = self.processor.tokenizer
             options["stopping_criteria"] = StoppingCriteriaList(
@@ -364,7 +391,7 @@ def load_backend(spec: str | None = None) -> tuple[Backend, str]:
         backend = TransformersBackend(spec, local_files_only=local_only)
     except Exception as error:  # any loading failure: keep the server usable
         hint = "" if importlib.util.find_spec("torchvision") else (
-            " (torchvision is not installed; some processors, e.g. SmolVLM's, need it)")
+            " (torchvision is not installed; some models' processors need it)")
         return stand_in(f"loading {spec} failed: {type(error).__name__}: {error}{hint}")
     seconds = time.perf_counter() - started
     return backend, f"{backend.description} ({where}, loaded in {seconds:.1f} s)"

@@ -35,10 +35,11 @@ class Context:
 
 
 def main() -> int:
-    # Lambda's runtime puts the task root first and installs a root log handler at INFO.
+    # Lambda's runtime puts the task root first and installs a root log handler at WARNING
+    # (unless the function sets AWS_LAMBDA_LOG_LEVEL).
     sys.path.insert(0, os.environ["LAMBDA_TASK_ROOT"])
     logging.basicConfig(
-        level=logging.INFO, stream=sys.stderr,
+        level=os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING"), stream=sys.stderr,
         format="[%(levelname)s]\t%(asctime)s\t" + os.environ["VT_LOCAL_REQUEST_ID"]
         + "\t%(message)s",
     )

@@ -1,6 +1,6 @@
-"""The two places where local mode changes moto's behaviour, kept in one module.
+"""The places where local mode changes moto's behaviour, kept in one module.
 
-Both replace private moto names, which is why moto is pinned exactly in pyproject.toml;
+They replace private moto names, which is why moto is pinned exactly in pyproject.toml;
 tests/test_local_stack.py::test_moto_private_names fails loudly if a release moves them.
 
 1. Lambda invocation: moto would run a notified function only inside Docker (none here).
@@ -20,12 +20,35 @@ from typing import Any
 
 from moto.awslambda.models import LambdaFunction
 from moto.iam.access_control import IAMPolicy, PermissionResult
-from moto.s3.models import FakeBucket
+from moto.s3.models import FakeBucket, S3Backend
+from werkzeug.exceptions import HTTPException
 
 _original_invoke = LambdaFunction._invoke_lambda
 _original_permission = FakeBucket.get_permission
+_original_put_object = S3Backend.put_object
 
 Invoker = Callable[[Any, Any], tuple[str, bool, str]]
+PutHook = Callable[[str, str], None]  # (bucket, key)
+
+
+class S3WriteFault(HTTPException):
+    """S3's HTTP 500 InternalError for one PutObject; clients retry it as transient."""
+
+    code = 500
+
+    def __init__(self) -> None:
+        super().__init__(
+            description='<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError'
+            "</Code><Message>Injected fault: we encountered an internal error. Please try "
+            "again.</Message></Error>"
+        )
+
+    # werkzeug would wrap the description in HTML; S3 clients parse the XML error.
+    def get_body(self, *args: Any, **kwargs: Any) -> str:
+        return self.description or ""
+
+    def get_headers(self, *args: Any, **kwargs: Any) -> list[tuple[str, str]]:
+        return [("Content-Type", "application/xml")]
 
 
 def _permission_without_conditions(self: FakeBucket, action: str, resource: str) -> Any:
@@ -52,6 +75,26 @@ def patch_lambda_invoke(invoker: Invoker) -> None:
     LambdaFunction._invoke_lambda = _invoke  # type: ignore[method-assign]
 
 
+def hook_put_object(before: PutHook | None = None, after: PutHook | None = None) -> None:
+    """Call ``before(bucket, key)`` ahead of every stored object, ``after`` once it is visible.
+
+    Applies to every S3 backend of this process, moto's threaded server included; ``restore``
+    removes it. Raise ``S3WriteFault`` from ``before`` to fail that PutObject (nothing is stored).
+    """
+
+    def put_object(self: S3Backend, bucket_name: str, key_name: str, *args: Any,
+                   **kwargs: Any) -> Any:
+        if before is not None:
+            before(bucket_name, key_name)
+        stored = _original_put_object(self, bucket_name, key_name, *args, **kwargs)
+        if after is not None:
+            after(bucket_name, key_name)
+        return stored
+
+    S3Backend.put_object = put_object  # type: ignore[method-assign]
+
+
 def restore() -> None:
     LambdaFunction._invoke_lambda = _original_invoke  # type: ignore[method-assign]
     FakeBucket.get_permission = _original_permission  # type: ignore[method-assign]
+    S3Backend.put_object = _original_put_object  # type: ignore[method-assign]

@@ -1,0 +1,1 @@
+"""Benchmarks of Visual Tourism: ``python -m benchmarks`` (or ``make benchmark``)."""

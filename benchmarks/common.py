@@ -1,0 +1,223 @@
+"""What the benchmarks share: result rows, statistics, test photos, and the local AWS stand-in."""
+
+from __future__ import annotations
+
+import io
+import logging
+import os
+import platform
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"
+REGION = "us-east-1"
+ENDPOINT = "visual-tourism-bench"
+# moto accepts any credentials; nothing leaves loopback.
+FAKE_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "bench", "AWS_SECRET_ACCESS_KEY": "bench"}
+
+
+@dataclass
+class Row:
+    """One line of the table: a measured figure against its target."""
+
+    benchmark: str
+    metric: str
+    target: str  # "" when the figure is reported without a target
+    measured: str
+    met: bool | None  # None: no target
+    value: float | None = None  # the number behind ``measured``, for the JSON
+    unit: str = ""
+    note: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), linear between the two nearest ranks."""
+    if not values:
+        raise ValueError("no values")
+    ordered = sorted(values)
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def machine() -> dict[str, Any]:
+    """What the figures were measured on; no host name or path."""
+    return {
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+
+
+@contextmanager
+def environment(values: dict[str, str]) -> Iterator[None]:
+    """Set environment variables for the duration (boto3 and lambda_code read them)."""
+    saved = {key: os.environ.get(key) for key in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for key, old in saved.items():
+            if old is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = old
+
+
+# -- photos ---------------------------------------------------------------------------------
+
+
+def photos() -> list[Path]:
+    """The bundled photos except the in-context example."""
+    return sorted(p for p in IMAGES.glob("*.jpeg") if p.name != "trevi.jpeg")
+
+
+def twelve_megapixel_jpeg() -> bytes:
+    """A 4000x3000 JPEG with photo-like detail (noise compresses as badly as foliage)."""
+    from PIL import Image
+
+    noise = Image.effect_noise((4000, 3000), 60)
+    gradient = Image.linear_gradient("L").resize((4000, 3000))
+    image = Image.merge("RGB", [noise, gradient, noise.transpose(Image.Transpose.ROTATE_180)])
+    out = io.BytesIO()
+    image.save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+# -- a model that answers at once -------------------------------------------------------------
+
+
+def instant_backend() -> Any:
+    """A backend that answers in no time, so a benchmark measures everything but the model."""
+    from visual_tourism.local.backends import Backend
+
+    class Instant(Backend):
+        name = "instant"
+        description = "instant answer (benchmark, not a model)"
+        thread_safe = True
+
+        def generate(self, conversation: Any, params: Any) -> str:
+            return " A fountain in Rome. A coin story. Eat at the corner trattoria.<end_of_utterance>"
+
+    return Instant()
+
+
+# -- moto server + model server, for driving the handler in this process ----------------------
+
+
+@dataclass
+class HandlerRig:
+    s3: Any
+    bucket: str
+    server: Any  # ModelServer
+    moto_url: str
+
+
+@contextmanager
+def handler_rig(backend: Any, server_class: type | None = None,
+                **handler_env: str) -> Iterator[HandlerRig]:
+    """moto's S3 and a local model server on loopback, the handler's environment pointing at them.
+
+    The handler runs in this process (``lambda_code.lambda_handler``), as the tests drive it.
+    """
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    import lambda_code
+    from visual_tourism.local.model_server import ModelServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    moto.start()
+    server = (server_class or ModelServer)(backend=backend).start()
+    try:
+        host, port = moto.get_host_and_port()
+        moto_url = f"http://{host}:{port}"
+        bucket = f"vt-bench-{uuid.uuid4().hex[:10]}"
+        variables = {
+            "AWS_ENDPOINT_URL": moto_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url,
+            "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION, **FAKE_CREDENTIALS,
+            "BUCKET_NAME": bucket, "ENDPOINT_NAME": ENDPOINT, **handler_env,
+        }
+        with environment(variables):
+            s3 = boto3.client("s3", endpoint_url=moto_url, region_name=REGION)
+            s3.create_bucket(Bucket=bucket)
+            s3.put_object(Bucket=bucket, Key="example/trevi.jpeg",
+                          Body=(IMAGES / "trevi.jpeg").read_bytes())
+            lambda_code._clients.clear()  # no client left over from another endpoint
+            yield HandlerRig(s3, bucket, server, moto_url)
+    finally:
+        server.stop()
+        moto.stop()
+
+
+def s3_event(s3: Any, bucket: str, *keys: str) -> dict[str, Any]:
+    """An ObjectCreated:Put event as S3 sends it (keys URL-encoded, size and eTag filled)."""
+    from urllib.parse import quote_plus
+
+    records = []
+    for key in keys:
+        head = s3.head_object(Bucket=bucket, Key=key)
+        records.append({
+            "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": REGION,
+            "eventName": "ObjectCreated:Put",
+            "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket,
+                                                        "arn": f"arn:aws:s3:::{bucket}"},
+                   "object": {"key": quote_plus(key, safe="/"), "size": head["ContentLength"],
+                              "eTag": head["ETag"].strip('"')}},
+        })
+    return {"Records": records}
+
+
+class Context:
+    """Lambda's context for an in-process call: 300 s, the function's default timeout."""
+
+    def __init__(self, seconds: float = 300.0) -> None:
+        self.aws_request_id = str(uuid.uuid4())
+        self._deadline = time.monotonic() + seconds
+
+    def get_remaining_time_in_millis(self) -> int:
+        return max(0, int((self._deadline - time.monotonic()) * 1000))
+
+
+class WriteClock:
+    """When each object under ``prefix`` became visible in moto's S3 (monotonic seconds).
+
+    Installed with ``moto_patches.hook_put_object``: the time is taken in the server thread
+    right after the object is stored, the earliest moment any client could read it.
+    """
+
+    def __init__(self, prefix: str = "output/") -> None:
+        self.prefix = prefix
+        self.written: dict[str, float] = {}
+        self._lock = threading.Lock()
+        self._changed = threading.Condition(self._lock)
+
+    def after(self, bucket: str, key: str) -> None:
+        if key.startswith(self.prefix):
+            with self._lock:
+                self.written[key] = time.monotonic()
+                self._changed.notify_all()
+
+    def wait_for(self, count: int, timeout: float) -> bool:
+        """Wait until ``count`` distinct keys have been written."""
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while len(self.written) < count:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True

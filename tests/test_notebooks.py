@@ -1,0 +1,372 @@
+"""The notebooks: run headless, in order, against local mode; the demo panel; the commit check.
+
+Each notebook runs in its own kernel, as in JupyterLab; the kernels inherit the environment
+that points boto3 at the local stack, which is how a person runs them in local mode too.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import re
+import shutil
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import boto3
+import nbformat
+import pytest
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError
+
+from visual_tourism import iam, notebook, stack
+from visual_tourism.aws import Aws
+from visual_tourism.errors import ConfigError
+from visual_tourism.local.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parent.parent
+NOTEBOOKS = ROOT / "notebooks"
+IMAGES = ROOT / "images"
+STEP_BY_STEP = ["01_setup", "02_bucket_and_roles", "03_model", "04_autoscaling",
+                "05_lambda_trigger", "06_demo", "07_cleanup"]
+KERNEL = "visual-tourism-test"
+CELL_TIMEOUT = 120  # seconds per cell; local mode needs a few
+ACCOUNT_DIGITS = re.compile(r"(?<!\d)\d{12}(?!\d)")
+
+
+def _load_builder() -> Any:
+    spec = importlib.util.spec_from_file_location("build_notebooks",
+                                                  NOTEBOOKS / "build_notebooks.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+build_notebooks = _load_builder()
+
+
+# -- fixtures ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory):
+    with LocalStack(model="stand-in", work_dir=tmp_path_factory.mktemp("local")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A kernelspec for this very interpreter, so the kernels run in the project's environment
+    whatever other kernel called python3 the machine may have."""
+    from ipykernel.kernelspec import install
+
+    prefix = tmp_path_factory.mktemp("jupyter")
+    install(kernel_name=KERNEL, prefix=str(prefix))
+    return prefix / "share" / "jupyter"
+
+
+@pytest.fixture
+def local_env(local: LocalStack, jupyter_path: Path, monkeypatch: pytest.MonkeyPatch,
+              tmp_path: Path) -> LocalStack:
+    """The environment `visual-tourism local serve` prints, with a stack prefix of its own."""
+    for key, value in local.env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
+    monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("VT_PREFIX", "nb-" + os.urandom(3).hex())
+    return local
+
+
+@pytest.fixture
+def deployed(local_env: LocalStack):
+    cfg = notebook.load_settings()
+    aws = Aws(cfg.region)
+    stack.up(cfg, aws, endpoint_poll=0.1)
+    yield cfg, aws
+    local_env.runtime.wait_idle(30)
+    stack.down(cfg, aws, delete_bucket=True)
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def run(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Execute every cell; the first failing cell raises CellExecutionError."""
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL,
+                   resources={"metadata": {"path": str(NOTEBOOKS)}}).execute()
+    return nb
+
+
+def run_file(name: str) -> nbformat.NotebookNode:
+    return run(nbformat.read(NOTEBOOKS / f"{name}.ipynb", as_version=4))
+
+
+def cell_text(cell: nbformat.NotebookNode) -> str:
+    parts = []
+    for output in cell.get("outputs", []):
+        parts.append(output.get("text", ""))
+        for mime in ("text/plain", "text/html"):
+            parts.append(output.get("data", {}).get(mime, ""))
+    return "\n".join("".join(p) if isinstance(p, list) else p for p in parts)
+
+
+def first_code_output(nb: nbformat.NotebookNode) -> str:
+    return cell_text(next(c for c in nb.cells if c.cell_type == "code"))
+
+
+def output_text(nb: nbformat.NotebookNode) -> str:
+    return "\n".join(cell_text(c) for c in nb.cells if c.cell_type == "code")
+
+
+def stack_resources(prefix: str) -> list[str]:
+    """Everything with this prefix in the emulated account, asked of each service directly."""
+    found: list[str] = []
+    found += [b["Name"] for b in boto3.client("s3").list_buckets().get("Buckets", [])
+              if b["Name"].startswith(prefix)]
+    sm = boto3.client("sagemaker")
+    found += [e["EndpointName"] for e in sm.list_endpoints(NameContains=prefix)["Endpoints"]]
+    found += [m["ModelName"] for m in sm.list_models(NameContains=prefix)["Models"]]
+    found += [c["EndpointConfigName"]
+              for c in sm.list_endpoint_configs(NameContains=prefix)["EndpointConfigs"]]
+    found += [f["FunctionName"] for f in boto3.client("lambda").list_functions()["Functions"]
+              if f["FunctionName"].startswith(prefix)]
+    found += [r["RoleName"] for r in boto3.client("iam").list_roles()["Roles"]
+              if r["RoleName"].startswith(prefix)]
+    targets = boto3.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker")["ScalableTargets"]
+    found += [t["ResourceId"] for t in targets if f"/{prefix}-" in t["ResourceId"]]
+    groups = boto3.client("logs").describe_log_groups()["logGroups"]
+    found += [g["logGroupName"] for g in groups if f"/{prefix}-" in g["logGroupName"]]
+    return found
+
+
+# -- the notebooks, executed ------------------------------------------------------------------
+
+
+def test_step_by_step_notebooks_run_in_order_then_clean_up_twice(local_env, tmp_path):
+    prefix = os.environ["VT_PREFIX"]
+    ran = {}
+    for name in STEP_BY_STEP[:-1]:
+        ran[name] = run_file(name)
+        assert first_code_output(ran[name]).startswith("local mode: AWS stand-in at http://127")
+    assert (tmp_path / "state" / "settings.toml").is_file()  # 01 saved, outside the repository
+
+    # Before the clean-up, the whole stack really exists in the emulated account.
+    built = stack_resources(prefix)
+    for part in ("-endpoint", "-handler", "-lambda-role", "-sagemaker-role"):
+        assert any(name.startswith(prefix + part) for name in built), (part, built)
+    assert f"endpoint/{prefix}-endpoint/variant/AllTraffic" in built
+    assert any(name.startswith(prefix + "-") and name.endswith("-us-east-1") for name in built)
+
+    demo = output_text(ran["06_demo"])
+    assert "Offline stand-in" in demo  # the answer, beside the photo
+    assert "data:image/jpeg;base64," in demo
+    assert "No answer: not_an_image" in demo and "no GPU time" in demo  # the error explained
+    assert "application/vnd.jupyter.widget-view+json" in json.dumps(ran["06_demo"].cells[-3])
+    assert re.search(r"trigger\s+true", output_text(ran["05_lambda_trigger"]))
+
+    first = run_file("07_cleanup")
+    assert "removed " in output_text(first)
+    assert "Nothing billable is left" in output_text(first)
+    second = run_file("07_cleanup")
+    assert "nothing left to remove" in output_text(second)
+    assert "Nothing billable is left" in output_text(second)
+    assert stack_resources(prefix) == []
+
+    # Outputs mask the account ID (the emulated account is a 12-digit number too).
+    for nb in [*ran.values(), first, second]:
+        assert not ACCOUNT_DIGITS.search(output_text(nb))
+
+
+def test_quickstart_alone_builds_asks_and_removes_everything(local_env):
+    prefix = os.environ["VT_PREFIX"]
+    nb = run_file("00_quickstart")
+    text = output_text(nb)
+    assert first_code_output(nb).startswith("local mode:")
+    assert "Offline stand-in" in text
+    assert "Nothing billable is left" in text
+    assert stack_resources(prefix) == []
+
+
+def test_a_failing_cell_fails_the_run(local_env):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell("from visual_tourism import notebook"),
+        nbformat.v4.new_code_cell('notebook.check_placeholders({"bucket": "<your-bucket>"})'),
+        nbformat.v4.new_code_cell("reached = True"),
+    ]
+    with pytest.raises(CellExecutionError, match="placeholder"):
+        run(nb)
+    assert not nb.cells[2].get("outputs") and nb.cells[2].get("execution_count") is None
+
+
+# -- the demo panel, in-process -------------------------------------------------------------------
+
+
+def test_demo_panel_button_shows_photo_and_answer(deployed):
+    cfg, aws = deployed
+    panel = notebook.demo_panel(cfg, aws, timeout=60)
+    labels = [label for label, _ in panel.photo.options]
+    assert labels == ["neuschwanstein", "santiago cathedral", "tour eiffel"]  # not the example
+    panel.photo.value = str(IMAGES / "neuschwanstein.jpeg")
+
+    panel.button.click()  # the widget's own wiring runs the callback
+
+    assert panel.record is not None and panel.record["status"] == "ok"
+    assert "Offline stand-in" in panel.result.value
+    assert "data:image/jpeg;base64," in panel.result.value
+    assert "neuschwanstein.jpeg" in panel.result.value
+    assert "uploaded s3://" in panel.progress.value
+    assert "ok: record output/neuschwanstein.jpeg.json" in panel.progress.value
+    assert not ACCOUNT_DIGITS.search(panel.progress.value)
+    assert not panel.button.disabled
+
+
+def test_demo_panel_uploads_and_explains_what_is_not_a_photo(deployed, tmp_path):
+    cfg, aws = deployed
+    panel = notebook.DemoPanel(cfg, aws, timeout=60, upload_dir=tmp_path)
+
+    def upload(name: str, data: bytes) -> None:
+        panel.upload.value = ({"name": name, "type": "image/jpeg", "size": len(data),
+                               "content": memoryview(data), "last_modified": datetime.now(UTC)},)
+
+    upload("../holiday.jpeg", b"just some text, no photo")
+    assert panel.photo.label == "holiday.jpeg (uploaded)"
+    assert Path(panel.photo.value) == tmp_path / "holiday.jpeg"  # no way out of the folder
+    assert panel.upload.value == ()  # reset, ready for the next file
+    record = panel.on_ask()
+    assert record is not None and record["status"] == "error"
+    assert record["error"]["code"] == "not_an_image"
+    assert "No answer: not_an_image" in panel.result.value
+    assert "no GPU time was spent" in panel.result.value
+    assert "(not a viewable image)" in panel.result.value
+
+    upload("My Trip.JPG", (IMAGES / "santiago_cathedral.jpeg").read_bytes())
+    record = panel.on_ask()
+    assert record is not None and record["status"] == "ok"
+    assert record["input"]["key"] == "input/My Trip.JPG"
+    assert "Offline stand-in" in panel.result.value
+
+
+def test_demo_panel_shows_a_failure_that_left_no_record(local_env):
+    cfg = notebook.load_settings(prefix="nb-never-deployed")
+    panel = notebook.DemoPanel(cfg, Aws(cfg.region), timeout=5)
+    assert panel.on_ask() is None
+    assert "does not exist" in panel.result.value and "visual-tourism up" in panel.result.value
+    assert "failed:" in panel.progress.value
+    assert not panel.button.disabled
+
+
+def test_side_by_side_escapes_the_answer():
+    record = {"status": "ok", "answer": "<script>alert(1)</script> & more"}
+    page = notebook.side_by_side_html(IMAGES / "tour_eiffel.jpeg", record)
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    error = {"status": "error", "error": {"code": "model_timeout", "message": "slow <b>"}}
+    page = notebook.side_by_side_html(IMAGES / "tour_eiffel.jpeg", error)
+    assert "temporary" in page and "slow &lt;b&gt;" in page
+
+
+# -- environment and settings -------------------------------------------------------------------
+
+
+def test_local_mode_is_stated(local_env):
+    cfg = notebook.load_settings()
+    text = notebook.describe_environment(cfg, Aws(cfg.region))
+    assert text.startswith(f"local mode: AWS stand-in at {local_env.moto_url}")
+    assert local_env.model_server.url in text
+
+
+def test_aws_is_stated_without_the_account_id(mocked_aws, monkeypatch):
+    cfg = notebook.load_settings()
+    laptop = notebook.describe_environment(cfg, Aws(cfg.region))  # in-process moto
+    assert laptop.startswith("AWS from this machine: account ending 9012")
+    assert "credentials from env" in laptop
+    assert not ACCOUNT_DIGITS.search(laptop)
+
+    monkeypatch.setattr(iam, "in_studio", lambda: True)
+    monkeypatch.setattr(iam, "studio_role_arn", lambda: (
+        "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-1"))
+    studio = notebook.describe_environment(cfg, Aws(cfg.region))
+    assert studio.startswith("SageMaker Studio: execution role AmazonSageMaker-ExecutionRole-1")
+    assert not ACCOUNT_DIGITS.search(studio)
+
+
+@pytest.mark.parametrize("value", ["<your-bucket>", "CHANGE_ME", "your-role", "TODO", "...",
+                                   "replace-me-please"])
+def test_placeholder_guard_names_the_setting(value):
+    with pytest.raises(ConfigError, match=r"bucket = "):
+        notebook.check_placeholders({"prefix": "visual-tourism", "bucket": value})
+
+
+def test_placeholder_guard_passes_real_values():
+    settings = {"prefix": "todo-app", "region": "eu-west-1", "bucket": "", "max_instances": 5}
+    assert notebook.check_placeholders(settings) is settings
+
+
+def test_settings_are_validated_saved_and_read_back(monkeypatch, tmp_path):
+    monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
+    path = notebook.settings_path()
+    with pytest.raises(ConfigError, match="Known profiles"):
+        notebook.save_settings({"prefix": "trip", "model_profile": "gpt-vision"})
+    assert not path.exists()  # nothing written before the values are valid
+
+    cfg = notebook.save_settings({"region": "eu-west-1", "prefix": "trip", "bucket": "",
+                                  "max_instances": 3, "target_invocations": 7.5})
+    assert (cfg.region, cfg.prefix, cfg.max_instances, cfg.target_invocations) == (
+        "eu-west-1", "trip", 3, 7.5)
+    assert "bucket" not in path.read_text()  # empty means the default
+    assert notebook.load_settings().prefix == "trip"  # what the next notebook's kernel reads
+    monkeypatch.setenv("VT_PREFIX", "from-env")
+    assert notebook.load_settings().prefix == "from-env"  # the environment still wins
+
+
+def test_clean_up_check_fails_while_something_is_left(mocked_aws):
+    cfg = notebook.load_settings(prefix="leftover")
+    aws = Aws(cfg.region)
+    stack.create_bucket(cfg, aws)
+    with pytest.raises(notebook.LeftoverError, match="bucket leftover-"):
+        notebook.confirm_clean(cfg, aws)
+    notebook.confirm_clean(cfg, aws, keep_bucket=True)  # kept on purpose: not a failure
+    stack.down(cfg, aws, delete_bucket=True)
+    notebook.confirm_clean(cfg, aws)
+
+
+# -- what is committed ------------------------------------------------------------------------
+
+
+def test_committed_notebooks_are_built_stripped_and_free_of_account_data(capsys):
+    assert sorted(p.stem for p in NOTEBOOKS.glob("*.ipynb")) == ["00_quickstart", *STEP_BY_STEP]
+    assert build_notebooks.main(["--check"]) == 0, capsys.readouterr().out
+
+
+def test_the_commit_check_catches_outputs_and_account_data(tmp_path, monkeypatch, capsys):
+    nb = build_notebooks.build("bad", [("code", "x = 1"), ("markdown", "notes")])
+    assert build_notebooks.problems(nb) == []
+    nb.cells[0].outputs = [nbformat.v4.new_output("stream", text="hello")]
+    nb.cells[0].execution_count = 3
+    nb.cells[1].source = ("role arn:aws:iam::123456789012:role/x, key AKIAABCDEFGHIJKLMNOP, "
+                          "photo /home/alice/trip.jpeg")
+    nb.metadata["widgets"] = {"state": {}}
+    found = "\n".join(build_notebooks.problems(nb))
+    for expected in ("has outputs", "execution count", "12-digit", "ARN", "access key ID",
+                     "home or machine path", "widgets"):
+        assert expected in found, (expected, found)
+
+    # A notebook edited by hand (or saved with outputs) fails the --check of the folder.
+    copy = tmp_path / "notebooks"
+    shutil.copytree(NOTEBOOKS, copy, ignore=shutil.ignore_patterns("*.py", ".*"))
+    monkeypatch.setattr(build_notebooks, "HERE", copy)
+    assert build_notebooks.main(["--check"]) == 0
+    (copy / "06_demo.ipynb").write_text(nbformat.writes(nb))
+    assert build_notebooks.main(["--check"]) == 1
+    out = capsys.readouterr().out
+    assert "06_demo.ipynb: differs" in out and "06_demo.ipynb: cell 0: has outputs" in out
+
+
+def test_kernel_runs_this_interpreter(jupyter_path):
+    spec = json.loads((jupyter_path / "kernels" / KERNEL / "kernel.json").read_text())
+    assert spec["argv"][0] == sys.executable
