@@ -110,7 +110,8 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
             "Pillow is imported only when a photo must be shrunk",
         ))
     details = {
-        "runs": runs, "ratios": [round(v, 4) for v in ratios], "boto3_only_ms": [round(v * 1000, 2) for v in boto3_only],
+        "runs": runs, "ratios": [round(v, 4) for v in ratios],
+        "boto3_only_ms": [round(v * 1000, 2) for v in boto3_only],
         "boto3_then_handler_ms": [round(v * 1000, 2) for v in boto3_first],
         "handler_alone_ms": [round(v * 1000, 2) for v in handler_alone],
         "zip_bytes": zipped, "unzipped_bytes": unzipped, "zip_with_pillow_bytes": with_pillow,

@@ -109,7 +109,7 @@ def instant_backend() -> Any:
         thread_safe = True
 
         def generate(self, conversation: Any, params: Any) -> str:
-            return " A fountain in Rome. A coin story. Eat at the corner trattoria.<end_of_utterance>"
+            return " A fountain in Rome. A coin story. Eat nearby.<end_of_utterance>"
 
     return Instant()
 

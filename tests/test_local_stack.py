@@ -237,3 +237,21 @@ def test_demo_command_runs_offline_and_leaves_nothing_behind(tmp_path):
     assert elapsed < 240
     assert _processes_under(tmp_path / "tmp") == []
     assert list((tmp_path / "tmp").iterdir()) == []  # its work directory was removed too
+
+
+def test_ask_again_with_the_same_photo(env, deployed):
+    """A final answer is reused (no second inference); a failed one is retried and awaited."""
+    cfg, aws = deployed
+    set_function_env(cfg, aws, MAX_ATTEMPTS="1", RETRY_BASE_SECONDS="0.05")
+    env.model_server.faults.fail(n=1, status=424)
+    first = stack.ask(PHOTOS[0], cfg, aws, timeout=60)
+    assert first["status"] == "error" and first["error"]["code"]
+    calls = len(env.model_server.calls)
+    second = stack.ask(PHOTOS[0], cfg, aws, timeout=60)  # same bytes, same key
+    assert second["status"] == "ok"  # waited for the new result, not the stale error
+    assert len(env.model_server.calls) == calls + 1
+    assert env.runtime.wait_idle(30)
+    third = stack.ask(PHOTOS[0], cfg, aws, timeout=60)
+    assert third["answer"] == second["answer"]
+    assert env.runtime.wait_idle(30)
+    assert len(env.model_server.calls) == calls + 1  # the final answer was reused

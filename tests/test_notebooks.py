@@ -280,6 +280,13 @@ def test_local_mode_is_stated(local_env):
     assert local_env.model_server.url in text
 
 
+def test_local_mode_that_is_not_running_is_explained(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    cfg = notebook.load_settings()
+    with pytest.raises(notebook.NotReachableError, match="visual-tourism local serve"):
+        notebook.describe_environment(cfg, Aws(cfg.region))
+
+
 def test_aws_is_stated_without_the_account_id(mocked_aws, monkeypatch):
     cfg = notebook.load_settings()
     laptop = notebook.describe_environment(cfg, Aws(cfg.region))  # in-process moto

@@ -84,8 +84,16 @@ def in_account(aws: Aws, bucket: str) -> bool:
 
 
 def ensure_bucket(aws: Aws, cfg: Config) -> str:
-    """Create or update the bucket; returns its name."""
-    bucket = cfg.bucket_name(aws.account_id)
+    """Create or update the stack's bucket, its folders and the example; returns its name."""
+    name = cfg.bucket_name(aws.account_id)
+    ensure_private_bucket(aws, cfg, name)
+    _ensure_folders(aws, cfg, name)
+    upload_if_changed(aws, name, cfg.example_key, Path(cfg.example_image))
+    return name
+
+
+def ensure_private_bucket(aws: Aws, cfg: Config, bucket: str) -> None:
+    """Create ``bucket`` (or find it, if it is ours): private, encrypted, TLS only, tagged."""
     state = bucket_state(aws, bucket)
     ours = state == "exists" and is_ours(aws, cfg, bucket)
     if state == "exists" and not ours and not in_account(aws, bucket):
@@ -93,7 +101,8 @@ def ensure_bucket(aws: Aws, cfg: Config) -> str:
     if state == "taken":
         raise BucketTakenError(
             f"The bucket name {bucket!r} is taken by another AWS account (names are global). "
-            "Choose another one: set VT_BUCKET=<a-unique-name> or pass --bucket."
+            "Choose another one: set VT_BUCKET=<a-unique-name> or pass --bucket "
+            "(for the artifacts bucket, another VT_PREFIX)."
         )
     if state == "exists" and not ours:
         raise NotOwnedError(
@@ -120,9 +129,6 @@ def ensure_bucket(aws: Aws, cfg: Config) -> str:
         )
         log.info("Created bucket %s", bucket)
     _secure(aws, bucket)
-    _ensure_folders(aws, cfg, bucket)
-    upload_if_changed(aws, bucket, cfg.example_key, Path(cfg.example_image))
-    return bucket
 
 
 def _secure(aws: Aws, bucket: str) -> None:

@@ -32,14 +32,13 @@ from typing import Any
 from botocore.exceptions import ClientError, WaiterError
 
 from . import bucket, lambda_fn
-from .aws import Aws, error_code, error_message, is_not_found
-from .config import PROJECT_ROOT, STACK_TAG, Config
+from .aws import Aws, error_code, error_message
+from .config import PROJECT_ROOT, Config
 from .errors import (
     BucketTakenError,
     ConfigError,
     DeployError,
     NotDeployedError,
-    NotOwnedError,
     StackFailedError,
 )
 
@@ -153,41 +152,7 @@ class Packaged:
 def ensure_artifacts_bucket(aws: Aws, cfg: Config) -> str:
     """A private, encrypted, TLS-only bucket of ours for the Lambda zips."""
     name = artifacts_bucket_name(cfg, aws.account_id)
-    state = bucket.bucket_state(aws, name)
-    if state == "taken":
-        raise BucketTakenError(
-            f"The artifacts bucket name {name!r} belongs to another AWS account. "
-            "Choose another prefix (VT_PREFIX)."
-        )
-    if state == "exists" and not bucket.is_ours(aws, cfg, name):
-        raise NotOwnedError(
-            f"The bucket {name!r} exists but was not created by visual-tourism (no "
-            f"{STACK_TAG}={cfg.prefix} tag). Choose another prefix (VT_PREFIX) or remove it."
-        )
-    if state == "absent":
-        kwargs: dict[str, Any] = {"Bucket": name, "ObjectOwnership": "BucketOwnerEnforced"}
-        if aws.region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
-        try:
-            aws.s3.create_bucket(**kwargs)
-        except ClientError as exc:
-            raise DeployError(
-                f"Could not create the artifacts bucket {name}: {error_message(exc)}"
-            ) from exc
-        aws.wait("s3", "bucket_exists", delay=2, max_attempts=30, Bucket=name)
-        aws.s3.put_bucket_tagging(
-            Bucket=name, Tagging={"TagSet": [{"Key": STACK_TAG, "Value": cfg.prefix}]}
-        )
-        log.info("Created artifacts bucket %s", name)
-    aws.s3.put_public_access_block(
-        Bucket=name, PublicAccessBlockConfiguration=bucket.PUBLIC_ACCESS_BLOCK
-    )
-    aws.s3.put_bucket_encryption(
-        Bucket=name, ServerSideEncryptionConfiguration=bucket.encryption_configuration()
-    )
-    aws.s3.put_bucket_policy(
-        Bucket=name, Policy=json.dumps(bucket.bucket_policy(name, aws.partition))
-    )
+    bucket.ensure_private_bucket(aws, cfg, name)
     return name
 
 
@@ -481,25 +446,6 @@ def after_deploy(aws: Aws, cfg: Config, result: dict[str, str], progress: Progre
 
 
 # -- delete ---------------------------------------------------------------------------------
-def _drop_notification(aws: Aws, bucket_name: str, function_arn: str) -> bool:
-    """A kept bucket must not point at the deleted function: S3 would refuse any later change
-    to its notifications ("Unable to validate the following destination configurations")."""
-    try:
-        conf = aws.s3.get_bucket_notification_configuration(Bucket=bucket_name)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return False
-        raise
-    conf.pop("ResponseMetadata", None)
-    current = conf.get("LambdaFunctionConfigurations", [])
-    kept = [c for c in current if c.get("LambdaFunctionArn") != function_arn]
-    if len(kept) == len(current):
-        return False
-    conf["LambdaFunctionConfigurations"] = kept
-    aws.s3.put_bucket_notification_configuration(Bucket=bucket_name, NotificationConfiguration=conf)
-    return True
-
-
 def delete(
     cfg: Config,
     aws: Aws | None = None,
@@ -530,7 +476,12 @@ def delete(
             progress(f"removed bucket {bucket_name} and its objects")
     elif bucket.bucket_state(aws, bucket_name) == "exists":
         if result.get("FunctionArn"):
-            _drop_notification(aws, bucket_name, result["FunctionArn"])
+            # A kept bucket must not point at the deleted function: S3 would refuse any later
+            # change to its notifications ("Unable to validate ... destination").
+            arn = result["FunctionArn"]
+            lambda_fn.drop_notifications(
+                aws, bucket_name, lambda c: c.get("LambdaFunctionArn") == arn
+            )
         progress(f"kept bucket {bucket_name} (DeletionPolicy: Retain); pass --delete-bucket "
                  "to empty and remove it")
     if delete_artifacts:

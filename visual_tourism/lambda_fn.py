@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -254,18 +255,23 @@ def _same_trigger(have: dict[str, Any], want: dict[str, Any]) -> bool:
 
 
 def remove_notification(aws: Aws, cfg: Config, bucket: str) -> bool:
+    """Take our input/ trigger out of the bucket's notifications; the others stay."""
+    return drop_notifications(aws, bucket, lambda c: c.get("Id") == notification_id(cfg))
+
+
+def drop_notifications(
+    aws: Aws, bucket: str, matches: Callable[[dict[str, Any]], bool]
+) -> bool:
+    """Remove the Lambda notifications that ``matches``; True if any was removed."""
     try:
         conf = _get_notifications(aws, bucket)
     except ClientError as exc:
         if is_not_found(exc):
             return False
         raise
-    kept = [
-        c
-        for c in conf.get("LambdaFunctionConfigurations", [])
-        if c.get("Id") != notification_id(cfg)
-    ]
-    if len(kept) == len(conf.get("LambdaFunctionConfigurations", [])):
+    current = conf.get("LambdaFunctionConfigurations", [])
+    kept = [c for c in current if not matches(c)]
+    if len(kept) == len(current):
         return False
     conf["LambdaFunctionConfigurations"] = kept
     aws.s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration=conf)

@@ -18,6 +18,7 @@ import os
 import re
 import tempfile
 import time
+import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -34,7 +35,7 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 SETTINGS_FILE = "settings.toml"
-# Keys that the settings file may hold: plain values a person picks in notebook 01.
+# What the settings file holds: the plain text and numbers of notebook 01's settings dict.
 _SCALARS = (str, int, float)
 _ACCOUNT_ID = re.compile(r"(?<!\d)(\d{8})(\d{4})(?!\d)")
 
@@ -253,8 +254,11 @@ def save_settings(settings: Mapping[str, Any], env: Mapping[str, str] | None = N
         "# VT_* environment variables override these values.",
         *(f"{key} = {_toml_value(key, value)}" for key, value in chosen.items()),
     ]
+    text = "\n".join(lines) + "\n"
+    if tomllib.loads(text) != chosen:  # e.g. a character TOML cannot hold unescaped
+        raise ConfigError(f"These settings cannot be written as TOML: {chosen!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines) + "\n")
+    path.write_text(text)
     say(f"saved {len(chosen)} settings to {_home_relative(path)}")
     for key in chosen:
         if env.get(f"VT_{key.upper()}"):

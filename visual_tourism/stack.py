@@ -257,6 +257,7 @@ def ask(
     input_key = key or cfg.input_prefix + path.name
     out_key = result_key(cfg, input_key)
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+    earlier = bucket.head(aws, name, out_key)  # a result of an earlier upload of this key
     etag = aws.s3.put_object(
         Bucket=name, Key=input_key, Body=path.read_bytes(), ContentType=content_type
     )["ETag"].strip('"')
@@ -265,14 +266,12 @@ def ask(
     next_report = 5.0
     while True:
         head = bucket.head(aws, name, out_key)
-        # A result of an earlier upload of the same key does not count: match the ETag.
-        if head and head.get("Metadata", {}).get("input-etag", etag) == etag:
+        if head and _answers(head, etag, earlier):
             body = aws.s3.get_object(Bucket=name, Key=out_key)["Body"].read()
             record = json.loads(body)
-            if record.get("input", {}).get("etag", etag).strip('"') == etag:
-                record["result_key"] = out_key
-                record["seen_after_seconds"] = round(time.monotonic() - start, 3)
-                return record
+            record["result_key"] = out_key
+            record["seen_after_seconds"] = round(time.monotonic() - start, 3)
+            return record
         elapsed = time.monotonic() - start
         if elapsed > timeout:
             raise AskTimeoutError(
@@ -283,3 +282,20 @@ def ask(
             progress(f"still waiting for {out_key} ({elapsed:.0f} s)")
             next_report += 5.0
         aws.sleep(poll)
+
+
+def _answers(head: dict[str, Any], etag: str, earlier: dict[str, Any] | None) -> bool:
+    """Is this result the answer to the upload with ``etag``?
+
+    The handler records the photo's ETag in the result's metadata. Re-uploading the same bytes
+    leaves a final result as it is (the handler does not ask the model twice), so a final
+    result for these bytes is the answer; a non-final one (a model failure) is retried by the
+    handler, so only a newly written result counts.
+    """
+    meta = head.get("Metadata", {})
+    if meta.get("input-etag") != etag:
+        return False
+    rewritten = earlier is None or head["ETag"] != earlier["ETag"] or (
+        head["LastModified"] != earlier["LastModified"]
+    )
+    return rewritten or meta.get("final") != "false"
