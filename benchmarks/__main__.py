@@ -108,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{info['machine']}, {info['cpus']} CPUs, Python {info['python']}; "
           f"{report['seconds']:.0f} s\n")
     print(table(rows))
-    print(f"\nJSON: {args.out}")
+    shown = args.out.resolve()
+    print(f"\nJSON: {shown.relative_to(Path.cwd()) if shown.is_relative_to(Path.cwd()) else shown}")
     return 1 if failed else 0
 
 

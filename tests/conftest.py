@@ -60,3 +60,29 @@ def mocked_aws() -> Iterator[None]:
             yield
         finally:
             moto_patches.restore()
+
+
+# -- the reliability suite's report (tests/test_reliability.py) ---------------------------------
+
+RELIABILITY = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def reliability_tally(request: pytest.FixtureRequest) -> dict:
+    """What the reliability tests tried and lost; shown at the end of the terminal report."""
+    return request.config.stash.setdefault(
+        RELIABILITY, {"photos": 0, "faults": 0, "bad_inputs": 0, "lost": 0, "lines": []}
+    )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    tally = terminalreporter.config.stash.get(RELIABILITY, None)
+    if not tally or not tally["lines"]:
+        return
+    terminalreporter.section("reliability")
+    for line in tally["lines"]:
+        terminalreporter.write_line(line)
+    terminalreporter.write_line(
+        f"reliability: {tally['photos']} photos, {tally['faults']} faults injected, "
+        f"{tally['bad_inputs']} bad inputs: {tally['lost']} lost"
+    )

@@ -129,7 +129,7 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
         for key, value in local.env.items():
             _say(f"export {key}={value}")
         _say(f"export VT_STATE_DIR={work_dir / 'state'}")
-        _say(f"\nThen: visual-tourism up; visual-tourism ask {DEFAULT_PHOTO}")
+        _say("\nThen: visual-tourism up; visual-tourism ask images/tour_eiffel.jpeg")
         _say(f"Handler logs: visual-tourism local logs --dir {work_dir}. Ctrl-C stops.")
         with suppress(KeyboardInterrupt):
             stop.wait()

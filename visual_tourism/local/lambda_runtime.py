@@ -123,7 +123,8 @@ class LambdaRuntime:
             if attempt < self.retries:
                 delay = self.retry_delays[min(attempt, len(self.retry_delays) - 1)]
                 time.sleep(delay)
-        self.failures += 1
+        with self._lock:  # invocations run on several threads
+            self.failures += 1
 
     def _code_dir(self, invocation: Invocation) -> Path:
         digest = hashlib.sha256(invocation.code).hexdigest()[:16]

@@ -78,8 +78,9 @@ def patch_lambda_invoke(invoker: Invoker) -> None:
 def hook_put_object(before: PutHook | None = None, after: PutHook | None = None) -> None:
     """Call ``before(bucket, key)`` ahead of every stored object, ``after`` once it is visible.
 
-    Applies to every S3 backend of this process, moto's threaded server included; ``restore``
-    removes it. Raise ``S3WriteFault`` from ``before`` to fail that PutObject (nothing is stored).
+    Applies to every S3 backend of this process, moto's threaded server included;
+    ``unhook_put_object`` (or ``restore``) removes it. Raise ``S3WriteFault`` from ``before``
+    to fail that PutObject (nothing is stored).
     """
 
     def put_object(self: S3Backend, bucket_name: str, key_name: str, *args: Any,
@@ -92,6 +93,10 @@ def hook_put_object(before: PutHook | None = None, after: PutHook | None = None)
         return stored
 
     S3Backend.put_object = put_object  # type: ignore[method-assign]
+
+
+def unhook_put_object() -> None:
+    S3Backend.put_object = _original_put_object  # type: ignore[method-assign]
 
 
 def restore() -> None:
