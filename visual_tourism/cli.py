@@ -5,13 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import signal
 import sys
 import textwrap
 import threading
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -78,25 +77,11 @@ def cmd_ask(args: argparse.Namespace) -> int:
     return 0 if record.get("status") == "ok" else 1
 
 
-@contextmanager
-def _environment(values: dict[str, str]) -> Iterator[None]:
-    saved = {k: os.environ.get(k) for k in values}
-    os.environ.update(values)
-    try:
-        yield
-    finally:
-        for key, old in saved.items():
-            if old is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = old
-
-
 def cmd_local_demo(args: argparse.Namespace) -> int:
-    from .local.stack import LocalStack
+    from .local.stack import LocalStack, environment
 
     _say("Local mode: S3, IAM, Lambda and SageMaker are emulated on this machine (no AWS).")
-    with LocalStack(model=args.model) as local, _environment(local.env):
+    with LocalStack(model=args.model) as local, environment(local.env):
         _say(f"model server: {local.backend_description}")
         if local.backend_reason:
             _say(f"  ({local.backend_reason})")
