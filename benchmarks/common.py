@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 import platform
+import sys
 import threading
 import time
 import uuid
@@ -66,21 +66,14 @@ def machine() -> dict[str, Any]:
 # -- photos ---------------------------------------------------------------------------------
 
 
+# The benchmarks reuse the tests' generators (photos, the tiny model): tests/ is not a package.
+sys.path.append(str(ROOT / "tests"))
+from photos import twelve_megapixel_jpeg  # noqa: E402, F401 - re-exported
+
+
 def photos() -> list[Path]:
     """The bundled photos except the in-context example."""
     return sorted(p for p in IMAGES.glob("*.jpeg") if p.name != "trevi.jpeg")
-
-
-def twelve_megapixel_jpeg() -> bytes:
-    """A 4000x3000 JPEG with photo-like detail (noise compresses as badly as foliage)."""
-    from PIL import Image
-
-    noise = Image.effect_noise((4000, 3000), 60)
-    gradient = Image.linear_gradient("L").resize((4000, 3000))
-    image = Image.merge("RGB", [noise, gradient, noise.transpose(Image.Transpose.ROTATE_180)])
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=92)
-    return out.getvalue()
 
 
 # -- a model that answers at once -------------------------------------------------------------

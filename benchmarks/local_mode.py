@@ -17,7 +17,6 @@ import json
 import random
 import re
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -26,7 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from .common import REGION, ROOT, Row, WriteClock, environment, percentile, photos
+from .common import REGION, Row, WriteClock, environment, percentile, photos
 
 SEEN_TARGET_SECONDS = 0.5
 POLL_SECONDS = 0.2  # stack.ask's default poll interval
@@ -212,13 +211,9 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
                         None))
         return rows, details
 
-    import lambda_code
+    from tiny_model import build_tiny_model  # from tests/, put on the path by common
 
-    sys.path.insert(0, str(ROOT / "tests"))
-    try:
-        from tiny_model import build_tiny_model
-    finally:
-        sys.path.remove(str(ROOT / "tests"))
+    import lambda_code
     generation = {**lambda_code.DEFAULT_GENERATION, "max_new_tokens": TINY_MODEL_TOKENS}
     with tempfile.TemporaryDirectory() as folder:
         model = build_tiny_model(Path(folder) / "tiny-idefics3")

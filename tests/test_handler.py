@@ -29,6 +29,7 @@ import boto3
 import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ClientError
+from photos import twelve_megapixel_jpeg
 from PIL import Image
 
 import lambda_code
@@ -487,22 +488,12 @@ def test_normal_inputs(
 # -- transports -------------------------------------------------------------------------------
 
 
-def twelve_megapixels() -> bytes:
-    """A 4000x3000 JPEG with photo-like detail (noise), several MB."""
-    noise = Image.effect_noise((4000, 3000), 60)
-    gradient = Image.linear_gradient("L").resize((4000, 3000))
-    image = Image.merge("RGB", [noise, gradient, noise.transpose(Image.Transpose.ROTATE_180)])
-    out = io.BytesIO()
-    image.save(out, "JPEG", quality=92)
-    return out.getvalue()
-
-
 def test_data_uri_transport_shrinks_a_12_megapixel_photo_under_the_payload_limit(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch,
     fetched: list[str],
 ) -> None:
     monkeypatch.setenv("IMAGE_TRANSPORT", "data-uri")
-    big = twelve_megapixels()
+    big = twelve_megapixel_jpeg()
     assert len(big) > 2_000_000  # too big for the payload as it is
     s3.put_object(Bucket=bucket, Key="input/big.jpg", Body=big)
 
