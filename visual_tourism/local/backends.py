@@ -364,7 +364,7 @@ def load_backend(spec: str | None = None) -> tuple[Backend, str]:
 
     def stand_in(why: str) -> tuple[Backend, str]:
         reason = f"using the offline stand-in: {why}; to use a model, {HOW_TO_GET_A_MODEL}"
-        logger.warning(reason)
+        logger.info(reason)  # returned to the caller, who shows it (the CLI prints it)
         return StandInBackend(), reason
 
     try:
