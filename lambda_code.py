@@ -712,8 +712,13 @@ def _now() -> str:
 
 def process_record(
     record: Mapping[str, Any], settings: Settings, deadline: float, request_id: str | None,
+    broken: ConfigError | None = None,
 ) -> dict[str, Any]:
-    """Handle one S3 record; return a summary (also logged as one JSON line)."""
+    """Handle one S3 record; return a summary (also logged as one JSON line).
+
+    ``broken``: the function's configuration is invalid; the photo gets an error record
+    saying so (not final: once the configuration is fixed, an upload is answered).
+    """
     started = time.monotonic()
     bucket = record["s3"]["bucket"]["name"]
     key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
@@ -739,6 +744,8 @@ def process_record(
     }
     attempts, model_seconds, final = 0, 0.0, False
     try:
+        if broken is not None:
+            raise Failure("configuration_error", f"{broken} Then upload the photo again.")
         head, etag, size = _read_head(s3, bucket, key)
         etag = etag or event_etag
         result["input"].update(etag=etag, size=size)
@@ -778,6 +785,13 @@ def process_record(
             "code": "input_unreadable",
             "message": f"The photo could not be read ({_describe(exc)}): upload it again.",
         }
+    except Exception as exc:  # a bug here must still leave a record, not lose the photo
+        log.exception("Unexpected failure for %s", key)
+        result["error"] = {
+            "code": "internal_error",
+            "message": f"The handler failed unexpectedly ({_describe(exc)}): upload the photo "
+                       "again; if it keeps happening, report it with this record.",
+        }
 
     result["timing"] = {
         "model_seconds": round(model_seconds, 3),
@@ -816,12 +830,18 @@ def _remaining_seconds(context: Any) -> float:
 def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     """Entry point: describe every photo of an S3 ObjectCreated event."""
     deadline = time.monotonic() + _remaining_seconds(context)
-    settings = load_settings()
+    broken = None
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        # Still answer every photo, with the error, where the default folders put it.
+        log.error("Invalid configuration: %s", exc)
+        settings, broken = Settings(bucket="", endpoint=""), exc
     request_id = getattr(context, "aws_request_id", None)
     summaries, failures = [], []
     for record in event.get("Records") or []:
         try:
-            summaries.append(process_record(record, settings, deadline, request_id))
+            summaries.append(process_record(record, settings, deadline, request_id, broken))
         except ResultWriteError as exc:  # keep going: the other photos' results still count
             failures.append(exc)
     if failures:

@@ -599,6 +599,42 @@ def test_unknown_endpoint_fails_fast(
     assert time.monotonic() - started < 5
 
 
+def test_broken_configuration_still_answers_every_photo(
+    s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ENDPOINT_NAME")
+    monkeypatch.setenv("REQUEST_STYLE", "telepathy")
+    for name in ("a.jpg", "b.jpg"):
+        s3.put_object(Bucket=bucket, Key=f"input/{name}", Body=photo_jpeg())
+
+    run(event_for(bucket, s3, "input/a.jpg", "input/b.jpg"))  # returns: nothing to retry
+
+    for name in ("a.jpg", "b.jpg"):
+        body = result(s3, bucket, f"output/{name}.json")
+        assert body["error"]["code"] == "configuration_error"
+        assert "ENDPOINT_NAME" in body["error"]["message"]
+    assert server.calls == []
+    head = s3.head_object(Bucket=bucket, Key="output/a.jpg.json")
+    assert head["Metadata"]["final"] == "false"  # answered once the configuration is fixed
+
+
+def test_an_unexpected_failure_still_leaves_a_record(
+    s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(lambda_code, "build_request", broken)
+    s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
+
+    run(event_for(bucket, s3, "input/colosseum.jpg"))
+
+    body = result(s3, bucket, "output/colosseum.jpg.json")
+    assert body["error"]["code"] == "internal_error"
+    assert "a bug" in body["error"]["message"]
+    assert server.calls == []
+
+
 def test_request_refused_by_the_container_is_not_retried(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
