@@ -200,39 +200,83 @@ def test_up_after_a_failure_half_way_completes(cfg, aws, monkeypatch):
     assert stack.status(cfg, aws)["function"]["trigger"] is True
 
 
-def test_changed_instance_type_updates_the_endpoint_and_prunes_the_old_config(cfg, aws):
-    from moto.sagemaker.models import sagemaker_backends
+class UpdateRecorder:
+    """moto has no UpdateEndpoint: answer it here, recording the request and (unless told to
+    roll back) applying it to moto's endpoint. Also records every call made."""
 
-    up(cfg, aws)
-    requested: list[dict[str, Any]] = []
+    def __init__(self, cfg, aws, roll_back: str = "") -> None:
+        from moto.sagemaker.models import sagemaker_backends
 
-    def update_endpoint(params, **_):
-        # moto has no UpdateEndpoint: record the request and apply it to moto's endpoint.
+        self.backend = sagemaker_backends[aws.account_id][cfg.region]
+        self.roll_back = roll_back
+        self.requested: list[dict[str, Any]] = []
+        self.events: list[str] = []
+        for service in ("sagemaker", "application-autoscaling"):
+            aws.client(service).meta.events.register(
+                "before-call", lambda model, **_: self.events.append(model.name)
+            )
+        aws.sagemaker.meta.events.register("before-call.sagemaker.UpdateEndpoint", self.update)
+        if roll_back:
+            aws.sagemaker.meta.events.register(
+                "after-call.sagemaker.DescribeEndpoint", self.reason
+            )
+
+    def update(self, params, **_):
         params = json.loads(params["body"])
-        requested.append(params)
-        events.append("UpdateEndpoint")  # answered here, so the generic hook never sees it
-        ep = sagemaker_backends[aws.account_id][cfg.region].endpoints[params["EndpointName"]]
-        ep.endpoint_config_name = params["EndpointConfigName"]
+        self.requested.append(params)
+        self.events.append("UpdateEndpoint")  # answered here: the generic hook never sees it
+        ep = self.backend.endpoints[params["EndpointName"]]
+        if not self.roll_back:
+            ep.endpoint_config_name = params["EndpointConfigName"]
         http = type("Http", (), {"status_code": 200})()
         return http, {"EndpointArn": ep.arn}  # (http response, parsed response)
 
-    events: list[str] = []
-    for service in ("sagemaker", "application-autoscaling"):
-        aws.client(service).meta.events.register(
-            "before-call", lambda model, **_: events.append(model.name)
-        )
-    aws.sagemaker.meta.events.register("before-call.sagemaker.UpdateEndpoint", update_endpoint)
+    def reason(self, parsed, **_):
+        parsed["FailureReason"] = self.roll_back
+
+
+def test_changed_instance_type_updates_the_endpoint_and_prunes_the_old_config(cfg, aws):
+    up(cfg, aws)
+    calls = UpdateRecorder(cfg, aws)
     old = snapshot(cfg, aws)["configs"]
     bigger = cfg.replace(instance_type="ml.g4dn.16xlarge")
     up(bigger, aws)
     configs = endpoint.our_configs(aws, bigger)
     assert len(configs) == 1 and configs != old
-    assert requested == [{"EndpointName": cfg.endpoint_name, "EndpointConfigName": configs[0]}]
-    # SageMaker refuses to update a variant registered for autoscaling: it was deregistered
-    # before the update and registered again afterwards.
-    assert events.index("DeregisterScalableTarget") < events.index("UpdateEndpoint")
-    assert events.index("UpdateEndpoint") < events.index("RegisterScalableTarget")
+    assert len(endpoint.our_models(aws, bigger)) == 1
+    assert calls.requested == [
+        {"EndpointName": cfg.endpoint_name, "EndpointConfigName": configs[0]}
+    ]
+    # SageMaker refuses to change the instance type of a variant registered for autoscaling:
+    # it was deregistered before the update and registered again afterwards.
+    assert calls.events.index("DeregisterScalableTarget") < calls.events.index("UpdateEndpoint")
+    assert calls.events.index("UpdateEndpoint") < calls.events.index("RegisterScalableTarget")
     assert endpoint.describe(aws, bigger)["instance_type"] == "ml.g4dn.16xlarge"
+
+
+def test_update_on_the_same_instance_type_keeps_autoscaling_and_capacity(cfg, aws):
+    up(cfg, aws)
+    calls = UpdateRecorder(cfg, aws)
+    up(cfg.replace(min_instances=2), aws)
+    [request] = calls.requested
+    assert request["RetainAllVariantProperties"] is True
+    assert "DeregisterScalableTarget" not in calls.events
+    assert stack.status(cfg, aws)["autoscaling"]["min"] == 2
+
+
+def test_a_rolled_back_update_is_an_error_and_the_serving_config_survives(cfg, aws):
+    up(cfg, aws)
+    serving = snapshot(cfg, aws)["endpoint"]
+    UpdateRecorder(cfg, aws, roll_back="Insufficient capacity for ml.g4dn.16xlarge")
+    with pytest.raises(EndpointFailedError, match="rolled it back.*Insufficient capacity"):
+        up(cfg.replace(instance_type="ml.g4dn.16xlarge"), aws)
+    assert aws.sagemaker.describe_endpoint(EndpointName=cfg.endpoint_name)[
+        "EndpointConfigName"] == serving
+    configs = endpoint.our_configs(aws, cfg)
+    assert serving in configs and len(configs) == 2  # the failed one is kept to retry
+    assert endpoint.model_of(aws, serving) in endpoint.our_models(aws, cfg)
+    assert stack.status(cfg, aws)["function"]["trigger"] is True  # still wired: it works
+    assert stack.status(cfg, aws)["autoscaling"]["state"] == "configured"  # given back
 
 
 def _leftovers(cfg, aws) -> dict[str, Any]:

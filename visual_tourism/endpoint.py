@@ -119,8 +119,8 @@ def ensure_endpoint(
 ) -> None:
     """Create the endpoint, or point it at ``endpoint_config``. Does not wait (see wait_...).
 
-    ``before_update`` runs before an in-place update: SageMaker refuses to update a variant
-    that is registered for autoscaling, so the caller deregisters it there.
+    ``before_update`` runs before an update that changes the instance type: SageMaker refuses
+    that for a variant registered for autoscaling, so the caller deregisters it there.
     """
     name = cfg.endpoint_name
     current = describe_endpoint(aws, name)
@@ -148,10 +148,19 @@ def ensure_endpoint(
     if current["EndpointConfigName"] == endpoint_config:
         return
     if status != "InService":
-        wait_for_endpoint(aws, name)
-    if before_update:
-        before_update()
-    aws.sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=endpoint_config)
+        current = wait_for_endpoint(aws, name)
+    same_type = _instance_type(aws, current["EndpointConfigName"]) == cfg.effective_instance_type
+    if same_type:
+        # Keep the instance count autoscaling has reached instead of dropping to the minimum
+        # for the 10-15 minutes of the update.
+        aws.sagemaker.update_endpoint(
+            EndpointName=name, EndpointConfigName=endpoint_config,
+            RetainAllVariantProperties=True,
+        )
+    else:
+        if before_update:
+            before_update()
+        aws.sagemaker.update_endpoint(EndpointName=name, EndpointConfigName=endpoint_config)
     log.info("Updating endpoint %s to %s", name, endpoint_config)
 
 
@@ -217,16 +226,27 @@ def our_configs(aws: Aws, cfg: Config) -> list[str]:
                            "EndpointConfigName")
 
 
-def prune(aws: Aws, cfg: Config, keep_model: str, keep_config: str) -> list[str]:
-    """Delete our models and configurations that the endpoint no longer uses."""
+def model_of(aws: Aws, config: str) -> str | None:
+    try:
+        conf = aws.sagemaker.describe_endpoint_config(EndpointConfigName=config)
+    except ClientError as exc:
+        if is_not_found(exc):
+            return None
+        raise
+    return conf["ProductionVariants"][0]["ModelName"]
+
+
+def prune(aws: Aws, cfg: Config, keep_configs: set[str]) -> list[str]:
+    """Delete our configurations not in ``keep_configs``, and models none of those use."""
+    keep_models = {model_of(aws, name) for name in keep_configs}
     removed = []
     for name in our_configs(aws, cfg):
-        if name != keep_config and ignore_not_found(
+        if name not in keep_configs and ignore_not_found(
             lambda n=name: aws.sagemaker.delete_endpoint_config(EndpointConfigName=n), name
         ):
             removed.append(name)
     for name in our_models(aws, cfg):
-        if name != keep_model and ignore_not_found(
+        if name not in keep_models and ignore_not_found(
             lambda n=name: aws.sagemaker.delete_model(ModelName=n), name
         ):
             removed.append(name)
@@ -246,7 +266,7 @@ def delete_endpoint(aws: Aws, cfg: Config) -> bool:
 
 
 def delete_models_and_configs(aws: Aws, cfg: Config) -> list[str]:
-    return prune(aws, cfg, keep_model="", keep_config="")
+    return prune(aws, cfg, keep_configs=set())
 
 
 def describe(aws: Aws, cfg: Config) -> dict[str, Any]:

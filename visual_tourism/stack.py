@@ -18,7 +18,7 @@ from typing import Any
 from . import autoscaling, bucket, endpoint, iam, lambda_fn, pricing
 from .aws import Aws
 from .config import Config, load_config
-from .errors import AskTimeoutError, ConfigError, NotDeployedError
+from .errors import AskTimeoutError, ConfigError, EndpointFailedError, NotDeployedError
 from .state import State
 
 log = logging.getLogger(__name__)
@@ -79,12 +79,20 @@ def wait_for_endpoint(
 ) -> None:
     """Wait for InService (10-15 minutes on AWS), then drop superseded models and configs."""
     progress("waiting for the endpoint: 10-15 minutes on AWS for a GPU model")
-    endpoint.wait_for_endpoint(aws, cfg.endpoint_name, progress, poll=poll)
-    state = State(cfg.state_path)
-    endpoint.prune(
-        aws, cfg, keep_model=state.get("endpoint", "model", ""),
-        keep_config=state.get("endpoint", "config", ""),
-    )
+    current = endpoint.wait_for_endpoint(aws, cfg.endpoint_name, progress, poll=poll)
+    wanted = State(cfg.state_path).get("endpoint", "config", "")
+    in_use = current["EndpointConfigName"]
+    # Never delete the configuration the endpoint serves from, whatever the record says.
+    endpoint.prune(aws, cfg, keep_configs={in_use, wanted} - {""})
+    if wanted and in_use != wanted:
+        # The old variant serves again; give it back the autoscaling removed for the update.
+        autoscaling.ensure_autoscaling(aws, cfg)
+        raise EndpointFailedError(
+            f"Updating endpoint {cfg.endpoint_name} to {wanted} failed and SageMaker rolled "
+            f"it back to {in_use}: {current.get('FailureReason') or 'no reason given'}. It "
+            "still serves the previous model. Fix the cause (often a service quota for the "
+            "instance type), then run 'visual-tourism up' again."
+        )
     progress(
         "cost: " + pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances,
                                          cfg.region)
