@@ -28,7 +28,7 @@ from botocore.stub import Stubber
 from cfnlint.decode import cfn_yaml
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from visual_tourism import autoscaling, bucket, endpoint, iam, infra, lambda_fn
+from visual_tourism import autoscaling, bucket, endpoint, iam, infra, lambda_fn, logs
 from visual_tourism.aws import Aws
 from visual_tourism.cli import main
 from visual_tourism.config import STACK_TAG, Config, load_config
@@ -347,7 +347,7 @@ def test_resolved_template_equals_the_helpers(case):
     assert res.resources["Function"]["DependsOn"] == "LogGroup"
     assert res.properties("LogGroup") == {
         "LogGroupName": f"/aws/lambda/{cfg.function_name}",
-        "RetentionInDays": lambda_fn.LOG_RETENTION_DAYS,
+        "RetentionInDays": logs.RETENTION_DAYS,
         "Tags": tag,
     }
     assert res.properties("BucketInvokePermission") == {
@@ -529,7 +529,7 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
     (group,) = aws.client("logs").describe_log_groups(
         logGroupNamePrefix=f"/aws/lambda/{cfg.function_name}"
     )["logGroups"]
-    assert group["retentionInDays"] == lambda_fn.LOG_RETENTION_DAYS
+    assert group["retentionInDays"] == logs.RETENTION_DAYS
 
     # SageMaker: model, configuration and endpoint wired to each other.
     model = aws.sagemaker.describe_model(ModelName=physical["Model"].split("/")[-1])

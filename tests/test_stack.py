@@ -11,7 +11,7 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from visual_tourism import autoscaling, bucket, endpoint, iam, lambda_fn, stack
+from visual_tourism import autoscaling, bucket, endpoint, iam, lambda_fn, logs, stack
 from visual_tourism.aws import Aws
 from visual_tourism.config import STACK_TAG, load_config
 from visual_tourism.errors import (
@@ -131,10 +131,10 @@ def test_up_wires_every_resource_as_designed(cfg, aws):
     assert trigger["Events"] == ["s3:ObjectCreated:*"]
     [rule] = trigger["Filter"]["Key"]["FilterRules"]
     assert (rule["Name"].lower(), rule["Value"]) == ("prefix", "input/")
-    retention = aws.client("logs").describe_log_groups(
-        logGroupNamePrefix=f"/aws/lambda/{cfg.function_name}"
-    )["logGroups"][0]["retentionInDays"]
-    assert retention == lambda_fn.LOG_RETENTION_DAYS
+    # Both log groups exist before Lambda or SageMaker would make them, with a retention.
+    for group in (logs.function_log_group(cfg), logs.endpoint_log_group(cfg)):
+        [found] = aws.client("logs").describe_log_groups(logGroupNamePrefix=group)["logGroups"]
+        assert found["retentionInDays"] == logs.RETENTION_DAYS
 
     # SageMaker: model in the profile's container, config, endpoint in service.
     ep = aws.sagemaker.describe_endpoint(EndpointName=cfg.endpoint_name)
@@ -327,6 +327,32 @@ def test_down_never_touches_what_it_did_not_create(cfg, aws):
         bucket.ensure_bucket(aws, other)
     stack.down(other, aws, delete_bucket=True)
     assert bucket.bucket_state(aws, other.bucket_name(aws.account_id)) == "exists"
+
+
+def test_down_leaves_a_foreign_endpoint_its_scaling_and_log_groups(cfg, aws):
+    """Someone else's endpoint happens to have our name: down must not touch it or what hangs
+    off its name (the scalable target, the log groups)."""
+    aws.sagemaker.create_model(
+        ModelName="theirs", ExecutionRoleArn="arn:aws:iam::000000000000:role/theirs",
+        PrimaryContainer={"Image": "000000000000.dkr.ecr.us-east-1.amazonaws.com/x:1"},
+    )
+    aws.sagemaker.create_endpoint_config(EndpointConfigName="theirs", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": "theirs", "InstanceType": "ml.g4dn.xlarge",
+        "InitialInstanceCount": 1}])
+    aws.sagemaker.create_endpoint(EndpointName=cfg.endpoint_name, EndpointConfigName="theirs")
+    aws.autoscaling.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=autoscaling.resource_id(cfg),
+        ScalableDimension=autoscaling.DIMENSION, MinCapacity=1, MaxCapacity=2)
+    for group in (logs.function_log_group(cfg), logs.endpoint_log_group(cfg)):
+        aws.client("logs").create_log_group(logGroupName=group)
+
+    stack.down(cfg, aws, delete_bucket=True)
+
+    left = _leftovers(cfg, aws)
+    assert [e["EndpointName"] for e in left["endpoints"]] == [cfg.endpoint_name]
+    assert len(left["targets"]) == 1
+    assert sorted(left["log_groups"]) == sorted(
+        [logs.function_log_group(cfg), logs.endpoint_log_group(cfg)])
 
 
 def test_notification_merge_keeps_other_notifications(cfg, aws):

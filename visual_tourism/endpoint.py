@@ -253,6 +253,11 @@ def prune(aws: Aws, cfg: Config, keep_configs: set[str]) -> list[str]:
     return removed
 
 
+def ours_or_absent(aws: Aws, cfg: Config) -> bool:
+    current = describe_endpoint(aws, cfg.endpoint_name)
+    return current is None or _owned(aws, cfg, current["EndpointArn"])
+
+
 def delete_endpoint(aws: Aws, cfg: Config) -> bool:
     current = describe_endpoint(aws, cfg.endpoint_name)
     if current is None:

@@ -31,7 +31,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from . import bucket, lambda_fn
+from . import bucket, lambda_fn, logs
 from .aws import Aws, error_code, error_message
 from .config import PROJECT_ROOT, Config
 from .errors import (
@@ -132,7 +132,7 @@ def template_parameters(
             "LambdaRuntime": cfg.lambda_runtime,
             "LambdaTimeout": str(cfg.lambda_timeout),
             "LambdaMemory": str(cfg.lambda_memory),
-            "LogRetentionDays": str(lambda_fn.LOG_RETENTION_DAYS),
+            "LogRetentionDays": str(logs.RETENTION_DAYS),
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
         }

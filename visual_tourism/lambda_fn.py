@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 HANDLER = "lambda_code.lambda_handler"
 PERMISSION_ID = "visual-tourism-s3-invoke"
-LOG_RETENTION_DAYS = 14
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
@@ -127,21 +126,6 @@ def _role_not_ready(exc: BaseException) -> bool:
     return error_code(exc) == "InvalidParameterValueException" and "role" in error_message(
         exc
     ).lower()
-
-
-def ensure_log_group(aws: Aws, cfg: Config) -> str:
-    """Create the function's log group ourselves, so it has a retention and `down` removes it."""
-    name = f"/aws/lambda/{cfg.function_name}"
-    logs = aws.client("logs")
-    found = [
-        g for g in logs.describe_log_groups(logGroupNamePrefix=name)["logGroups"]
-        if g["logGroupName"] == name
-    ]
-    if not found:
-        logs.create_log_group(logGroupName=name, tags={STACK_TAG: cfg.prefix})
-    if not found or found[0].get("retentionInDays") != LOG_RETENTION_DAYS:
-        logs.put_retention_policy(logGroupName=name, retentionInDays=LOG_RETENTION_DAYS)
-    return name
 
 
 def ensure_function(aws: Aws, cfg: Config, role_arn: str, bucket: str, zip_bytes: bytes) -> str:
@@ -298,11 +282,6 @@ def delete_function(aws: Aws, cfg: Config) -> bool:
         lambda: aws.lambda_.delete_function(FunctionName=cfg.function_name),
         f"Lambda {cfg.function_name}",
     )
-
-
-def delete_log_group(aws: Aws, name: str) -> bool:
-    logs = aws.client("logs")
-    return ignore_not_found(lambda: logs.delete_log_group(logGroupName=name), f"log group {name}")
 
 
 def describe(aws: Aws, cfg: Config, bucket: str) -> dict[str, Any]:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from . import autoscaling, bucket, endpoint, iam, lambda_fn, pricing
+from . import autoscaling, bucket, endpoint, iam, lambda_fn, logs, pricing
 from .aws import Aws
 from .config import Config, load_config
 from .errors import AskTimeoutError, ConfigError, EndpointFailedError, NotDeployedError
@@ -61,6 +61,7 @@ def create_roles(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str
 
 def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
     """Model, endpoint configuration and endpoint; returns without waiting for InService."""
+    logs.ensure_log_group(aws, cfg, logs.endpoint_log_group(cfg))
     image_uri = cfg.profile.image_uri(cfg.region)
     role = iam.ensure_sagemaker_role(aws, cfg, image_uri)
     model = endpoint.ensure_model(aws, cfg, image_uri, role)
@@ -122,7 +123,7 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     role = iam.ensure_lambda_role(aws, cfg, name)
     vendor = lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
     zip_bytes = lambda_fn.build_zip(vendor)
-    lambda_fn.ensure_log_group(aws, cfg)
+    logs.ensure_log_group(aws, cfg, logs.function_log_group(cfg))
     arn = lambda_fn.ensure_function(aws, cfg, role, name, zip_bytes)
     State(cfg.state_path).record(
         "function", arn=arn, code_sha256=lambda_fn.code_sha256(zip_bytes)
@@ -187,17 +188,19 @@ def down(
     step("trigger", lambda_fn.remove_notification(aws, cfg, name))
     step("S3 invoke permission", lambda_fn.remove_permission(aws, cfg))
     step(f"Lambda {cfg.function_name}", lambda_fn.delete_function(aws, cfg))
-    step("Lambda log group", lambda_fn.delete_log_group(aws, f"/aws/lambda/{cfg.function_name}"))
+    step("Lambda log group", logs.delete_log_group(aws, cfg, logs.function_log_group(cfg)))
     state.forget("trigger")
     state.forget("function")
-    step("autoscaling", autoscaling.remove_autoscaling(aws, cfg))
+    # The scaling target is named after the endpoint: leave it with an endpoint not ours.
+    if endpoint.ours_or_absent(aws, cfg):
+        step("autoscaling", autoscaling.remove_autoscaling(aws, cfg))
     state.forget("autoscaling")
     step(f"endpoint {cfg.endpoint_name}", endpoint.delete_endpoint(aws, cfg))
     for gone in endpoint.delete_models_and_configs(aws, cfg):
         step(gone, True)
     step(
         "endpoint log group",
-        lambda_fn.delete_log_group(aws, f"/aws/sagemaker/Endpoints/{cfg.endpoint_name}"),
+        logs.delete_log_group(aws, cfg, logs.endpoint_log_group(cfg)),
     )
     state.forget("endpoint")
     step(f"IAM role {cfg.lambda_role_name}", iam.delete_role(aws, cfg, cfg.lambda_role_name))
