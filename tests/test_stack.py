@@ -526,3 +526,27 @@ def test_down_after_up_failed_at_any_step_leaves_nothing(cfg, aws, monkeypatch, 
         up(cfg, aws)
     stack.down(cfg, aws, delete_bucket=True)
     assert all(not v for v in _leftovers(cfg, aws).values()), _leftovers(cfg, aws)
+
+
+def test_bucket_is_tagged_in_the_create_call(cfg):
+    """An interrupted `up` must not leave an untagged bucket (moto ignores these tags, so the
+    request itself is checked)."""
+    client = boto3.client("s3", region_name="eu-west-1")
+    aws = Aws("eu-west-1", sleep=no_sleep)
+    aws._clients["s3"] = client
+    aws.identity = {"Account": "000000000000"}
+    tags = [{"Key": STACK_TAG, "Value": cfg.prefix}]
+    with Stubber(client) as stub:
+        stub.add_client_error("head_bucket", "404", http_status_code=404)
+        stub.add_response("create_bucket", {}, {
+            "Bucket": "my-bucket", "ObjectOwnership": "BucketOwnerEnforced",
+            "CreateBucketConfiguration": {"LocationConstraint": "eu-west-1", "Tags": tags},
+        })
+        # the bucket_exists waiter matches on the HTTP status
+        stub.add_response("head_bucket", {"ResponseMetadata": {"HTTPStatusCode": 200}})
+        stub.add_response("put_bucket_tagging", {})
+        for operation in ("put_public_access_block", "put_bucket_encryption",
+                          "put_bucket_policy"):
+            stub.add_response(operation, {})
+        bucket.ensure_private_bucket(aws, cfg, "my-bucket")
+        stub.assert_no_pending_responses()

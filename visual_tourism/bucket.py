@@ -111,9 +111,16 @@ def ensure_private_bucket(aws: Aws, cfg: Config, bucket: str) -> None:
             f"{cfg.prefix} if you really want this stack to use (and be able to delete) it."
         )
     if state == "absent":
-        kwargs: dict[str, Any] = {"Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced"}
+        tags = [{"Key": STACK_TAG, "Value": cfg.prefix}]
+        # Tagged in the same call, so an interruption cannot leave an untagged bucket that
+        # the next `up` would refuse as not ours (the separate put below is for emulators).
+        where: dict[str, Any] = {"Tags": tags}
         if aws.region != "us-east-1":  # us-east-1 rejects an explicit LocationConstraint
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": aws.region}
+            where["LocationConstraint"] = aws.region
+        kwargs: dict[str, Any] = {
+            "Bucket": bucket, "ObjectOwnership": "BucketOwnerEnforced",
+            "CreateBucketConfiguration": where,
+        }
         try:
             aws.s3.create_bucket(**kwargs)
         except ClientError as exc:
@@ -124,9 +131,7 @@ def ensure_private_bucket(aws: Aws, cfg: Config, bucket: str) -> None:
                 ) from None
             raise DeployError(f"Could not create bucket {bucket}: {error_message(exc)}") from exc
         aws.wait("s3", "bucket_exists", delay=2, max_attempts=30, Bucket=bucket)
-        aws.s3.put_bucket_tagging(
-            Bucket=bucket, Tagging={"TagSet": [{"Key": STACK_TAG, "Value": cfg.prefix}]}
-        )
+        aws.s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": tags})
         log.info("Created bucket %s", bucket)
     _secure(aws, bucket)
 
