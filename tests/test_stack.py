@@ -550,3 +550,16 @@ def test_bucket_is_tagged_in_the_create_call(cfg):
             stub.add_response(operation, {})
         bucket.ensure_private_bucket(aws, cfg, "my-bucket")
         stub.assert_no_pending_responses()
+
+
+def test_function_ownership_without_tags_in_get_function(cfg, aws):
+    """GetFunction leaves out Tags for callers without lambda:ListTags: ask ListTags then."""
+    up(cfg, aws)
+
+    def without_tags(parsed, **_):
+        parsed.pop("Tags", None)
+
+    aws.lambda_.meta.events.register("after-call.lambda.GetFunction", without_tags)
+    up(cfg, aws)  # still ours: no NotOwnedError
+    assert stack.down(cfg, aws)
+    assert aws.lambda_.list_functions()["Functions"] == []

@@ -121,6 +121,16 @@ def get_function(aws: Aws, name: str) -> dict[str, Any] | None:
         raise
 
 
+def is_ours(aws: Aws, cfg: Config, function: dict[str, Any]) -> bool:
+    # GetFunction returns Tags only to callers also allowed lambda:ListTags; ask explicitly
+    # then, so a missing permission is an error rather than "not ours".
+    tags = function.get("Tags")
+    if tags is None:
+        arn = function["Configuration"]["FunctionArn"]
+        tags = aws.lambda_.list_tags(Resource=arn).get("Tags", {})
+    return tags_dict(tags).get(STACK_TAG) == cfg.prefix
+
+
 def _role_not_ready(exc: BaseException) -> bool:
     # IAM is eventually consistent: a new role "cannot be assumed" for a few seconds.
     return error_code(exc) == "InvalidParameterValueException" and "role" in error_message(
@@ -145,7 +155,7 @@ def ensure_function(aws: Aws, cfg: Config, role_arn: str, bucket: str, zip_bytes
         aws.wait("lambda", "function_active_v2", delay=2, FunctionName=name)
         log.info("Created Lambda %s", name)
         return arn
-    if current.get("Tags", {}).get(STACK_TAG) != cfg.prefix:
+    if not is_ours(aws, cfg, current):
         raise NotOwnedError(
             f"A Lambda function named {name} exists but was not created by visual-tourism. "
             "Choose another prefix (VT_PREFIX) or remove that function."
@@ -275,7 +285,7 @@ def delete_function(aws: Aws, cfg: Config) -> bool:
     current = get_function(aws, cfg.function_name)
     if current is None:
         return False
-    if tags_dict(current.get("Tags")).get(STACK_TAG) != cfg.prefix:
+    if not is_ours(aws, cfg, current):
         log.warning("Lambda %s was not created by visual-tourism: left alone", cfg.function_name)
         return False
     return ignore_not_found(
