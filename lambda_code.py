@@ -8,8 +8,9 @@ S3 invokes ``lambda_handler`` for each upload. For every record of the event it
    within the time this invocation has left;
 4. writes one JSON result to ``OUTPUT_PREFIX + <key after INPUT_PREFIX> + ".json"``.
 
-Only a failed result write raises. Every other failure becomes an error result, so Lambda's
-asynchronous retries never run GPU inference twice for one upload.
+Only a failed result write raises (so Lambda's asynchronous retry runs the photo again,
+inference included). Every other failure becomes an error result, so a model that fails or
+times out is not asked again by Lambda's retries on top of the handler's own.
 
 Standard library and boto3 only; Pillow is imported lazily, and only when the data-uri
 transport has to shrink an image.
@@ -34,7 +35,7 @@ from typing import Any
 
 import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 log = logging.getLogger(__name__)
@@ -689,6 +690,9 @@ def _answered_etag(s3: Any, bucket: str, key: str) -> str | None:
         if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
             log.warning("Cannot check for an earlier result %s: %s", key, _describe(exc))
         return None
+    except BotoCoreError as exc:  # network trouble: answer again rather than lose the photo
+        log.warning("Cannot check for an earlier result %s: %s", key, _describe(exc))
+        return None
     return meta.get("input-etag") if meta.get("final") != "false" else None
 
 
@@ -834,9 +838,10 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     try:
         settings = load_settings()
     except ConfigError as exc:
-        # Still answer every photo, with the error, where the default folders put it.
+        # Still answer every photo, with the error, in the configured folders if they are
+        # usable, else in the default ones.
         log.error("Invalid configuration: %s", exc)
-        settings, broken = Settings(bucket="", endpoint=""), exc
+        settings, broken = _fallback_settings(), exc
     request_id = getattr(context, "aws_request_id", None)
     summaries, failures = [], []
     for record in event.get("Records") or []:
@@ -844,9 +849,23 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
             summaries.append(process_record(record, settings, deadline, request_id, broken))
         except ResultWriteError as exc:  # keep going: the other photos' results still count
             failures.append(exc)
+        except (KeyError, TypeError, AttributeError) as exc:  # no bucket or key: nowhere to answer
+            summaries.append(_log({"status": "malformed_record", "error": repr(exc)}))
     if failures:
         raise failures[0]
     return {"records": summaries}
+
+
+def _fallback_settings() -> Settings:
+    prefixes = {
+        name: value for name, value in (
+            ("input_prefix", os.environ.get("INPUT_PREFIX", "")),
+            ("output_prefix", os.environ.get("OUTPUT_PREFIX", "")),
+        ) if value.endswith("/") and len(value) > 1
+    }
+    fallback = Settings(bucket="", endpoint="", **prefixes)
+    inp, out = fallback.input_prefix, fallback.output_prefix
+    return fallback if not (inp.startswith(out) or out.startswith(inp)) else Settings("", "")
 
 
 def _configure_logging() -> None:

@@ -618,6 +618,27 @@ def test_broken_configuration_still_answers_every_photo(
     assert head["Metadata"]["final"] == "false"  # answered once the configuration is fixed
 
 
+def test_broken_configuration_answers_in_the_configured_folders(
+    s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("ENDPOINT_NAME")
+    monkeypatch.setenv("INPUT_PREFIX", "photos/")
+    monkeypatch.setenv("OUTPUT_PREFIX", "answers/")
+    s3.put_object(Bucket=bucket, Key="photos/a.jpg", Body=photo_jpeg())
+    run(event_for(bucket, s3, "photos/a.jpg"))
+    assert result(s3, bucket, "answers/a.jpg.json")["error"]["code"] == "configuration_error"
+
+
+def test_a_malformed_record_does_not_stop_the_others(s3: Any, bucket: str,
+                                                      server: RecordingServer) -> None:
+    s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
+    event = event_for(bucket, s3, "input/colosseum.jpg")
+    event["Records"].insert(0, {"eventName": "ObjectCreated:Put", "s3": {}})
+    summary = run(event)
+    assert [r["status"] for r in summary["records"]] == ["malformed_record", "ok"]
+    assert result(s3, bucket, "output/colosseum.jpg.json")["status"] == "ok"
+
+
 def test_an_unexpected_failure_still_leaves_a_record(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -144,7 +144,7 @@ class Aws:
 
     def wait(self, service: str, waiter: str, delay: int = 5, max_attempts: int = 120,
              **kwargs: Any) -> None:
-        """A botocore waiter; ``delay`` is shortened automatically against local endpoints."""
+        """A botocore waiter with our delay and attempt count."""
         self.client(service).get_waiter(waiter).wait(
             WaiterConfig={"Delay": delay, "MaxAttempts": max_attempts}, **kwargs
         )

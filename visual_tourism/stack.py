@@ -15,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import lambda_code
+
 from . import autoscaling, bucket, endpoint, iam, lambda_fn, logs, pricing
 from .aws import Aws
 from .config import Config, load_config
@@ -241,7 +243,15 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
 
 
 def result_key(cfg: Config, input_key: str) -> str:
-    return cfg.output_prefix + input_key[len(cfg.input_prefix):] + ".json"
+    """Where the handler writes the result for ``input_key`` (its own rule, not a copy)."""
+    key = lambda_code.result_key(input_key, cfg.input_prefix, cfg.output_prefix)
+    if key is None:
+        raise ConfigError(
+            f"{input_key!r} is not a photo key under {cfg.input_prefix!r}: the trigger would "
+            "ignore it. Use a key such as "
+            f"{cfg.input_prefix}photo.jpg."
+        )
+    return key
 
 
 def ask(
