@@ -49,7 +49,7 @@ PACKAGE_ONLY = {"ImageUri", "CodeS3Bucket", "CodeS3Key"}
 MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS")
 MOTO_CREATES = {
     "Bucket", "LambdaRole", "SageMakerRole", "LogGroup", "Function", "BucketInvokePermission",
-    "Model", "EndpointConfig", "Endpoint",
+    "Model", "EndpointConfig", "Endpoint", "EndpointLogGroup",
 }
 
 
@@ -346,7 +346,13 @@ def test_resolved_template_equals_the_helpers(case):
     assert fn["Code"] == {"S3Bucket": "artifacts-bucket", "S3Key": "lambda/0123.zip"}
     assert res.resources["Function"]["DependsOn"] == "LogGroup"
     assert res.properties("LogGroup") == {
-        "LogGroupName": f"/aws/lambda/{cfg.function_name}",
+        "LogGroupName": logs.function_log_group(cfg),
+        "RetentionInDays": logs.RETENTION_DAYS,
+        "Tags": tag,
+    }
+    assert res.resources["Endpoint"]["DependsOn"] == "EndpointLogGroup"
+    assert res.properties("EndpointLogGroup") == {
+        "LogGroupName": logs.endpoint_log_group(cfg),
         "RetentionInDays": logs.RETENTION_DAYS,
         "Tags": tag,
     }

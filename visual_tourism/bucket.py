@@ -217,7 +217,12 @@ def describe(aws: Aws, cfg: Config, bucket: str) -> dict[str, Any]:
     state = bucket_state(aws, bucket)
     if state != "exists":
         return {"name": bucket, "state": state}
-    block = aws.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    try:
+        block = aws.s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
+    except ClientError as exc:
+        if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
+            raise
+        block = {}  # removed by someone: report the bucket as not private
     return {
         "name": bucket,
         "state": "exists",
