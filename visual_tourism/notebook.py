@@ -29,7 +29,6 @@ from .aws import Aws
 from .config import IMAGES_DIR, Config, load_config
 from .errors import ConfigError, VisualTourismError
 from .profiles import PROFILES
-from .state import State
 
 log = logging.getLogger(__name__)
 
@@ -266,10 +265,7 @@ def save_settings(settings: Mapping[str, Any], env: Mapping[str, str] | None = N
     return load_settings(env)
 
 
-def bucket_name(cfg: Config, aws: Aws) -> str:
-    """The bucket this stack uses: the one recorded by a run of `up`, else the default name."""
-    return State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
-
+bucket_name = stack.bucket_name  # the bucket this stack uses
 
 def show_profiles() -> None:
     """The model profiles to choose from, with their instance and its list price."""

@@ -36,7 +36,8 @@ def _context(cfg: Config | None, aws: Aws | None) -> tuple[Config, Aws]:
     return cfg, aws or Aws(cfg.region)
 
 
-def _bucket_name(cfg: Config, aws: Aws) -> str:
+def bucket_name(cfg: Config, aws: Aws) -> str:
+    """The bucket this stack uses: the one recorded by `up`, else the default name."""
     return State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
 
 
@@ -53,7 +54,7 @@ def create_bucket(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
 def create_roles(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
     image_uri = cfg.profile.image_uri(cfg.region)
     roles = {
-        "lambda": iam.ensure_lambda_role(aws, cfg, _bucket_name(cfg, aws)),
+        "lambda": iam.ensure_lambda_role(aws, cfg, bucket_name(cfg, aws)),
         "sagemaker": iam.ensure_sagemaker_role(aws, cfg, image_uri),
     }
     State(cfg.state_path).record("roles", **roles)
@@ -121,7 +122,7 @@ def attach_autoscaling(cfg: Config, aws: Aws, progress: Progress = _quiet) -> No
 
 def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     """Zip lambda_code.py, create or update the function and its log group."""
-    name = _bucket_name(cfg, aws)
+    name = bucket_name(cfg, aws)
     role = iam.ensure_lambda_role(aws, cfg, name)
     vendor = lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
     zip_bytes = lambda_fn.build_zip(vendor)
@@ -136,7 +137,7 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
 
 def connect_trigger(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
     """Permission for S3 first, then the input/ notification: the trigger goes live."""
-    name = _bucket_name(cfg, aws)
+    name = bucket_name(cfg, aws)
     function = lambda_fn.get_function(aws, cfg.function_name)
     if function is None:
         raise NotDeployedError("The Lambda function does not exist yet: deploy it first.")
@@ -179,7 +180,7 @@ def down(
     """Remove what `up` created, newest first. Safe to run twice. Returns what was removed."""
     cfg, aws = _context(cfg, aws)
     state = State(cfg.state_path)
-    name = state.get("bucket", "name") or cfg.bucket_name(aws.account_id)
+    name = bucket_name(cfg, aws)
     removed: list[str] = []
 
     def step(label: str, done: bool | list[str]) -> None:
@@ -219,7 +220,7 @@ def down(
 def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
     """What exists, its state, and what the endpoint costs per hour."""
     cfg, aws = _context(cfg, aws)
-    name = _bucket_name(cfg, aws)
+    name = bucket_name(cfg, aws)
     bucket_info = bucket.describe(aws, cfg, name)
     ep = endpoint.describe(aws, cfg)
     instances = ep.get("instances") or 0
@@ -272,7 +273,7 @@ def ask(
     path = Path(image)
     if not path.is_file():
         raise ConfigError(f"No such photo: {path}")
-    name = _bucket_name(cfg, aws)
+    name = bucket_name(cfg, aws)
     if bucket.bucket_state(aws, name) != "exists":
         raise NotDeployedError(f"Bucket {name} does not exist: run 'visual-tourism up' first.")
     input_key = key or cfg.input_prefix + path.name
