@@ -274,7 +274,7 @@ def test_a_rolled_back_update_is_an_error_and_the_serving_config_survives(cfg, a
         "EndpointConfigName"] == serving
     configs = endpoint.our_configs(aws, cfg)
     assert serving in configs and len(configs) == 2  # the failed one is kept to retry
-    assert endpoint.model_of(aws, serving) in endpoint.our_models(aws, cfg)
+    assert endpoint.variant_of(aws, serving)["ModelName"] in endpoint.our_models(aws, cfg)
     assert stack.status(cfg, aws)["function"]["trigger"] is True  # still wired: it works
     assert stack.status(cfg, aws)["autoscaling"]["state"] == "configured"  # given back
 

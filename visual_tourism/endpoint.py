@@ -149,7 +149,8 @@ def ensure_endpoint(
         return
     if status != "InService":
         current = wait_for_endpoint(aws, name)
-    same_type = _instance_type(aws, current["EndpointConfigName"]) == cfg.effective_instance_type
+    old_type = variant_of(aws, current["EndpointConfigName"]).get("InstanceType")
+    same_type = old_type == cfg.effective_instance_type
     if same_type:
         # Keep the instance count autoscaling has reached instead of dropping to the minimum
         # for the 10-15 minutes of the update.
@@ -226,19 +227,20 @@ def our_configs(aws: Aws, cfg: Config) -> list[str]:
                            "EndpointConfigName")
 
 
-def model_of(aws: Aws, config: str) -> str | None:
+def variant_of(aws: Aws, config: str) -> dict[str, Any]:
+    """The production variant of one of our endpoint configurations ({} if it is gone)."""
     try:
         conf = aws.sagemaker.describe_endpoint_config(EndpointConfigName=config)
     except ClientError as exc:
         if is_not_found(exc):
-            return None
+            return {}
         raise
-    return conf["ProductionVariants"][0]["ModelName"]
+    return conf["ProductionVariants"][0]
 
 
 def prune(aws: Aws, cfg: Config, keep_configs: set[str]) -> list[str]:
     """Delete our configurations not in ``keep_configs``, and models none of those use."""
-    keep_models = {model_of(aws, name) for name in keep_configs}
+    keep_models = {variant_of(aws, name).get("ModelName") for name in keep_configs}
     removed = []
     for name in our_configs(aws, cfg):
         if name not in keep_configs and ignore_not_found(
@@ -283,17 +285,7 @@ def describe(aws: Aws, cfg: Config) -> dict[str, Any]:
         "name": cfg.endpoint_name,
         "state": current["EndpointStatus"],
         "config": current["EndpointConfigName"],
-        "instance_type": _instance_type(aws, current["EndpointConfigName"]),
+        "instance_type": variant_of(aws, current["EndpointConfigName"]).get("InstanceType"),
         "instances": variants[0].get("CurrentInstanceCount", 0),
         "failure_reason": current.get("FailureReason"),
     }
-
-
-def _instance_type(aws: Aws, config: str) -> str | None:
-    try:
-        conf = aws.sagemaker.describe_endpoint_config(EndpointConfigName=config)
-    except ClientError as exc:
-        if is_not_found(exc):
-            return None
-        raise
-    return conf["ProductionVariants"][0].get("InstanceType")
