@@ -682,18 +682,56 @@ class ResultWriteError(RuntimeError):
     """The result could not be stored: the one failure that makes the invocation fail."""
 
 
-def _answered_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The input ETag a final result for ``key`` was made from, if there is one."""
+_UNKNOWN = "?"  # the earlier result could not be checked: write unconditionally
+
+
+def _earlier_result(s3: Any, bucket: str, key: str) -> tuple[str | None, str | None]:
+    """(input ETag a final result for ``key`` was made from, the result's own ETag).
+
+    The result's ETag makes the final write conditional, so that a slow invocation for an
+    older upload cannot overwrite the answer to a newer one (None: no result yet).
+    """
     try:
-        meta = s3.head_object(Bucket=bucket, Key=key).get("Metadata", {})
+        head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if _error_code(exc) not in ("404", "NoSuchKey", "NotFound"):
-            log.warning("Cannot check for an earlier result %s: %s", key, _describe(exc))
-        return None
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None, None
+        log.warning("Cannot check for an earlier result %s: %s", key, _describe(exc))
+        return None, _UNKNOWN
     except BotoCoreError as exc:  # network trouble: answer again rather than lose the photo
         log.warning("Cannot check for an earlier result %s: %s", key, _describe(exc))
-        return None
-    return meta.get("input-etag") if meta.get("final") != "false" else None
+        return None, _UNKNOWN
+    meta = head.get("Metadata", {})
+    answered = meta.get("input-etag") if meta.get("final") != "false" else None
+    return answered, head["ETag"]
+
+
+def _write_result(
+    s3: Any, bucket: str, key: str, out_key: str, etag: str | None, seen: str | None,
+    body: bytes, metadata: dict[str, str],
+) -> bool:
+    """Write the result unless a newer upload of the photo has been answered meanwhile."""
+    args = {"Bucket": bucket, "Key": out_key, "ContentType": "application/json",
+            "Metadata": metadata, "Body": body}
+    condition = {} if seen == _UNKNOWN else (
+        {"IfMatch": seen} if seen else {"IfNoneMatch": "*"})
+    try:
+        s3.put_object(**args, **condition)
+        return True
+    except ClientError as exc:
+        if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
+            raise
+    # Someone wrote this result since we looked: ours only counts if the photo is still ours.
+    try:
+        current = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    except ClientError as exc:
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return False
+        raise
+    if current != etag:
+        return False
+    s3.put_object(**args)
+    return True
 
 
 def _read_head(s3: Any, bucket: str, key: str) -> tuple[bytes, str | None, int]:
@@ -733,7 +771,7 @@ def process_record(
 
     s3 = _client("s3")
     event_etag = str(record["s3"]["object"].get("eTag") or "").strip('"') or None
-    done = _answered_etag(s3, bucket, out_key)
+    done, seen = _earlier_result(s3, bucket, out_key)
     if done is not None and done == event_etag:
         return _log({**summary, "status": "duplicate", "etag": done})
 
@@ -808,13 +846,15 @@ def process_record(
     # Transient failures are not final, so the next delivery or re-upload tries again.
     metadata = {"input-etag": result["input"]["etag"] or "", "final": str(final).lower()}
     try:
-        s3.put_object(
-            Bucket=bucket, Key=out_key, ContentType="application/json", Metadata=metadata,
-            Body=json.dumps(result, ensure_ascii=False, indent=2).encode(),
+        written = _write_result(
+            s3, bucket, key, out_key, result["input"]["etag"], seen,
+            json.dumps(result, ensure_ascii=False, indent=2).encode(), metadata,
         )
     except Exception as exc:
         _log({**summary, "status": "write_failed", "error_code": "result_write_failed"})
         raise ResultWriteError(f"Could not write s3://{bucket}/{out_key}: {exc}") from exc
+    if not written:
+        return _log({**summary, "status": "superseded", "etag": result["input"]["etag"]})
     return _log({
         **summary, "status": result["status"],
         "error_code": result.get("error", {}).get("code"), **result["timing"],

@@ -728,6 +728,28 @@ def test_duplicate_delivery_calls_the_model_once_and_a_new_upload_again(
     assert len(server.calls) == 2
 
 
+def test_a_slow_answer_for_an_older_upload_does_not_overwrite_a_newer_one(
+    s3: Any, bucket: str, server: RecordingServer
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
+    older = event_for(bucket, s3, "input/colosseum.jpg")
+    server.faults.delay(3.0, n=1)  # the first upload's answer comes late
+    with ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(run, older)
+        time.sleep(1.0)  # it is waiting for the model now (it gets there within milliseconds)
+        assert not slow.done()
+        s3.put_object(Bucket=bucket, Key="input/colosseum.jpg",
+                      Body=image_bytes("PNG", (90, 60)))
+        newer = event_for(bucket, s3, "input/colosseum.jpg")
+        assert run(newer)["records"][0]["status"] == "ok"
+        assert slow.result()["records"][0]["status"] == "superseded"
+    body = result(s3, bucket, "output/colosseum.jpg.json")
+    assert body["image"]["format"] == "png"
+    assert body["input"]["etag"] == newer["Records"][0]["s3"]["object"]["eTag"]
+
+
 def test_happy_path_makes_four_aws_calls(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
