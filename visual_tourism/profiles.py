@@ -7,6 +7,7 @@ takes seconds and only ``up`` needs it.
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass, field
 
@@ -36,23 +37,27 @@ class ModelProfile:
         return {"HF_MODEL_ID": self.model_id, **self.env}
 
     def image_uri(self, region: str) -> str:
-        try:
-            from sagemaker.core import image_uris
-        except ImportError as exc:  # pragma: no cover - depends on the environment
-            raise ConfigError(
-                "The SageMaker SDK is needed to resolve the container image: "
-                "pip install 'sagemaker-core' (it comes with this project's install)."
-            ) from exc
-        try:
-            return image_uris.retrieve(
-                self.image_family, region=region, version=self.image_version,
-                image_scope="inference",
-            )
-        except ValueError as exc:
-            raise ConfigError(
-                f"No {self.image_family} {self.image_version} container in {region}: {exc}. "
-                "Pick another region or profile."
-            ) from exc
+        return _image_uri(self.image_family, self.image_version, region)
+
+
+@functools.cache
+def _image_uri(family: str, version: str, region: str) -> str:
+    """Resolved once per process: the steps of `up` each need it, and the SDK's lookup reads
+    its JSON tables every time."""
+    try:
+        from sagemaker.core import image_uris
+    except ImportError as exc:  # pragma: no cover - depends on the environment
+        raise ConfigError(
+            "The SageMaker SDK is needed to resolve the container image: "
+            "pip install 'sagemaker-core' (it comes with this project's install)."
+        ) from exc
+    try:
+        return image_uris.retrieve(family, region=region, version=version, image_scope="inference")
+    except ValueError as exc:
+        raise ConfigError(
+            f"No {family} {version} container in {region}: {exc}. "
+            "Pick another region or profile."
+        ) from exc
 
 
 PROFILES: dict[str, ModelProfile] = {
