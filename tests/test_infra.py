@@ -329,7 +329,19 @@ def test_resolved_template_equals_the_helpers(case):
     }]
     sm = res.properties("SageMakerRole")
     assert sm["RoleName"] == cfg.sagemaker_role_name
-    assert sm["AssumeRolePolicyDocument"] == iam.trust_policy("sagemaker.amazonaws.com")
+    assert sm["AssumeRolePolicyDocument"] == iam.trust_policy(
+        "sagemaker.amazonaws.com", source_account=account)
+    # Confused-deputy guard on SageMaker's role; its logs scoped to this endpoint's group.
+    assert sm["AssumeRolePolicyDocument"]["Statement"][0]["Condition"] == {
+        "StringEquals": {"aws:SourceAccount": account}}
+    log_resources = [
+        r for s in sm["Policies"][0]["PolicyDocument"]["Statement"]
+        if any(a.startswith("logs:") for a in s["Action"])
+        for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
+    ]
+    group_arn = (f"arn:aws:logs:{cfg.region}:{account}:log-group:"
+                 f"{logs.endpoint_log_group(cfg)}")
+    assert sorted(log_resources) == [group_arn, f"{group_arn}:*"]
     assert sm["Policies"] == [{
         "PolicyName": iam.SAGEMAKER_POLICY_NAME,
         "PolicyDocument": iam.sagemaker_policy(cfg, account=account, image_uri=uri),

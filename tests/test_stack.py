@@ -545,9 +545,10 @@ def test_bucket_is_tagged_in_the_create_call(cfg):
         # the bucket_exists waiter matches on the HTTP status
         stub.add_response("head_bucket", {"ResponseMetadata": {"HTTPStatusCode": 200}})
         stub.add_response("put_bucket_tagging", {})
-        for operation in ("put_public_access_block", "put_bucket_encryption",
-                          "put_bucket_policy"):
+        for operation in ("put_public_access_block", "put_bucket_encryption"):
             stub.add_response(operation, {})
+        stub.add_client_error("get_bucket_policy", "NoSuchBucketPolicy", http_status_code=404)
+        stub.add_response("put_bucket_policy", {})
         bucket.ensure_private_bucket(aws, cfg, "my-bucket")
         stub.assert_no_pending_responses()
 

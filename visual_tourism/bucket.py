@@ -144,9 +144,38 @@ def _secure(aws: Aws, bucket: str) -> None:
     aws.s3.put_bucket_encryption(
         Bucket=bucket, ServerSideEncryptionConfiguration=encryption_configuration()
     )
-    aws.s3.put_bucket_policy(
-        Bucket=bucket, Policy=json.dumps(bucket_policy(bucket, aws.partition))
-    )
+    merge_policy_statements(aws, bucket, bucket_policy(bucket, aws.partition))
+
+
+def _current_policy(aws: Aws, bucket: str) -> dict[str, Any] | None:
+    try:
+        return json.loads(aws.s3.get_bucket_policy(Bucket=bucket)["Policy"])
+    except ClientError as exc:
+        if error_code(exc) == "NoSuchBucketPolicy":
+            return None
+        raise
+
+
+def _statements(policy: dict[str, Any] | None) -> list[dict[str, Any]]:
+    statements = (policy or {}).get("Statement", [])
+    return [statements] if isinstance(statements, dict) else list(statements)
+
+
+def merge_policy_statements(aws: Aws, bucket: str, ours: dict[str, Any]) -> bool:
+    """Put our statements into the bucket policy by Sid; statements others added are kept.
+
+    PutBucketPolicy replaces the whole document, so writing ours alone would silently drop
+    someone's grant (a CloudTrail or replication statement, say). Returns True if it wrote.
+    """
+    current = _current_policy(aws, bucket)
+    sids = {s["Sid"] for s in ours["Statement"]}
+    others = [s for s in _statements(current) if s.get("Sid") not in sids]
+    wanted = {**(current or {}), "Version": ours["Version"],
+              "Statement": others + ours["Statement"]}
+    if current == wanted:
+        return False
+    aws.s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(wanted))
+    return True
 
 
 def _ensure_folders(aws: Aws, cfg: Config, bucket: str) -> None:

@@ -260,6 +260,15 @@ def ours_or_absent(aws: Aws, cfg: Config) -> bool:
     return current is None or _owned(aws, cfg, current["EndpointArn"])
 
 
+def require_ours_or_absent(aws: Aws, cfg: Config) -> None:
+    """Refuse, before anything is touched, an endpoint of our name that is not ours."""
+    if not ours_or_absent(aws, cfg):
+        raise NotOwnedError(
+            f"A SageMaker endpoint named {cfg.endpoint_name} exists but was not created by "
+            "visual-tourism. Choose another prefix (VT_PREFIX) or delete that endpoint."
+        )
+
+
 def delete_endpoint(aws: Aws, cfg: Config) -> bool:
     current = describe_endpoint(aws, cfg.endpoint_name)
     if current is None:

@@ -25,17 +25,17 @@ SAGEMAKER_POLICY_NAME = "visual-tourism-sagemaker"
 STUDIO_METADATA = Path("/opt/ml/metadata/resource-metadata.json")
 
 
-def trust_policy(service: str) -> dict[str, Any]:
-    return {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Service": service},
-                "Action": "sts:AssumeRole",
-            }
-        ],
+def trust_policy(service: str, source_account: str | None = None) -> dict[str, Any]:
+    """Who may assume the role. ``source_account`` adds SageMaker's confused-deputy guard:
+    the service may assume it only on behalf of this account's own resources."""
+    statement: dict[str, Any] = {
+        "Effect": "Allow",
+        "Principal": {"Service": service},
+        "Action": "sts:AssumeRole",
     }
+    if source_account:
+        statement["Condition"] = {"StringEquals": {"aws:SourceAccount": source_account}}
+    return {"Version": "2012-10-17", "Statement": [statement]}
 
 
 def lambda_policy(
@@ -106,6 +106,10 @@ def sagemaker_policy(
     ecr_account = registry.split(".")[0]
     ecr_region = registry.split(".")[3]
     repository = repo_and_tag.split(":")[0]
+    log_group = (
+        f"arn:{partition}:logs:{cfg.region}:{account}:"
+        f"log-group:/aws/sagemaker/Endpoints/{cfg.endpoint_name}"
+    )
     return {
         "Version": "2012-10-17",
         "Statement": [
@@ -129,18 +133,17 @@ def sagemaker_policy(
                 "Resource": "*",
             },
             {
-                "Sid": "EndpointLogs",
+                # This endpoint's log group only, not every endpoint's in the account.
+                "Sid": "EndpointLogGroup",
                 "Effect": "Allow",
-                "Action": [
-                    "logs:CreateLogGroup",
-                    "logs:CreateLogStream",
-                    "logs:PutLogEvents",
-                    "logs:DescribeLogStreams",
-                ],
-                "Resource": (
-                    f"arn:{partition}:logs:{cfg.region}:{account}:"
-                    "log-group:/aws/sagemaker/Endpoints/*"
-                ),
+                "Action": ["logs:CreateLogGroup", "logs:DescribeLogStreams"],
+                "Resource": log_group,
+            },
+            {
+                "Sid": "EndpointLogStreams",
+                "Effect": "Allow",
+                "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+                "Resource": f"{log_group}:*",
             },
             {
                 "Sid": "EndpointMetrics",
@@ -180,10 +183,11 @@ def get_role(aws: Aws, name: str) -> dict[str, Any] | None:
 
 
 def ensure_role(
-    aws: Aws, cfg: Config, name: str, service: str, policy_name: str, policy: dict[str, Any]
+    aws: Aws, cfg: Config, name: str, service: str, policy_name: str, policy: dict[str, Any],
+    trust: dict[str, Any] | None = None,
 ) -> str:
     """Create the role or bring an existing one of ours up to date. Returns its ARN."""
-    trust = trust_policy(service)
+    trust = trust or trust_policy(service)
     role = get_role(aws, name)
     if role is None:
         role = aws.iam.create_role(
@@ -232,9 +236,10 @@ def ensure_sagemaker_role(aws: Aws, cfg: Config, image_uri: str) -> str:
     policy = sagemaker_policy(
         cfg, account=aws.account_id, image_uri=image_uri, partition=aws.partition
     )
+    service = "sagemaker.amazonaws.com"
     return ensure_role(
-        aws, cfg, cfg.sagemaker_role_name, "sagemaker.amazonaws.com",
-        SAGEMAKER_POLICY_NAME, policy,
+        aws, cfg, cfg.sagemaker_role_name, service, SAGEMAKER_POLICY_NAME, policy,
+        trust_policy(service, source_account=aws.account_id),
     )
 
 

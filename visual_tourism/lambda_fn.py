@@ -138,6 +138,16 @@ def _role_not_ready(exc: BaseException) -> bool:
     ).lower()
 
 
+def require_ours_or_absent(aws: Aws, cfg: Config) -> None:
+    """Refuse, before anything is touched, a function of our name that is not ours."""
+    current = get_function(aws, cfg.function_name)
+    if current is not None and not is_ours(aws, cfg, current):
+        raise NotOwnedError(
+            f"A Lambda function named {cfg.function_name} exists but was not created by "
+            "visual-tourism. Choose another prefix (VT_PREFIX) or remove that function."
+        )
+
+
 def ensure_function(aws: Aws, cfg: Config, role_arn: str, bucket: str, zip_bytes: bytes) -> str:
     """Create the function, or update its code and settings where they differ. Returns its ARN."""
     name = cfg.function_name
@@ -273,6 +283,14 @@ def drop_notifications(
 
 
 def remove_permission(aws: Aws, cfg: Config) -> bool:
+    """Remove our S3 statement, only from our own function (a foreign one keeps its policy)."""
+    current = get_function(aws, cfg.function_name)
+    if current is None:
+        return False
+    if not is_ours(aws, cfg, current):
+        log.warning("Lambda %s was not created by visual-tourism: its permissions are left "
+                    "alone", cfg.function_name)
+        return False
     return ignore_not_found(
         lambda: aws.lambda_.remove_permission(
             FunctionName=cfg.function_name, StatementId=PERMISSION_ID

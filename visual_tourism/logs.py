@@ -33,10 +33,20 @@ def _find(aws: Aws, name: str) -> dict | None:
 
 
 def ensure_log_group(aws: Aws, cfg: Config, name: str) -> str:
+    """Create the group (tagged, with our retention), or keep ours at our retention.
+
+    A group of that name that is not ours is left exactly as it is: a retention set on it
+    would delete its owner's older events. Callers check that the function or endpoint the
+    group belongs to is ours (or absent) before calling this.
+    """
     logs = aws.client("logs")
     found = _find(aws, name)
     if found is None:
         logs.create_log_group(logGroupName=name, tags={STACK_TAG: cfg.prefix})
+    elif not is_ours(aws, cfg, found):
+        log.warning("Log group %s exists but was not created by visual-tourism: its retention "
+                    "and events are left as they are", name)
+        return name
     if found is None or found.get("retentionInDays") != RETENTION_DAYS:
         logs.put_retention_policy(logGroupName=name, retentionInDays=RETENTION_DAYS)
     return name

@@ -64,6 +64,7 @@ def create_roles(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str
 
 def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
     """Model, endpoint configuration and endpoint; returns without waiting for InService."""
+    endpoint.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.endpoint_log_group(cfg))
     image_uri = cfg.profile.image_uri(cfg.region)
     role = iam.ensure_sagemaker_role(aws, cfg, image_uri)
@@ -126,6 +127,7 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     role = iam.ensure_lambda_role(aws, cfg, name)
     vendor = lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
     zip_bytes = lambda_fn.build_zip(vendor)
+    lambda_fn.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.function_log_group(cfg))
     arn = lambda_fn.ensure_function(aws, cfg, role, name, zip_bytes)
     State(cfg.state_path).record(
