@@ -75,7 +75,37 @@ def reliability_tally(request: pytest.FixtureRequest) -> dict:
     )
 
 
+# -- the security figures (tests/test_local_iam.py, tests/test_policy_lint.py) -------------------
+
+SECURITY = pytest.StashKey[dict]()
+
+
+@pytest.fixture(scope="session")
+def security_tally(request: pytest.FixtureRequest) -> dict:
+    """IAM actions exercised locally and denied when removed; linter/scanner findings."""
+    return request.config.stash.setdefault(
+        SECURITY, {"exercised": [], "denied": {}, "findings": {}}
+    )
+
+
+def _security_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    tally = terminalreporter.config.stash.get(SECURITY, None)
+    if not tally or not (tally["exercised"] or tally["denied"] or tally["findings"]):
+        return
+    terminalreporter.section("security")
+    if tally["exercised"]:
+        terminalreporter.write_line(
+            f"IAM actions of the Lambda role exercised in local mode: "
+            f"{', '.join(tally['exercised'])}")
+    for action, outcome in sorted(tally["denied"].items()):
+        terminalreporter.write_line(f"removed {action}: denied locally, photo -> {outcome}")
+    for tool, counts in sorted(tally["findings"].items()):
+        terminalreporter.write_line(
+            f"{tool}: " + ", ".join(f"{n} {level}" for level, n in counts.items()))
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    _security_summary(terminalreporter)
     tally = terminalreporter.config.stash.get(RELIABILITY, None)
     if not tally or not tally["lines"]:
         return

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 import zipfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,11 +52,14 @@ class LambdaRuntime:
         max_concurrency: int = 4,
         retries: int = 2,
         retry_delays: tuple[float, ...] = (1.0, 2.0),
+        credentials: Callable[[str], Mapping[str, str]] | None = None,
     ) -> None:
         self.work_dir = work_dir
         self.logs_dir = work_dir / "logs"
         self.logs_dir.mkdir(parents=True, exist_ok=True)
         self.aws_environment = dict(aws_environment)
+        # function ARN -> its execution role's temporary credentials (local.credentials)
+        self.credentials = credentials
         self.retries = retries
         self.retry_delays = retry_delays
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="lambda")
@@ -144,6 +147,8 @@ class LambdaRuntime:
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
             **self.aws_environment,
             **invocation.environment,
+            # Last, so they win: on AWS these names are reserved, the role's session sets them.
+            **(self.credentials(invocation.function_arn) if self.credentials else {}),
             "LAMBDA_TASK_ROOT": str(code_dir),
             "_HANDLER": invocation.handler,
             "AWS_LAMBDA_FUNCTION_NAME": invocation.function_name,

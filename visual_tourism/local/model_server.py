@@ -357,10 +357,13 @@ class ModelServer:
         fetch_timeout: float = 10.0,
         payload_limit: int = PAYLOAD_LIMIT,
         default_return_full_text: bool = True,  # TGI's default for Idefics (text-generation)
+        authorize: Callable[[Any, str, str], str | None] | None = None,
     ) -> None:
         self.backend: Backend = backend or StandInBackend()
         self.host, self.port = host, port
         self.endpoint_exists = endpoint_exists
+        # (headers, endpoint, region) -> None, or why the caller may not invoke it (IAM)
+        self.authorize = authorize
         self.fetch_timeout = fetch_timeout
         self.payload_limit = payload_limit
         self.default_return_full_text = default_return_full_text
@@ -441,6 +444,9 @@ class ModelServer:
         """What SageMaker adds in front of the container."""
         found = _CREDENTIAL_REGION.search(headers.get("Authorization", ""))
         region = found.group(1) if found else DEFAULT_REGION
+        denied = self.authorize(headers, endpoint, region) if self.authorize else None
+        if denied is not None:  # checked first: AWS answers it even for a missing endpoint
+            return _Outcome(_aws_error(403, "AccessDeniedException", denied))
         if self.endpoint_exists is not None and not self.endpoint_exists(endpoint):
             return _Outcome(_aws_error(
                 400, "ValidationError", f"Endpoint {endpoint} of account {ACCOUNT_ID} not found."

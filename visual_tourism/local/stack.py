@@ -24,7 +24,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from . import moto_patches
+from . import iam_enforcement, moto_patches
+from .credentials import RoleCredentials
 from .lambda_runtime import LambdaRuntime
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class LocalStack:
         host: str = "127.0.0.1",
         moto_port: int = 0,
         model_port: int = 0,
+        enforce_iam: bool | None = None,
     ) -> None:
         self.model_spec = model
         self._own_work_dir = work_dir is None
@@ -68,6 +70,10 @@ class LocalStack:
         self.host = host
         self.moto_port = moto_port
         self.model_port = model_port
+        # IAM for requests signed by a role (the functions'): on unless VT_LOCAL_IAM=off.
+        self.enforce_iam = (os.environ.get("VT_LOCAL_IAM", "on").lower() not in ("off", "0")
+                            if enforce_iam is None else enforce_iam)
+        self.credentials: RoleCredentials | None = None
         self.backend_reason = ""
         self._moto: Any = None
         self.model_server: Any = None
@@ -106,16 +112,33 @@ class LocalStack:
         backend, self.backend_reason = load_backend(self.model_spec)
         self.model_server = ModelServer(
             backend=backend, host=self.host, port=self.model_port,
-            endpoint_exists=self._endpoint_exists,
+            endpoint_exists=self._endpoint_exists, authorize=self._authorize_invoke,
         ).start()
-        # The handler's processes reach the stack like the CLI does, through endpoint URLs.
+        if self.enforce_iam:
+            iam_enforcement.enable()
+        # The handler's processes reach the stack like the CLI does, through endpoint URLs,
+        # with their execution role's temporary credentials.
+        self.credentials = RoleCredentials(self.env)
         self.runtime = LambdaRuntime(
-            self.work_dir, self.env, max_concurrency=self.max_concurrency
+            self.work_dir, self.env, max_concurrency=self.max_concurrency,
+            credentials=self.credentials.for_function,
         )
         moto_patches.patch_bucket_policies()
         moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
         log.info("Local stack up: AWS at %s, model at %s", self.moto_url, self.model_server.url)
         return self
+
+    @staticmethod
+    def _authorize_invoke(headers: Any, endpoint: str, region: str) -> str | None:
+        """The Runtime API's check: may the caller's role invoke this endpoint?"""
+        from .model_server import ACCOUNT_ID
+
+        arn = f"arn:aws:sagemaker:{region}:{ACCOUNT_ID}:endpoint/{endpoint.lower()}"
+        try:
+            iam_enforcement.authorize(headers, "sagemaker:InvokeEndpoint", arn, ACCOUNT_ID)
+        except iam_enforcement.Denied as denied:
+            return str(denied)
+        return None
 
     def _endpoint_exists(self, name: str) -> bool:
         client = boto3.client(
@@ -135,6 +158,7 @@ class LocalStack:
         if self.runtime:
             self.runtime.stop()
         moto_patches.restore()
+        iam_enforcement.disable()
         if self.model_server:
             self.model_server.stop()
         if self._moto:

@@ -1,0 +1,212 @@
+"""IAM in local mode: what a function's role does not allow fails here as it would on AWS.
+
+moto stores IAM policies but, by default, authorizes nothing. Its own switch
+(``INITIAL_NO_AUTH_ACTION_COUNT``) is all or nothing: every request must then be signed by an
+IAM user or an assumed role, which the stack's own root-like credentials are not. So local mode
+decides per request instead:
+
+- a request signed with temporary credentials (a session token: every local function runs with
+  its execution role's, see ``local.credentials``) or with an IAM user's key (``AKIA...``) is
+  authenticated and authorized by moto's own IAM evaluator (``moto.iam.access_control``):
+  signature, then the identity policies of that user or role, with resource ARNs (S3 passes the
+  object's ARN). Presigned S3 URLs (query-string signatures) are authorized the same way, for
+  the signer's role, as S3 does when the model container fetches a photo;
+- any other request (the account's root stand-in, long-term keys moto does not know) is let
+  through, as an administrator's would be. `up` and `down` run that way.
+
+Two stricter-than-moto rules S3 applies to a principal: reading a missing object answers 403
+AccessDenied, not 404 NoSuchKey, unless the caller may ``s3:ListBucket`` the bucket.
+
+``authorize`` serves the other local services (the model server's ``sagemaker:InvokeEndpoint``)
+from the same policies. What moto's evaluator does not model, and so is not enforced locally:
+condition keys in identity policies (an Allow with a Condition counts as a Deny), resource-based
+policies (bucket policies aside: see ``moto_patches``), permission boundaries, SCPs and session
+policies. Enforcement is on while ``enable()`` is in force (``LocalStack(enforce_iam=...)``).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from moto.core.authorization import ActionAuthenticatorMixin
+from moto.iam.access_control import (
+    AssumedRoleAccessKey,
+    CreateAccessKeyFailure,
+    IAMPolicy,
+    IAMUserAccessKey,
+    PermissionResult,
+    S3IAMRequest,
+)
+from moto.s3.exceptions import BucketAccessDeniedError, S3AccessDeniedError
+
+log = logging.getLogger(__name__)
+
+_original = ActionAuthenticatorMixin._authenticate_and_authorize_action
+_lock = threading.Lock()
+_enabled = False
+# What was authorized or denied, per (principal role or user, action): the security figures.
+decisions: dict[tuple[str, str], dict[str, int]] = {}
+
+
+class Denied(Exception):
+    """An identity policy does not allow ``action`` on ``resource`` for ``principal``."""
+
+    def __init__(self, principal: str, action: str, resource: str) -> None:
+        super().__init__(principal, action, resource)
+        self.principal, self.action, self.resource = principal, action, resource
+
+    def __str__(self) -> str:
+        return (f"User: {self.principal} is not authorized to perform: {self.action} on "
+                f"resource: {self.resource} because no identity-based policy allows the "
+                f"{self.action} action")
+
+
+def enable() -> None:
+    global _enabled
+    with _lock:
+        ActionAuthenticatorMixin._authenticate_and_authorize_action = (  # type: ignore[method-assign]
+            _authenticate_and_authorize_action
+        )
+        _enabled = True
+
+
+def disable() -> None:
+    global _enabled
+    with _lock:
+        ActionAuthenticatorMixin._authenticate_and_authorize_action = _original  # type: ignore[method-assign]
+        _enabled = False
+
+
+def enabled() -> bool:
+    return _enabled
+
+
+def _record(principal: str, action: str, allowed: bool) -> None:
+    # The principal's role or user name, not the session: figures group by role.
+    name = principal.split(":", 5)[-1]
+    if name.startswith("assumed-role/"):
+        name = "role/" + name.split("/")[1]
+    with _lock:
+        counts = decisions.setdefault((name, action), {"allowed": 0, "denied": 0})
+        counts["allowed" if allowed else "denied"] += 1
+
+
+def _credential(headers: Mapping[str, str], query: Mapping[str, list[str]]) -> tuple[str, str]:
+    """(access key id, session token) of a header or query-string SigV4 signature."""
+    auth = headers.get("Authorization") or ""
+    if "Credential=" in auth:
+        key = auth.partition("Credential=")[2].partition("/")[0]
+        return key, headers.get("X-Amz-Security-Token") or ""
+    # Presigned: SigV4 (X-Amz-Credential) or SigV2 (AWSAccessKeyId) query parameters.
+    key = (query.get("X-Amz-Credential") or query.get("AWSAccessKeyId") or [""])[0]
+    token = query.get("X-Amz-Security-Token") or query.get("x-amz-security-token") or [""]
+    return key.partition("/")[0], token[0]
+
+
+def is_principal(access_key: str, token: str) -> bool:
+    """Signed by an IAM user or an assumed role: the requests local mode authorizes."""
+    return bool(access_key) and (access_key.startswith("AKIA") or bool(token))
+
+
+def _access_key(account: str, partition: str, access_key: str, token: str) -> Any:
+    headers = {"X-Amz-Security-Token": token} if token else {}
+    return (AssumedRoleAccessKey if token else IAMUserAccessKey)(
+        account_id=account, partition=partition, access_key_id=access_key, headers=headers,
+    )
+
+
+def evaluate(key: Any, action: str, resource: str) -> bool:
+    """moto's evaluation of the principal's identity policies: an explicit Deny wins."""
+    permitted = False
+    for policy in key.collect_policies():
+        result = IAMPolicy(policy).is_action_permitted(action, resource)
+        if result == PermissionResult.DENIED:
+            return False
+        permitted = permitted or result == PermissionResult.PERMITTED
+    return permitted
+
+
+def authorize(
+    headers: Mapping[str, str], action: str, resource: str, account: str,
+    partition: str = "aws", query: Mapping[str, list[str]] | None = None,
+) -> None:
+    """Raise ``Denied`` when a principal's policies do not allow ``action`` on ``resource``.
+
+    Requests not signed by a principal (see ``is_principal``) and any request while
+    enforcement is off pass. An unknown or expired key is denied.
+    """
+    if not _enabled:
+        return
+    access_key, token = _credential(headers, query or {})
+    if not is_principal(access_key, token):
+        return
+    try:
+        key = _access_key(account, partition, access_key, token)
+    except CreateAccessKeyFailure:
+        _record("unknown", action, False)
+        raise Denied(f"unknown access key {access_key}", action, resource) from None
+    allowed = evaluate(key, action, resource)
+    _record(key.arn, action, allowed)
+    if not allowed:
+        raise Denied(key.arn, action, resource)
+
+
+def _authenticate_and_authorize_action(
+    self: Any, iam_request_cls: type, resource: str = "*"
+) -> None:
+    """Replaces moto's: authorizes principals' requests only (see the module docstring)."""
+    query = parse_qs(urlparse(self.uri).query, keep_blank_values=True)
+    access_key, token = _credential(self.headers, query)
+    if not is_principal(access_key, token):
+        return
+    s3 = iam_request_cls is S3IAMRequest
+    if "Credential=" not in (self.headers.get("Authorization") or ""):
+        # A presigned URL: S3 authorizes it for the signer (moto would fail on it).
+        action = f"s3:{self._get_action()}" if s3 else "unknown"
+        try:
+            authorize(self.headers, action, resource, self.current_account,
+                      query=query)
+        except Denied:
+            raise (BucketAccessDeniedError(bucket=self.bucket_name) if s3
+                   else S3AccessDeniedError()) from None
+    else:
+        path = self.raw_path + (f"?{urlparse(self.uri).query}" if urlparse(self.uri).query
+                                else "")
+        request = iam_request_cls(
+            account_id=self.current_account, method=self.method, path=path, data=self.data,
+            body=self.raw_body, headers=self.headers, action=self._get_action(),
+        )
+        request.check_signature()
+        try:
+            request.check_action_permitted(resource)
+        except Exception:
+            _record(request._access_key.arn, request._action, False)
+            raise
+        _record(request._access_key.arn, request._action, True)
+    if s3:
+        _missing_object_needs_list_bucket(self, resource, access_key, token)
+
+
+def _missing_object_needs_list_bucket(
+    self: Any, resource: str, access_key: str, token: str
+) -> None:
+    """S3: without s3:ListBucket a missing object is 403 AccessDenied, not 404."""
+    bucket_and_key = resource.split(":::", 1)[-1]
+    bucket, _, key = bucket_and_key.partition("/")
+    if not key or self._get_action() != "GetObject" or self.method not in ("GET", "HEAD"):
+        return
+    try:
+        if self.backend.get_object(bucket, key) is not None:
+            return  # it exists
+    except Exception:  # noqa: BLE001 - moto's MissingBucket: S3 answers by the same rule
+        pass
+    principal = _access_key(self.current_account, "aws", access_key, token)
+    bucket_arn = resource.split("/", 1)[0]
+    allowed = evaluate(principal, "s3:ListBucket", bucket_arn)
+    _record(principal.arn, "s3:ListBucket", allowed)
+    if not allowed:
+        raise BucketAccessDeniedError(bucket=bucket)
