@@ -278,3 +278,7 @@ def test_model_server_checks_invoke_endpoint_before_the_endpoint_exists(env):
         root.invoke_endpoint(EndpointName="no-such-endpoint", Body=b"{}",
                              ContentType="application/json")
     assert caught.value.response["Error"]["Code"] == "ValidationError"
+
+
+def test_the_local_model_server_fetches_from_the_local_s3_only(env):
+    assert env.model_server.fetch_origins == [env.moto_url]

@@ -18,10 +18,16 @@ Two request styles, told apart by the JSON body:
 
 Errors on ``/invocations`` use TGI's shape, ``{"error": "...", "error_type": "..."}``: 422
 ``validation`` for bad input (bad JSON, missing fields, bad parameters, an image that cannot be
-fetched or decoded), 424 ``generation`` when the backend fails, 413 for a body over
-``payload_limit`` and 415 for a non-JSON Content-Type. On the Runtime path any such answer
-becomes HTTP 424 ``ModelError`` (``OriginalStatusCode``, ``OriginalMessage``, ``LogStreamArn``),
-an unknown endpoint HTTP 400 ``ValidationError``; see `Faults` for injected failures.
+fetched or decoded), 424 ``generation`` when the backend fails, 415 for a non-JSON
+Content-Type, and, as TGI's router does, 413 ``Failed to buffer the request body: length limit
+exceeded`` (plain text) when Content-Length is over ``payload_limit``, before the body is
+read. On the Runtime path any such answer becomes HTTP 424 ``ModelError``
+(``OriginalStatusCode``, ``OriginalMessage``, ``LogStreamArn``), an unknown endpoint HTTP 400
+``ValidationError``, a caller whose role may not invoke it (when ``authorize`` is given: local
+mode's IAM) HTTP 403 ``AccessDeniedException``; see `Faults` for injected failures.
+
+Images: http(s) URLs only from ``fetch_origins`` (local mode: its own S3 endpoint), never
+following a redirect, and no image over ``MAX_IMAGE_PIXELS`` is decoded.
 """
 
 from __future__ import annotations
@@ -63,6 +69,15 @@ DEFAULT_REGION = "us-east-1"
 VARIANT = "AllTraffic"  # the variant name the SageMaker SDK gives a single-model endpoint
 PAYLOAD_LIMIT = 2_000_000  # TGI 3.x's default PAYLOAD_LIMIT, in bytes
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
+# Decoding is refused above this many pixels (the handler's own limit, lambda_code.py): a
+# small compressed file can otherwise expand to gigabytes of RGB in this process.
+MAX_IMAGE_PIXELS = 50_000_000
+# What TGI's router (axum's DefaultBodyLimit) answers for a body over PAYLOAD_LIMIT: 413 with
+# this plain-text body, decided from Content-Length before the body is read.
+PAYLOAD_TOO_LARGE = b"Failed to buffer the request body: length limit exceeded"
+# An over-long body is read and thrown away (never kept) up to this size, so that the client
+# gets the 413 rather than a reset; beyond it the connection is simply closed.
+_DRAIN_LIMIT = 16 * 1024 * 1024
 MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 DEFAULT_MAX_NEW_TOKENS = 100  # TGI's default when a request gives none
 
@@ -195,8 +210,30 @@ def _describe_url(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}{parts.path}"
 
 
-def load_image(url: str, timeout: float = 10.0) -> Image.Image:
-    """Fetch or decode one image as TGI does; any failure is a 422 validation error."""
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: it could lead an allowed origin's URL anywhere."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_OPENER = urllib.request.build_opener(_NoRedirects)
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+def load_image(url: str, timeout: float = 10.0,
+               allowed_origins: Sequence[str] | None = ()) -> Image.Image:
+    """Fetch or decode one image as TGI does; any failure is a 422 validation error.
+
+    Unlike TGI on SageMaker (which fetches any URL the endpoint can reach), only
+    ``allowed_origins`` (scheme://host:port; None allows any) are fetched here, without
+    following redirects: this server runs on a developer's machine, next to loopback services
+    a crafted URL must not reach. data: URIs are always decoded.
+    """
     where = _describe_url(url)
     if url.startswith("data:"):
         header, comma, payload = url[len("data:"):].partition(",")
@@ -207,9 +244,14 @@ def load_image(url: str, timeout: float = 10.0) -> Image.Image:
         except binascii.Error as error:
             raise _invalid(f"invalid base64 in image data URI {where}: {error}") from error
     elif url.startswith(("http://", "https://")):
+        allowed = None if allowed_origins is None else {o.lower().rstrip("/")
+                                                        for o in allowed_origins}
+        if allowed is not None and _origin(url) not in allowed:
+            raise _invalid(f"image URL {where} is not on an allowed origin (local mode fetches "
+                           "only from its own S3 endpoint; use a data URI or upload the photo)")
         request = urllib.request.Request(url, headers={"User-Agent": "visual-tourism-local"})
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as response:
+            with _OPENER.open(request, timeout=timeout) as response:
                 data = response.read(MAX_IMAGE_BYTES + 1)
         except (urllib.error.URLError, OSError) as error:  # HTTPError, refused, timeout...
             raise _invalid(f"cannot fetch image {where}: {error}") from error
@@ -220,6 +262,10 @@ def load_image(url: str, timeout: float = 10.0) -> Image.Image:
 
     try:
         image = Image.open(io.BytesIO(data))
+        width, height = image.size  # from the header: nothing decoded yet
+        if width * height > MAX_IMAGE_PIXELS:
+            raise _invalid(f"image {where} is {width}x{height} pixels, over the "
+                           f"{MAX_IMAGE_PIXELS:,} pixel limit")
         image.load()  # decodes everything now, so a truncated file fails here
     except UnidentifiedImageError as error:
         raise _invalid(
@@ -358,6 +404,7 @@ class ModelServer:
         payload_limit: int = PAYLOAD_LIMIT,
         default_return_full_text: bool = True,  # TGI's default for Idefics (text-generation)
         authorize: Callable[[Any, str, str], str | None] | None = None,
+        fetch_origins: Sequence[str] | None = (),
     ) -> None:
         self.backend: Backend = backend or StandInBackend()
         self.host, self.port = host, port
@@ -365,6 +412,8 @@ class ModelServer:
         # (headers, endpoint, region) -> None, or why the caller may not invoke it (IAM)
         self.authorize = authorize
         self.fetch_timeout = fetch_timeout
+        # The only http(s) origins images are fetched from (None: any; default: none).
+        self.fetch_origins = fetch_origins
         self.payload_limit = payload_limit
         self.default_return_full_text = default_return_full_text
         self.faults = Faults()
@@ -420,7 +469,8 @@ class ModelServer:
             return [dict(call) for call in self._calls]
 
     # -- requests (called from the handler threads)
-    def handle_post(self, path: str, headers: Any, body: bytes) -> _Response | None:
+    def handle_post(self, path: str, headers: Any, body: bytes | None) -> _Response | None:
+        """One POST; ``body`` None: its Content-Length was over ``payload_limit`` (not read)."""
         started = time.perf_counter()
         endpoint = None
         if path == "/invocations":
@@ -440,7 +490,7 @@ class ModelServer:
                     path, outcome.style, outcome.images, status, seconds)
         return outcome.response
 
-    def _runtime(self, endpoint: str, headers: Any, body: bytes) -> _Outcome:
+    def _runtime(self, endpoint: str, headers: Any, body: bytes | None) -> _Outcome:
         """What SageMaker adds in front of the container."""
         found = _CREDENTIAL_REGION.search(headers.get("Authorization", ""))
         region = found.group(1) if found else DEFAULT_REGION
@@ -496,7 +546,7 @@ class ModelServer:
             return self._model_error(endpoint, region, 500, body)
         return _aws_error(status, code, message)
 
-    def _container(self, body: bytes, content_type: str | None) -> _Outcome:
+    def _container(self, body: bytes | None, content_type: str | None) -> _Outcome:
         """The TGI container: one request in, one answer out (errors in TGI's shape)."""
         outcome = _Outcome(None)
         try:
@@ -504,9 +554,10 @@ class ModelServer:
             if media_type != "application/json" and not media_type.endswith("+json"):
                 raise InvocationError(415, "Expected request with `Content-Type: "
                                       f"application/json`, got {content_type!r}")
-            if len(body) > self.payload_limit:
-                raise InvocationError(413, f"Payload too large: {len(body)} bytes is over the "
-                                      f"limit of {self.payload_limit} (TGI's PAYLOAD_LIMIT)")
+            if body is None:  # the router's body limit: refused before any JSON is parsed
+                outcome.response = _Response(413, PAYLOAD_TOO_LARGE,
+                                             {"Content-Type": "text/plain; charset=utf-8"})
+                return outcome
             try:
                 request = json.loads(body)
             except ValueError as error:
@@ -527,7 +578,7 @@ class ModelServer:
         return outcome
 
     def _fetch(self, url: str) -> Image.Image:
-        return load_image(url, self.fetch_timeout)
+        return load_image(url, self.fetch_timeout, self.fetch_origins)
 
     def _generate_tgi(self, request: dict[str, Any], outcome: _Outcome) -> list[dict[str, str]]:
         prompt, raw = request["inputs"], request.get("parameters") or {}
@@ -609,7 +660,22 @@ class _Handler(BaseHTTPRequestHandler):
                                             "error_type": "not_found"}))
 
     def do_POST(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            length = max(0, int(self.headers.get("Content-Length") or 0))
+        except ValueError:
+            length = 0
+        body: bytes | None = None
+        if length <= self.server.model_server.payload_limit:
+            body = self.rfile.read(length)
+        elif length <= _DRAIN_LIMIT:
+            remaining = length
+            while remaining > 0:  # read and drop: never held in memory
+                chunk = self.rfile.read(min(65536, remaining))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+        else:
+            self.close_connection = True  # answered unread; nothing else on this connection
         try:
             response = self.server.model_server.handle_post(
                 self.path.split("?")[0], self.headers, body
@@ -641,11 +707,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--model", help="model id or path, or 'stand-in' "
                         "(default: $VT_LOCAL_MODEL or the default model)")
+    parser.add_argument("--allow-fetch", action="append", default=[], metavar="ORIGIN",
+                        help="an http(s) origin images may be fetched from, e.g. "
+                        "http://127.0.0.1:5000 (repeatable; default: data: URIs only)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     backend, reason = load_backend(args.model)
     print(reason)
-    with ModelServer(backend, port=args.port) as server:
+    with ModelServer(backend, port=args.port, fetch_origins=args.allow_fetch) as server:
         print(f"Serving {backend.description} at {server.url} (Ctrl-C to stop)")
         with suppress(KeyboardInterrupt):
             threading.Event().wait()

@@ -113,6 +113,7 @@ class LocalStack:
         self.model_server = ModelServer(
             backend=backend, host=self.host, port=self.model_port,
             endpoint_exists=self._endpoint_exists, authorize=self._authorize_invoke,
+            fetch_origins=[self.moto_url],  # presigned photo URLs; nothing else on this host
         ).start()
         if self.enforce_iam:
             iam_enforcement.enable()
