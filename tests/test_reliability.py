@@ -377,8 +377,8 @@ def test_faults_while_100_photos_arrive_lose_nothing(
     deliveries: list[dict[str, Any]] = []  # every event the function was sent
     real_run_once, real_submit = runtime._run_once, runtime.submit
 
-    def run_once(invocation: Any, attempt: int) -> bool:
-        ok = real_run_once(invocation, attempt)
+    def run_once(invocation: Any, attempt: int, *more: Any) -> bool:
+        ok = real_run_once(invocation, attempt, *more)
         for key in event_keys(invocation.event):
             runs[key] += 1
         return ok

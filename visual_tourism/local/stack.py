@@ -110,7 +110,8 @@ class LocalStack:
         ).start()
         # The handler's processes reach the stack like the CLI does, through endpoint URLs.
         self.runtime = LambdaRuntime(
-            self.work_dir, self.env, max_concurrency=self.max_concurrency
+            self.work_dir, self.env, max_concurrency=self.max_concurrency,
+            put_object=self._put_object,
         )
         moto_patches.patch_bucket_policies()
         moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
@@ -126,6 +127,14 @@ class LocalStack:
             return client.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
         except ClientError:
             return False
+
+    def _put_object(self, bucket: str, key: str, body: bytes) -> None:
+        """How the Lambda service writes an on-failure record to an S3 destination."""
+        client = boto3.client(
+            "s3", endpoint_url=self.moto_url, region_name=REGION,
+            aws_access_key_id="local", aws_secret_access_key="local",
+        )
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
 
     def log_path(self, function_name: str) -> Path:
         assert self.runtime is not None
