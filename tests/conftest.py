@@ -56,6 +56,7 @@ def mocked_aws() -> Iterator[None]:
 
     with mock_aws():
         moto_patches.patch_bucket_policies()
+        moto_patches.patch_event_invoke_config()
         try:
             yield
         finally:

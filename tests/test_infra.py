@@ -28,7 +28,7 @@ from botocore.stub import Stubber
 from cfnlint.decode import cfn_yaml
 from moto.core import DEFAULT_ACCOUNT_ID
 
-from visual_tourism import autoscaling, bucket, endpoint, iam, infra, lambda_fn, logs
+from visual_tourism import autoscaling, bucket, delivery, endpoint, iam, infra, lambda_fn, logs
 from visual_tourism.aws import Aws
 from visual_tourism.cli import main
 from visual_tourism.config import STACK_TAG, Config, load_config
@@ -344,6 +344,11 @@ def test_resolved_template_equals_the_helpers(case):
     assert fn["Environment"]["Variables"] == lambda_fn.function_environment(cfg, name)
     assert fn["FunctionName"] == cfg.function_name
     assert fn["Code"] == {"S3Bucket": "artifacts-bucket", "S3Key": "lambda/0123.zip"}
+    assert fn["ReservedConcurrentExecutions"] == cfg.reserved_concurrency
+    assert res.properties("EventInvokeConfig") == {
+        "FunctionName": cfg.function_name, "Qualifier": "$LATEST",
+        **delivery.event_invoke_settings(cfg, f"arn:aws:s3:::{name}"),
+    }
     assert res.resources["Function"]["DependsOn"] == "LogGroup"
     assert res.properties("LogGroup") == {
         "LogGroupName": logs.function_log_group(cfg),

@@ -59,7 +59,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(json.dumps(info, indent=2, default=str))
         return 0
     _say(f"region {info['region']}, model profile {info['profile']}")
-    for part in ("bucket", "roles", "endpoint", "autoscaling", "function"):
+    for part in ("bucket", "roles", "endpoint", "autoscaling", "function", "delivery"):
         _say(f"  {part:12} {json.dumps(info[part], default=str)}")
     _say(f"  {'cost':12} {info['cost']}")
     return 0
@@ -75,6 +75,17 @@ def cmd_ask(args: argparse.Namespace) -> int:
     record = stack.ask(args.image, _config(args), timeout=args.timeout, progress=_say)
     print_result(record)
     return 0 if record.get("status") == "ok" else 1
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    counts = stack.replay(_config(args), errors=args.errors, dry_run=args.dry_run)
+    verb = "would re-drive" if args.dry_run else "re-drove"
+    found = counts["failed_events"] + counts["error_records"]
+    _say(f"replay: {verb} {found if args.dry_run else counts['redriven']} event(s): "
+         f"{counts['failed_events']} failed event(s) from the on-failure destination"
+         + (f", {counts['error_records']} photo(s) with a transient error result"
+            if args.errors else ""))
+    return 0
 
 
 def cmd_local_demo(args: argparse.Namespace) -> int:
@@ -162,6 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", type=Path)
     p.add_argument("--timeout", type=float, default=300.0)
     p.set_defaults(func=cmd_ask)
+
+    p = sub.add_parser("replay", parents=[common],
+                       help="re-drive the events Lambda gave up on (its on-failure records)")
+    p.add_argument("--errors", action="store_true",
+                   help="also re-drive photos whose result is a transient error")
+    p.add_argument("--dry-run", action="store_true", help="count, re-drive nothing")
+    p.set_defaults(func=cmd_replay)
 
     local = sub.add_parser("local", help="the whole workflow on this machine, no AWS account")
     local_sub = local.add_subparsers(dest="local_command", required=True)

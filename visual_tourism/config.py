@@ -71,6 +71,12 @@ class Config:
     lambda_runtime: str = "python3.12"
     lambda_timeout: int = 300
     lambda_memory: int = 512
+    # Bursts (visual_tourism/delivery.py): the function's reserved concurrency is
+    # max_instances x requests_per_instance, so no more photos are in flight than the endpoint
+    # at full scale can serve at once; the rest wait in Lambda's queue.
+    requests_per_instance: int = 4
+    max_event_age: int = 3600  # seconds an event may wait or retry before the destination
+    retry_attempts: int = 2  # Lambda's retries of a failed invocation (0-2)
     image_transport: str = "url"
     generation: dict[str, Any] = field(default_factory=lambda: dict(GENERATION))
     state_dir: str = ""  # empty: ~/.visual-tourism
@@ -103,6 +109,11 @@ class Config:
     @property
     def example_key(self) -> str:
         return self.example_prefix + Path(self.example_image).name
+
+    @property
+    def reserved_concurrency(self) -> int:
+        """The function's reserved concurrency: the endpoint's capacity at full scale."""
+        return self.max_instances * self.requests_per_instance
 
     def bucket_name(self, account_id: str) -> str:
         return self.bucket or f"{self.prefix}-{account_id}-{self.region}"
@@ -223,6 +234,17 @@ def validate(cfg: Config) -> Config:
         )
     if not 128 <= cfg.lambda_memory <= 10240:
         problems.append(f"lambda_memory {cfg.lambda_memory}: use 128-10240 MB")
+    if not 1 <= cfg.requests_per_instance <= 1000:
+        problems.append(f"requests_per_instance {cfg.requests_per_instance}: use 1-1000")
+    elif cfg.reserved_concurrency > 900:
+        problems.append(
+            f"max_instances x requests_per_instance = {cfg.reserved_concurrency}: Lambda keeps "
+            "100 of an account's default 1,000 unreserved; use at most 900"
+        )
+    if not 60 <= cfg.max_event_age <= 21600:
+        problems.append(f"max_event_age {cfg.max_event_age}: use 60-21600 s (Lambda's range)")
+    if not 0 <= cfg.retry_attempts <= 2:
+        problems.append(f"retry_attempts {cfg.retry_attempts}: use 0-2 (Lambda's range)")
     if cfg.image_transport not in TRANSPORTS:
         problems.append(f"image_transport {cfg.image_transport!r}: use one of {TRANSPORTS}")
     if not isinstance(cfg.generation, dict) or "max_new_tokens" not in cfg.generation:

@@ -86,6 +86,14 @@ def lambda_policy(
                 "Resource": objects,
             },
             {
+                # Lambda writes the events it gives up on with the function's role, to this
+                # prefix of the bucket (its S3 on-failure destination; see delivery.py).
+                "Sid": "RecordFailedEvents",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": f"{objects}/aws/lambda/async/{cfg.function_name}/*",
+            },
+            {
                 "Sid": "InvokeThisEndpoint",
                 "Effect": "Allow",
                 "Action": ["sagemaker:InvokeEndpoint"],

@@ -17,7 +17,7 @@ from typing import Any
 
 import lambda_code
 
-from . import autoscaling, bucket, endpoint, iam, lambda_fn, logs, pricing
+from . import autoscaling, bucket, delivery, endpoint, iam, lambda_fn, logs, pricing
 from .aws import Aws
 from .config import Config, load_config
 from .errors import AskTimeoutError, ConfigError, EndpointFailedError, NotDeployedError
@@ -135,6 +135,19 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     return arn
 
 
+def configure_delivery(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, Any]:
+    """Bursts and failures: reserved concurrency, retries, event age, on-failure records."""
+    name = bucket_name(cfg, aws)
+    settings = delivery.ensure_delivery(aws, cfg, name)
+    State(cfg.state_path).record("delivery", reserved_concurrency=cfg.reserved_concurrency)
+    progress(
+        f"at most {cfg.reserved_concurrency} photos in flight ({cfg.max_instances} instances x "
+        f"{cfg.requests_per_instance}); failed events kept under "
+        f"s3://{name}/{delivery.destination_prefix(cfg)} for 'visual-tourism replay'"
+    )
+    return settings
+
+
 def connect_trigger(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
     """Permission for S3 first, then the input/ notification: the trigger goes live."""
     name = bucket_name(cfg, aws)
@@ -166,6 +179,7 @@ def up(
     deploy_function(cfg, aws, progress)  # built while the endpoint starts
     wait_for_endpoint(cfg, aws, progress, endpoint_poll)
     attach_autoscaling(cfg, aws, progress)
+    configure_delivery(cfg, aws, progress)
     connect_trigger(cfg, aws, progress)  # last: live only once everything behind it works
     return {"bucket": name, "endpoint": cfg.endpoint_name, "function": cfg.function_name,
             **names}
@@ -190,6 +204,8 @@ def down(
 
     step("trigger", lambda_fn.remove_notification(aws, cfg, name))
     step("S3 invoke permission", lambda_fn.remove_permission(aws, cfg))
+    step("Lambda concurrency and asynchronous settings", delivery.remove_delivery(aws, cfg))
+    state.forget("delivery")
     step(f"Lambda {cfg.function_name}", lambda_fn.delete_function(aws, cfg))
     step("Lambda log group", logs.delete_log_group(aws, cfg, logs.function_log_group(cfg)))
     state.forget("trigger")
@@ -237,10 +253,21 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         "autoscaling": autoscaling.describe(aws, cfg),
         "function": lambda_fn.describe(aws, cfg, name)
         if bucket_info["state"] == "exists" else {"name": cfg.function_name, "state": "unknown"},
+        "delivery": delivery.describe(aws, cfg, name)
+        if bucket_info["state"] == "exists" else {"state": "unknown"},
         "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
         "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region)
         if instances else "nothing billed by the hour (no endpoint instance running)",
     }
+
+
+def replay(
+    cfg: Config | None = None, aws: Aws | None = None, errors: bool = False,
+    dry_run: bool = False,
+) -> dict[str, int]:
+    """Re-drive the events Lambda gave up on (see visual_tourism/delivery.py)."""
+    cfg, aws = _context(cfg, aws)
+    return delivery.replay(aws, cfg, bucket_name(cfg, aws), errors=errors, dry_run=dry_run)
 
 
 def result_key(cfg: Config, input_key: str) -> str:

@@ -10,6 +10,9 @@ tests/test_local_stack.py::test_moto_private_names fails loudly if a release mov
    the TLS-only Deny (``aws:SecureTransport`` = false) would refuse every request. Local
    traffic is plain HTTP on loopback, so local mode evaluates bucket policies without their
    conditional statements: TLS is not enforced locally (on AWS it is).
+3. Asynchronous invocation settings: moto's PutFunctionEventInvokeConfig appends to a list
+   and GetFunctionEventInvokeConfig answers the first entry, so a second Put never shows.
+   On AWS a Put replaces the configuration; local mode makes moto do that.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from moto.awslambda.models import LambdaFunction
+from moto.awslambda.models import EventInvokeConfig, LambdaBackend, LambdaFunction
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, S3Backend
 from werkzeug.exceptions import HTTPException
@@ -26,6 +29,7 @@ from werkzeug.exceptions import HTTPException
 _original_invoke = LambdaFunction._invoke_lambda
 _original_permission = FakeBucket.get_permission
 _original_put_object = S3Backend.put_object
+_original_put_event_config = LambdaBackend.put_function_event_invoke_config
 
 Invoker = Callable[[Any, Any], tuple[str, bool, str]]
 PutHook = Callable[[str, str], None]  # (bucket, key)
@@ -68,6 +72,18 @@ def patch_bucket_policies() -> None:
     FakeBucket.get_permission = _permission_without_conditions  # type: ignore[method-assign]
 
 
+def _put_event_invoke_config(self: LambdaBackend, function_name: str,
+                             config: dict[str, Any]) -> dict[str, Any]:
+    fn = self.get_function(function_name)
+    fn.event_invoke_config = [EventInvokeConfig(fn.function_arn, fn.last_modified, config)]
+    return fn.event_invoke_config[0].response()
+
+
+def patch_event_invoke_config() -> None:
+    LambdaBackend.put_function_event_invoke_config = (  # type: ignore[method-assign]
+        _put_event_invoke_config)
+
+
 def patch_lambda_invoke(invoker: Invoker) -> None:
     def _invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
         return invoker(self, event)
@@ -101,5 +117,7 @@ def unhook_put_object() -> None:
 
 def restore() -> None:
     LambdaFunction._invoke_lambda = _original_invoke  # type: ignore[method-assign]
+    LambdaBackend.put_function_event_invoke_config = (  # type: ignore[method-assign]
+        _original_put_event_config)
     FakeBucket.get_permission = _original_permission  # type: ignore[method-assign]
     S3Backend.put_object = _original_put_object  # type: ignore[method-assign]

@@ -114,6 +114,7 @@ class LocalStack:
             put_object=self._put_object,
         )
         moto_patches.patch_bucket_policies()
+        moto_patches.patch_event_invoke_config()
         moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
         log.info("Local stack up: AWS at %s, model at %s", self.moto_url, self.model_server.url)
         return self
