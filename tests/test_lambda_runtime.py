@@ -57,7 +57,7 @@ def make_zip(source: str = HANDLER) -> bytes:
 def runtime(tmp_path: Path) -> Iterator[LambdaRuntime]:
     written: dict[str, bytes] = {}
     rt = LambdaRuntime(tmp_path / "rt", {}, max_concurrency=4, retry_delays=(0.05,),
-                       put_object=lambda bucket, key, body: written.__setitem__(
+                       put_object=lambda bucket, key, body, arn: written.__setitem__(
                            f"{bucket}/{key}", body))
     rt.written = written  # type: ignore[attr-defined]
     yield rt
@@ -186,8 +186,9 @@ def test_reserved_concurrency_zero_and_old_events_go_to_the_destination(runtime,
     assert conditions == ["EventAgeExceeded", "ZeroReservedConcurrency"]
 
 
-def test_idle_workers_are_retired(tmp_path):
-    rt = LambdaRuntime(tmp_path / "rt", {}, idle_seconds=0.2)
+@pytest.mark.parametrize("limit", ["idle_seconds", "max_worker_seconds"])
+def test_idle_and_old_workers_are_retired(tmp_path, limit):
+    rt = LambdaRuntime(tmp_path / "rt", {}, **{limit: 0.2})
     try:
         first = run(rt, tmp_path, "a")
         deadline = time.monotonic() + 10

@@ -209,7 +209,8 @@ class Worker:
                     stream.close()
 
 
-Destination = Callable[[str, str, bytes], None]  # (bucket, key, body)
+# (bucket, key, body, function ARN): Lambda writes with the function's execution role.
+Destination = Callable[[str, str, bytes, str], None]
 
 
 class LambdaRuntime:
@@ -221,6 +222,7 @@ class LambdaRuntime:
         retries: int = DEFAULT_RETRY_ATTEMPTS,
         retry_delays: tuple[float, ...] = (1.0, 2.0),
         idle_seconds: float = 300.0,
+        max_worker_seconds: float = 1800.0,
         put_object: Destination | None = None,
     ) -> None:
         self.work_dir = work_dir
@@ -231,6 +233,9 @@ class LambdaRuntime:
         self.retries = retries
         self.retry_delays = retry_delays
         self.idle_seconds = idle_seconds
+        # Lambda recycles environments after some hours; here well within the life of the
+        # role credentials a worker starts with (an hour), so none outlives them.
+        self.max_worker_seconds = max_worker_seconds
         self.put_object = put_object  # how the S3 on-failure destination is written
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
@@ -425,7 +430,7 @@ class LambdaRuntime:
             bucket, key, body = destination_record(event, condition)
             if self.put_object is None:
                 raise RuntimeError("no S3 writer configured for on-failure destinations")
-            self.put_object(bucket, key, body)
+            self.put_object(bucket, key, body, invocation.function_arn)
             with self._lock:
                 self.destination_records += 1
         except Exception:  # noqa: BLE001 - DestinationDeliveryFailures on AWS
@@ -440,7 +445,8 @@ class LambdaRuntime:
         for name, idle in self._idle.items():
             keep = []
             for worker in idle:
-                stale = worker.key != self._latest_key.get(name)
+                stale = (worker.key != self._latest_key.get(name)
+                         or now - worker.created > self.max_worker_seconds)
                 if stale or not worker.alive or now - worker.last_used > self.idle_seconds:
                     threading.Thread(target=worker.kill, daemon=True).start()
                 else:
@@ -453,7 +459,8 @@ class LambdaRuntime:
             idle = self._idle.setdefault(invocation.function_name, [])
             while idle:
                 worker = idle.pop()  # most recently used first, as Lambda tends to
-                if worker.key == invocation.config_key and worker.alive:
+                young = time.monotonic() - worker.created <= self.max_worker_seconds
+                if worker.key == invocation.config_key and worker.alive and young:
                     self._busy.add(worker)
                     return worker
                 threading.Thread(target=worker.kill, daemon=True).start()

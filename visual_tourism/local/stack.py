@@ -129,7 +129,7 @@ class LocalStack:
         except ClientError:
             return False
 
-    def _put_object(self, bucket: str, key: str, body: bytes) -> None:
+    def _put_object(self, bucket: str, key: str, body: bytes, function_arn: str) -> None:
         """How the Lambda service writes an on-failure record to an S3 destination."""
         client = boto3.client(
             "s3", endpoint_url=self.moto_url, region_name=REGION,
