@@ -74,6 +74,13 @@ class Config:
     image_transport: str = "url"
     generation: dict[str, Any] = field(default_factory=lambda: dict(GENERATION))
     state_dir: str = ""  # empty: ~/.visual-tourism
+    # The web page and its API (visual_tourism/web.py): "off" leaves them out of `up`.
+    web_api: str = "on"
+    web_rate_limit: float = 20.0  # requests/s over the whole API (API Gateway stage)
+    web_burst_limit: int = 40
+    web_upload_rate_limit: float = 1.0  # upload forms/s: each upload is a model call
+    web_upload_burst_limit: int = 10
+    web_max_photo_bytes: int = 20_000_000  # the handler's own limit
 
     # -- derived names ------------------------------------------------------------------
     @property
@@ -227,6 +234,14 @@ def validate(cfg: Config) -> Config:
         problems.append(f"image_transport {cfg.image_transport!r}: use one of {TRANSPORTS}")
     if not isinstance(cfg.generation, dict) or "max_new_tokens" not in cfg.generation:
         problems.append("generation must be an object with at least max_new_tokens")
+    if cfg.web_api not in ("on", "off"):
+        problems.append(f"web_api {cfg.web_api!r}: use 'on' or 'off'")
+    if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and 1 <= cfg.web_burst_limit
+            and 1 <= cfg.web_upload_burst_limit <= cfg.web_burst_limit):
+        problems.append("web throttling: need 0 < upload rate <= rate and 1 <= upload burst "
+                        "<= burst")
+    if not 1_000 <= cfg.web_max_photo_bytes <= 50_000_000:
+        problems.append("web_max_photo_bytes: use 1,000-50,000,000")
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
     if not cfg.region:

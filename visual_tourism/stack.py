@@ -17,7 +17,7 @@ from typing import Any
 
 import lambda_code
 
-from . import autoscaling, bucket, endpoint, iam, lambda_fn, logs, pricing
+from . import autoscaling, bucket, endpoint, iam, lambda_fn, logs, pricing, web
 from .aws import Aws
 from .config import Config, load_config
 from .errors import AskTimeoutError, ConfigError, EndpointFailedError, NotDeployedError
@@ -147,6 +147,14 @@ def connect_trigger(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
     progress(f"trigger live: photos uploaded to s3://{name}/{cfg.input_prefix} get answers")
 
 
+def open_web_api(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
+    """The web page and its API (visual_tourism/web.py); 'visual-tourism web' prints the link."""
+    api = web.deploy(aws, cfg, bucket_name(cfg, aws))
+    progress(f"web page {api['url']} (behind the access code: 'visual-tourism web' prints the "
+             "link and its QR code)")
+    return api
+
+
 def up(
     cfg: Config | None = None,
     aws: Aws | None = None,
@@ -166,9 +174,12 @@ def up(
     deploy_function(cfg, aws, progress)  # built while the endpoint starts
     wait_for_endpoint(cfg, aws, progress, endpoint_poll)
     attach_autoscaling(cfg, aws, progress)
-    connect_trigger(cfg, aws, progress)  # last: live only once everything behind it works
+    connect_trigger(cfg, aws, progress)  # live only once everything behind it works
+    extra = {}
+    if cfg.web_api == "on":  # the page is useful only once photos get answers
+        extra["web_url"] = open_web_api(cfg, aws, progress)["url"]
     return {"bucket": name, "endpoint": cfg.endpoint_name, "function": cfg.function_name,
-            **names}
+            **names, **extra}
 
 
 def down(
@@ -188,6 +199,8 @@ def down(
             removed.append(label)
             progress(f"removed {label}")
 
+    for label in web.remove(aws, cfg, name):
+        step(label, True)
     step("trigger", lambda_fn.remove_notification(aws, cfg, name))
     step("S3 invoke permission", lambda_fn.remove_permission(aws, cfg))
     step(f"Lambda {cfg.function_name}", lambda_fn.delete_function(aws, cfg))
@@ -237,6 +250,7 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         "autoscaling": autoscaling.describe(aws, cfg),
         "function": lambda_fn.describe(aws, cfg, name)
         if bucket_info["state"] == "exists" else {"name": cfg.function_name, "state": "unknown"},
+        "web": web.describe(aws, cfg),
         "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
         "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region)
         if instances else "nothing billed by the hour (no endpoint instance running)",
