@@ -236,7 +236,7 @@ def validate(cfg: Config) -> Config:
         problems.append("generation must be an object with at least max_new_tokens")
     if cfg.web_api not in ("on", "off"):
         problems.append(f"web_api {cfg.web_api!r}: use 'on' or 'off'")
-    if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and 1 <= cfg.web_burst_limit
+    if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and cfg.web_burst_limit >= 1
             and 1 <= cfg.web_upload_burst_limit <= cfg.web_burst_limit):
         problems.append("web throttling: need 0 < upload rate <= rate and 1 <= upload burst "
                         "<= burst")
