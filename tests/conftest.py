@@ -12,6 +12,8 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
 EVENTS = Path(__file__).resolve().parent / "events"
 REGION = "us-east-1"
+# Headless Chromium for the browser tests (tests/browser.py): the `chromium` fixture.
+pytest_plugins = ["browser"]
 
 _AWS_VARS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",

@@ -59,7 +59,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(json.dumps(info, indent=2, default=str))
         return 0
     _say(f"region {info['region']}, model profile {info['profile']}")
-    for part in ("bucket", "roles", "endpoint", "autoscaling", "function"):
+    for part in ("bucket", "roles", "endpoint", "autoscaling", "function", "web"):
         _say(f"  {part:12} {json.dumps(info[part], default=str)}")
     _say(f"  {'cost':12} {info['cost']}")
     return 0
@@ -99,25 +99,38 @@ def cmd_local_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_local_serve(args: argparse.Namespace) -> int:
-    from .local.stack import LocalStack
+    from .local.stack import LocalStack, environment
 
     work_dir = Path(args.dir)
     work_dir.mkdir(parents=True, exist_ok=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     with LocalStack(model=args.model, work_dir=work_dir, moto_port=args.port,
-                    model_port=args.model_port) as local:
+                    model_port=args.model_port) as local, environment(local.env):
         _say(f"Local stack running; model server: {local.backend_description}")
         if local.backend_reason:
             _say(f"  ({local.backend_reason})")
+        front = None
+        if not args.no_up:
+            cfg = _config(args, region="us-east-1", state_dir=str(work_dir / "state"))
+            stack.up(cfg, progress=_say, endpoint_poll=0.5)
+            if cfg.web_api == "on":
+                from .local.web_front import serve_local
+
+                front, link = serve_local(cfg, local, port=args.web_port)
+                _say(f"\nThe web page (on this machine; the access code is in the link):\n"
+                     f"  {link}\n")
         _say("Point boto3, the CLI and the notebooks at it (in another shell):\n")
         for key, value in local.env.items():
             _say(f"export {key}={value}")
         _say(f"export VT_STATE_DIR={work_dir / 'state'}")
-        _say("\nThen: visual-tourism up; visual-tourism ask images/tour_eiffel.jpeg")
+        _say("\nThen: visual-tourism ask images/tour_eiffel.jpeg" if not args.no_up else
+             "\nThen: visual-tourism up; visual-tourism ask images/tour_eiffel.jpeg")
         _say(f"Handler logs: visual-tourism local logs --dir {work_dir}. Ctrl-C stops.")
         with suppress(KeyboardInterrupt):
             stop.wait()
+        if front is not None:
+            front.stop()
     return 0
 
 
@@ -178,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=5000, help="port of the AWS stand-in")
     p.add_argument("--model-port", type=int, default=8080, help="port of the model server")
     p.add_argument("--dir", default=str(LOCAL_DIR), help="where logs and state are kept")
+    p.add_argument("--web-port", type=int, default=8000, help="port of the web page (0: any)")
+    p.add_argument("--no-up", action="store_true",
+                   help="only start the stand-ins; run 'visual-tourism up' yourself")
     p.set_defaults(func=cmd_local_serve)
     p = local_sub.add_parser("logs", help="print the local handler's log lines")
     p.add_argument("--dir", default=str(LOCAL_DIR))
@@ -187,6 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .infra import add_cli  # CloudFormation: package / deploy / delete
 
     add_cli(sub, common)
+    from . import web_cli  # the web page's link, QR code and access code
+
+    web_cli.add_cli(sub, common, _config)
     return parser
 
 

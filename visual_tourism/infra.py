@@ -31,7 +31,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from . import bucket, lambda_fn, logs
+from . import bucket, lambda_fn, logs, web
 from .aws import Aws, error_code, error_message
 from .config import PROJECT_ROOT, Config
 from .errors import (
@@ -135,9 +135,23 @@ def template_parameters(
             "LogRetentionDays": str(logs.RETENTION_DAYS),
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
+            **web_parameters(cfg),
         }
     )
     return params
+
+
+def web_parameters(cfg: Config) -> dict[str, str]:
+    """The web page's parameters (visual_tourism/web.py); its zip's key is its content hash."""
+    return {
+        "WebPage": cfg.web_api,
+        "WebRateLimit": f"{cfg.web_rate_limit:g}",
+        "WebBurstLimit": str(cfg.web_burst_limit),
+        "WebUploadRateLimit": f"{cfg.web_upload_rate_limit:g}",
+        "WebUploadBurstLimit": str(cfg.web_upload_burst_limit),
+        "WebMaxPhotoBytes": str(cfg.web_max_photo_bytes),
+        "WebCodeS3Key": code_key(web.build_zip()),
+    }
 
 
 # -- package --------------------------------------------------------------------------------
@@ -174,6 +188,10 @@ def package(
             Bucket=code_bucket, Key=key, Body=zip_bytes, ContentType="application/zip"
         )
         progress(f"uploaded code to s3://{code_bucket}/{key}")
+    web_zip = web.build_zip()
+    if not bucket.object_exists(aws, code_bucket, code_key(web_zip)):
+        aws.s3.put_object(Bucket=code_bucket, Key=code_key(web_zip), Body=web_zip,
+                          ContentType="application/zip")
     params = template_parameters(
         cfg, image_uri=cfg.profile.image_uri(cfg.region), code_bucket=code_bucket, code_key=key
     )
@@ -443,6 +461,9 @@ def after_deploy(aws: Aws, cfg: Config, result: dict[str, str], progress: Progre
     bucket.upload_if_changed(aws, name, cfg.example_key, Path(cfg.example_image))
     progress(f"bucket {name}: folders and example photo ready; upload photos to "
              f"s3://{name}/{cfg.input_prefix}")
+    if result.get("WebUrl"):  # the access code: an SSM SecureString, never in the template
+        web.ensure_code(aws, cfg)
+        progress(f"web page {result['WebUrl']}: 'visual-tourism web' prints its link")
 
 
 # -- delete ---------------------------------------------------------------------------------
@@ -470,6 +491,8 @@ def delete(
         aws.client("cloudformation").delete_stack(StackName=current["StackId"])
         _wait(aws, current["StackId"], "stack_delete_complete", events, poll, timeout)
         removed.append(f"stack {name}")
+    if web.delete_code(aws, cfg):  # created by after_deploy, outside the stack
+        removed.append("access code parameter")
     if delete_bucket:
         if bucket.delete_bucket(aws, cfg, bucket_name):
             removed.append(f"bucket {bucket_name}")

@@ -396,13 +396,13 @@ def remove(aws: Aws, cfg: Config, bucket: str) -> list[str]:
         removed.append("web API log group")
     if iam.delete_role(aws, cfg, role_name(cfg)):
         removed.append(f"IAM role {role_name(cfg)}")
-    if _delete_code(aws, cfg):
+    if delete_code(aws, cfg):
         removed.append("access code parameter")
     State(cfg.state_path).forget("web")
     return removed
 
 
-def _delete_code(aws: Aws, cfg: Config) -> bool:
+def delete_code(aws: Aws, cfg: Config) -> bool:
     ssm = aws.client("ssm")
     try:
         tags = ssm.list_tags_for_resource(ResourceType="Parameter",

@@ -102,6 +102,7 @@ def patch_post_policies(secrets_by_key: dict[str, str]) -> None:
     from .post_policy import PolicyViolation, check
 
     def post(self: S3Response, request: Any, bucket_name: str) -> Any:
+        self.path = self._get_path(request)  # is_delete_keys reads it
         if self.is_delete_keys() or not request.headers.get("Content-Length"):
             return _original_post(self, request, bucket_name)
         fields = {k: v for k, v in self.form_data.items() if k != "file"}

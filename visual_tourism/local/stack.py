@@ -113,6 +113,9 @@ class LocalStack:
             self.work_dir, self.env, max_concurrency=self.max_concurrency
         )
         moto_patches.patch_bucket_policies()
+        # Browser uploads: S3 checks POST policies; moto does not (see moto_patches).
+        moto_patches.patch_post_policies(
+            {CREDENTIALS["AWS_ACCESS_KEY_ID"]: CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})
         moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
         log.info("Local stack up: AWS at %s, model at %s", self.moto_url, self.model_server.url)
         return self

@@ -263,3 +263,22 @@ def front_for_stack(cfg: Any, aws: Any, local_env: Mapping[str, str], host: str 
     return WebFront(lambda event: web_api.handle(event, env), web_api.ROUTES, host=host,
                     port=port, rate=cfg.web_rate_limit, burst=cfg.web_burst_limit,
                     route_limits=limits, public_host=public_host)
+
+
+def serve_local(cfg: Any, local: Any, port: int = 0) -> tuple[WebFront, str]:
+    """Start the front for a local stack on which `up` ran; returns it and the page's link.
+    Call it with the stack's variables in the environment (``environment(local.env)``)."""
+    from .. import web
+    from ..aws import Aws
+
+    from ..stack import bucket_name
+
+    aws = Aws(cfg.region)
+    front = front_for_stack(cfg, aws, local.env, port=port).start()
+    # Here the API's origin is this front's: the bucket's CORS rule names it, as on AWS.
+    web.ensure_cors(aws, bucket_name(cfg, aws), web.origin_of(front.url))
+    code = web.get_code(aws, cfg)
+    if code is None:
+        front.stop()
+        raise RuntimeError("no access code in the local stack: did 'up' run?")
+    return front, front.link(code)
