@@ -19,8 +19,8 @@ from typing import Any
 import pytest
 import requests
 from browser import DESKTOP, PHONE, full_page_screenshot, resize_viewport
-from PIL import Image
 from photos import twelve_megapixel_jpeg
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"

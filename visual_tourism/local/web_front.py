@@ -270,7 +270,6 @@ def serve_local(cfg: Any, local: Any, port: int = 0) -> tuple[WebFront, str]:
     Call it with the stack's variables in the environment (``environment(local.env)``)."""
     from .. import web
     from ..aws import Aws
-
     from ..stack import bucket_name
 
     aws = Aws(cfg.region)
