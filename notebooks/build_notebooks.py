@@ -461,8 +461,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
 
             1. One photo
             2. The result record
-            3. Try your own
-            4. What a failure looks like
+            3. On a phone: the class's web page
+            4. Try your own
+            5. What a failure looks like
 
             {where_next("05_lambda_trigger", "07_cleanup")}
         """),
@@ -487,7 +488,21 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("notebook.show_record(record)"),
         md("""
-            ## 3. Try your own
+            ## 3. On a phone: the class's web page
+
+            `up` also built a small web page: students scan the QR code, take a photo, and see
+            its answer and the class's gallery. The access code travels in the link after `#`
+            (browsers never send that part to a server); `visual-tourism web --rotate-code`
+            replaces it. Requests beyond the stage's throttling get "too many requests", so a
+            leaked link cannot run up the bill.
+        """),
+        code("""
+            from visual_tourism import web_notebook
+
+            web_notebook.show_web_link(cfg, aws)
+        """),
+        md("""
+            ## 4. Try your own
 
             Choose one of the bundled photos or upload one of yours, press the button, and
             watch each step until the answer appears beside the photo. Uploads go to this
@@ -498,7 +513,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             panel
         """),
         md("""
-            ## 4. What a failure looks like
+            ## 5. What a failure looks like
 
             A text file named like a photo. The function checks the bytes, not the name, and
             refuses it before calling the model, so no GPU time is spent; the error record says

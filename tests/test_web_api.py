@@ -322,3 +322,40 @@ def test_the_zip_holds_the_function_and_its_page_only():
     data = web.build_zip()
     assert data == web.build_zip()  # deterministic
     assert zipfile.ZipFile(io.BytesIO(data)).namelist() == ["web_api.py", "web_page.html"]
+
+
+def test_the_cli_prints_the_link_and_a_qr_code_and_rotates_the_code(stack, capsys,
+                                                                     monkeypatch):
+    from visual_tourism.cli import main
+
+    cfg, aws = stack
+    web.deploy(aws, cfg, BUCKET)
+    args = ["--prefix", "vt-web", "--region", REGION]
+    assert main(["web", *args]) == 0
+    out = capsys.readouterr().out
+    link = web.link(aws, cfg)
+    assert link in out and "#code=" in link
+    assert "\u2588" in out or "\u2580" in out  # block characters of the terminal QR code
+    assert main(["web", "--rotate-code", "--no-qr", *args]) == 0
+    out = capsys.readouterr().out
+    assert "New access code" in out and link not in out and web.link(aws, cfg) in out
+
+
+def test_the_notebook_shows_the_link_as_a_qr_image(stack, monkeypatch):
+    from visual_tourism import web_notebook
+
+    cfg, aws = stack
+    web.deploy(aws, cfg, BUCKET)
+    link = web_notebook.web_link(cfg, aws, local=False)
+    assert link == web.link(aws, cfg)
+    page = web_notebook.web_link_html(link + "&<x>")
+    assert '<img src="data:image/png;base64,' in page and "&amp;&lt;x&gt;" in page
+    png = base64.b64decode(web_notebook.qr_data_uri(link).split(",", 1)[1])
+    assert png.startswith(b"\x89PNG")
+    # Local mode: only once `local serve` has recorded where it serves the page.
+    assert web_notebook.web_link(cfg, aws, local=True) is None
+    state = State(cfg.state_path)
+    state.record("web", **{**state.steps["web"], "local_url": "http://127.0.0.1:8000/"})
+    assert web_notebook.web_link(cfg, aws, local=True) == (
+        f"http://127.0.0.1:8000/#code={web.get_code(aws, cfg)}")
+    assert web_notebook.web_link(cfg.replace(web_api="off"), aws, local=False) is None

@@ -118,6 +118,10 @@ def patch_post_policies(secrets_by_key: dict[str, str]) -> None:
     S3Response._bucket_response_post = post  # type: ignore[method-assign]
 
 
+def unpatch_post_policies() -> None:
+    S3Response._bucket_response_post = _original_post  # type: ignore[method-assign]
+
+
 def unhook_put_object() -> None:
     S3Backend.put_object = _original_put_object  # type: ignore[method-assign]
 

@@ -270,12 +270,15 @@ def serve_local(cfg: Any, local: Any, port: int = 0) -> tuple[WebFront, str]:
     Call it with the stack's variables in the environment (``environment(local.env)``)."""
     from .. import web
     from ..aws import Aws
+    from ..state import State
     from ..stack import bucket_name
 
     aws = Aws(cfg.region)
     front = front_for_stack(cfg, aws, local.env, port=port).start()
     # Here the API's origin is this front's: the bucket's CORS rule names it, as on AWS.
     web.ensure_cors(aws, bucket_name(cfg, aws), web.origin_of(front.url))
+    state = State(cfg.state_path)  # where the notebooks find the page (never the code)
+    state.record("web", **{**state.steps.get("web", {}), "local_url": front.url})
     code = web.get_code(aws, cfg)
     if code is None:
         front.stop()
