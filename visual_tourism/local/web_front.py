@@ -270,8 +270,8 @@ def serve_local(cfg: Any, local: Any, port: int = 0) -> tuple[WebFront, str]:
     Call it with the stack's variables in the environment (``environment(local.env)``)."""
     from .. import web
     from ..aws import Aws
-    from ..state import State
     from ..stack import bucket_name
+    from ..state import State
 
     aws = Aws(cfg.region)
     front = front_for_stack(cfg, aws, local.env, port=port).start()
