@@ -1,4 +1,17 @@
-"""`visual-tourism`: the command line over the same functions the notebooks call."""
+"""`visual-tourism`: the command line over the same functions the notebooks call.
+
+Adding a subcommand or an option (the convention, checked by tests/test_cli.py):
+- build it under the parser tree of ``build_parser`` (a module with several subcommands gets an
+  ``add_cli(sub, common)`` like ``infra.py``); import shared pieces from ``cli_common``, never
+  from this module;
+- give every subcommand ``help=`` (its one-line summary; also its description unless it has its
+  own ``description=``) and every argument ``help=`` that states its unit (seconds, MB, port,
+  lines, ...);
+- the default is appended to the help automatically (``(default: 8080)``); when the default is
+  None or comes from the environment, say in the help what happens (``default: VT_X, else
+  ...``);
+- ``-v`` is added to every subcommand by ``cli_common.Parser``; do not add your own.
+"""
 
 from __future__ import annotations
 
@@ -15,26 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from . import stack
-from .config import IMAGES_DIR, Config, load_config
+from .cli_common import Parser, common_options, config_from_args, say
+from .config import IMAGES_DIR
 from .errors import VisualTourismError
 
 DEFAULT_PHOTO = IMAGES_DIR / "tour_eiffel.jpeg"
 LOCAL_DIR = Path.home() / ".visual-tourism" / "local"
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _config(args: argparse.Namespace, **extra: Any) -> Config:
-    options = {
-        "region": args.region,
-        "prefix": args.prefix,
-        "bucket": args.bucket,
-        "model_profile": args.model_profile,
-        **extra,
-    }
-    return load_config(args.config, **options)
+_say = say
+_config = config_from_args
 
 
 def print_result(record: dict[str, Any]) -> None:
@@ -135,66 +136,94 @@ def cmd_local_logs(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="visual-tourism",
-        description="Photo in, travel advice out: build, inspect and remove the stack.",
+        description="Photo in, travel advice out: build, inspect and remove the stack, on AWS "
+                    "or on this machine ('local').",
     )
-    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config", help="TOML or JSON settings file (or VT_CONFIG)")
-    common.add_argument("--region", help="AWS region (or AWS_REGION)")
-    common.add_argument("--prefix", help="name prefix of every resource (or VT_PREFIX)")
-    common.add_argument("--bucket", help="bucket name (default: {prefix}-{account}-{region})")
-    common.add_argument("--model-profile", help="model profile (or VT_MODEL_PROFILE)")
-    sub = parser.add_subparsers(dest="command", required=True)
+    common = common_options()
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="what to do (COMMAND -h for its options)")
 
-    sub.add_parser("up", parents=[common], help="create or update everything").set_defaults(
-        func=cmd_up
+    p = sub.add_parser(
+        "up", parents=[common], help="create or update everything",
+        description="Create or update the bucket, roles, endpoint, function, autoscaling and "
+                    "trigger, in that order. Safe to re-run: finished steps are checked, not "
+                    "repeated. On AWS the endpoint takes 10-15 minutes and bills by the hour "
+                    "until 'down'.",
     )
-    p = sub.add_parser("status", parents=[common], help="what exists and what it costs")
-    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "status", parents=[common], help="what exists and what it costs",
+        description="Show each part of the stack (present or absent, its state) and the hourly "
+                    "cost of what is running. Changes nothing.",
+    )
+    p.add_argument("--json", action="store_true", help="print the full status as JSON")
     p.set_defaults(func=cmd_status)
-    p = sub.add_parser("down", parents=[common], help="remove everything up created")
+
+    p = sub.add_parser(
+        "down", parents=[common], help="remove everything up created",
+        description="Remove, newest first, everything 'up' created and tagged for this prefix. "
+                    "Keeps the bucket (photos and results) unless --delete-bucket. Safe to "
+                    "run twice.",
+    )
     p.add_argument("--delete-bucket", action="store_true",
                    help="also empty and delete the bucket (photos and results are lost)")
     p.set_defaults(func=cmd_down)
-    p = sub.add_parser("ask", parents=[common], help="upload a photo and print the answer")
-    p.add_argument("image", type=Path)
-    p.add_argument("--timeout", type=float, default=300.0)
+
+    p = sub.add_parser(
+        "ask", parents=[common], help="upload a photo and print the answer",
+        description="Upload a photo under input/, wait for its result record under output/ and "
+                    "print the answer (or the error). Exit status 0 for an answer, 1 for an "
+                    "error record.",
+    )
+    p.add_argument("image", type=Path, help="the photo to upload (JPEG, PNG, GIF or WebP)")
+    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="seconds to wait for the result record")
     p.set_defaults(func=cmd_ask)
 
     local = sub.add_parser("local", help="the whole workflow on this machine, no AWS account")
-    local_sub = local.add_subparsers(dest="local_command", required=True)
+    local_sub = local.add_subparsers(dest="local_command", required=True, metavar="COMMAND",
+                                     help="what to do locally")
     model_help = ("model for the local server: a Hugging Face id or path, or 'stand-in' "
-                  "(default: VT_LOCAL_MODEL or a small SmolVLM, else the stand-in)")
+                  "(default: VT_LOCAL_MODEL, else a small SmolVLM when it can be loaded, else "
+                  "the offline stand-in)")
     p = local_sub.add_parser("demo", parents=[common], help="up, ask about a photo, down, stop")
-    p.add_argument("--image", type=Path, default=DEFAULT_PHOTO)
+    p.add_argument("--image", type=Path, default=DEFAULT_PHOTO,
+                   help="the photo to ask about (default: images/tour_eiffel.jpeg)")
     p.add_argument("--model", default=None, help=model_help)
-    p.add_argument("--timeout", type=float, default=600.0)
+    p.add_argument("--timeout", type=float, default=600.0, metavar="SECONDS",
+                   help="seconds to wait for the answer")
     p.add_argument("--logs", action="store_true", help="print the handler's log at the end")
     p.set_defaults(func=cmd_local_demo)
     p = local_sub.add_parser("serve", help="keep the local stack running; print its variables")
     p.add_argument("--model", default=None, help=model_help)
-    p.add_argument("--port", type=int, default=5000, help="port of the AWS stand-in")
-    p.add_argument("--model-port", type=int, default=8080, help="port of the model server")
-    p.add_argument("--dir", default=str(LOCAL_DIR), help="where logs and state are kept")
+    p.add_argument("--port", type=int, default=5000,
+                   help="TCP port of the AWS stand-in on 127.0.0.1 ; 0 picks a free one")
+    p.add_argument("--model-port", type=int, default=8080,
+                   help="TCP port of the model server on 127.0.0.1 ; 0 picks a free one")
+    p.add_argument("--dir", default=str(LOCAL_DIR), metavar="DIR",
+                   help="folder for handler logs and state (default: "
+                        "~/.visual-tourism/local)")
     p.set_defaults(func=cmd_local_serve)
     p = local_sub.add_parser("logs", help="print the local handler's log lines")
-    p.add_argument("--dir", default=str(LOCAL_DIR))
-    p.add_argument("-n", "--lines", type=int, default=50)
+    p.add_argument("--dir", default=str(LOCAL_DIR), metavar="DIR",
+                   help="the folder 'local serve' uses (default: ~/.visual-tourism/local)")
+    p.add_argument("-n", "--lines", type=int, default=50,
+                   help="number of last lines to print per log file")
     p.set_defaults(func=cmd_local_logs)
 
-    from .infra import add_cli  # CloudFormation: package / deploy / delete
+    from .infra import add_cli  # CloudFormation: package / deploy / delete / lint
 
     add_cli(sub, common)
     return parser
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
     )
     try:

@@ -33,6 +33,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from . import bucket, lambda_fn, logs
 from .aws import Aws, error_code, error_message
+from .cli_common import config_from_args, say
 from .config import PROJECT_ROOT, Config
 from .errors import (
     BucketTakenError,
@@ -510,50 +511,42 @@ def lint(template: Path = TEMPLATE, regions: list[str] | None = None) -> list[st
 
 
 # -- command line ---------------------------------------------------------------------------
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _config(args: argparse.Namespace) -> Config:
-    from .cli import _config as cli_config  # the same settings as every other command
-
-    return cli_config(args)
-
-
 def cmd_package(args: argparse.Namespace) -> int:
-    result = package(_config(args), out_dir=Path(args.out_dir), progress=_say)
-    _say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
-    _say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
+    result = package(config_from_args(args), out_dir=Path(args.out_dir), progress=say)
+    say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
+    say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    result = deploy(_config(args), out_dir=Path(args.out_dir), progress=_say, poll=args.poll)
-    _say(json.dumps(result, indent=2))
+    result = deploy(config_from_args(args), out_dir=Path(args.out_dir), progress=say,
+                    poll=args.poll)
+    say(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     removed = delete(
-        _config(args), delete_bucket=args.delete_bucket, delete_artifacts=args.delete_artifacts,
-        progress=_say, poll=args.poll,
+        config_from_args(args), delete_bucket=args.delete_bucket,
+        delete_artifacts=args.delete_artifacts, progress=say, poll=args.poll,
     )
-    _say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
+    say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
     return 0
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
     findings = lint(Path(args.template), regions=[args.region] if args.region else None)
     for line in findings:
-        _say(line)
-    _say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
+        say(line)
+    say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
     return 1 if findings else 0
 
 
 def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """`visual-tourism infra package|deploy|delete|lint`."""
     infra = sub.add_parser("infra", help="the same stack as one CloudFormation template")
-    infra_sub = infra.add_subparsers(dest="infra_command", required=True)
+    infra_sub = infra.add_subparsers(dest="infra_command", required=True, metavar="COMMAND",
+                                     help="what to do with the template")
     out_help = "folder of packaged.yaml and parameters.json (default: build)"
 
     p = infra_sub.add_parser("package", parents=[common],
@@ -564,7 +557,8 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
     p = infra_sub.add_parser("deploy", parents=[common],
                              help="create or update the CloudFormation stack")
     p.add_argument("--out-dir", default="build", help=out_help)
-    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between checks of the stack's events")
     p.set_defaults(func=cmd_deploy)
 
     p = infra_sub.add_parser("delete", parents=[common], help="delete the CloudFormation stack")
@@ -572,10 +566,12 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
                    help="also empty and delete the kept bucket (photos and results are lost)")
     p.add_argument("--delete-artifacts", action="store_true",
                    help="also empty and delete the artifacts bucket (Lambda zips)")
-    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between checks of the stack's events")
     p.set_defaults(func=cmd_delete)
 
     p = infra_sub.add_parser("lint", help="check the template with cfn-lint")
-    p.add_argument("--template", default=str(TEMPLATE))
-    p.add_argument("--region", help="region to validate against (default us-east-1)")
+    p.add_argument("--template", default=str(TEMPLATE),
+                   help="the template file to check (default: the project's infra/template.yaml)")
+    p.add_argument("--region", help="region to validate against (default: us-east-1)")
     p.set_defaults(func=cmd_lint)
