@@ -23,14 +23,13 @@ import sys
 import textwrap
 import threading
 from collections.abc import Sequence
-from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 from . import stack
-from .cli_common import Parser, common_options, config_from_args, say
+from .cli_common import Parser, command, common_options, config_from_args, say
 from .config import IMAGES_DIR
-from .errors import VisualTourismError
+from .errors import PortInUseError, VisualTourismError
 
 DEFAULT_PHOTO = IMAGES_DIR / "tour_eiffel.jpeg"
 LOCAL_DIR = Path.home() / ".visual-tourism" / "local"
@@ -100,25 +99,38 @@ def cmd_local_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_local_serve(args: argparse.Namespace) -> int:
-    from .local.stack import LocalStack
+    from .local.stack import AWS_STAND_IN, LocalStack
 
-    work_dir = Path(args.dir)
+    work_dir = Path(args.dir).expanduser()
     work_dir.mkdir(parents=True, exist_ok=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    with LocalStack(model=args.model, work_dir=work_dir, moto_port=args.port,
-                    model_port=args.model_port) as local:
-        _say(f"Local stack running; model server: {local.backend_description}")
-        if local.backend_reason:
-            _say(f"  ({local.backend_reason})")
-        _say("Point boto3, the CLI and the notebooks at it (in another shell):\n")
-        for key, value in local.env.items():
-            _say(f"export {key}={value}")
-        _say(f"export VT_STATE_DIR={work_dir / 'state'}")
-        _say("\nThen: visual-tourism up; visual-tourism ask images/tour_eiffel.jpeg")
-        _say(f"Handler logs: visual-tourism local logs --dir {work_dir}. Ctrl-C stops.")
-        with suppress(KeyboardInterrupt):
-            stop.wait()
+    vt = command()
+
+    def on_sigterm(*_: object) -> None:
+        raise KeyboardInterrupt  # the same prompt, orderly stop as Ctrl-C
+
+    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        with LocalStack(model=args.model, work_dir=work_dir, moto_port=args.port,
+                        model_port=args.model_port) as local:
+            _say(f"Local stack running; model server: {local.backend_description}")
+            if local.backend_reason:
+                _say(f"  ({local.backend_reason})")
+            _say("Point boto3, the CLI and the notebooks at it: in another shell, in this "
+                 "folder, paste\n")
+            for key, value in local.env.items():
+                _say(f"export {key}={value}")
+            _say(f"export VT_STATE_DIR={work_dir / 'state'}")
+            _say(f"\nThen: {vt} up; {vt} ask images/tour_eiffel.jpeg")
+            _say(f"Handler logs: {vt} local logs --dir {work_dir}. Ctrl-C stops.")
+            threading.Event().wait()  # until Ctrl-C or SIGTERM
+    except PortInUseError as exc:
+        option = "--port" if exc.what == AWS_STAND_IN else "--model-port"
+        raise PortInUseError(exc.what, exc.host, exc.port, option=option) from None
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+    _say("local serve: stopped")
     return 0
 
 
@@ -126,7 +138,7 @@ def cmd_local_logs(args: argparse.Namespace) -> int:
     logs = Path(args.dir) / "logs"
     files = sorted(logs.glob("*.log")) if logs.is_dir() else []
     if not files:
-        _say(f"No handler logs under {logs} yet (is 'visual-tourism local serve' running?)")
+        _say(f"No handler logs under {logs} yet (is '{command()} local serve' running?)")
         return 1
     for path in files:
         _say(f"==> {path.name} <==")

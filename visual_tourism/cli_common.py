@@ -12,6 +12,10 @@ settings they select, and printing. `cli.py` and the modules that add their own 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
 from typing import Any
 
 from .config import DEFAULT_PROFILE, Config, load_config
@@ -19,6 +23,19 @@ from .config import DEFAULT_PROFILE, Config, load_config
 
 def say(message: str) -> None:
     print(message, flush=True)
+
+
+def command() -> str:
+    """How to type `visual-tourism` in this shell: the bare name when it is on PATH (an active
+    venv), else the path of the script beside this Python (``.venv/bin/visual-tourism``)."""
+    script = Path(sys.executable).parent / "visual-tourism"
+    found = shutil.which("visual-tourism")
+    if found and script.exists() and Path(found).resolve() == script.resolve():
+        return "visual-tourism"
+    if not script.exists():
+        return f"{sys.executable} -m visual_tourism.cli"
+    relative = os.path.relpath(script)
+    return relative if not relative.startswith("..") else str(script)
 
 
 class HelpFormatter(argparse.HelpFormatter):

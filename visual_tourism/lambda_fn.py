@@ -294,6 +294,43 @@ def delete_function(aws: Aws, cfg: Config) -> bool:
     )
 
 
+def _sends(rule: dict[str, Any], function_name: str, key: str) -> bool:
+    """Does this bucket notification send an upload of ``key`` to the function?"""
+    # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]; the template's Ids differ
+    # from ours, so the target and the filter are compared, not the Id.
+    parts = str(rule.get("LambdaFunctionArn", "")).split(":")
+    if len(parts) < 7 or parts[6] != function_name:
+        return False
+    if not any(e in ("s3:ObjectCreated:*", "s3:ObjectCreated:Put") for e in rule.get("Events", [])):
+        return False
+    rules = rule.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    for item in rules:
+        name, value = str(item.get("Name", "")).lower(), str(item.get("Value", ""))
+        if (name == "prefix" and not key.startswith(value)) or (
+                name == "suffix" and not key.endswith(value)):
+            return False
+    return True
+
+
+def trigger_problem(aws: Aws, cfg: Config, bucket: str, key: str) -> str | None:
+    """Why an upload of ``key`` would not run the function now, or None when it would.
+
+    Checked by ``ask`` before it uploads, so a missing trigger is said at once instead of
+    after the whole wait for a result that can never come.
+    """
+    if get_function(aws, cfg.function_name) is None:
+        return f"the function {cfg.function_name} does not exist"
+    try:
+        rules = _get_notifications(aws, bucket).get("LambdaFunctionConfigurations", [])
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        rules = []
+    if not any(_sends(rule, cfg.function_name, key) for rule in rules):
+        return f"bucket {bucket} has no notification that sends {key} to {cfg.function_name}"
+    return None
+
+
 def describe(aws: Aws, cfg: Config, bucket: str) -> dict[str, Any]:
     current = get_function(aws, cfg.function_name)
     if current is None:

@@ -31,13 +31,19 @@ def hourly_cost(instance_type: str | None, instances: int) -> float | None:
     return None if price is None else round(price * instances, 3)
 
 
-def describe_cost(instance_type: str | None, instances: int, region: str) -> str:
+def describe_cost(instance_type: str | None, instances: int, region: str,
+                  local: bool = False) -> str:
+    """The endpoint's hourly and monthly cost in words; in local mode, that none is billed."""
     cost = hourly_cost(instance_type, instances)
     if cost is None:
-        return f"no price recorded for {instance_type}: see {PRICE_SOURCE}"
-    note = "" if region == PRICE_REGION else f"; {region} differs"
-    return (
-        f"${cost:.2f}/hour ({instances} x {instance_type} at ${HOURLY_USD[instance_type]}/h, "
-        f"{PRICE_REGION} list price as of {PRICE_DATE}{note}), about ${cost * 24 * 30:,.0f} "
-        "a month if left running"
-    )
+        text = f"no price recorded for {instance_type}: see {PRICE_SOURCE}"
+    else:
+        note = "" if region == PRICE_REGION else f"; {region} differs"
+        text = (
+            f"${cost:.2f}/hour ({instances} x {instance_type} at "
+            f"${HOURLY_USD[instance_type]}/h, {PRICE_REGION} list price as of "
+            f"{PRICE_DATE}{note}), about ${cost * 24 * 30:,.0f} a month if left running"
+        )
+    if local:
+        return f"nothing is billed in local mode (on AWS this would be {text})"
+    return text

@@ -99,7 +99,7 @@ def wait_for_endpoint(
         )
     progress(
         "cost: " + pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances,
-                                         cfg.region)
+                                         cfg.region, local=aws.is_local)
     )
 
 
@@ -213,7 +213,8 @@ def down(
         step(f"bucket {name} and its objects", bucket.delete_bucket(aws, cfg, name))
         state.clear()
     elif bucket.bucket_state(aws, name) == "exists":
-        progress(f"kept bucket {name} (pass delete_bucket=True / --delete-bucket to remove it)")
+        progress(f"kept bucket {name} with its photos and results (to remove it too: "
+                 "'visual-tourism down --delete-bucket')")
     return removed
 
 
@@ -235,10 +236,10 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         },
         "endpoint": ep,
         "autoscaling": autoscaling.describe(aws, cfg),
-        "function": lambda_fn.describe(aws, cfg, name)
-        if bucket_info["state"] == "exists" else {"name": cfg.function_name, "state": "unknown"},
+        "function": lambda_fn.describe(aws, cfg, name),  # trigger: False without the bucket
         "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
-        "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region)
+        "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region,
+                                      local=aws.is_local)
         if instances else "nothing billed by the hour (no endpoint instance running)",
     }
 
@@ -278,6 +279,12 @@ def ask(
         raise NotDeployedError(f"Bucket {name} does not exist: run 'visual-tourism up' first.")
     input_key = key or cfg.input_prefix + path.name
     out_key = result_key(cfg, input_key)
+    problem = lambda_fn.trigger_problem(aws, cfg, name, input_key)
+    if problem:
+        raise NotDeployedError(
+            f"Nothing would answer this photo: {problem}. Run 'visual-tourism up' (it wires "
+            "the trigger last), then ask again. Nothing was uploaded."
+        )
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     earlier = bucket.head(aws, name, out_key)  # a result of an earlier upload of this key
     etag = aws.s3.put_object(

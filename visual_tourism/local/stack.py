@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from ..errors import PortInUseError
 from . import moto_patches
 from .lambda_runtime import LambdaRuntime
 
@@ -32,6 +34,54 @@ log = logging.getLogger(__name__)
 REGION = "us-east-1"
 # moto accepts any credentials; these are never sent anywhere but loopback.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+AWS_STAND_IN = "the AWS stand-in"
+MODEL_SERVER = "the model server"
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise PortInUseError when ``port`` cannot be bound now (0, any free port, always can).
+
+    Probed with SO_REUSEADDR like both servers bind, so a port left in TIME_WAIT by a stopped
+    run counts as free, as it is for them.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(what, host, port, exc.strerror or "") from None
+
+
+def _moto_server(host: str, port: int) -> Any:
+    """moto's threaded server, whose start() raises instead of hanging when it cannot bind.
+
+    moto's thread builds a werkzeug server, which calls sys.exit on a busy port; the thread
+    then dies before it signals "ready" and ThreadedMotoServer.start() waits for ever.
+    """
+    from moto.server import ThreadedMotoServer
+
+    class GuardedMotoServer(ThreadedMotoServer):
+        failure: BaseException | None = None
+
+        def _server_entry(self) -> None:
+            try:
+                super()._server_entry()
+            except BaseException as exc:  # SystemExit from werkzeug, or an OSError
+                self.failure = exc
+                self._server_ready_event.set()
+
+        def start(self) -> None:
+            super().start()
+            if self.failure is not None or self._server is None:
+                reason = getattr(self.failure, "strerror", None) or "cannot listen"
+                raise PortInUseError(AWS_STAND_IN, host, port, reason)
+
+    return GuardedMotoServer(ip_address=host, port=port, verbose=False)
 
 
 @contextmanager
@@ -94,20 +144,33 @@ class LocalStack:
         return self.model_server.backend.description
 
     def start(self) -> LocalStack:
-        from moto.server import ThreadedMotoServer
+        """Start all three parts; on any failure stop what did start, then raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
 
+    def _start(self) -> LocalStack:
         from .backends import load_backend
         from .model_server import ModelServer
 
+        # Both ports first: a busy one is reported at once, before a model loads for minutes.
+        check_port_free(self.host, self.moto_port, AWS_STAND_IN)
+        check_port_free(self.host, self.model_port, MODEL_SERVER)
         # moto serves through werkzeug, which logs every request at INFO on its own.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
+        self._moto = _moto_server(self.host, self.moto_port)
         self._moto.start()
         backend, self.backend_reason = load_backend(self.model_spec)
-        self.model_server = ModelServer(
-            backend=backend, host=self.host, port=self.model_port,
-            endpoint_exists=self._endpoint_exists,
-        ).start()
+        try:
+            self.model_server = ModelServer(
+                backend=backend, host=self.host, port=self.model_port,
+                endpoint_exists=self._endpoint_exists,
+            ).start()
+        except OSError as exc:  # taken between the check and now
+            raise PortInUseError(MODEL_SERVER, self.host, self.model_port,
+                                 exc.strerror or "") from None
         # The handler's processes reach the stack like the CLI does, through endpoint URLs.
         self.runtime = LambdaRuntime(
             self.work_dir, self.env, max_concurrency=self.max_concurrency
@@ -139,6 +202,7 @@ class LocalStack:
             self.model_server.stop()
         if self._moto:
             self._moto.stop()
+            self._moto = None
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

@@ -127,9 +127,23 @@ def show_record(record: Mapping[str, Any]) -> None:
     say(json.dumps(record, indent=2, ensure_ascii=False, default=str))
 
 
+_scratch: tempfile.TemporaryDirectory[str] | None = None
+
+
+def _scratch_dir() -> Path:
+    """A temp folder of this process (the notebook's kernel), removed when it exits.
+
+    Made on first use only, so showing a panel or a record leaves nothing on disk.
+    """
+    global _scratch
+    if _scratch is None:
+        _scratch = tempfile.TemporaryDirectory(prefix="visual-tourism-notebook-")
+    return Path(_scratch.name)
+
+
 def sample_not_a_photo(folder: Path | None = None) -> Path:
     """A text file named like a photo: the handler must refuse it by its bytes, not its name."""
-    folder = folder or Path(tempfile.mkdtemp(prefix="visual-tourism-sample-"))
+    folder = folder or _scratch_dir()
     path = folder / "not-a-photo.jpeg"
     path.write_text("This is a text file, not a photo.\n")
     return path
@@ -150,7 +164,7 @@ class DemoPanel:
         import ipywidgets as widgets
 
         self.cfg, self.aws, self.timeout = cfg, aws, timeout
-        self.upload_dir = upload_dir or Path(tempfile.mkdtemp(prefix="visual-tourism-uploads-"))
+        self.upload_dir = upload_dir or _scratch_dir() / "uploads"  # made on the first upload
         self.record: dict[str, Any] | None = None
         self._lines: list[str] = []
         self._started = 0.0
@@ -181,6 +195,7 @@ class DemoPanel:
             return
         upload = files[0]
         name = _SAFE_NAME.sub("_", Path(str(upload["name"])).name).strip(" .") or "upload.jpeg"
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
         path = self.upload_dir / name
         path.write_bytes(bytes(upload["content"]))
         label = f"{name} (uploaded)"
