@@ -7,8 +7,8 @@ import html
 import io
 import json
 import logging
+import os
 import re
-import tempfile
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,23 +127,11 @@ def show_record(record: Mapping[str, Any]) -> None:
     say(json.dumps(record, indent=2, ensure_ascii=False, default=str))
 
 
-_scratch: tempfile.TemporaryDirectory[str] | None = None
-
-
-def _scratch_dir() -> Path:
-    """A temp folder of this process (the notebook's kernel), removed when it exits.
-
-    Made on first use only, so showing a panel or a record leaves nothing on disk.
-    """
-    global _scratch
-    if _scratch is None:
-        _scratch = tempfile.TemporaryDirectory(prefix="visual-tourism-notebook-")
-    return Path(_scratch.name)
-
-
 def sample_not_a_photo(folder: Path | None = None) -> Path:
     """A text file named like a photo: the handler must refuse it by its bytes, not its name."""
-    folder = folder or _scratch_dir()
+    if folder is None:  # the state folder (outside the repository), overwritten each run
+        folder = Path(os.environ.get("VT_STATE_DIR") or Path.home() / ".visual-tourism")
+    folder.mkdir(parents=True, exist_ok=True)
     path = folder / "not-a-photo.jpeg"
     path.write_text("This is a text file, not a photo.\n")
     return path
@@ -164,7 +152,8 @@ class DemoPanel:
         import ipywidgets as widgets
 
         self.cfg, self.aws, self.timeout = cfg, aws, timeout
-        self.upload_dir = upload_dir or _scratch_dir() / "uploads"  # made on the first upload
+        # Beside the state file, outside the repository; made on the first upload only.
+        self.upload_dir = upload_dir or cfg.state_path.parent / "uploads"
         self.record: dict[str, Any] | None = None
         self._lines: list[str] = []
         self._started = 0.0
