@@ -64,6 +64,7 @@ LAMBDA_ENV_PARAMETERS = {
     "IMAGE_TRANSPORT": "ImageTransport",
     "MODEL_PROFILE": "ModelProfile",
     "MODEL_ID": "ModelId",
+    "CONTAINER_LIMITS": "ContainerLimits",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME"})
 # Container variables the template can set (CloudFormation maps cannot have parameter keys,
@@ -74,6 +75,11 @@ MODEL_ENV_PARAMETERS = {
     "MAX_INPUT_LENGTH": "MaxInputLength",
     "MAX_INPUT_TOKENS": "MaxInputTokens",
     "MAX_TOTAL_TOKENS": "MaxTotalTokens",
+    "PAYLOAD_LIMIT": "PayloadLimit",
+    "REVISION": "Revision",
+    "OPTION_REVISION": "OptionRevision",
+    "OPTION_MAX_MODEL_LEN": "OptionMaxModelLen",
+    "OPTION_LIMIT_MM_PER_PROMPT": "OptionLimitMmPerPrompt",
 }
 _BUSY_SUFFIX = "_IN_PROGRESS"
 

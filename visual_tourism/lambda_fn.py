@@ -17,6 +17,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+import serving_limits
+
 from .aws import Aws, error_code, error_message, ignore_not_found, is_not_found, tags_dict
 from .config import PROJECT_ROOT, STACK_TAG, Config
 from .errors import DeployError, NotOwnedError
@@ -36,7 +38,11 @@ def handler_source() -> Path:
 
 def build_zip(vendor_dir: Path | None = None) -> bytes:
     """A deterministic zip: same inputs, same bytes (fixed dates and modes, sorted entries)."""
-    files: dict[str, bytes] = {"lambda_code.py": handler_source().read_bytes()}
+    files: dict[str, bytes] = {
+        "lambda_code.py": handler_source().read_bytes(),
+        # Stdlib-only rules of the model container, shared with visual_tourism.profiles.
+        "serving_limits.py": Path(serving_limits.__file__).read_bytes(),
+    }
     if vendor_dir:
         for path in sorted(vendor_dir.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
@@ -97,6 +103,8 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "IMAGE_TRANSPORT": cfg.image_transport,
         "MODEL_PROFILE": profile.name,
         "MODEL_ID": profile.model_id,
+        # The container's limits: the handler sizes images and checks settings with them.
+        "CONTAINER_LIMITS": profile.limits.to_env(),
     }
 
 
