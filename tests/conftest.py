@@ -21,6 +21,7 @@ REGION = "us-east-1"
 # and failing the run, and the folder goes. pytest's own tmp_path folders stay where pytest
 # keeps and prunes them. A private folder also keeps concurrent runs from seeing each other.
 _TEMP = pytest.StashKey[str]()
+_CACHES = "caches-of-libraries"
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -28,6 +29,9 @@ def pytest_configure(config: pytest.Config) -> None:
     folder = tempfile.mkdtemp(prefix="visual-tourism-tests-")
     os.environ["TMPDIR"] = folder
     tempfile.tempdir = None  # recomputed from TMPDIR on next use
+    # torch keeps its compile cache in the temp folder (torchinductor_<user>) on purpose; the
+    # run gives it a folder of its own, removed with the run, so it is not counted as a leak.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, _CACHES, "torch"))
     config.stash[_TEMP] = folder
 
 
@@ -35,6 +39,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     folder = session.config.stash.get(_TEMP, None)
     if not folder:
         return
+    shutil.rmtree(os.path.join(folder, _CACHES), ignore_errors=True)
     left = sorted(os.listdir(folder))
     shutil.rmtree(folder, ignore_errors=True)
     if left:
