@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -28,15 +29,20 @@ PERMISSION_ID = "visual-tourism-s3-invoke"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def handler_source() -> Path:
-    import lambda_code
+# The top-level modules the function's zip carries: the handler and, beside it, the
+# asynchronous-inference part it imports only in async mode.
+MODULES = ("lambda_code", "lambda_async")
 
-    return Path(lambda_code.__file__)
+
+def handler_source(module: str = "lambda_code") -> Path:
+    return Path(importlib.import_module(module).__file__ or "")
 
 
-def build_zip(vendor_dir: Path | None = None) -> bytes:
+def build_zip(vendor_dir: Path | None = None, modules: tuple[str, ...] = MODULES) -> bytes:
     """A deterministic zip: same inputs, same bytes (fixed dates and modes, sorted entries)."""
-    files: dict[str, bytes] = {"lambda_code.py": handler_source().read_bytes()}
+    files: dict[str, bytes] = {
+        f"{module}.py": handler_source(module).read_bytes() for module in modules
+    }
     if vendor_dir:
         for path in sorted(vendor_dir.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
@@ -94,9 +100,15 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "INSTRUCTION": cfg.instruction,
         "REQUEST_STYLE": profile.request_style,
         "GENERATION_PARAMETERS": json.dumps(cfg.generation, sort_keys=True),
-        "IMAGE_TRANSPORT": cfg.image_transport,
+        "IMAGE_TRANSPORT": cfg.effective_image_transport,
         "MODEL_PROFILE": profile.name,
         "MODEL_ID": profile.model_id,
+        **({
+            "INFERENCE_MODE": "async",
+            "ASYNC_PREFIX": cfg.async_prefix,
+            "ASYNC_TTL_SECONDS": str(cfg.async_request_ttl),
+            "ASYNC_INVOCATION_TIMEOUT_SECONDS": str(cfg.async_invocation_timeout),
+        } if cfg.is_async else {}),
     }
 
 
