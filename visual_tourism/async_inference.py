@@ -159,30 +159,33 @@ def ensure_scaling(aws: Aws, cfg: Config) -> None:
         **alarm(cfg, arn), Tags=[{"Key": STACK_TAG, "Value": cfg.prefix}]
     )
     # A real-time policy left from an earlier `up` in the other mode must not fight these.
-    ignore_not_found(
-        lambda: aws.autoscaling.delete_scaling_policy(
-            PolicyName=autoscaling.policy_name(cfg), **common
-        ),
-        "real-time scaling policy",
-    )
+    _delete_policies(aws, cfg, [autoscaling.policy_name(cfg)])
 
 
-def remove_scaling(aws: Aws, cfg: Config) -> bool:
-    """Alarm, both policies and the scalable target; "already gone" is fine."""
+def _delete_policies(aws: Aws, cfg: Config, names: list[str]) -> bool:
+    """Delete those of ``names`` that exist (a re-run of `up` changes nothing)."""
     common = {
         "ServiceNamespace": NAMESPACE, "ResourceId": autoscaling.resource_id(cfg),
         "ScalableDimension": DIMENSION,
     }
+    present = {p["PolicyName"] for p in aws.autoscaling.describe_scaling_policies(
+        PolicyNames=names, **common)["ScalingPolicies"]}
+    return any([
+        ignore_not_found(
+            lambda n=name: aws.autoscaling.delete_scaling_policy(PolicyName=n, **common), name
+        )
+        for name in names if name in present
+    ])
+
+
+def remove_scaling(aws: Aws, cfg: Config) -> bool:
+    """The alarm and both policies (the scalable target goes with autoscaling's removal)."""
     cloudwatch = aws.client("cloudwatch")
     had_alarm = bool(cloudwatch.describe_alarms(AlarmNames=[alarm_name(cfg)])["MetricAlarms"])
     if had_alarm:
         cloudwatch.delete_alarms(AlarmNames=[alarm_name(cfg)])
-    removed = [had_alarm]
-    for name in (step_policy_name(cfg), tracking_policy_name(cfg)):
-        removed.append(ignore_not_found(
-            lambda n=name: aws.autoscaling.delete_scaling_policy(PolicyName=n, **common), name
-        ))
-    return any(removed)
+    policies = _delete_policies(aws, cfg, [step_policy_name(cfg), tracking_policy_name(cfg)])
+    return had_alarm or policies
 
 
 # -- waking and sleeping ---------------------------------------------------------------------
@@ -195,18 +198,39 @@ def _set_instances(aws: Aws, cfg: Config, count: int) -> None:
     )
 
 
+def _require_async_endpoint(aws: Aws, cfg: Config) -> None:
+    from .errors import NotDeployedError
+
+    current = describe_endpoint(aws, cfg.endpoint_name)
+    if current is None:
+        raise NotDeployedError(
+            f"Endpoint {cfg.endpoint_name} does not exist: run 'visual-tourism up "
+            "--inference-mode async' (or set inference_mode = \"async\") first."
+        )
+    config = aws.sagemaker.describe_endpoint_config(
+        EndpointConfigName=current["EndpointConfigName"])
+    if not config.get("AsyncInferenceConfig"):
+        raise NotDeployedError(
+            f"Endpoint {cfg.endpoint_name} is a real-time endpoint: only an asynchronous one "
+            "can sleep at zero instances. Deploy with inference_mode = \"async\", or use "
+            "'visual-tourism down' (or 'up --stop-after') to stop paying for it."
+        )
+
+
 def wake(aws: Aws, cfg: Config, instances: int = 1) -> None:
     """Hold ``instances`` running (ahead of a class): the scaling floor rises, capacity now."""
     if not 1 <= instances <= cfg.max_instances:
         from .errors import ConfigError
 
         raise ConfigError(f"wake: use 1-{cfg.max_instances} instances (max_instances)")
+    _require_async_endpoint(aws, cfg)
     _register(aws, cfg, instances, cfg.max_instances)
     _set_instances(aws, cfg, instances)
 
 
 def sleep(aws: Aws, cfg: Config) -> None:
     """Floor back to 0 and capacity to 0 now; queued photos still wake it (the step policy)."""
+    _require_async_endpoint(aws, cfg)
     _register(aws, cfg, 0, cfg.max_instances)
     _set_instances(aws, cfg, 0)
 

@@ -32,6 +32,7 @@ def _config(args: argparse.Namespace, **extra: Any) -> Config:
         "prefix": args.prefix,
         "bucket": args.bucket,
         "model_profile": args.model_profile,
+        "inference_mode": args.inference_mode,
         **extra,
     }
     return load_config(args.config, **options)
@@ -48,7 +49,7 @@ def print_result(record: dict[str, Any]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    names = stack.up(_config(args), progress=_say)
+    names = stack.up(_config(args, stop_after=args.stop_after), progress=_say)
     _say(json.dumps(names, indent=2))
     return 0
 
@@ -59,9 +60,37 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(json.dumps(info, indent=2, default=str))
         return 0
     _say(f"region {info['region']}, model profile {info['profile']}")
-    for part in ("bucket", "roles", "endpoint", "autoscaling", "function"):
+    for part in ("bucket", "roles", "endpoint", "inference", "autoscaling", "function"):
         _say(f"  {part:12} {json.dumps(info[part], default=str)}")
+    deadline = info["deadline"]
+    _say(f"  {'deadline':12} " + (
+        f"{deadline['action']} at {deadline['fires_at']} (in {deadline['in_minutes']} min)"
+        if deadline else "none (set one with 'up --stop-after 3h')"))
     _say(f"  {'cost':12} {info['cost']}")
+    so_far = info["cost_so_far"]
+    _say(f"  {'cost so far':12} ${so_far['so_far_usd']} (next hour ${so_far['next_hour_usd']}): "
+         f"{so_far['note']}")
+    return 0
+
+
+def cmd_wake(args: argparse.Namespace) -> int:
+    from . import async_inference
+    from .aws import Aws
+
+    cfg = _config(args, inference_mode="async")
+    async_inference.wake(Aws(cfg.region), cfg, args.instances)
+    _say(f"{cfg.endpoint_name}: {args.instances} instance(s) held until 'visual-tourism sleep' "
+         f"(a GPU instance takes about {async_inference.WAKE_MINUTES} minutes to start on AWS)")
+    return 0
+
+
+def cmd_sleep(args: argparse.Namespace) -> int:
+    from . import async_inference
+    from .aws import Aws
+
+    cfg = _config(args, inference_mode="async")
+    async_inference.sleep(Aws(cfg.region), cfg)
+    _say(f"{cfg.endpoint_name}: capacity 0 now; a queued photo wakes it again")
     return 0
 
 
@@ -146,11 +175,19 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--prefix", help="name prefix of every resource (or VT_PREFIX)")
     common.add_argument("--bucket", help="bucket name (default: {prefix}-{account}-{region})")
     common.add_argument("--model-profile", help="model profile (or VT_MODEL_PROFILE)")
+    common.add_argument("--inference-mode", choices=("realtime", "async"),
+                        help="realtime (default) or async: scales to zero when idle")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    sub.add_parser("up", parents=[common], help="create or update everything").set_defaults(
-        func=cmd_up
-    )
+    p = sub.add_parser("up", parents=[common], help="create or update everything")
+    p.add_argument("--stop-after", help="stop the endpoint after this long, e.g. 3h (a "
+                   "schedule deletes it, or scales an async one to zero); or VT_STOP_AFTER")
+    p.set_defaults(func=cmd_up)
+    p = sub.add_parser("wake", parents=[common], help="hold async capacity (before a class)")
+    p.add_argument("--instances", type=int, default=1)
+    p.set_defaults(func=cmd_wake)
+    sub.add_parser("sleep", parents=[common], help="async capacity to zero now").set_defaults(
+        func=cmd_sleep)
     p = sub.add_parser("status", parents=[common], help="what exists and what it costs")
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_status)
@@ -160,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_down)
     p = sub.add_parser("ask", parents=[common], help="upload a photo and print the answer")
     p.add_argument("image", type=Path)
-    p.add_argument("--timeout", type=float, default=300.0)
+    p.add_argument("--timeout", type=float, default=None,
+                   help="seconds (default 300; async: the request TTL + 60)")
     p.set_defaults(func=cmd_ask)
 
     local = sub.add_parser("local", help="the whole workflow on this machine, no AWS account")
