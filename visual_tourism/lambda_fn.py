@@ -103,12 +103,10 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "IMAGE_TRANSPORT": cfg.effective_image_transport,
         "MODEL_PROFILE": profile.name,
         "MODEL_ID": profile.model_id,
-        **({
-            "INFERENCE_MODE": "async",
-            "ASYNC_PREFIX": cfg.async_prefix,
-            "ASYNC_TTL_SECONDS": str(cfg.async_request_ttl),
-            "ASYNC_INVOCATION_TIMEOUT_SECONDS": str(cfg.async_invocation_timeout),
-        } if cfg.is_async else {}),
+        "INFERENCE_MODE": cfg.inference_mode,
+        "ASYNC_PREFIX": cfg.async_prefix,
+        "ASYNC_TTL_SECONDS": str(cfg.async_request_ttl),
+        "ASYNC_INVOCATION_TIMEOUT_SECONDS": str(cfg.async_invocation_timeout),
     }
 
 
