@@ -38,6 +38,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+import serving_limits  # zipped beside this file: the model container's limits and rules
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTION = (
@@ -180,9 +182,23 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append("INFERENCE_MODE must be realtime or async")
     if settings.max_attempts < 1:
         problems.append("MAX_ATTEMPTS must be at least 1")
+    problems.extend(_generation_problems(settings, env.get(serving_limits.ENV_VAR, "")))
     if problems:
         raise ConfigError("Invalid Lambda configuration: " + "; ".join(problems) + ".")
     return settings
+
+
+def _generation_problems(settings: Settings, raw_limits: str) -> list[str]:
+    """GENERATION_PARAMETERS the container would refuse (serving_limits holds the rules, the
+    same ones load_config applies; CONTAINER_LIMITS says which container)."""
+    if not raw_limits:  # deployed before the limits were passed: nothing to check against
+        return []
+    try:
+        limits = serving_limits.ContainerLimits.from_env(raw_limits)
+    except serving_limits.GenerationError as exc:
+        return [str(exc)]
+    return [f"GENERATION_PARAMETERS: {problem}" for problem in serving_limits.generation_problems(
+        settings.generation, limits, settings.request_style)]
 
 
 # -- AWS clients --------------------------------------------------------------------------

@@ -552,8 +552,10 @@ def _role_policy(aws: Aws, role: str, policy: str) -> Any:
     if isinstance(raw, str):
         # moto keeps a template's inline policy as the dict CloudFormation parsed and answers
         # with its Python repr, not JSON (a moto quirk: AWS returns the JSON document).
-        return ast.literal_eval(raw)
-    return raw
+        raw = ast.literal_eval(raw)
+    # moto keeps a list item that is !If [..., ..., !Ref AWS::NoValue] as null (the async-only
+    # statements in real-time mode); CloudFormation removes it.
+    return {**raw, "Statement": [s for s in raw["Statement"] if s is not None]}
 
 
 def _stack_resources(aws: Aws, name: str) -> dict[str, str]:

@@ -486,8 +486,10 @@ def test_lambda_zip_is_deterministic():
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
         infos = archive.infolist()
-        # The handler, and beside it the async-inference part it imports in async mode.
-        assert [i.filename for i in infos] == ["lambda_async.py", "lambda_code.py"]
+        # The handler; the container rules it shares with the package (serving_limits); the
+        # async-inference part it imports in async mode.
+        assert [i.filename for i in infos] == [
+            "lambda_async.py", "lambda_code.py", "serving_limits.py"]
         for info in infos:
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
             assert info.external_attr >> 16 == 0o100644

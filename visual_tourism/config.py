@@ -227,6 +227,28 @@ def known_regions() -> list[str]:
     return boto3.session.Session().get_available_regions("sagemaker")
 
 
+def _generation_problems(cfg: Config) -> list[str]:
+    """What the profile's container would refuse: each generation parameter, and the prompt
+    (instruction, example answer and photo, max_new_tokens) against its token limits."""
+    profile = cfg.profile
+    problems = [f"generation: {p}" for p in profile.generation_problems(cfg.generation)]
+    max_new = cfg.generation.get("max_new_tokens")
+    if problems or not Path(cfg.example_image).is_file() or not isinstance(max_new, int):
+        return problems
+    try:
+        from PIL import Image
+
+        with Image.open(cfg.example_image) as image:
+            size = image.size
+    except OSError as exc:
+        return [f"example_image {cfg.example_image!r} cannot be read as an image: {exc}"]
+    try:
+        profile.check_prompt(cfg.instruction, [(cfg.example_answer, size)], max_new)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def validate(cfg: Config) -> Config:
     """Check every value; raise ConfigError naming the setting and what to do."""
     problems: list[str] = []
@@ -296,6 +318,8 @@ def validate(cfg: Config) -> Config:
         problems.append(f"image_transport {cfg.image_transport!r}: use one of {TRANSPORTS}")
     if not isinstance(cfg.generation, dict) or "max_new_tokens" not in cfg.generation:
         problems.append("generation must be an object with at least max_new_tokens")
+    else:
+        problems.extend(_generation_problems(cfg))
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
     if not cfg.region:

@@ -68,6 +68,7 @@ LAMBDA_ENV_PARAMETERS = {
     "ASYNC_PREFIX": "AsyncPrefix",
     "ASYNC_TTL_SECONDS": "AsyncTtlSeconds",
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
+    "CONTAINER_LIMITS": "ContainerLimits",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME"})
 # Container variables the template can set (CloudFormation maps cannot have parameter keys,
@@ -78,6 +79,11 @@ MODEL_ENV_PARAMETERS = {
     "MAX_INPUT_LENGTH": "MaxInputLength",
     "MAX_INPUT_TOKENS": "MaxInputTokens",
     "MAX_TOTAL_TOKENS": "MaxTotalTokens",
+    "PAYLOAD_LIMIT": "PayloadLimit",
+    "REVISION": "Revision",
+    "OPTION_REVISION": "OptionRevision",
+    "OPTION_MAX_MODEL_LEN": "OptionMaxModelLen",
+    "OPTION_LIMIT_MM_PER_PROMPT": "OptionLimitMmPerPrompt",
 }
 _BUSY_SUFFIX = "_IN_PROGRESS"
 

@@ -29,9 +29,10 @@ PERMISSION_ID = "visual-tourism-s3-invoke"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-# The top-level modules the function's zip carries: the handler and, beside it, the
-# asynchronous-inference part it imports only in async mode.
-MODULES = ("lambda_code", "lambda_async")
+# The top-level modules the function's zip carries: the handler; the stdlib-only rules of the
+# model container it shares with visual_tourism.profiles; the asynchronous-inference part it
+# imports only in async mode.
+MODULES = ("lambda_code", "serving_limits", "lambda_async")
 
 
 def handler_source(module: str = "lambda_code") -> Path:
@@ -107,6 +108,8 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "ASYNC_PREFIX": cfg.async_prefix,
         "ASYNC_TTL_SECONDS": str(cfg.async_request_ttl),
         "ASYNC_INVOCATION_TIMEOUT_SECONDS": str(cfg.async_invocation_timeout),
+        # The container's limits: the handler sizes images and checks settings with them.
+        "CONTAINER_LIMITS": profile.limits.to_env(),
     }
 
 
