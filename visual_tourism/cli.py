@@ -48,7 +48,7 @@ def print_result(record: dict[str, Any]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    names = stack.up(_config(args), progress=_say)
+    names = stack.up(_config(args, stop_after=args.stop_after), progress=_say)
     _say(json.dumps(names, indent=2))
     return 0
 
@@ -59,10 +59,40 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(json.dumps(info, indent=2, default=str))
         return 0
     _say(f"region {info['region']}, model profile {info['profile']}")
-    for part in ("bucket", "roles", "endpoint", "autoscaling", "function"):
+    for part in ("bucket", "roles", "endpoint", "inference", "autoscaling", "function"):
         _say(f"  {part:12} {json.dumps(info[part], default=str)}")
+    deadline = info["deadline"]
+    _say(f"  {'deadline':12} " + (
+        f"{deadline['action']} at {deadline['fires_at']} (in {deadline['in_minutes']} min)"
+        if deadline else "none (set one with 'up --stop-after 3h')"))
     _say(f"  {'cost':12} {info['cost']}")
+    so_far = info["cost_so_far"]
+    _say(f"  {'cost so far':12} ${so_far['so_far_usd']} (next hour ${so_far['next_hour_usd']}): "
+         f"{so_far['note']}")
     return 0
+
+
+def cmd_wake(args: argparse.Namespace) -> int:
+    from . import async_inference
+    from .aws import Aws
+
+    cfg = _config(args, inference_mode="async")
+    async_inference.wake(Aws(cfg.region), cfg, args.instances)
+    _say(f"{cfg.endpoint_name}: {args.instances} instance(s) held until 'visual-tourism sleep' "
+         f"(a GPU instance takes about {async_inference.WAKE_MINUTES} minutes to start on AWS)")
+    return 0
+
+
+def cmd_sleep(args: argparse.Namespace) -> int:
+    from . import async_inference
+    from .aws import Aws
+
+    cfg = _config(args, inference_mode="async")
+    async_inference.sleep(Aws(cfg.region), cfg)
+    _say(f"{cfg.endpoint_name}: capacity 0 now; a queued photo wakes it again")
+    return 0
+
+
 
 
 def cmd_down(args: argparse.Namespace) -> int:
@@ -164,7 +194,25 @@ def build_parser() -> argparse.ArgumentParser:
                     "repeated. On AWS the endpoint takes 10-15 minutes and bills by the hour "
                     "until 'down'.",
     )
+    p.add_argument("--stop-after", metavar="DURATION",
+                   help="stop the endpoint after this long, e.g. 3h or 90m (a schedule deletes "
+                        "it, or scales an async one to zero) (default: VT_STOP_AFTER, else "
+                        "never)")
     p.set_defaults(func=cmd_up)
+
+    p = sub.add_parser(
+        "wake", parents=[common], help="hold async capacity (before a class)",
+        description="Scale an asynchronous endpoint up now and hold it there until 'sleep', "
+                    "so the first photos do not wait for a GPU instance to start.",
+    )
+    p.add_argument("--instances", type=int, default=1, help="number of instances to hold")
+    p.set_defaults(func=cmd_wake)
+    p = sub.add_parser(
+        "sleep", parents=[common], help="async capacity to zero now",
+        description="Scale an asynchronous endpoint to zero instances now; a queued photo "
+                    "wakes it again.",
+    )
+    p.set_defaults(func=cmd_sleep)
 
     p = sub.add_parser(
         "status", parents=[common], help="what exists and what it costs",
@@ -191,8 +239,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "error record.",
     )
     p.add_argument("image", type=Path, help="the photo to upload (JPEG, PNG, GIF or WebP)")
-    p.add_argument("--timeout", type=float, default=300.0, metavar="SECONDS",
-                   help="seconds to wait for the result record")
+    p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
+                   help="seconds to wait for the result record (default: 300; async: the "
+                        "request TTL + 60)")
     p.set_defaults(func=cmd_ask)
 
     local = sub.add_parser("local", help="the whole workflow on this machine, no AWS account")

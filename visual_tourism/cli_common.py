@@ -89,6 +89,9 @@ def common_options() -> argparse.ArgumentParser:
     common.add_argument("--model-profile",
                         help="model profile (default: VT_MODEL_PROFILE, else "
                              f"{DEFAULT_PROFILE})")
+    common.add_argument("--inference-mode", choices=("realtime", "async"),
+                        help="realtime, or async: scales to zero when idle (default: "
+                             "VT_INFERENCE_MODE, else realtime)")
     return common
 
 
@@ -99,6 +102,7 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> Config:
         "prefix": getattr(args, "prefix", None),
         "bucket": getattr(args, "bucket", None),
         "model_profile": getattr(args, "model_profile", None),
+        "inference_mode": getattr(args, "inference_mode", None),
         **extra,
     }
     return load_config(getattr(args, "config", None), **options)

@@ -26,6 +26,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,10 @@ LAMBDA_ENV_PARAMETERS = {
     "IMAGE_TRANSPORT": "ImageTransport",
     "MODEL_PROFILE": "ModelProfile",
     "MODEL_ID": "ModelId",
+    "INFERENCE_MODE": "InferenceMode",
+    "ASYNC_PREFIX": "AsyncPrefix",
+    "ASYNC_TTL_SECONDS": "AsyncTtlSeconds",
+    "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
     "CONTAINER_LIMITS": "ContainerLimits",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME"})
@@ -140,11 +145,22 @@ def template_parameters(
             "LambdaTimeout": str(cfg.lambda_timeout),
             "LambdaMemory": str(cfg.lambda_memory),
             "LogRetentionDays": str(logs.RETENTION_DAYS),
+            "AsyncMaxConcurrency": str(cfg.async_max_concurrency),
+            "AsyncBacklogTarget": f"{cfg.async_backlog_target:g}",
+            "StopAt": stop_at(cfg),
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
         }
     )
     return params
+
+
+def stop_at(cfg: Config, now: datetime | None = None) -> str:
+    """The deadline's UTC time, ``stop_after`` from now (package time); "" for none."""
+    if not cfg.stop_after:
+        return ""
+    when = (now or datetime.now(UTC)) + timedelta(seconds=cfg.stop_after_seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # -- package --------------------------------------------------------------------------------
@@ -170,7 +186,7 @@ def package(
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
     aws = aws or Aws(cfg.region)
     zip_bytes = lambda_fn.build_zip(
-        lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
+        lambda_fn.vendor_pillow(cfg) if cfg.effective_image_transport == "data-uri" else None
     )
     code_bucket = ensure_artifacts_bucket(aws, cfg)
     key = code_key(zip_bytes)

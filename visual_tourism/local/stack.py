@@ -7,7 +7,9 @@ Three parts on loopback, selected by endpoint URLs only (boto3 reads ``AWS_ENDPO
   CloudWatch Logs and Application Auto Scaling;
 - ``LambdaRuntime`` runs the deployed zip when the bucket notification fires;
 - ``ModelServer`` plays the endpoint's runtime API, answering with a real model through
-  transformers when one can be loaded, else with a clearly labelled offline stand-in.
+  transformers when one can be loaded, else with a clearly labelled offline stand-in;
+  ``AsyncEndpoints`` puts SageMaker's asynchronous queue (and its scaling from zero) in front;
+- ``SchedulerRunner`` runs EventBridge Scheduler's one-time targets (the stop deadline).
 """
 
 from __future__ import annotations
@@ -110,6 +112,8 @@ class LocalStack:
         host: str = "127.0.0.1",
         moto_port: int = 0,
         model_port: int = 0,
+        wake_seconds: float = 3.0,
+        idle_seconds: float | None = None,
     ) -> None:
         self.model_spec = model
         self._own_work_dir = work_dir is None
@@ -122,6 +126,10 @@ class LocalStack:
         self._moto: Any = None
         self.model_server: Any = None
         self.runtime: LambdaRuntime | None = None
+        self.wake_seconds = wake_seconds  # an async endpoint at zero "starts" this long
+        self.idle_seconds = idle_seconds  # ... and scales back in after this long idle
+        self.async_endpoints: Any = None
+        self.scheduler: Any = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -175,6 +183,15 @@ class LocalStack:
         self.runtime = LambdaRuntime(
             self.work_dir, self.env, max_concurrency=self.max_concurrency
         )
+        from .async_worker import AsyncEndpoints
+        from .scheduler_runner import SchedulerRunner
+
+        self.async_endpoints = AsyncEndpoints(
+            self.model_server, self.env, wake_seconds=self.wake_seconds,
+            idle_seconds=self.idle_seconds,
+        ).start()
+        self.model_server.async_handler = self.async_endpoints.handle
+        self.scheduler = SchedulerRunner(self.env).start()
         moto_patches.patch_bucket_policies()
         moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
         log.info("Local stack up: AWS at %s, model at %s", self.moto_url, self.model_server.url)
@@ -195,6 +212,10 @@ class LocalStack:
         return self.runtime.log_path(function_name)
 
     def stop(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop()
+        if self.async_endpoints:
+            self.async_endpoints.stop()
         if self.runtime:
             self.runtime.stop()
         moto_patches.restore()
