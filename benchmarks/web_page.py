@@ -24,7 +24,7 @@ def _skip(reason: str) -> tuple[list[Row], dict[str, Any]]:
 
 
 def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    from browser import chromium_paths, start_chromium
+    from browser import chromium_paths, start_chromium, stop_chromium
     from photos import twelve_megapixel_jpeg
 
     if chromium_paths() is None:
@@ -86,7 +86,7 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
                     f"{sum(calls) / rounds:.1f}", None, sum(calls) / rounds, "requests"),
             ]
         finally:
-            driver.quit()
+            stop_chromium(driver)
             front.stop()
     return rows, {"seconds": seconds, "polls": polls}
 

@@ -328,7 +328,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             {where_next("02_bucket_and_roles", "04_autoscaling")}
         """),
         SETUP_TEXT,
-        setup("notebook", "stack"),
+        setup("notebook", "notebook_cost", "stack"),
         md("""
             ## 1. The model profile
 
@@ -339,6 +339,21 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("notebook.show_model(cfg)"),
         md("""
+            ### Real-time or asynchronous?
+
+            **Real-time** (the default) keeps at least one GPU instance running from `up` to
+            clean-up: answers in seconds, billed while idle. **Asynchronous** queues photos in
+            the bucket and scales to zero instances when nobody uploads: idle costs nothing,
+            but the first photo after idle waits minutes while a GPU instance starts. Change
+            `inference_mode` below to `"async"` to choose it; the choice is saved for the next
+            notebooks (autoscaling, the function and its triggers follow it).
+        """),
+        code("""
+            print(notebook_cost.mode_tradeoff(cfg))
+            inference_mode = cfg.inference_mode  # "realtime" or "async"
+            cfg = notebook_cost.use_inference_mode(inference_mode)
+        """),
+        md("""
             ## 2. Request the endpoint
 
             > **Time and cost:** billing starts with this cell: the endpoint's instance is
@@ -347,6 +362,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("""
             print(notebook.cost_warning(cfg))
+            print(notebook_cost.cost_before(cfg))
             names = stack.start_endpoint(cfg, aws, progress=notebook.say)
         """),
         md("""
@@ -541,7 +557,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             {where_next("06_demo", None)}
         """),
         SETUP_TEXT,
-        setup("notebook", "stack"),
+        setup("notebook", "notebook_cost", "stack"),
         md("""
             ## 1. Keep the bucket?
 
@@ -549,6 +565,18 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             (storage costs cents per GB-month) and removes everything else.
         """),
         code("keep_bucket = False"),
+        md("""
+            ### The stop deadline and the cost so far
+
+            A deadline set with `up --stop-after 3h` (or `stop_after` in the settings) deletes
+            the endpoint (real-time) or scales it to zero (async) at its time even if nobody
+            runs this notebook; clean-up removes it with the rest. The cost so far is an
+            estimate from the endpoint's instances since it last changed.
+        """),
+        code("""
+            notebook_cost.show_deadline(cfg, aws)
+            notebook_cost.show_cost_so_far(cfg, aws)
+        """),
         md("""
             ## 2. Remove the stack
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -42,16 +43,32 @@ def start_chromium(size: tuple[int, int] = PHONE) -> Any:
         from selenium.webdriver.chrome.service import Service
     except ImportError:
         pytest.skip("selenium is not installed: pip install -e '.[dev]'")
+    # Chromium's profile and its temporary files in a folder of ours, removed by stop_chromium.
+    scratch = tempfile.mkdtemp(prefix="chromium-")
     options = webdriver.ChromeOptions()
     options.binary_location = paths[0]
+    options.add_argument(f"--user-data-dir={scratch}/profile")
     for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage",
                 "--disable-gpu", "--no-first-run", "--disable-extensions",
                 f"--window-size={size[0]},{size[1]}", "--force-device-scale-factor=1"):
         options.add_argument(arg)
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(paths[1]), options=options)
+    service = Service(paths[1], env={**os.environ, "TMPDIR": scratch})
+    try:
+        driver = webdriver.Chrome(service=service, options=options)
+    except Exception:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
+    driver.vt_scratch = scratch
     driver.set_page_load_timeout(30)
     return driver
+
+
+def stop_chromium(driver: Any) -> None:
+    try:
+        driver.quit()
+    finally:
+        shutil.rmtree(getattr(driver, "vt_scratch", ""), ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
@@ -59,7 +76,7 @@ def chromium() -> Iterator[Any]:
     """One headless Chromium for the session (a phone-sized window; resize as needed)."""
     driver = start_chromium()
     yield driver
-    driver.quit()
+    stop_chromium(driver)
 
 
 def resize_viewport(driver: Any, width: int, height: int) -> None:

@@ -45,6 +45,9 @@ def site() -> Iterator[dict[str, Any]]:
                    "front": front}
         finally:
             front.stop()
+            local.runtime.wait_idle(30)
+            # moto keeps its accounts for the whole process: leave nothing for other tests.
+            stack.down(cfg, delete_bucket=True)
 
 
 def _wait(driver: Any, condition: Any, timeout: float = 60.0) -> Any:

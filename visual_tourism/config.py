@@ -42,6 +42,7 @@ GENERATION = {
     "max_new_tokens": 512,
 }
 TRANSPORTS = ("url", "data-uri")
+INFERENCE_MODES = ("realtime", "async")
 # Tag put on everything `up` creates; `down` deletes only what carries it.
 STACK_TAG = "visual-tourism:stack"
 
@@ -74,6 +75,14 @@ class Config:
     image_transport: str = "url"
     generation: dict[str, Any] = field(default_factory=lambda: dict(GENERATION))
     state_dir: str = ""  # empty: ~/.visual-tourism
+    # "async": SageMaker Asynchronous Inference, scales to zero when idle (see async_inference).
+    inference_mode: str = "realtime"
+    async_prefix: str = "async/"  # private: queued requests, outputs, failures
+    async_request_ttl: int = 3600  # seconds a photo may wait in the queue (60-21600)
+    async_invocation_timeout: int = 900  # seconds one async request may run (1-3600)
+    async_max_concurrency: int = 4  # MaxConcurrentInvocationsPerInstance
+    async_backlog_target: float = 5.0  # ApproximateBacklogSizePerInstance to aim for
+    stop_after: str = ""  # e.g. "3h": a one-time schedule stops the endpoint (schedule.py)
     # The web page and its API (visual_tourism/web.py): "off" leaves them out of `up`.
     web_api: str = "on"
     web_rate_limit: float = 20.0  # requests/s over the whole API (API Gateway stage)
@@ -111,6 +120,28 @@ class Config:
     def example_key(self) -> str:
         return self.example_prefix + Path(self.example_image).name
 
+    @property
+    def is_async(self) -> bool:
+        return self.inference_mode == "async"
+
+    @property
+    def effective_image_transport(self) -> str:
+        """Async requests may wait for hours: presigned URLs signed with the Lambda's
+        short-lived session credentials could be dead by then, so images travel inline."""
+        return "data-uri" if self.is_async else self.image_transport
+
+    @property
+    def schedule_name(self) -> str:
+        return f"{self.prefix}-stop-deadline"
+
+    @property
+    def scheduler_role_name(self) -> str:
+        return f"{self.prefix}-scheduler-role"
+
+    @property
+    def stop_after_seconds(self) -> int:
+        return parse_duration(self.stop_after) if self.stop_after else 0
+
     def bucket_name(self, account_id: str) -> str:
         return self.bucket or f"{self.prefix}-{account_id}-{self.region}"
 
@@ -121,6 +152,20 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return validate(dataclasses.replace(self, **changes))
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> int:
+    """``"3h"``, ``"90m"``, ``"1h30m"``, ``"2d"``, ``"45s"`` -> seconds; ConfigError otherwise."""
+    found = _DURATION_RE.match(text.strip().lower())
+    if not text.strip() or not found or not any(found.groups()):
+        raise ConfigError(
+            f"Duration {text!r} is not understood: write it like 3h, 90m, 1h30m or 2d."
+        )
+    days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -189,6 +234,28 @@ def known_regions() -> list[str]:
     return boto3.session.Session().get_available_regions("sagemaker")
 
 
+def _generation_problems(cfg: Config) -> list[str]:
+    """What the profile's container would refuse: each generation parameter, and the prompt
+    (instruction, example answer and photo, max_new_tokens) against its token limits."""
+    profile = cfg.profile
+    problems = [f"generation: {p}" for p in profile.generation_problems(cfg.generation)]
+    max_new = cfg.generation.get("max_new_tokens")
+    if problems or not Path(cfg.example_image).is_file() or not isinstance(max_new, int):
+        return problems
+    try:
+        from PIL import Image
+
+        with Image.open(cfg.example_image) as image:
+            size = image.size
+    except OSError as exc:
+        return [f"example_image {cfg.example_image!r} cannot be read as an image: {exc}"]
+    try:
+        profile.check_prompt(cfg.instruction, [(cfg.example_answer, size)], max_new)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def validate(cfg: Config) -> Config:
     """Check every value; raise ConfigError naming the setting and what to do."""
     problems: list[str] = []
@@ -213,6 +280,30 @@ def validate(cfg: Config) -> Config:
     if not Path(cfg.example_image).is_file():
         problems.append(f"example_image {cfg.example_image!r} does not exist")
     get_profile(cfg.model_profile)  # raises UnknownProfileError listing the known ones
+    if cfg.inference_mode not in INFERENCE_MODES:
+        problems.append(f"inference_mode {cfg.inference_mode!r}: use one of {INFERENCE_MODES}")
+    if not cfg.async_prefix.endswith("/") or cfg.async_prefix.startswith("/") or len(
+        cfg.async_prefix
+    ) < 2:
+        problems.append(f"async_prefix {cfg.async_prefix!r} must look like 'name/'")
+    elif any(f.startswith(cfg.async_prefix) or cfg.async_prefix.startswith(f) for f in folders):
+        problems.append(f"async_prefix {cfg.async_prefix!r} overlaps {folders}")
+    if not 60 <= cfg.async_request_ttl <= 21600:
+        problems.append("async_request_ttl must be 60-21600 s (InvokeEndpointAsync's limits)")
+    if not 1 <= cfg.async_invocation_timeout <= 3600:
+        problems.append("async_invocation_timeout must be 1-3600 s")
+    if not 1 <= cfg.async_max_concurrency <= 1000:
+        problems.append("async_max_concurrency must be 1-1000 per instance")
+    if cfg.async_backlog_target <= 0:
+        problems.append("async_backlog_target must be > 0 (queued requests per instance)")
+    if cfg.stop_after:
+        try:
+            seconds = parse_duration(cfg.stop_after)
+        except ConfigError as exc:
+            problems.append(f"stop_after: {exc}")
+        else:
+            if not 300 <= seconds <= 30 * 86400:
+                problems.append(f"stop_after {cfg.stop_after!r}: use 5m to 30d")
     if not 1 <= cfg.min_instances <= cfg.max_instances:
         problems.append(
             f"autoscaling bounds min={cfg.min_instances} max={cfg.max_instances}: need "
@@ -234,6 +325,8 @@ def validate(cfg: Config) -> Config:
         problems.append(f"image_transport {cfg.image_transport!r}: use one of {TRANSPORTS}")
     if not isinstance(cfg.generation, dict) or "max_new_tokens" not in cfg.generation:
         problems.append("generation must be an object with at least max_new_tokens")
+    else:
+        problems.extend(_generation_problems(cfg))
     if cfg.web_api not in ("on", "off"):
         problems.append(f"web_api {cfg.web_api!r}: use 'on' or 'off'")
     if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and cfg.web_burst_limit >= 1

@@ -26,6 +26,7 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,7 @@ from botocore.exceptions import ClientError, WaiterError
 
 from . import bucket, lambda_fn, logs, web
 from .aws import Aws, error_code, error_message
+from .cli_common import config_from_args, say
 from .config import PROJECT_ROOT, Config
 from .errors import (
     BucketTakenError,
@@ -63,6 +65,11 @@ LAMBDA_ENV_PARAMETERS = {
     "IMAGE_TRANSPORT": "ImageTransport",
     "MODEL_PROFILE": "ModelProfile",
     "MODEL_ID": "ModelId",
+    "INFERENCE_MODE": "InferenceMode",
+    "ASYNC_PREFIX": "AsyncPrefix",
+    "ASYNC_TTL_SECONDS": "AsyncTtlSeconds",
+    "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
+    "CONTAINER_LIMITS": "ContainerLimits",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME"})
 # Container variables the template can set (CloudFormation maps cannot have parameter keys,
@@ -73,6 +80,11 @@ MODEL_ENV_PARAMETERS = {
     "MAX_INPUT_LENGTH": "MaxInputLength",
     "MAX_INPUT_TOKENS": "MaxInputTokens",
     "MAX_TOTAL_TOKENS": "MaxTotalTokens",
+    "PAYLOAD_LIMIT": "PayloadLimit",
+    "REVISION": "Revision",
+    "OPTION_REVISION": "OptionRevision",
+    "OPTION_MAX_MODEL_LEN": "OptionMaxModelLen",
+    "OPTION_LIMIT_MM_PER_PROMPT": "OptionLimitMmPerPrompt",
 }
 _BUSY_SUFFIX = "_IN_PROGRESS"
 
@@ -133,6 +145,9 @@ def template_parameters(
             "LambdaTimeout": str(cfg.lambda_timeout),
             "LambdaMemory": str(cfg.lambda_memory),
             "LogRetentionDays": str(logs.RETENTION_DAYS),
+            "AsyncMaxConcurrency": str(cfg.async_max_concurrency),
+            "AsyncBacklogTarget": f"{cfg.async_backlog_target:g}",
+            "StopAt": stop_at(cfg),
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
             **web_parameters(cfg),
@@ -152,6 +167,14 @@ def web_parameters(cfg: Config) -> dict[str, str]:
         "WebMaxPhotoBytes": str(cfg.web_max_photo_bytes),
         "WebCodeS3Key": code_key(web.build_zip()),
     }
+
+
+def stop_at(cfg: Config, now: datetime | None = None) -> str:
+    """The deadline's UTC time, ``stop_after`` from now (package time); "" for none."""
+    if not cfg.stop_after:
+        return ""
+    when = (now or datetime.now(UTC)) + timedelta(seconds=cfg.stop_after_seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # -- package --------------------------------------------------------------------------------
@@ -177,7 +200,7 @@ def package(
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
     aws = aws or Aws(cfg.region)
     zip_bytes = lambda_fn.build_zip(
-        lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
+        lambda_fn.vendor_pillow(cfg) if cfg.effective_image_transport == "data-uri" else None
     )
     code_bucket = ensure_artifacts_bucket(aws, cfg)
     key = code_key(zip_bytes)
@@ -533,50 +556,42 @@ def lint(template: Path = TEMPLATE, regions: list[str] | None = None) -> list[st
 
 
 # -- command line ---------------------------------------------------------------------------
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _config(args: argparse.Namespace) -> Config:
-    from .cli import _config as cli_config  # the same settings as every other command
-
-    return cli_config(args)
-
-
 def cmd_package(args: argparse.Namespace) -> int:
-    result = package(_config(args), out_dir=Path(args.out_dir), progress=_say)
-    _say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
-    _say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
+    result = package(config_from_args(args), out_dir=Path(args.out_dir), progress=say)
+    say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
+    say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    result = deploy(_config(args), out_dir=Path(args.out_dir), progress=_say, poll=args.poll)
-    _say(json.dumps(result, indent=2))
+    result = deploy(config_from_args(args), out_dir=Path(args.out_dir), progress=say,
+                    poll=args.poll)
+    say(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     removed = delete(
-        _config(args), delete_bucket=args.delete_bucket, delete_artifacts=args.delete_artifacts,
-        progress=_say, poll=args.poll,
+        config_from_args(args), delete_bucket=args.delete_bucket,
+        delete_artifacts=args.delete_artifacts, progress=say, poll=args.poll,
     )
-    _say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
+    say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
     return 0
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
     findings = lint(Path(args.template), regions=[args.region] if args.region else None)
     for line in findings:
-        _say(line)
-    _say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
+        say(line)
+    say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
     return 1 if findings else 0
 
 
 def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """`visual-tourism infra package|deploy|delete|lint`."""
     infra = sub.add_parser("infra", help="the same stack as one CloudFormation template")
-    infra_sub = infra.add_subparsers(dest="infra_command", required=True)
+    infra_sub = infra.add_subparsers(dest="infra_command", required=True, metavar="COMMAND",
+                                     help="what to do with the template")
     out_help = "folder of packaged.yaml and parameters.json (default: build)"
 
     p = infra_sub.add_parser("package", parents=[common],
@@ -587,7 +602,8 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
     p = infra_sub.add_parser("deploy", parents=[common],
                              help="create or update the CloudFormation stack")
     p.add_argument("--out-dir", default="build", help=out_help)
-    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between checks of the stack's events")
     p.set_defaults(func=cmd_deploy)
 
     p = infra_sub.add_parser("delete", parents=[common], help="delete the CloudFormation stack")
@@ -595,10 +611,12 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
                    help="also empty and delete the kept bucket (photos and results are lost)")
     p.add_argument("--delete-artifacts", action="store_true",
                    help="also empty and delete the artifacts bucket (Lambda zips)")
-    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between checks of the stack's events")
     p.set_defaults(func=cmd_delete)
 
     p = infra_sub.add_parser("lint", help="check the template with cfn-lint")
-    p.add_argument("--template", default=str(TEMPLATE))
-    p.add_argument("--region", help="region to validate against (default us-east-1)")
+    p.add_argument("--template", default=str(TEMPLATE),
+                   help="the template file to check (default: the project's infra/template.yaml)")
+    p.add_argument("--region", help="region to validate against (default: us-east-1)")
     p.set_defaults(func=cmd_lint)

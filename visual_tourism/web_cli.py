@@ -26,8 +26,12 @@ def cmd_web(args: argparse.Namespace, config: Callable[..., Any]) -> int:
 
 def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
             config: Callable[..., Any]) -> None:
-    p = sub.add_parser("web", parents=[common],
-                       help="print the web page's link and QR code (phones scan it)")
+    p = sub.add_parser(
+        "web", parents=[common], help="print the web page's link and QR code (phones scan it)",
+        description="Print the link of the class's web page, with the access code in its "
+        "fragment, and the same link as a QR code for phones to scan. With --rotate-code, "
+        "replace the access code first: links with the old code stop working within a minute.",
+    )
     p.add_argument("--rotate-code", action="store_true",
                    help="replace the access code first (old links stop working)")
     p.add_argument("--no-qr", action="store_true", help="print the link only")
