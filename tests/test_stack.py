@@ -486,12 +486,17 @@ def test_lambda_zip_is_deterministic():
     first, second = lambda_fn.build_zip(), lambda_fn.build_zip()
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
-        # the handler and the container rules it shares with the package (serving_limits)
-        assert [i.filename for i in archive.infolist()] == ["lambda_code.py", "serving_limits.py"]
-        for info in archive.infolist():
+        infos = archive.infolist()
+        # The handler; the container rules it shares with the package (serving_limits); the
+        # async-inference part it imports in async mode.
+        assert [i.filename for i in infos] == [
+            "lambda_async.py", "lambda_code.py", "serving_limits.py"]
+        for info in infos:
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
             assert info.external_attr >> 16 == 0o100644
-        assert archive.read("lambda_code.py") == lambda_fn.handler_source().read_bytes()
+            module = info.filename.removesuffix(".py")
+            assert archive.read(info) == lambda_fn.handler_source(module).read_bytes()
+    assert lambda_fn.build_zip(modules=("lambda_code",)) != first
 
 
 def test_status_reports_state_and_cost(cfg, aws):

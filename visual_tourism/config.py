@@ -42,6 +42,7 @@ GENERATION = {
     "max_new_tokens": 512,
 }
 TRANSPORTS = ("url", "data-uri")
+INFERENCE_MODES = ("realtime", "async")
 # Tag put on everything `up` creates; `down` deletes only what carries it.
 STACK_TAG = "visual-tourism:stack"
 
@@ -80,6 +81,21 @@ class Config:
     image_transport: str = "url"
     generation: dict[str, Any] = field(default_factory=lambda: dict(GENERATION))
     state_dir: str = ""  # empty: ~/.visual-tourism
+    # "async": SageMaker Asynchronous Inference, scales to zero when idle (see async_inference).
+    inference_mode: str = "realtime"
+    async_prefix: str = "async/"  # private: queued requests, outputs, failures
+    async_request_ttl: int = 3600  # seconds a photo may wait in the queue (60-21600)
+    async_invocation_timeout: int = 900  # seconds one async request may run (1-3600)
+    async_max_concurrency: int = 4  # MaxConcurrentInvocationsPerInstance
+    async_backlog_target: float = 5.0  # ApproximateBacklogSizePerInstance to aim for
+    stop_after: str = ""  # e.g. "3h": a one-time schedule stops the endpoint (schedule.py)
+    # The web page and its API (visual_tourism/web.py): "off" leaves them out of `up`.
+    web_api: str = "on"
+    web_rate_limit: float = 20.0  # requests/s over the whole API (API Gateway stage)
+    web_burst_limit: int = 40
+    web_upload_rate_limit: float = 1.0  # upload forms/s: each upload is a model call
+    web_upload_burst_limit: int = 10
+    web_max_photo_bytes: int = 20_000_000  # the handler's own limit
 
     # -- derived names ------------------------------------------------------------------
     @property
@@ -115,6 +131,28 @@ class Config:
         """The function's reserved concurrency: the endpoint's capacity at full scale."""
         return self.max_instances * self.requests_per_instance
 
+    @property
+    def is_async(self) -> bool:
+        return self.inference_mode == "async"
+
+    @property
+    def effective_image_transport(self) -> str:
+        """Async requests may wait for hours: presigned URLs signed with the Lambda's
+        short-lived session credentials could be dead by then, so images travel inline."""
+        return "data-uri" if self.is_async else self.image_transport
+
+    @property
+    def schedule_name(self) -> str:
+        return f"{self.prefix}-stop-deadline"
+
+    @property
+    def scheduler_role_name(self) -> str:
+        return f"{self.prefix}-scheduler-role"
+
+    @property
+    def stop_after_seconds(self) -> int:
+        return parse_duration(self.stop_after) if self.stop_after else 0
+
     def bucket_name(self, account_id: str) -> str:
         return self.bucket or f"{self.prefix}-{account_id}-{self.region}"
 
@@ -125,6 +163,20 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return validate(dataclasses.replace(self, **changes))
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> int:
+    """``"3h"``, ``"90m"``, ``"1h30m"``, ``"2d"``, ``"45s"`` -> seconds; ConfigError otherwise."""
+    found = _DURATION_RE.match(text.strip().lower())
+    if not text.strip() or not found or not any(found.groups()):
+        raise ConfigError(
+            f"Duration {text!r} is not understood: write it like 3h, 90m, 1h30m or 2d."
+        )
+    days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -239,6 +291,30 @@ def validate(cfg: Config) -> Config:
     if not Path(cfg.example_image).is_file():
         problems.append(f"example_image {cfg.example_image!r} does not exist")
     get_profile(cfg.model_profile)  # raises UnknownProfileError listing the known ones
+    if cfg.inference_mode not in INFERENCE_MODES:
+        problems.append(f"inference_mode {cfg.inference_mode!r}: use one of {INFERENCE_MODES}")
+    if not cfg.async_prefix.endswith("/") or cfg.async_prefix.startswith("/") or len(
+        cfg.async_prefix
+    ) < 2:
+        problems.append(f"async_prefix {cfg.async_prefix!r} must look like 'name/'")
+    elif any(f.startswith(cfg.async_prefix) or cfg.async_prefix.startswith(f) for f in folders):
+        problems.append(f"async_prefix {cfg.async_prefix!r} overlaps {folders}")
+    if not 60 <= cfg.async_request_ttl <= 21600:
+        problems.append("async_request_ttl must be 60-21600 s (InvokeEndpointAsync's limits)")
+    if not 1 <= cfg.async_invocation_timeout <= 3600:
+        problems.append("async_invocation_timeout must be 1-3600 s")
+    if not 1 <= cfg.async_max_concurrency <= 1000:
+        problems.append("async_max_concurrency must be 1-1000 per instance")
+    if cfg.async_backlog_target <= 0:
+        problems.append("async_backlog_target must be > 0 (queued requests per instance)")
+    if cfg.stop_after:
+        try:
+            seconds = parse_duration(cfg.stop_after)
+        except ConfigError as exc:
+            problems.append(f"stop_after: {exc}")
+        else:
+            if not 300 <= seconds <= 30 * 86400:
+                problems.append(f"stop_after {cfg.stop_after!r}: use 5m to 30d")
     if not 1 <= cfg.min_instances <= cfg.max_instances:
         problems.append(
             f"autoscaling bounds min={cfg.min_instances} max={cfg.max_instances}: need "
@@ -273,6 +349,14 @@ def validate(cfg: Config) -> Config:
         problems.append("generation must be an object with at least max_new_tokens")
     else:
         problems.extend(_generation_problems(cfg))
+    if cfg.web_api not in ("on", "off"):
+        problems.append(f"web_api {cfg.web_api!r}: use 'on' or 'off'")
+    if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and cfg.web_burst_limit >= 1
+            and 1 <= cfg.web_upload_burst_limit <= cfg.web_burst_limit):
+        problems.append("web throttling: need 0 < upload rate <= rate and 1 <= upload burst "
+                        "<= burst")
+    if not 1_000 <= cfg.web_max_photo_bytes <= 50_000_000:
+        problems.append("web_max_photo_bytes: use 1,000-50,000,000")
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
     if not cfg.region:

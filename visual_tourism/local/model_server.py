@@ -67,6 +67,7 @@ MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 DEFAULT_MAX_NEW_TOKENS = 100  # TGI's default when a request gives none
 
 _RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_ASYNC_PATH = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
 _ROLE_MARKER = re.compile(r"(?:^|\n)(User|Assistant|System):")
 _MARKDOWN_IMAGE = re.compile(r"!\[\]\(([^)\s]+)\)")
 _CREDENTIAL_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
@@ -382,6 +383,8 @@ class ModelServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # InvokeEndpointAsync's route, when local mode plays an async endpoint (async_worker).
+        self.async_handler: Callable[[str, Any, bytes], _Response] | None = None
 
     # -- life cycle
     def start(self) -> ModelServer:
@@ -436,6 +439,9 @@ class ModelServer:
         elif match := _RUNTIME_PATH.match(path):
             endpoint = unquote(match.group(1))
             outcome = self._runtime(endpoint, headers, body)
+        elif (match := _ASYNC_PATH.match(path)) and self.async_handler is not None:
+            endpoint = unquote(match.group(1))
+            outcome = _Outcome(self.async_handler(endpoint, headers, body), style="async")
         else:
             return _Response.json(404, {"error": f"no route for POST {path}",
                                         "error_type": "not_found"})

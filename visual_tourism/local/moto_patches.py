@@ -24,12 +24,14 @@ from typing import Any
 from moto.awslambda.models import EventInvokeConfig, LambdaBackend, LambdaFunction
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, S3Backend
+from moto.s3.responses import S3Response
 from werkzeug.exceptions import HTTPException
 
 _original_invoke = LambdaFunction._invoke_lambda
 _original_permission = FakeBucket.get_permission
 _original_put_object = S3Backend.put_object
 _original_put_event_config = LambdaBackend.put_function_event_invoke_config
+_original_post = S3Response._bucket_response_post
 
 Invoker = Callable[[Any, Any], tuple[str, bool, str]]
 PutHook = Callable[[str, str], None]  # (bucket, key)
@@ -111,6 +113,31 @@ def hook_put_object(before: PutHook | None = None, after: PutHook | None = None)
     S3Backend.put_object = put_object  # type: ignore[method-assign]
 
 
+def patch_post_policies(secrets_by_key: dict[str, str]) -> None:
+    """Refuse browser uploads that break their POST policy (see post_policy.check)."""
+    from .post_policy import PolicyViolation, check
+
+    def post(self: S3Response, request: Any, bucket_name: str) -> Any:
+        self.path = self._get_path(request)  # is_delete_keys reads it
+        if self.is_delete_keys() or not request.headers.get("Content-Length"):
+            return _original_post(self, request, bucket_name)
+        fields = {k: v for k, v in self.form_data.items() if k != "file"}
+        body = self.raw_body if isinstance(self.raw_body, bytes) else str(self.body).encode()
+        cors = self._get_cors_headers_other()
+        try:
+            check(fields, len(body), bucket_name, secrets_by_key)
+        except PolicyViolation as refusal:
+            return refusal.status, {**cors, "content-type": "application/xml"}, refusal.xml()
+        status, headers, text = _original_post(self, request, bucket_name)
+        return status, {**headers, **cors}, text
+
+    S3Response._bucket_response_post = post  # type: ignore[method-assign]
+
+
+def unpatch_post_policies() -> None:
+    S3Response._bucket_response_post = _original_post  # type: ignore[method-assign]
+
+
 def unhook_put_object() -> None:
     S3Backend.put_object = _original_put_object  # type: ignore[method-assign]
 
@@ -121,3 +148,4 @@ def restore() -> None:
         _original_put_event_config)
     FakeBucket.get_permission = _original_permission  # type: ignore[method-assign]
     S3Backend.put_object = _original_put_object  # type: ignore[method-assign]
+    S3Response._bucket_response_post = _original_post  # type: ignore[method-assign]
