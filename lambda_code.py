@@ -38,6 +38,8 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+import serving_limits  # zipped beside this file: the model container's limits and rules
+
 log = logging.getLogger(__name__)
 
 DEFAULT_INSTRUCTION = (
@@ -117,6 +119,11 @@ class Settings:
     max_image_bytes: int = 20_000_000
     max_image_pixels: int = 50_000_000
     min_image_side: int = 32
+    # "async": submit to SageMaker Asynchronous Inference and return (lambda_async.py).
+    inference_mode: str = "realtime"
+    async_prefix: str = "async/"
+    async_ttl_seconds: int = 3600
+    async_invocation_timeout_seconds: int = 900
 
 
 ENV_NAMES = {  # environment variable -> Settings field
@@ -130,6 +137,9 @@ ENV_NAMES = {  # environment variable -> Settings field
     "MODEL_TIMEOUT_SECONDS": "model_timeout_seconds", "RETRY_BASE_SECONDS": "retry_base_seconds",
     "RESULT_MARGIN_SECONDS": "result_margin_seconds", "MAX_IMAGE_BYTES": "max_image_bytes",
     "MAX_IMAGE_PIXELS": "max_image_pixels", "MIN_IMAGE_SIDE": "min_image_side",
+    "INFERENCE_MODE": "inference_mode", "ASYNC_PREFIX": "async_prefix",
+    "ASYNC_TTL_SECONDS": "async_ttl_seconds",
+    "ASYNC_INVOCATION_TIMEOUT_SECONDS": "async_invocation_timeout_seconds",
 }
 
 
@@ -168,11 +178,27 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     # Overlapping folders would make every result trigger the function again.
     if not inp.endswith("/") or not out.endswith("/") or inp.startswith(out) or out.startswith(inp):
         problems.append("INPUT_PREFIX and OUTPUT_PREFIX must be separate folders like 'input/'")
+    if settings.inference_mode not in ("realtime", "async"):
+        problems.append("INFERENCE_MODE must be realtime or async")
     if settings.max_attempts < 1:
         problems.append("MAX_ATTEMPTS must be at least 1")
+    problems.extend(_generation_problems(settings, env.get(serving_limits.ENV_VAR, "")))
     if problems:
         raise ConfigError("Invalid Lambda configuration: " + "; ".join(problems) + ".")
     return settings
+
+
+def _generation_problems(settings: Settings, raw_limits: str) -> list[str]:
+    """GENERATION_PARAMETERS the container would refuse (serving_limits holds the rules, the
+    same ones load_config applies; CONTAINER_LIMITS says which container)."""
+    if not raw_limits:  # deployed before the limits were passed: nothing to check against
+        return []
+    try:
+        limits = serving_limits.ContainerLimits.from_env(raw_limits)
+    except serving_limits.GenerationError as exc:
+        return [str(exc)]
+    return [f"GENERATION_PARAMETERS: {problem}" for problem in serving_limits.generation_problems(
+        settings.generation, limits, settings.request_style)]
 
 
 # -- AWS clients --------------------------------------------------------------------------
@@ -808,6 +834,11 @@ def process_record(
         request = build_request(settings.request_style, settings.instruction,
                                 settings.example_answer, example_url, image_url,
                                 settings.generation)
+        if settings.inference_mode == "async":  # the answer comes back as an S3 object
+            import lambda_async
+
+            return _log(lambda_async.submit(s3, settings, bucket, key, out_key, request, result,
+                                            summary))
         model_started = time.monotonic()
         try:
             payload, attempts = invoke_model(json.dumps(request).encode(), settings, deadline)
@@ -886,6 +917,11 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     summaries, failures = [], []
     for record in event.get("Records") or []:
         try:
+            if broken is None and _is_async_result(record, settings):
+                import lambda_async
+
+                summaries.append(lambda_async.complete(record, settings, request_id))
+                continue
             summaries.append(process_record(record, settings, deadline, request_id, broken))
         except ResultWriteError as exc:  # keep going: the other photos' results still count
             failures.append(exc)
@@ -894,6 +930,14 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
     if failures:
         raise failures[0]
     return {"records": summaries}
+
+
+def _is_async_result(record: Mapping[str, Any], settings: Settings) -> bool:
+    """An output or failure object SageMaker wrote for a queued request (async mode)."""
+    if settings.inference_mode != "async":
+        return False
+    key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+    return key.startswith((settings.async_prefix + "outputs/", settings.async_prefix + "failures/"))
 
 
 def _fallback_settings() -> Settings:

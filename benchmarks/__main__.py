@@ -19,7 +19,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from . import cold_start, handler_overhead, local_mode, payload
+from . import async_cost, burst, cold_start, handler_overhead, local_mode, payload, web_page
 from .common import ROOT, Row, machine
 
 Benchmark = Callable[[bool], tuple[list[Row], dict[str, Any]]]
@@ -28,6 +28,9 @@ BENCHMARKS: dict[str, Benchmark] = {
     "handler": handler_overhead.run,
     "payload": payload.run,
     "local": local_mode.run,
+    "burst": burst.run,
+    "async-cost": async_cost.run,
+    "web": web_page.run,
 }
 DEFAULT_OUT = ROOT / "benchmarks" / "out" / "results.json"
 

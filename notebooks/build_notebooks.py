@@ -328,7 +328,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             {where_next("02_bucket_and_roles", "04_autoscaling")}
         """),
         SETUP_TEXT,
-        setup("notebook", "stack"),
+        setup("notebook", "notebook_cost", "stack"),
         md("""
             ## 1. The model profile
 
@@ -339,6 +339,21 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("notebook.show_model(cfg)"),
         md("""
+            ### Real-time or asynchronous?
+
+            **Real-time** (the default) keeps at least one GPU instance running from `up` to
+            clean-up: answers in seconds, billed while idle. **Asynchronous** queues photos in
+            the bucket and scales to zero instances when nobody uploads: idle costs nothing,
+            but the first photo after idle waits minutes while a GPU instance starts. Change
+            `inference_mode` below to `"async"` to choose it; the choice is saved for the next
+            notebooks (autoscaling, the function and its triggers follow it).
+        """),
+        code("""
+            print(notebook_cost.mode_tradeoff(cfg))
+            inference_mode = cfg.inference_mode  # "realtime" or "async"
+            cfg = notebook_cost.use_inference_mode(inference_mode)
+        """),
+        md("""
             ## 2. Request the endpoint
 
             > **Time and cost:** billing starts with this cell: the endpoint's instance is
@@ -347,6 +362,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("""
             print(notebook.cost_warning(cfg))
+            print(notebook_cost.cost_before(cfg))
             names = stack.start_endpoint(cfg, aws, progress=notebook.say)
         """),
         md("""
@@ -461,8 +477,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
 
             1. One photo
             2. The result record
-            3. Try your own
-            4. What a failure looks like
+            3. On a phone: the class's web page
+            4. Try your own
+            5. What a failure looks like
 
             {where_next("05_lambda_trigger", "07_cleanup")}
         """),
@@ -487,7 +504,21 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("notebook.show_record(record)"),
         md("""
-            ## 3. Try your own
+            ## 3. On a phone: the class's web page
+
+            `up` also built a small web page: students scan the QR code, take a photo, and see
+            its answer and the class's gallery. The access code travels in the link after `#`
+            (browsers never send that part to a server); `visual-tourism web --rotate-code`
+            replaces it. Requests beyond the stage's throttling get "too many requests", so a
+            leaked link cannot run up the bill.
+        """),
+        code("""
+            from visual_tourism import web_notebook
+
+            web_notebook.show_web_link(cfg, aws)
+        """),
+        md("""
+            ## 4. Try your own
 
             Choose one of the bundled photos or upload one of yours, press the button, and
             watch each step until the answer appears beside the photo. Uploads go to this
@@ -498,7 +529,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             panel
         """),
         md("""
-            ## 4. What a failure looks like
+            ## 5. What a failure looks like
 
             A text file named like a photo. The function checks the bytes, not the name, and
             refuses it before calling the model, so no GPU time is spent; the error record says
@@ -526,7 +557,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             {where_next("06_demo", None)}
         """),
         SETUP_TEXT,
-        setup("notebook", "stack"),
+        setup("notebook", "notebook_cost", "stack"),
         md("""
             ## 1. Keep the bucket?
 
@@ -534,6 +565,18 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             (storage costs cents per GB-month) and removes everything else.
         """),
         code("keep_bucket = False"),
+        md("""
+            ### The stop deadline and the cost so far
+
+            A deadline set with `up --stop-after 3h` (or `stop_after` in the settings) deletes
+            the endpoint (real-time) or scales it to zero (async) at its time even if nobody
+            runs this notebook; clean-up removes it with the rest. The cost so far is an
+            estimate from the endpoint's instances since it last changed.
+        """),
+        code("""
+            notebook_cost.show_deadline(cfg, aws)
+            notebook_cost.show_cost_so_far(cfg, aws)
+        """),
         md("""
             ## 2. Remove the stack
 

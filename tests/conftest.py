@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +14,44 @@ ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
 EVENTS = Path(__file__).resolve().parent / "events"
 REGION = "us-east-1"
+# Headless Chromium for the browser tests (tests/browser.py): the `chromium` fixture.
+pytest_plugins = ["browser"]
+
+# -- nothing left behind in the temp folder ---------------------------------------------------
+# The run gets a temp folder of its own (TMPDIR, inherited by every process it starts: handler
+# workers, notebook kernels); at the end whatever is still in it is a leak, reported by name
+# and failing the run, and the folder goes. pytest's own tmp_path folders stay where pytest
+# keeps and prunes them. A private folder also keeps concurrent runs from seeing each other.
+_TEMP = pytest.StashKey[str]()
+_CACHES = "caches-of-libraries"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+    folder = tempfile.mkdtemp(prefix="visual-tourism-tests-")
+    os.environ["TMPDIR"] = folder
+    tempfile.tempdir = None  # recomputed from TMPDIR on next use
+    # torch keeps its compile cache in the temp folder (torchinductor_<user>) on purpose; the
+    # run gives it a folder of its own, removed with the run, so it is not counted as a leak.
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, _CACHES, "torch"))
+    config.stash[_TEMP] = folder
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    folder = session.config.stash.get(_TEMP, None)
+    if not folder:
+        return
+    shutil.rmtree(os.path.join(folder, _CACHES), ignore_errors=True)
+    left = sorted(os.listdir(folder))
+    shutil.rmtree(folder, ignore_errors=True)
+    if left:
+        session.config.stash[_LEAKS] = left
+        if exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_LEAKS = pytest.StashKey[list]()
+
 
 _AWS_VARS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
@@ -56,6 +96,7 @@ def mocked_aws() -> Iterator[None]:
 
     with mock_aws():
         moto_patches.patch_bucket_policies()
+        moto_patches.patch_event_invoke_config()
         try:
             yield
         finally:
@@ -105,6 +146,11 @@ def _security_summary(terminalreporter: pytest.TerminalReporter) -> None:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    leaks = terminalreporter.config.stash.get(_LEAKS, None)
+    if leaks:
+        terminalreporter.section("left in the temp folder", red=True)
+        terminalreporter.write_line("the run failed: these were not cleaned up (now removed): "
+                                    + ", ".join(leaks))
     _security_summary(terminalreporter)
     tally = terminalreporter.config.stash.get(RELIABILITY, None)
     if not tally or not tally["lines"]:

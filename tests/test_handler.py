@@ -98,17 +98,20 @@ def fetched(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     urls: list[str] = []
     real = model_server.load_image
 
-    def recording(url: str, timeout: float = 10.0) -> Image.Image:
+    def recording(url: str, timeout: float = 10.0, allowed_origins: Any = ()) -> Image.Image:
         urls.append(url)
-        return real(url, timeout)
+        return real(url, timeout, allowed_origins)
 
     monkeypatch.setattr(model_server, "load_image", recording)
     return urls
 
 
 @pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch, fetched: list[str]) -> Iterator[RecordingServer]:
-    with RecordingServer(endpoint_exists=lambda name: name == ENDPOINT) as running:
+def server(monkeypatch: pytest.MonkeyPatch, fetched: list[str],
+           moto_server: str) -> Iterator[RecordingServer]:
+    # Images come from S3's presigned URLs only, as in local mode.
+    with RecordingServer(endpoint_exists=lambda name: name == ENDPOINT,
+                         fetch_origins=[moto_server]) as running:
         monkeypatch.setenv("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", running.url)
         yield running
 

@@ -291,13 +291,14 @@ def test_every_variable_is_read() -> None:
         "MODEL_PROFILE": "p", "MODEL_ID": "m/m", "MAX_ATTEMPTS": "2",
         "MODEL_TIMEOUT_SECONDS": "30", "RETRY_BASE_SECONDS": "0.5",
         "RESULT_MARGIN_SECONDS": "2", "MAX_IMAGE_BYTES": "10", "MAX_IMAGE_PIXELS": "20",
-        "MIN_IMAGE_SIDE": "3",
+        "MIN_IMAGE_SIDE": "3", "INFERENCE_MODE": "async", "ASYNC_PREFIX": "q/",
+        "ASYNC_TTL_SECONDS": "120", "ASYNC_INVOCATION_TIMEOUT_SECONDS": "30",
     }
     s = lc.load_settings(env)
     assert set(lc.ENV_NAMES) == set(env)
     assert [getattr(s, lc.ENV_NAMES[var]) for var in env] == [
         "b", "e", "in/", "out/", "ex/x.png", "A.", "I.", "messages", {"max_new_tokens": 64},
-        "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3,
+        "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3, "async", "q/", 120, 30,
     ]
 
 

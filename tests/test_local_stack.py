@@ -45,6 +45,15 @@ def test_moto_private_names():
     # S3's notification path must still end in LambdaFunction.invoke -> _invoke_lambda.
     assert "func.invoke(" in inspect.getsource(notifications._invoke_awslambda)
     assert "self._invoke_lambda(" in inspect.getsource(LambdaFunction.invoke)
+    # The runtime reads the stored asynchronous settings and reserved concurrency.
+    from moto.awslambda.models import EventInvokeConfig, LambdaBackend
+
+    assert list(inspect.signature(LambdaBackend.put_function_event_invoke_config).parameters) == [
+        "self", "function_name", "config"]
+    assert list(inspect.signature(EventInvokeConfig).parameters) == [
+        "arn", "last_modified", "config"]
+    source = inspect.getsource(LambdaFunction.__init__)
+    assert "self.event_invoke_config" in source and "self.reserved_concurrency" in source
 
 
 @pytest.fixture(scope="module")

@@ -594,3 +594,27 @@ def test_importing_the_server_does_not_import_torch() -> None:
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("status", [429, 503])
+def test_an_instance_over_capacity_refuses_the_extra_request(
+    server: ModelServer, photos: str, status: int
+) -> None:
+    """One instance with room for one request: a second one at the same time is refused."""
+    server.capacity, server.service_seconds, server.overload_status = 1, 0.5, status
+    client = runtime_client(server)
+    request = tgi_request(f"{photos}/trevi.jpeg")
+    first = threading.Thread(target=invoke, args=(client, request))
+    first.start()
+    time.sleep(0.2)
+    code = "ModelError" if status == 429 else "ServiceUnavailable"
+    with pytest.raises(client.exceptions.ClientError) as caught:
+        invoke(client, request)
+    first.join()
+    response = caught.value.response
+    assert response["Error"]["Code"] == code
+    if status == 429:  # TGI's own refusal, passed on by SageMaker
+        assert response["OriginalStatusCode"] == 429
+        assert json.loads(response["OriginalMessage"])["error_type"] == "overloaded"
+    assert (server.overloads, server.peak_in_flight) == (1, 1)
+    assert invoke(client, request)[0]["generated_text"]  # room again once the first is done

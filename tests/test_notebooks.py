@@ -62,11 +62,12 @@ def local(tmp_path_factory: pytest.TempPathFactory):
 def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A kernelspec for this very interpreter, so the kernels run in the project's environment
     whatever other kernel called python3 the machine may have."""
-    from ipykernel.kernelspec import install
+    from ipykernel.kernelspec import write_kernel_spec
 
-    prefix = tmp_path_factory.mktemp("jupyter")
-    install(kernel_name=KERNEL, prefix=str(prefix))
-    return prefix / "share" / "jupyter"
+    # Written in place: ipykernel's install() stages it in a temp folder it never removes.
+    share = tmp_path_factory.mktemp("jupyter") / "share" / "jupyter"
+    write_kernel_spec(share / "kernels" / KERNEL, overrides={"display_name": KERNEL})
+    return share
 
 
 @pytest.fixture

@@ -377,8 +377,8 @@ def test_faults_while_100_photos_arrive_lose_nothing(
     deliveries: list[dict[str, Any]] = []  # every event the function was sent
     real_run_once, real_submit = runtime._run_once, runtime.submit
 
-    def run_once(invocation: Any, attempt: int) -> bool:
-        ok = real_run_once(invocation, attempt)
+    def run_once(invocation: Any, attempt: int, *more: Any) -> bool:
+        ok = real_run_once(invocation, attempt, *more)
         for key in event_keys(invocation.event):
             runs[key] += 1
         return ok
@@ -501,3 +501,159 @@ def check_redeliveries_change_nothing(
             assert calls[key] == calls_before[key], key
             assert after[result_key].etag == before[result_key].etag, key
         assert after[result_key].metadata["input-etag"] == etags[key]
+
+
+# -- bursts: one throttling instance, the function's concurrency capped -------------------------
+
+BURST_PHOTOS = 300
+
+
+def distinct_photo(number: int) -> bytes:
+    """A small JPEG whose size is its own: the stand-in's answer names that size."""
+    return encode(picture((100 + number, 80)), "JPEG", quality=70)
+
+
+@pytest.mark.timeout(300)
+def test_a_burst_of_300_photos_on_one_throttling_instance_loses_nothing(
+    local: LocalStack, monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    reliability_tally: dict[str, Any],
+) -> None:
+    for key, value in local.env.items():
+        monkeypatch.setenv(key, value)
+    # Reserved concurrency 1 instance x 3 requests = 3, while the instance really takes 2 at
+    # once: the third request at a time gets TGI's 429 and the handler tries it again.
+    cfg = load_config(prefix="b" + os.urandom(3).hex(), state_dir=str(tmp_path / "state"),
+                      min_instances=1, max_instances=1, requests_per_instance=3)
+    aws = Aws(cfg.region)
+    stack.up(cfg, aws, endpoint_poll=0.1)
+    server, runtime = local.model_server, local.runtime
+    assert runtime is not None
+    try:
+        set_function_env(cfg, aws, MAX_ATTEMPTS="8", RETRY_BASE_SECONDS="0.05",
+                         MODEL_TIMEOUT_SECONDS="2")
+        monkeypatch.setattr(server, "capacity", 2)
+        monkeypatch.setattr(server, "service_seconds", 0.05)
+        monkeypatch.setattr(server, "overloads", 0)
+        monkeypatch.setattr(server, "peak_in_flight", 0)
+        bucket = cfg.bucket_name(aws.account_id)
+        calls = count_model_calls(local, monkeypatch, bucket)
+        cold, throttles, failures = runtime.cold_starts, runtime.throttles, runtime.failures
+        files = {f"{cfg.input_prefix}burst/{n:03d}.jpg": distinct_photo(n)
+                 for n in range(BURST_PHOTOS)}
+        etags = upload(aws, bucket, files)
+        assert runtime.wait_idle(240)
+        found = results(cfg, aws)
+    finally:
+        runtime.wait_idle(60)
+        stack.down(cfg, aws, delete_bucket=True)
+
+    lost = [key for key in files if stack.result_key(cfg, key) not in found]
+    answered = sum(1 for r in found.values() if r.record["status"] == "ok")
+    reliability_tally["photos"] += BURST_PHOTOS
+    reliability_tally["faults"] += server.overloads
+    reliability_tally["lost"] += len(lost)
+    report(reliability_tally,
+           f"burst: {BURST_PHOTOS} photos at once, reserved concurrency "
+           f"{cfg.reserved_concurrency}, one instance taking 2 at a time: "
+           f"{runtime.throttles - throttles} events throttled (waited), {server.overloads} "
+           f"model 429s retried, {runtime.cold_starts - cold} cold starts, "
+           f"{answered} answered, {len(lost)} lost")
+    assert lost == [] and len(found) == BURST_PHOTOS
+    assert answered == BURST_PHOTOS
+    for n, key in enumerate(files):
+        stored = found[stack.result_key(cfg, key)]
+        assert stored.record["input"]["key"] == key
+        assert stored.metadata["input-etag"] == etags[key]
+        # Warm workers served photo after photo: each answer is about its own photo only.
+        assert re.findall(r"(\d+)x(\d+) pixels", stored.record["answer"]) == [
+            (str(100 + n), "80")], (key, stored.record["answer"])
+    assert runtime.peak_concurrency[cfg.function_name] == cfg.reserved_concurrency == 3
+    assert runtime.cold_starts - cold == 3, "three environments served the whole burst"
+    assert runtime.throttles - throttles > 0
+    assert runtime.failures == failures
+    assert server.peak_in_flight == 2 and server.overloads > 0
+    assert sum(calls.values()) == BURST_PHOTOS + server.overloads
+
+
+# -- an outage, then replay ---------------------------------------------------------------------
+
+
+@pytest.mark.timeout(300)
+def test_an_outage_then_replay_loses_nothing(
+    deployed: tuple[Config, Aws], local: LocalStack, monkeypatch: pytest.MonkeyPatch,
+    reliability_tally: dict[str, Any], capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The model server is down; some results cannot even be written (S3 faults), so Lambda
+    gives those events up to the on-failure destination. Once all is back, `replay --errors`
+    answers every photo, and a second replay finds nothing to do."""
+    from visual_tourism import delivery
+    from visual_tourism.cli import main
+
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    runtime, server = local.runtime, local.model_server
+    assert runtime is not None
+    set_function_env(cfg, aws, MAX_ATTEMPTS="2", RETRY_BASE_SECONDS="0.05",
+                     MODEL_TIMEOUT_SECONDS="1")
+    monkeypatch.setattr(runtime, "retry_delays", (0.1, 0.2))  # Lambda's are 1 and 2 minutes
+    calls = count_model_calls(local, monkeypatch, bucket)
+    photos = {f"{cfg.input_prefix}outage/{n:02d}.jpg": distinct_photo(n) for n in range(30)}
+    unwritable = {stack.result_key(cfg, key) for key in list(photos)[:6]}
+
+    def s3_fault(_bucket: str, key: str) -> None:
+        if key in unwritable:
+            raise moto_patches.S3WriteFault()
+
+    server.stop()
+    moto_patches.hook_put_object(before=s3_fault)
+    try:
+        etags = upload(aws, bucket, photos)
+        assert runtime.wait_idle(120)
+    finally:
+        moto_patches.unhook_put_object()
+        server.start()
+
+    during = results(cfg, aws)
+    for key in photos:
+        out = stack.result_key(cfg, key)
+        if out in unwritable:
+            assert out not in during
+        else:  # a clear, non-final error record: nothing is lost even mid-outage
+            assert during[out].record["error"]["code"] == "model_unavailable"
+            assert during[out].metadata["final"] == "false"
+    failed = list(delivery.failed_record_keys(aws, cfg, bucket))
+    assert len(failed) == len(unwritable)
+    record = json.loads(aws.s3.get_object(Bucket=bucket, Key=failed[0])["Body"].read())
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 1 + cfg.retry_attempts
+    assert record["responsePayload"]["errorType"] == "ResultWriteError"
+    assert stack.result_key(cfg, unquote_plus(
+        record["requestPayload"]["Records"][0]["s3"]["object"]["key"])) in unwritable
+    calls_before = sum(calls.values())
+
+    assert main(["replay", "--errors", "--prefix", cfg.prefix]) == 0
+    said = capsys.readouterr().out
+    assert "re-drove 30 event(s): 6 failed event(s) from the on-failure destination, 24 " \
+           "photo(s) with a transient error result" in said, said
+    assert runtime.wait_idle(120)
+    after = results(cfg, aws)
+    lost = [key for key in photos if stack.result_key(cfg, key) not in after]
+    for n, key in enumerate(photos):
+        stored = after[stack.result_key(cfg, key)]
+        assert stored.record["status"] == "ok" and stored.metadata["final"] == "true", key
+        assert stored.metadata["input-etag"] == etags[key]
+        assert f"{100 + n}x80 pixels" in stored.record["answer"]
+    assert sum(calls.values()) - calls_before == len(photos)  # one model call per photo
+    assert list(delivery.failed_record_keys(aws, cfg, bucket)) == []
+
+    assert main(["replay", "--errors", "--prefix", cfg.prefix]) == 0  # idempotent
+    assert "re-drove 0 event(s)" in capsys.readouterr().out
+    assert runtime.wait_idle(30) and sum(calls.values()) - calls_before == len(photos)
+    reliability_tally["photos"] += len(photos)
+    reliability_tally["faults"] += len(photos) + len(unwritable)
+    reliability_tally["lost"] += len(lost)
+    report(reliability_tally,
+           f"outage: {len(photos)} photos while the model server was down ({len(unwritable)} "
+           f"results unwritable too): {len(photos) - len(unwritable)} error records, "
+           f"{len(failed)} events in the on-failure destination; after 'replay --errors' "
+           f"{len(photos)} answered, {len(lost)} lost")

@@ -11,11 +11,12 @@ import boto3
 import pytest
 from botocore.stub import Stubber
 
-from visual_tourism import autoscaling, bucket, endpoint, iam, lambda_fn, logs, stack
+from visual_tourism import autoscaling, bucket, delivery, endpoint, iam, lambda_fn, logs, stack
 from visual_tourism.aws import Aws
 from visual_tourism.config import STACK_TAG, load_config
 from visual_tourism.errors import (
     BucketTakenError,
+    ConfigError,
     CredentialsError,
     EndpointFailedError,
     NotOwnedError,
@@ -485,11 +486,17 @@ def test_lambda_zip_is_deterministic():
     first, second = lambda_fn.build_zip(), lambda_fn.build_zip()
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
-        [info] = archive.infolist()
-        assert info.filename == "lambda_code.py"
-        assert info.date_time == (1980, 1, 1, 0, 0, 0)
-        assert info.external_attr >> 16 == 0o100644
-        assert archive.read(info) == lambda_fn.handler_source().read_bytes()
+        infos = archive.infolist()
+        # The handler; the container rules it shares with the package (serving_limits); the
+        # async-inference part it imports in async mode.
+        assert [i.filename for i in infos] == [
+            "lambda_async.py", "lambda_code.py", "serving_limits.py"]
+        for info in infos:
+            assert info.date_time == (1980, 1, 1, 0, 0, 0)
+            assert info.external_attr >> 16 == 0o100644
+            module = info.filename.removesuffix(".py")
+            assert archive.read(info) == lambda_fn.handler_source(module).read_bytes()
+    assert lambda_fn.build_zip(modules=("lambda_code",)) != first
 
 
 def test_status_reports_state_and_cost(cfg, aws):
@@ -510,7 +517,7 @@ def test_status_reports_state_and_cost(cfg, aws):
 @pytest.mark.parametrize(
     "failing_step",
     ["create_roles", "start_endpoint", "deploy_function", "wait_for_endpoint",
-     "attach_autoscaling", "connect_trigger"],
+     "attach_autoscaling", "configure_delivery", "connect_trigger"],
 )
 def test_down_after_up_failed_at_any_step_leaves_nothing(cfg, aws, monkeypatch, failing_step):
     real = getattr(stack, failing_step)
@@ -564,3 +571,49 @@ def test_function_ownership_without_tags_in_get_function(cfg, aws):
     up(cfg, aws)  # still ours: no NotOwnedError
     assert stack.down(cfg, aws)
     assert aws.lambda_.list_functions()["Functions"] == []
+
+
+def test_bursts_reserved_concurrency_retries_age_and_destination(cfg, aws):
+    """Sized from the endpoint's capacity, updated when the settings change, removed by down."""
+    up(cfg, aws)
+    name = cfg.bucket_name(aws.account_id)
+    fn = cfg.function_name
+    assert cfg.reserved_concurrency == cfg.max_instances * cfg.requests_per_instance == 20
+    assert aws.lambda_.get_function_concurrency(FunctionName=fn)[
+        "ReservedConcurrentExecutions"] == 20
+    settings = aws.lambda_.get_function_event_invoke_config(FunctionName=fn)
+    assert settings["MaximumRetryAttempts"] == 2
+    assert settings["MaximumEventAgeInSeconds"] == 3600
+    assert settings["DestinationConfig"]["OnFailure"]["Destination"] == f"arn:aws:s3:::{name}"
+    # Lambda writes failed events with the function's role: it may write there, nowhere else.
+    policy = iam.lambda_policy(cfg, account=aws.account_id, bucket=name)
+    (statement,) = [s for s in policy["Statement"] if s["Sid"] == "RecordFailedEvents"]
+    assert statement["Action"] == ["s3:PutObject"]
+    assert statement["Resource"] == f"arn:aws:s3:::{name}/{delivery.destination_prefix(cfg)}*"
+    assert delivery.destination_prefix(cfg) == f"aws/lambda/async/{fn}/"
+    assert not delivery.destination_prefix(cfg).startswith(cfg.input_prefix)
+
+    bigger = cfg.replace(max_instances=3, requests_per_instance=8, max_event_age=600,
+                         retry_attempts=1)
+    stack.configure_delivery(bigger, aws)
+    assert aws.lambda_.get_function_concurrency(FunctionName=fn)[
+        "ReservedConcurrentExecutions"] == 24
+    settings = aws.lambda_.get_function_event_invoke_config(FunctionName=fn)
+    assert (settings["MaximumRetryAttempts"], settings["MaximumEventAgeInSeconds"]) == (1, 600)
+    status = stack.status(bigger, aws)["delivery"]
+    assert status == {"reserved_concurrency": 24, "retry_attempts": 1, "max_event_age": 600,
+                      "on_failure": f"arn:aws:s3:::{name}", "failed_events": 0}
+
+    assert delivery.remove_delivery(aws, bigger) is True
+    assert aws.lambda_.get_function_concurrency(FunctionName=fn).get(
+        "ReservedConcurrentExecutions") is None
+    assert delivery.remove_delivery(aws, bigger) is False
+
+
+@pytest.mark.parametrize(("setting", "value"), [
+    ("requests_per_instance", 0), ("max_event_age", 59), ("max_event_age", 21601),
+    ("retry_attempts", 3), ("requests_per_instance", 181)])
+def test_burst_settings_are_validated(setting, value):
+    with pytest.raises(ConfigError, match=setting if setting != "requests_per_instance"
+                       or value == 0 else "at most 900"):
+        load_config(**{setting: value})

@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
@@ -70,6 +71,9 @@ def is_not_found(exc: BaseException) -> bool:
         return True
     message = error_message(exc).lower()
     return code == "ValidationException" and bool(_NOT_FOUND_WORDS.search(message))
+
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Aws:
@@ -137,6 +141,12 @@ class Aws:
     @property
     def account_id(self) -> str:
         return self.identity["Account"]
+
+    @property
+    def is_local(self) -> bool:
+        """True when SageMaker is reached on this machine (local mode): nothing is billed."""
+        host = urlsplit(self.sagemaker.meta.endpoint_url).hostname
+        return host in LOOPBACK_HOSTS
 
     @cached_property
     def partition(self) -> str:

@@ -218,16 +218,18 @@ def delete_bucket(aws: Aws, cfg: Config, bucket: str) -> bool:
     if not is_ours(aws, cfg, bucket):
         log.warning("Bucket %s was not created by visual-tourism: left alone", bucket)
         return False
+    # List everything first: deleting while paginating made moto's next page come back empty
+    # (over 1,000 objects, a bucket after a burst), leaving the bucket not empty.
     paginator = aws.s3.get_paginator("list_object_versions")
-    for page in paginator.paginate(Bucket=bucket):
-        doomed = [
-            {"Key": v["Key"], "VersionId": v["VersionId"]}
-            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
-        ]
-        for start in range(0, len(doomed), 1000):
-            aws.s3.delete_objects(
-                Bucket=bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True}
-            )
+    doomed = [
+        {"Key": v["Key"], "VersionId": v["VersionId"]}
+        for page in paginator.paginate(Bucket=bucket)
+        for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+    ]
+    for start in range(0, len(doomed), 1000):
+        aws.s3.delete_objects(
+            Bucket=bucket, Delete={"Objects": doomed[start : start + 1000], "Quiet": True}
+        )
     deleted = ignore_not_found(lambda: aws.s3.delete_bucket(Bucket=bucket), f"bucket {bucket}")
     if deleted:
         aws.wait("s3", "bucket_not_exists", delay=2, max_attempts=30, Bucket=bucket)

@@ -42,6 +42,7 @@ GENERATION = {
     "max_new_tokens": 512,
 }
 TRANSPORTS = ("url", "data-uri")
+INFERENCE_MODES = ("realtime", "async")
 # Tag put on everything `up` creates; `down` deletes only what carries it.
 STACK_TAG = "visual-tourism:stack"
 
@@ -71,9 +72,30 @@ class Config:
     lambda_runtime: str = "python3.12"
     lambda_timeout: int = 300
     lambda_memory: int = 512
+    # Bursts (visual_tourism/delivery.py): the function's reserved concurrency is
+    # max_instances x requests_per_instance, so no more photos are in flight than the endpoint
+    # at full scale can serve at once; the rest wait in Lambda's queue.
+    requests_per_instance: int = 4
+    max_event_age: int = 3600  # seconds an event may wait or retry before the destination
+    retry_attempts: int = 2  # Lambda's retries of a failed invocation (0-2)
     image_transport: str = "url"
     generation: dict[str, Any] = field(default_factory=lambda: dict(GENERATION))
     state_dir: str = ""  # empty: ~/.visual-tourism
+    # "async": SageMaker Asynchronous Inference, scales to zero when idle (see async_inference).
+    inference_mode: str = "realtime"
+    async_prefix: str = "async/"  # private: queued requests, outputs, failures
+    async_request_ttl: int = 3600  # seconds a photo may wait in the queue (60-21600)
+    async_invocation_timeout: int = 900  # seconds one async request may run (1-3600)
+    async_max_concurrency: int = 4  # MaxConcurrentInvocationsPerInstance
+    async_backlog_target: float = 5.0  # ApproximateBacklogSizePerInstance to aim for
+    stop_after: str = ""  # e.g. "3h": a one-time schedule stops the endpoint (schedule.py)
+    # The web page and its API (visual_tourism/web.py): "off" leaves them out of `up`.
+    web_api: str = "on"
+    web_rate_limit: float = 20.0  # requests/s over the whole API (API Gateway stage)
+    web_burst_limit: int = 40
+    web_upload_rate_limit: float = 1.0  # upload forms/s: each upload is a model call
+    web_upload_burst_limit: int = 10
+    web_max_photo_bytes: int = 20_000_000  # the handler's own limit
 
     # -- derived names ------------------------------------------------------------------
     @property
@@ -104,6 +126,33 @@ class Config:
     def example_key(self) -> str:
         return self.example_prefix + Path(self.example_image).name
 
+    @property
+    def reserved_concurrency(self) -> int:
+        """The function's reserved concurrency: the endpoint's capacity at full scale."""
+        return self.max_instances * self.requests_per_instance
+
+    @property
+    def is_async(self) -> bool:
+        return self.inference_mode == "async"
+
+    @property
+    def effective_image_transport(self) -> str:
+        """Async requests may wait for hours: presigned URLs signed with the Lambda's
+        short-lived session credentials could be dead by then, so images travel inline."""
+        return "data-uri" if self.is_async else self.image_transport
+
+    @property
+    def schedule_name(self) -> str:
+        return f"{self.prefix}-stop-deadline"
+
+    @property
+    def scheduler_role_name(self) -> str:
+        return f"{self.prefix}-scheduler-role"
+
+    @property
+    def stop_after_seconds(self) -> int:
+        return parse_duration(self.stop_after) if self.stop_after else 0
+
     def bucket_name(self, account_id: str) -> str:
         return self.bucket or f"{self.prefix}-{account_id}-{self.region}"
 
@@ -114,6 +163,20 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return validate(dataclasses.replace(self, **changes))
+
+
+_DURATION_RE = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+def parse_duration(text: str) -> int:
+    """``"3h"``, ``"90m"``, ``"1h30m"``, ``"2d"``, ``"45s"`` -> seconds; ConfigError otherwise."""
+    found = _DURATION_RE.match(text.strip().lower())
+    if not text.strip() or not found or not any(found.groups()):
+        raise ConfigError(
+            f"Duration {text!r} is not understood: write it like 3h, 90m, 1h30m or 2d."
+        )
+    days, hours, minutes, seconds = (int(g or 0) for g in found.groups())
+    return ((days * 24 + hours) * 60 + minutes) * 60 + seconds
 
 
 def _coerce(name: str, kind: Any, raw: Any) -> Any:
@@ -182,6 +245,28 @@ def known_regions() -> list[str]:
     return boto3.session.Session().get_available_regions("sagemaker")
 
 
+def _generation_problems(cfg: Config) -> list[str]:
+    """What the profile's container would refuse: each generation parameter, and the prompt
+    (instruction, example answer and photo, max_new_tokens) against its token limits."""
+    profile = cfg.profile
+    problems = [f"generation: {p}" for p in profile.generation_problems(cfg.generation)]
+    max_new = cfg.generation.get("max_new_tokens")
+    if problems or not Path(cfg.example_image).is_file() or not isinstance(max_new, int):
+        return problems
+    try:
+        from PIL import Image
+
+        with Image.open(cfg.example_image) as image:
+            size = image.size
+    except OSError as exc:
+        return [f"example_image {cfg.example_image!r} cannot be read as an image: {exc}"]
+    try:
+        profile.check_prompt(cfg.instruction, [(cfg.example_answer, size)], max_new)
+    except ConfigError as exc:
+        problems.append(str(exc))
+    return problems
+
+
 def validate(cfg: Config) -> Config:
     """Check every value; raise ConfigError naming the setting and what to do."""
     problems: list[str] = []
@@ -206,6 +291,30 @@ def validate(cfg: Config) -> Config:
     if not Path(cfg.example_image).is_file():
         problems.append(f"example_image {cfg.example_image!r} does not exist")
     get_profile(cfg.model_profile)  # raises UnknownProfileError listing the known ones
+    if cfg.inference_mode not in INFERENCE_MODES:
+        problems.append(f"inference_mode {cfg.inference_mode!r}: use one of {INFERENCE_MODES}")
+    if not cfg.async_prefix.endswith("/") or cfg.async_prefix.startswith("/") or len(
+        cfg.async_prefix
+    ) < 2:
+        problems.append(f"async_prefix {cfg.async_prefix!r} must look like 'name/'")
+    elif any(f.startswith(cfg.async_prefix) or cfg.async_prefix.startswith(f) for f in folders):
+        problems.append(f"async_prefix {cfg.async_prefix!r} overlaps {folders}")
+    if not 60 <= cfg.async_request_ttl <= 21600:
+        problems.append("async_request_ttl must be 60-21600 s (InvokeEndpointAsync's limits)")
+    if not 1 <= cfg.async_invocation_timeout <= 3600:
+        problems.append("async_invocation_timeout must be 1-3600 s")
+    if not 1 <= cfg.async_max_concurrency <= 1000:
+        problems.append("async_max_concurrency must be 1-1000 per instance")
+    if cfg.async_backlog_target <= 0:
+        problems.append("async_backlog_target must be > 0 (queued requests per instance)")
+    if cfg.stop_after:
+        try:
+            seconds = parse_duration(cfg.stop_after)
+        except ConfigError as exc:
+            problems.append(f"stop_after: {exc}")
+        else:
+            if not 300 <= seconds <= 30 * 86400:
+                problems.append(f"stop_after {cfg.stop_after!r}: use 5m to 30d")
     if not 1 <= cfg.min_instances <= cfg.max_instances:
         problems.append(
             f"autoscaling bounds min={cfg.min_instances} max={cfg.max_instances}: need "
@@ -223,10 +332,31 @@ def validate(cfg: Config) -> Config:
         )
     if not 128 <= cfg.lambda_memory <= 10240:
         problems.append(f"lambda_memory {cfg.lambda_memory}: use 128-10240 MB")
+    if not 1 <= cfg.requests_per_instance <= 1000:
+        problems.append(f"requests_per_instance {cfg.requests_per_instance}: use 1-1000")
+    elif cfg.reserved_concurrency > 900:
+        problems.append(
+            f"max_instances x requests_per_instance = {cfg.reserved_concurrency}: Lambda keeps "
+            "100 of an account's default 1,000 unreserved; use at most 900"
+        )
+    if not 60 <= cfg.max_event_age <= 21600:
+        problems.append(f"max_event_age {cfg.max_event_age}: use 60-21600 s (Lambda's range)")
+    if not 0 <= cfg.retry_attempts <= 2:
+        problems.append(f"retry_attempts {cfg.retry_attempts}: use 0-2 (Lambda's range)")
     if cfg.image_transport not in TRANSPORTS:
         problems.append(f"image_transport {cfg.image_transport!r}: use one of {TRANSPORTS}")
     if not isinstance(cfg.generation, dict) or "max_new_tokens" not in cfg.generation:
         problems.append("generation must be an object with at least max_new_tokens")
+    else:
+        problems.extend(_generation_problems(cfg))
+    if cfg.web_api not in ("on", "off"):
+        problems.append(f"web_api {cfg.web_api!r}: use 'on' or 'off'")
+    if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and cfg.web_burst_limit >= 1
+            and 1 <= cfg.web_upload_burst_limit <= cfg.web_burst_limit):
+        problems.append("web throttling: need 0 < upload rate <= rate and 1 <= upload burst "
+                        "<= burst")
+    if not 1_000 <= cfg.web_max_photo_bytes <= 50_000_000:
+        problems.append("web_max_photo_bytes: use 1,000-50,000,000")
     if problems:
         raise ConfigError("Invalid configuration:\n  - " + "\n  - ".join(problems))
     if not cfg.region:

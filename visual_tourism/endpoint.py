@@ -35,9 +35,10 @@ def model_name(cfg: Config, image_uri: str, role_arn: str) -> str:
     return f"{cfg.prefix}-model-{_digest(image_uri, cfg.profile.container_env(), role_arn)}"
 
 
-def config_name(cfg: Config, model: str) -> str:
+def config_name(cfg: Config, model: str, extras: dict[str, Any] | None = None) -> str:
     digest = _digest(
-        model, cfg.effective_instance_type, cfg.min_instances, cfg.profile.startup_timeout_s
+        model, cfg.effective_instance_type, cfg.min_instances, cfg.profile.startup_timeout_s,
+        *([extras] if extras else []),  # async mode's AsyncInferenceConfig
     )
     return f"{cfg.prefix}-config-{digest}"
 
@@ -78,8 +79,11 @@ def ensure_model(aws: Aws, cfg: Config, image_uri: str, role_arn: str) -> str:
     return name
 
 
-def ensure_endpoint_config(aws: Aws, cfg: Config, model: str) -> str:
-    name = config_name(cfg, model)
+def ensure_endpoint_config(
+    aws: Aws, cfg: Config, model: str, extras: dict[str, Any] | None = None
+) -> str:
+    """``extras``: more CreateEndpointConfig fields (async_inference.endpoint_config_extras)."""
+    name = config_name(cfg, model, extras)
     if _exists(lambda: aws.sagemaker.describe_endpoint_config(EndpointConfigName=name)):
         return name
     aws.sagemaker.create_endpoint_config(
@@ -89,12 +93,14 @@ def ensure_endpoint_config(aws: Aws, cfg: Config, model: str) -> str:
                 "VariantName": VARIANT,
                 "ModelName": model,
                 "InstanceType": cfg.effective_instance_type,
-                "InitialInstanceCount": cfg.min_instances,
+                # Async endpoints start with one instance and scale in to zero when idle.
+                "InitialInstanceCount": 1 if extras else cfg.min_instances,
                 # Downloading 9B parameters and sharding them takes minutes.
                 "ContainerStartupHealthCheckTimeoutInSeconds": cfg.profile.startup_timeout_s,
             }
         ],
         Tags=_tags(cfg),
+        **(extras or {}),
     )
     log.info("Created endpoint configuration %s", name)
     return name

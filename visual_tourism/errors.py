@@ -50,3 +50,17 @@ class DeployError(VisualTourismError):
 class StackFailedError(DeployError):
     """A CloudFormation stack operation failed; the message names each failed resource and
     its reason."""
+
+
+class PortInUseError(VisualTourismError):
+    """A local server cannot listen on its port: something else already does."""
+
+    def __init__(self, what: str, host: str, port: int, reason: str = "",
+                 option: str = "") -> None:
+        self.what, self.host, self.port = what, host, port
+        change = (f"choose another with {option} (0 picks a free one)" if option
+                  else "choose another port")
+        super().__init__(
+            f"port {port} on {host} ({what}) is in use{f' ({reason})' if reason else ''}: "
+            f"is another 'local serve' running? Stop it, or {change}."
+        )

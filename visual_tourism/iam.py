@@ -86,20 +86,73 @@ def lambda_policy(
                 "Resource": objects,
             },
             {
+                # Lambda writes the events it gives up on with the function's role, to this
+                # prefix of the bucket (its S3 on-failure destination; see delivery.py).
+                "Sid": "RecordFailedEvents",
+                "Effect": "Allow",
+                "Action": ["s3:PutObject"],
+                "Resource": f"{objects}/aws/lambda/async/{cfg.function_name}/*",
+            },
+            {
                 "Sid": "InvokeThisEndpoint",
                 "Effect": "Allow",
-                "Action": ["sagemaker:InvokeEndpoint"],
+                "Action": [
+                    "sagemaker:InvokeEndpointAsync" if cfg.is_async else "sagemaker:InvokeEndpoint"
+                ],
                 "Resource": (
                     f"arn:{partition}:sagemaker:{cfg.region}:{account}:"
                     f"endpoint/{cfg.endpoint_name.lower()}"
                 ),
             },
+            *_lambda_async_statements(cfg, objects),
         ],
     }
 
 
+def _lambda_async_statements(cfg: Config, objects: str) -> list[dict[str, Any]]:
+    """Async mode: write queued requests and their markers, read what SageMaker wrote, tidy."""
+    if not cfg.is_async:
+        return []
+    base = f"{objects}/{cfg.async_prefix}"
+    return [
+        {
+            "Sid": "QueueRequests",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"],
+            "Resource": [f"{base}requests/*", f"{base}pending/*"],
+        },
+        {
+            "Sid": "ReadAndTidyAsyncResults",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject", "s3:DeleteObject"],
+            "Resource": [f"{base}outputs/*", f"{base}failures/*"],
+        },
+    ]
+
+
+def _sagemaker_async_statements(cfg: Config, bucket: str, partition: str) -> list[dict[str, Any]]:
+    """Async mode: SageMaker reads queued requests and writes outputs and failures."""
+    if not cfg.is_async or not bucket:
+        return []
+    base = f"arn:{partition}:s3:::{bucket}/{cfg.async_prefix}"
+    return [
+        {
+            "Sid": "ReadQueuedRequests",
+            "Effect": "Allow",
+            "Action": ["s3:GetObject"],
+            "Resource": f"{base}requests/*",
+        },
+        {
+            "Sid": "WriteAsyncResults",
+            "Effect": "Allow",
+            "Action": ["s3:PutObject"],
+            "Resource": [f"{base}outputs/*", f"{base}failures/*"],
+        },
+    ]
+
+
 def sagemaker_policy(
-    cfg: Config, *, account: str, image_uri: str, partition: str = "aws"
+    cfg: Config, *, account: str, image_uri: str, partition: str = "aws", bucket: str = ""
 ) -> dict[str, Any]:
     """What the model container needs: pull its image, write its logs and metrics."""
     registry, _, repo_and_tag = image_uri.partition("/")
@@ -152,6 +205,7 @@ def sagemaker_policy(
                 "Resource": "*",
                 "Condition": {"StringLike": {"cloudwatch:namespace": ["/aws/sagemaker/*"]}},
             },
+            *_sagemaker_async_statements(cfg, bucket, partition),
         ],
     }
 
@@ -227,14 +281,15 @@ def ensure_lambda_role(aws: Aws, cfg: Config, bucket: str) -> str:
     )
 
 
-def ensure_sagemaker_role(aws: Aws, cfg: Config, image_uri: str) -> str:
+def ensure_sagemaker_role(aws: Aws, cfg: Config, image_uri: str, bucket: str = "") -> str:
     """The Studio role inside Studio (never modified), else a role of our own."""
     studio = studio_role_arn()
     if studio:
         log.info("Using the SageMaker Studio execution role")
         return studio
     policy = sagemaker_policy(
-        cfg, account=aws.account_id, image_uri=image_uri, partition=aws.partition
+        cfg, account=aws.account_id, image_uri=image_uri, partition=aws.partition,
+        bucket=bucket,
     )
     service = "sagemaker.amazonaws.com"
     return ensure_role(

@@ -26,13 +26,15 @@ import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from . import bucket, lambda_fn, logs
+from . import bucket, lambda_fn, logs, web
 from .aws import Aws, error_code, error_message
+from .cli_common import config_from_args, say
 from .config import PROJECT_ROOT, Config
 from .errors import (
     BucketTakenError,
@@ -63,6 +65,11 @@ LAMBDA_ENV_PARAMETERS = {
     "IMAGE_TRANSPORT": "ImageTransport",
     "MODEL_PROFILE": "ModelProfile",
     "MODEL_ID": "ModelId",
+    "INFERENCE_MODE": "InferenceMode",
+    "ASYNC_PREFIX": "AsyncPrefix",
+    "ASYNC_TTL_SECONDS": "AsyncTtlSeconds",
+    "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
+    "CONTAINER_LIMITS": "ContainerLimits",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME"})
 # Container variables the template can set (CloudFormation maps cannot have parameter keys,
@@ -73,6 +80,11 @@ MODEL_ENV_PARAMETERS = {
     "MAX_INPUT_LENGTH": "MaxInputLength",
     "MAX_INPUT_TOKENS": "MaxInputTokens",
     "MAX_TOTAL_TOKENS": "MaxTotalTokens",
+    "PAYLOAD_LIMIT": "PayloadLimit",
+    "REVISION": "Revision",
+    "OPTION_REVISION": "OptionRevision",
+    "OPTION_MAX_MODEL_LEN": "OptionMaxModelLen",
+    "OPTION_LIMIT_MM_PER_PROMPT": "OptionLimitMmPerPrompt",
 }
 _BUSY_SUFFIX = "_IN_PROGRESS"
 
@@ -132,12 +144,40 @@ def template_parameters(
             "LambdaRuntime": cfg.lambda_runtime,
             "LambdaTimeout": str(cfg.lambda_timeout),
             "LambdaMemory": str(cfg.lambda_memory),
+            "ReservedConcurrency": str(cfg.reserved_concurrency),
+            "MaxEventAge": str(cfg.max_event_age),
+            "RetryAttempts": str(cfg.retry_attempts),
             "LogRetentionDays": str(logs.RETENTION_DAYS),
+            "AsyncMaxConcurrency": str(cfg.async_max_concurrency),
+            "AsyncBacklogTarget": f"{cfg.async_backlog_target:g}",
+            "StopAt": stop_at(cfg),
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
+            **web_parameters(cfg),
         }
     )
     return params
+
+
+def web_parameters(cfg: Config) -> dict[str, str]:
+    """The web page's parameters (visual_tourism/web.py); its zip's key is its content hash."""
+    return {
+        "WebPage": cfg.web_api,
+        "WebRateLimit": f"{cfg.web_rate_limit:g}",
+        "WebBurstLimit": str(cfg.web_burst_limit),
+        "WebUploadRateLimit": f"{cfg.web_upload_rate_limit:g}",
+        "WebUploadBurstLimit": str(cfg.web_upload_burst_limit),
+        "WebMaxPhotoBytes": str(cfg.web_max_photo_bytes),
+        "WebCodeS3Key": code_key(web.build_zip()),
+    }
+
+
+def stop_at(cfg: Config, now: datetime | None = None) -> str:
+    """The deadline's UTC time, ``stop_after`` from now (package time); "" for none."""
+    if not cfg.stop_after:
+        return ""
+    when = (now or datetime.now(UTC)) + timedelta(seconds=cfg.stop_after_seconds)
+    return when.strftime("%Y-%m-%dT%H:%M:%S")
 
 
 # -- package --------------------------------------------------------------------------------
@@ -163,7 +203,7 @@ def package(
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
     aws = aws or Aws(cfg.region)
     zip_bytes = lambda_fn.build_zip(
-        lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
+        lambda_fn.vendor_pillow(cfg) if cfg.effective_image_transport == "data-uri" else None
     )
     code_bucket = ensure_artifacts_bucket(aws, cfg)
     key = code_key(zip_bytes)
@@ -174,6 +214,10 @@ def package(
             Bucket=code_bucket, Key=key, Body=zip_bytes, ContentType="application/zip"
         )
         progress(f"uploaded code to s3://{code_bucket}/{key}")
+    web_zip = web.build_zip()
+    if not bucket.object_exists(aws, code_bucket, code_key(web_zip)):
+        aws.s3.put_object(Bucket=code_bucket, Key=code_key(web_zip), Body=web_zip,
+                          ContentType="application/zip")
     params = template_parameters(
         cfg, image_uri=cfg.profile.image_uri(cfg.region), code_bucket=code_bucket, code_key=key
     )
@@ -443,6 +487,9 @@ def after_deploy(aws: Aws, cfg: Config, result: dict[str, str], progress: Progre
     bucket.upload_if_changed(aws, name, cfg.example_key, Path(cfg.example_image))
     progress(f"bucket {name}: folders and example photo ready; upload photos to "
              f"s3://{name}/{cfg.input_prefix}")
+    if result.get("WebUrl"):  # the access code: an SSM SecureString, never in the template
+        web.ensure_code(aws, cfg)
+        progress(f"web page {result['WebUrl']}: 'visual-tourism web' prints its link")
 
 
 # -- delete ---------------------------------------------------------------------------------
@@ -470,6 +517,8 @@ def delete(
         aws.client("cloudformation").delete_stack(StackName=current["StackId"])
         _wait(aws, current["StackId"], "stack_delete_complete", events, poll, timeout)
         removed.append(f"stack {name}")
+    if web.delete_code(aws, cfg):  # created by after_deploy, outside the stack
+        removed.append("access code parameter")
     if delete_bucket:
         if bucket.delete_bucket(aws, cfg, bucket_name):
             removed.append(f"bucket {bucket_name}")
@@ -510,50 +559,42 @@ def lint(template: Path = TEMPLATE, regions: list[str] | None = None) -> list[st
 
 
 # -- command line ---------------------------------------------------------------------------
-def _say(message: str) -> None:
-    print(message, flush=True)
-
-
-def _config(args: argparse.Namespace) -> Config:
-    from .cli import _config as cli_config  # the same settings as every other command
-
-    return cli_config(args)
-
-
 def cmd_package(args: argparse.Namespace) -> int:
-    result = package(_config(args), out_dir=Path(args.out_dir), progress=_say)
-    _say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
-    _say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
+    result = package(config_from_args(args), out_dir=Path(args.out_dir), progress=say)
+    say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
+    say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
     return 0
 
 
 def cmd_deploy(args: argparse.Namespace) -> int:
-    result = deploy(_config(args), out_dir=Path(args.out_dir), progress=_say, poll=args.poll)
-    _say(json.dumps(result, indent=2))
+    result = deploy(config_from_args(args), out_dir=Path(args.out_dir), progress=say,
+                    poll=args.poll)
+    say(json.dumps(result, indent=2))
     return 0
 
 
 def cmd_delete(args: argparse.Namespace) -> int:
     removed = delete(
-        _config(args), delete_bucket=args.delete_bucket, delete_artifacts=args.delete_artifacts,
-        progress=_say, poll=args.poll,
+        config_from_args(args), delete_bucket=args.delete_bucket,
+        delete_artifacts=args.delete_artifacts, progress=say, poll=args.poll,
     )
-    _say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
+    say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
     return 0
 
 
 def cmd_lint(args: argparse.Namespace) -> int:
     findings = lint(Path(args.template), regions=[args.region] if args.region else None)
     for line in findings:
-        _say(line)
-    _say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
+        say(line)
+    say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
     return 1 if findings else 0
 
 
 def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """`visual-tourism infra package|deploy|delete|lint`."""
     infra = sub.add_parser("infra", help="the same stack as one CloudFormation template")
-    infra_sub = infra.add_subparsers(dest="infra_command", required=True)
+    infra_sub = infra.add_subparsers(dest="infra_command", required=True, metavar="COMMAND",
+                                     help="what to do with the template")
     out_help = "folder of packaged.yaml and parameters.json (default: build)"
 
     p = infra_sub.add_parser("package", parents=[common],
@@ -564,7 +605,8 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
     p = infra_sub.add_parser("deploy", parents=[common],
                              help="create or update the CloudFormation stack")
     p.add_argument("--out-dir", default="build", help=out_help)
-    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between checks of the stack's events")
     p.set_defaults(func=cmd_deploy)
 
     p = infra_sub.add_parser("delete", parents=[common], help="delete the CloudFormation stack")
@@ -572,10 +614,12 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
                    help="also empty and delete the kept bucket (photos and results are lost)")
     p.add_argument("--delete-artifacts", action="store_true",
                    help="also empty and delete the artifacts bucket (Lambda zips)")
-    p.add_argument("--poll", type=float, default=10.0, help="seconds between event checks")
+    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
+                   help="seconds between checks of the stack's events")
     p.set_defaults(func=cmd_delete)
 
     p = infra_sub.add_parser("lint", help="check the template with cfn-lint")
-    p.add_argument("--template", default=str(TEMPLATE))
-    p.add_argument("--region", help="region to validate against (default us-east-1)")
+    p.add_argument("--template", default=str(TEMPLATE),
+                   help="the template file to check (default: the project's infra/template.yaml)")
+    p.add_argument("--region", help="region to validate against (default: us-east-1)")
     p.set_defaults(func=cmd_lint)

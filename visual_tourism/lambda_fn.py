@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib
 import io
 import json
 import logging
@@ -28,15 +29,21 @@ PERMISSION_ID = "visual-tourism-s3-invoke"
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
-def handler_source() -> Path:
-    import lambda_code
+# The top-level modules the function's zip carries: the handler; the stdlib-only rules of the
+# model container it shares with visual_tourism.profiles; the asynchronous-inference part it
+# imports only in async mode.
+MODULES = ("lambda_code", "serving_limits", "lambda_async")
 
-    return Path(lambda_code.__file__)
+
+def handler_source(module: str = "lambda_code") -> Path:
+    return Path(importlib.import_module(module).__file__ or "")
 
 
-def build_zip(vendor_dir: Path | None = None) -> bytes:
+def build_zip(vendor_dir: Path | None = None, modules: tuple[str, ...] = MODULES) -> bytes:
     """A deterministic zip: same inputs, same bytes (fixed dates and modes, sorted entries)."""
-    files: dict[str, bytes] = {"lambda_code.py": handler_source().read_bytes()}
+    files: dict[str, bytes] = {
+        f"{module}.py": handler_source(module).read_bytes() for module in modules
+    }
     if vendor_dir:
         for path in sorted(vendor_dir.rglob("*")):
             if path.is_file() and "__pycache__" not in path.parts:
@@ -94,9 +101,15 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "INSTRUCTION": cfg.instruction,
         "REQUEST_STYLE": profile.request_style,
         "GENERATION_PARAMETERS": json.dumps(cfg.generation, sort_keys=True),
-        "IMAGE_TRANSPORT": cfg.image_transport,
+        "IMAGE_TRANSPORT": cfg.effective_image_transport,
         "MODEL_PROFILE": profile.name,
         "MODEL_ID": profile.model_id,
+        "INFERENCE_MODE": cfg.inference_mode,
+        "ASYNC_PREFIX": cfg.async_prefix,
+        "ASYNC_TTL_SECONDS": str(cfg.async_request_ttl),
+        "ASYNC_INVOCATION_TIMEOUT_SECONDS": str(cfg.async_invocation_timeout),
+        # The container's limits: the handler sizes images and checks settings with them.
+        "CONTAINER_LIMITS": profile.limits.to_env(),
     }
 
 
@@ -310,6 +323,43 @@ def delete_function(aws: Aws, cfg: Config) -> bool:
         lambda: aws.lambda_.delete_function(FunctionName=cfg.function_name),
         f"Lambda {cfg.function_name}",
     )
+
+
+def _sends(rule: dict[str, Any], function_name: str, key: str) -> bool:
+    """Does this bucket notification send an upload of ``key`` to the function?"""
+    # arn:aws:lambda:REGION:ACCOUNT:function:NAME[:QUALIFIER]; the template's Ids differ
+    # from ours, so the target and the filter are compared, not the Id.
+    parts = str(rule.get("LambdaFunctionArn", "")).split(":")
+    if len(parts) < 7 or parts[6] != function_name:
+        return False
+    if not any(e in ("s3:ObjectCreated:*", "s3:ObjectCreated:Put") for e in rule.get("Events", [])):
+        return False
+    rules = rule.get("Filter", {}).get("Key", {}).get("FilterRules", [])
+    for item in rules:
+        name, value = str(item.get("Name", "")).lower(), str(item.get("Value", ""))
+        if (name == "prefix" and not key.startswith(value)) or (
+                name == "suffix" and not key.endswith(value)):
+            return False
+    return True
+
+
+def trigger_problem(aws: Aws, cfg: Config, bucket: str, key: str) -> str | None:
+    """Why an upload of ``key`` would not run the function now, or None when it would.
+
+    Checked by ``ask`` before it uploads, so a missing trigger is said at once instead of
+    after the whole wait for a result that can never come.
+    """
+    if get_function(aws, cfg.function_name) is None:
+        return f"the function {cfg.function_name} does not exist"
+    try:
+        rules = _get_notifications(aws, bucket).get("LambdaFunctionConfigurations", [])
+    except ClientError as exc:
+        if not is_not_found(exc):
+            raise
+        rules = []
+    if not any(_sends(rule, cfg.function_name, key) for rule in rules):
+        return f"bucket {bucket} has no notification that sends {key} to {cfg.function_name}"
+    return None
 
 
 def describe(aws: Aws, cfg: Config, bucket: str) -> dict[str, Any]:

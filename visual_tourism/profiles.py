@@ -8,8 +8,14 @@ takes seconds and only ``up`` needs it.
 from __future__ import annotations
 
 import functools
+import json
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import serving_limits
+from serving_limits import ContainerLimits
 
 from .errors import ConfigError, UnknownProfileError
 
@@ -19,25 +25,104 @@ log = logging.getLogger(__name__)
 STYLE_TGI = "tgi"  # {"inputs": prompt with ![](url) images, "parameters": {...}}
 STYLE_MESSAGES = "messages"  # OpenAI-style {"messages": [...]} with image_url parts
 
+# The TGI prompt style adds these stop sequences itself unless `stop` is set.
+TGI_STOP = ("User:", "<end_of_utterance>")
+
 
 @dataclass(frozen=True)
 class ModelProfile:
     name: str
     model_id: str
-    image_family: str
+    image_family: str  # sagemaker-core image_uris framework name
     image_version: str
     instance_type: str
     request_style: str
     licence: str
+    limits: ContainerLimits
+    revision: str | None = None  # the model repository's commit; None: not pinned
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: int = 900
     notes: str = ""
 
     def container_env(self) -> dict[str, str]:
-        return {"HF_MODEL_ID": self.model_id, **self.env}
+        """The container's environment: the model, its pinned revision and its limits."""
+        env = {"HF_MODEL_ID": self.model_id, **self.env}
+        lim = self.limits
+        if lim.engine == "tgi":
+            if self.revision:
+                env["REVISION"] = self.revision
+            # TGI 1.x names the input limit MAX_INPUT_LENGTH, 2.x+ MAX_INPUT_TOKENS.
+            input_var = "MAX_INPUT_LENGTH" if lim.container_version.startswith("1.") else (
+                "MAX_INPUT_TOKENS")
+            env[input_var] = str(lim.max_input_tokens)
+            env["MAX_TOTAL_TOKENS"] = str(lim.max_total_tokens)
+            if not lim.container_version.startswith("1."):  # 1.x: fixed, not configurable
+                env["PAYLOAD_LIMIT"] = str(lim.payload_limit_bytes)
+        else:  # the LMI container maps OPTION_<NAME> to vLLM's engine argument <name>
+            if self.revision:
+                env["OPTION_REVISION"] = self.revision
+            env["OPTION_MAX_MODEL_LEN"] = str(lim.max_total_tokens)
+            env["OPTION_LIMIT_MM_PER_PROMPT"] = json.dumps({"image": lim.max_images})
+        return env
 
     def image_uri(self, region: str) -> str:
         return _image_uri(self.image_family, self.image_version, region)
+
+    # -- what the container accepts (serving_limits holds the rules) --------------------
+    def generation_problems(self, params: Mapping[str, Any]) -> list[str]:
+        return serving_limits.generation_problems(params, self.limits, self.request_style)
+
+    def check_generation(self, params: Mapping[str, Any]) -> None:
+        """Raise ConfigError naming each parameter the container would refuse and its range."""
+        problems = self.generation_problems(params)
+        if problems:
+            raise ConfigError(
+                f"Generation parameters that {self.name}'s container "
+                f"({self.image_family} {self.image_version}) would refuse:\n  - "
+                + "\n  - ".join(problems)
+            )
+
+    def prompt_budget(
+        self, texts: Sequence[str], images: Sequence[tuple[int, int]], max_new_tokens: int,
+    ) -> serving_limits.Budget:
+        """Tokens of a request with these texts and images (width, height) as sent, by the
+        container's accounting (text estimated from above; in the messages style each text
+        counted as its own chat message)."""
+        messages = 0 if self.request_style == STYLE_TGI else len(texts)
+        return serving_limits.request_budget(self.limits, texts, images, max_new_tokens,
+                                             messages=messages)
+
+    def check_prompt(
+        self, instruction: str, examples: Sequence[tuple[str, tuple[int, int]]],
+        max_new_tokens: int,
+    ) -> serving_limits.Budget:
+        """The budget of a few-shot prompt, or ConfigError when it cannot fit.
+
+        ``examples``: (answer, (width, height) of its photo) per in-context example. The
+        handler shrinks each example photo to at most ``limits.example_image_tokens`` and gives
+        the upload the rest; the prompt does not fit when the upload would get fewer than
+        ``limits.min_image_tokens``. The returned budget holds each image's allowance.
+        """
+        texts = [instruction] * (len(examples) + 1) + [answer for answer, _ in examples]
+        texts += _markup(self.request_style, len(examples))
+        text_tokens = self.prompt_budget(texts, [], max_new_tokens).text_tokens
+        try:
+            allowances, upload = serving_limits.image_allowances(
+                self.limits, text_tokens, max_new_tokens, [size for _, size in examples])
+        except serving_limits.GenerationError as exc:
+            raise ConfigError(f"The prompt does not fit {self.name}: {exc}.") from None
+        return serving_limits.Budget(
+            text_tokens=text_tokens, image_tokens=(*allowances, upload),
+            max_new_tokens=max_new_tokens, max_input_tokens=self.limits.max_input_tokens,
+            max_total_tokens=self.limits.max_total_tokens)
+
+
+def _markup(style: str, n_examples: int) -> list[str]:
+    """The prompt's fixed text around the instructions and answers."""
+    if style == STYLE_TGI:
+        turn = "User:<end_of_utterance>\nAssistant: <end_of_utterance>\n"
+        return [turn * (n_examples + 1)]
+    return []
 
 
 @functools.cache
@@ -60,12 +145,23 @@ def _image_uri(family: str, version: str, region: str) -> str:
         ) from exc
 
 
+# Limits, per container. Token limits must fit the model's context and the GPU's memory; the
+# payload limit is the container's request body limit, below SageMaker's 6 MB real-time cap:
+# TGI v3.3.6 reads PAYLOAD_LIMIT (launcher/src/main.rs, default 2,000,000 bytes); v1.4.5 has
+# no such setting and keeps axum's default body limit of 2 MiB, answering 413 "Failed to
+# buffer the request body: length limit exceeded" (TGI issue #1802).
+_TGI_PAYLOAD = 2_000_000
+_TGI1_PAYLOAD = 2 * 1024 * 1024
+_SAGEMAKER_PAYLOAD = 6_000_000  # InvokeEndpoint's request limit (6 MB)
+
 PROFILES: dict[str, ModelProfile] = {
     p.name: p
     for p in (
         ModelProfile(
             name="idefics-9b-instruct",
             model_id="HuggingFaceM4/idefics-9b-instruct",
+            # No commit of this repository could be checked offline: not pinned (see README).
+            revision=None,
             image_family="huggingface-llm",
             # TGI 1.4.5: the last 1.x release. It still serves Idefics v1 through the
             # non-flash-attention code path, which T4 GPUs (sm75, ml.g4dn) need; TGI 3.x
@@ -75,28 +171,83 @@ PROFILES: dict[str, ModelProfile] = {
             instance_type="ml.g4dn.12xlarge",
             request_style=STYLE_TGI,
             licence="research only (LLaMA-1 base); not for commercial use",
-            env={
-                "SM_NUM_GPUS": "4",
-                "MAX_INPUT_LENGTH": "1536",
-                "MAX_TOTAL_TOKENS": "2048",
-            },
+            limits=ContainerLimits(
+                engine="tgi", container_version="1.4.5",
+                # Idefics v1 (LLaMA-1) has a 2,048-token context.
+                max_input_tokens=1536, max_total_tokens=2048,
+                payload_limit_bytes=_TGI1_PAYLOAD, max_stop_sequences=4,
+                # router/src/validation.rs (v1.4.5): one <image> token per image.
+                image_formula="idefics", example_image_tokens=1, min_image_tokens=1,
+            ),
+            env={"SM_NUM_GPUS": "4"},
             notes="The original design: 9B parameters sharded over 4 T4 GPUs.",
         ),
         ModelProfile(
             name="qwen2.5-vl-7b-instruct",
             model_id="Qwen/Qwen2.5-VL-7B-Instruct",
+            revision="cc594898137f460bfe9f0759e9844b3ce807cfb5",
             image_family="huggingface-llm",
             # TGI 3.x serves Qwen2.5-VL and accepts OpenAI-style messages on /invocations.
             image_version="3.3.6",
             instance_type="ml.g5.2xlarge",
             request_style=STYLE_MESSAGES,
             licence="Apache-2.0",
-            env={
-                "SM_NUM_GPUS": "1",
-                "MAX_INPUT_TOKENS": "8192",
-                "MAX_TOTAL_TOKENS": "8704",
-            },
+            limits=ContainerLimits(
+                engine="tgi", container_version="3.3.6",
+                # The router counts an image as height*width/14^2 tokens (router/src/
+                # config.rs, v3.3.6), about 4x what the model computes, so the input limit
+                # is set for the router's count: 10,240 holds the text, a 2,048-token
+                # example (~0.4 MP) and a ~1.4 MP photo; the KV cache and prefill of the
+                # real (4x smaller) sequence fit the A10G's 24 GB beside 16 GB of weights.
+                max_input_tokens=10240, max_total_tokens=10752,
+                payload_limit_bytes=_TGI_PAYLOAD, max_stop_sequences=4,
+                image_formula="qwen2-vl-router", example_image_tokens=2048,
+                min_image_tokens=1024,  # ~450x450 pixels
+            ),
+            env={"SM_NUM_GPUS": "1"},
             notes="A current Apache-2.0 model on one A10G GPU (24 GB).",
+        ),
+        ModelProfile(
+            name="smolvlm-instruct",
+            model_id="HuggingFaceTB/SmolVLM-Instruct",
+            revision="81cd9a775a4d644f2faf4e7becff4559b46b14c7",
+            # AWS LMI (DJL serving) 0.33.0 = LMI 15 with vLLM 0.8.4, which serves
+            # Idefics3-architecture models such as SmolVLM and runs on T4 GPUs.
+            image_family="djl-lmi",
+            image_version="0.33.0",
+            instance_type="ml.g4dn.xlarge",
+            request_style=STYLE_MESSAGES,
+            licence="Apache-2.0",
+            limits=ContainerLimits(
+                engine="vllm", container_version="0.33.0",
+                # vLLM has one limit, max_model_len (prompt + max_tokens). An image costs at
+                # most 1,513 tokens (16 tiles and a global image of 81 each, plus markers).
+                max_input_tokens=8191, max_total_tokens=8192,
+                payload_limit_bytes=_SAGEMAKER_PAYLOAD, max_stop_sequences=None,
+                image_formula="idefics3", example_image_tokens=1536, min_image_tokens=81,
+            ),
+            notes="Small and cheap: 2.2B parameters on one T4 GPU (16 GB).",
+        ),
+        ModelProfile(
+            name="qwen2.5-vl-7b-instruct-vllm",
+            model_id="Qwen/Qwen2.5-VL-7B-Instruct",
+            revision="cc594898137f460bfe9f0759e9844b3ce807cfb5",
+            # vLLM serves Qwen2.5-VL since 0.7.2; LMI 0.33.0 ships vLLM 0.8.4.
+            image_family="djl-lmi",
+            image_version="0.33.0",
+            instance_type="ml.g5.2xlarge",
+            request_style=STYLE_MESSAGES,
+            licence="Apache-2.0",
+            limits=ContainerLimits(
+                engine="vllm", container_version="0.33.0",
+                # vLLM counts the processor's real tokens (one per 28x28 cell after
+                # smart_resize), so the same photo costs a quarter of TGI's router count.
+                max_input_tokens=8191, max_total_tokens=8192,
+                payload_limit_bytes=_SAGEMAKER_PAYLOAD, max_stop_sequences=None,
+                image_formula="qwen2-vl-processor", example_image_tokens=1024,
+                min_image_tokens=256,
+            ),
+            notes="The same Qwen2.5-VL on vLLM (TGI is in maintenance mode).",
         ),
     )
 }

@@ -17,7 +17,19 @@ from typing import Any
 
 import lambda_code
 
-from . import autoscaling, bucket, endpoint, iam, lambda_fn, logs, pricing
+from . import (
+    async_inference,
+    autoscaling,
+    bucket,
+    delivery,
+    endpoint,
+    iam,
+    lambda_fn,
+    logs,
+    pricing,
+    schedule,
+    web,
+)
 from .aws import Aws
 from .config import Config, load_config
 from .errors import AskTimeoutError, ConfigError, EndpointFailedError, NotDeployedError
@@ -55,7 +67,7 @@ def create_roles(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str
     image_uri = cfg.profile.image_uri(cfg.region)
     roles = {
         "lambda": iam.ensure_lambda_role(aws, cfg, bucket_name(cfg, aws)),
-        "sagemaker": iam.ensure_sagemaker_role(aws, cfg, image_uri),
+        "sagemaker": iam.ensure_sagemaker_role(aws, cfg, image_uri, bucket_name(cfg, aws)),
     }
     State(cfg.state_path).record("roles", **roles)
     progress("IAM roles ready (least privilege)")
@@ -67,13 +79,13 @@ def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[s
     endpoint.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.endpoint_log_group(cfg))
     image_uri = cfg.profile.image_uri(cfg.region)
-    role = iam.ensure_sagemaker_role(aws, cfg, image_uri)
+    name = bucket_name(cfg, aws)
+    role = iam.ensure_sagemaker_role(aws, cfg, image_uri, name)
     model = endpoint.ensure_model(aws, cfg, image_uri, role)
-    config = endpoint.ensure_endpoint_config(aws, cfg, model)
+    extras = async_inference.endpoint_config_extras(cfg, name)
+    config = endpoint.ensure_endpoint_config(aws, cfg, model, extras)
     # Autoscaling is attached again by attach_autoscaling once the update is in service.
-    endpoint.ensure_endpoint(
-        aws, cfg, config, before_update=lambda: autoscaling.remove_autoscaling(aws, cfg)
-    )
+    endpoint.ensure_endpoint(aws, cfg, config, before_update=lambda: _remove_scaling(cfg, aws))
     State(cfg.state_path).record("endpoint", model=model, config=config, image=image_uri)
     progress(f"endpoint {cfg.endpoint_name} requested ({config})")
     return {"model": model, "endpoint_config": config}
@@ -98,10 +110,7 @@ def wait_for_endpoint(
             "still serves the previous model. Fix the cause (often a service quota for the "
             "instance type), then run 'visual-tourism up' again."
         )
-    progress(
-        "cost: " + pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances,
-                                         cfg.region)
-    )
+    progress("cost: " + pricing.describe_plan(cfg))
 
 
 def deploy_model(
@@ -112,9 +121,21 @@ def deploy_model(
     return names
 
 
+def _remove_scaling(cfg: Config, aws: Aws) -> bool:
+    return any([async_inference.remove_scaling(aws, cfg), autoscaling.remove_autoscaling(aws, cfg)])
+
+
 def attach_autoscaling(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
-    autoscaling.ensure_autoscaling(aws, cfg)
     State(cfg.state_path).record("autoscaling", resource_id=autoscaling.resource_id(cfg))
+    if cfg.is_async:
+        async_inference.ensure_scaling(aws, cfg)
+        progress(
+            f"autoscaling 0-{cfg.max_instances} instances: scales out from zero when a photo "
+            f"waits, target {cfg.async_backlog_target:g} queued photos per instance"
+        )
+        return
+    async_inference.remove_scaling(aws, cfg)  # left from an earlier `up` in async mode
+    autoscaling.ensure_autoscaling(aws, cfg)
     progress(
         f"autoscaling {cfg.min_instances}-{cfg.max_instances} instances, target "
         f"{cfg.target_invocations:g} invocations/instance/minute"
@@ -125,7 +146,7 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     """Zip lambda_code.py, create or update the function and its log group."""
     name = bucket_name(cfg, aws)
     role = iam.ensure_lambda_role(aws, cfg, name)
-    vendor = lambda_fn.vendor_pillow(cfg) if cfg.image_transport == "data-uri" else None
+    vendor = lambda_fn.vendor_pillow(cfg) if cfg.effective_image_transport == "data-uri" else None
     zip_bytes = lambda_fn.build_zip(vendor)
     lambda_fn.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.function_log_group(cfg))
@@ -137,6 +158,19 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     return arn
 
 
+def configure_delivery(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, Any]:
+    """Bursts and failures: reserved concurrency, retries, event age, on-failure records."""
+    name = bucket_name(cfg, aws)
+    settings = delivery.ensure_delivery(aws, cfg, name)
+    State(cfg.state_path).record("delivery", reserved_concurrency=cfg.reserved_concurrency)
+    progress(
+        f"at most {cfg.reserved_concurrency} photos in flight ({cfg.max_instances} instances x "
+        f"{cfg.requests_per_instance}); failed events kept under "
+        f"s3://{name}/{delivery.destination_prefix(cfg)} for 'visual-tourism replay'"
+    )
+    return settings
+
+
 def connect_trigger(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
     """Permission for S3 first, then the input/ notification: the trigger goes live."""
     name = bucket_name(cfg, aws)
@@ -145,8 +179,32 @@ def connect_trigger(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
         raise NotDeployedError("The Lambda function does not exist yet: deploy it first.")
     lambda_fn.ensure_permission(aws, cfg, name)
     lambda_fn.ensure_notification(aws, cfg, name, function["Configuration"]["FunctionArn"])
+    if cfg.is_async:  # outputs and failures of queued requests come back to the handler
+        async_inference.ensure_notifications(
+            aws, cfg, name, function["Configuration"]["FunctionArn"]
+        )
+    else:
+        async_inference.remove_notifications(aws, cfg, name)
     State(cfg.state_path).record("trigger", prefix=cfg.input_prefix)
     progress(f"trigger live: photos uploaded to s3://{name}/{cfg.input_prefix} get answers")
+
+
+def arm_deadline(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
+    """With stop_after: a one-time schedule stops the endpoint then (schedule.py)."""
+    if not cfg.stop_after:
+        return
+    when = schedule.ensure_deadline(aws, cfg)
+    State(cfg.state_path).record("deadline", fires_at=when.isoformat())
+    action = "scale the endpoint to zero" if cfg.is_async else "delete the endpoint"
+    progress(f"stop deadline: at {when:%Y-%m-%d %H:%M} UTC a schedule will {action}")
+
+
+def open_web_api(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
+    """The web page and its API (visual_tourism/web.py); 'visual-tourism web' prints the link."""
+    api = web.deploy(aws, cfg, bucket_name(cfg, aws))
+    progress(f"web page {api['url']} (behind the access code: 'visual-tourism web' prints the "
+             "link and its QR code)")
+    return api
 
 
 def up(
@@ -160,17 +218,23 @@ def up(
     profile = cfg.profile
     progress(
         f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "
-        f"({profile.licence}) on {cfg.effective_instance_type}"
+        f"({profile.licence}) on {cfg.effective_instance_type}, {cfg.inference_mode} inference"
     )
+    progress("cost: " + pricing.describe_plan(cfg))
     name = create_bucket(cfg, aws, progress)
     create_roles(cfg, aws, progress)
     names = start_endpoint(cfg, aws, progress)
     deploy_function(cfg, aws, progress)  # built while the endpoint starts
     wait_for_endpoint(cfg, aws, progress, endpoint_poll)
     attach_autoscaling(cfg, aws, progress)
-    connect_trigger(cfg, aws, progress)  # last: live only once everything behind it works
+    configure_delivery(cfg, aws, progress)
+    connect_trigger(cfg, aws, progress)  # live only once everything behind it works
+    arm_deadline(cfg, aws, progress)
+    extra = {}
+    if cfg.web_api == "on":  # the page is useful only once photos get answers
+        extra["web_url"] = open_web_api(cfg, aws, progress)["url"]
     return {"bucket": name, "endpoint": cfg.endpoint_name, "function": cfg.function_name,
-            **names}
+            **names, **extra}
 
 
 def down(
@@ -190,15 +254,22 @@ def down(
             removed.append(label)
             progress(f"removed {label}")
 
+    for label in web.remove(aws, cfg, name):
+        step(label, True)
+    step("stop deadline", schedule.remove_deadline(aws, cfg))
+    state.forget("deadline")
     step("trigger", lambda_fn.remove_notification(aws, cfg, name))
+    step("async result triggers", async_inference.remove_notifications(aws, cfg, name))
     step("S3 invoke permission", lambda_fn.remove_permission(aws, cfg))
+    step("Lambda concurrency and asynchronous settings", delivery.remove_delivery(aws, cfg))
+    state.forget("delivery")
     step(f"Lambda {cfg.function_name}", lambda_fn.delete_function(aws, cfg))
     step("Lambda log group", logs.delete_log_group(aws, cfg, logs.function_log_group(cfg)))
     state.forget("trigger")
     state.forget("function")
     # The scaling target is named after the endpoint: leave it with an endpoint not ours.
     if endpoint.ours_or_absent(aws, cfg):
-        step("autoscaling", autoscaling.remove_autoscaling(aws, cfg))
+        step("autoscaling", _remove_scaling(cfg, aws))
     state.forget("autoscaling")
     step(f"endpoint {cfg.endpoint_name}", endpoint.delete_endpoint(aws, cfg))
     for gone in endpoint.delete_models_and_configs(aws, cfg):
@@ -215,7 +286,8 @@ def down(
         step(f"bucket {name} and its objects", bucket.delete_bucket(aws, cfg, name))
         state.clear()
     elif bucket.bucket_state(aws, name) == "exists":
-        progress(f"kept bucket {name} (pass delete_bucket=True / --delete-bucket to remove it)")
+        progress(f"kept bucket {name} with its photos and results (to remove it too: "
+                 "'visual-tourism down --delete-bucket')")
     return removed
 
 
@@ -236,13 +308,28 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
             else iam.role_status(aws, cfg.sagemaker_role_name),
         },
         "endpoint": ep,
+        "inference": async_inference.describe(aws, cfg),
+        "deadline": schedule.describe(aws, cfg),
         "autoscaling": autoscaling.describe(aws, cfg),
-        "function": lambda_fn.describe(aws, cfg, name)
-        if bucket_info["state"] == "exists" else {"name": cfg.function_name, "state": "unknown"},
+        "function": lambda_fn.describe(aws, cfg, name),  # trigger: False without the bucket
+        "web": web.describe(aws, cfg),
+        "delivery": delivery.describe(aws, cfg, name)
+        if bucket_info["state"] == "exists" else {"state": "unknown"},
         "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
-        "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region)
+        "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region,
+                                      local=aws.is_local)
         if instances else "nothing billed by the hour (no endpoint instance running)",
+        "cost_so_far": pricing.cost_so_far(aws, cfg, ep),
     }
+
+
+def replay(
+    cfg: Config | None = None, aws: Aws | None = None, errors: bool = False,
+    dry_run: bool = False,
+) -> dict[str, int]:
+    """Re-drive the events Lambda gave up on (see visual_tourism/delivery.py)."""
+    cfg, aws = _context(cfg, aws)
+    return delivery.replay(aws, cfg, bucket_name(cfg, aws), errors=errors, dry_run=dry_run)
 
 
 def result_key(cfg: Config, input_key: str) -> str:
@@ -261,7 +348,7 @@ def ask(
     image: str | Path,
     cfg: Config | None = None,
     aws: Aws | None = None,
-    timeout: float = 300.0,
+    timeout: float | None = None,
     progress: Progress = _quiet,
     poll: float = 0.2,
     key: str | None = None,
@@ -272,6 +359,8 @@ def ask(
     that time of being written) rather than sleeping a fixed time and hoping.
     """
     cfg, aws = _context(cfg, aws)
+    # A queued photo may wait for an instance to start: wait as long as it may be queued.
+    timeout = timeout or (cfg.async_request_ttl + 60.0 if cfg.is_async else 300.0)
     path = Path(image)
     if not path.is_file():
         raise ConfigError(f"No such photo: {path}")
@@ -280,12 +369,21 @@ def ask(
         raise NotDeployedError(f"Bucket {name} does not exist: run 'visual-tourism up' first.")
     input_key = key or cfg.input_prefix + path.name
     out_key = result_key(cfg, input_key)
+    problem = lambda_fn.trigger_problem(aws, cfg, name, input_key)
+    if problem:
+        raise NotDeployedError(
+            f"Nothing would answer this photo: {problem}. Run 'visual-tourism up' (it wires "
+            "the trigger last), then ask again. Nothing was uploaded."
+        )
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     earlier = bucket.head(aws, name, out_key)  # a result of an earlier upload of this key
     etag = aws.s3.put_object(
         Bucket=name, Key=input_key, Body=path.read_bytes(), ContentType=content_type
     )["ETag"].strip('"')
     progress(f"uploaded s3://{name}/{input_key}; waiting for {out_key}")
+    waking = async_inference.waiting_note(aws, cfg)
+    if waking:
+        progress(waking)
     start = time.monotonic()
     next_report = 5.0
     while True:

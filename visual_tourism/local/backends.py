@@ -32,8 +32,19 @@ DEFAULT_MODEL = "HuggingFaceTB/SmolVLM-256M-Instruct"
 MODEL_ENV = "VT_LOCAL_MODEL"
 STAND_IN = "stand-in"
 HOW_TO_GET_A_MODEL = (
-    "install the model extra (pip install -e '.[model]') with internet access or a downloaded "
-    f"model, then set {MODEL_ENV}=<model id or path>"
+    "run local mode with the model extra installed (.venv/bin/pip install -e '.[model]') and "
+    "either internet access (the default model downloads once, about 500 MB) or a downloaded "
+    f"model ({MODEL_ENV}=<folder>)"
+)
+# What each reason to fall back lacks, said as what to do about it.
+_INSTALL_THE_EXTRA = (
+    "to use a model, install the model extra (.venv/bin/pip install -e '.[model]'), then run "
+    f"with internet access once or with a downloaded model ({MODEL_ENV}=<folder>)"
+)
+_GET_THE_WEIGHTS = (
+    "the model extra is installed; what is missing is the model's weights: run once with "
+    "internet access (the default model downloads about 500 MB into the Hugging Face cache), "
+    f"or copy a downloaded model here and set {MODEL_ENV}=<folder>"
 )
 
 Part = str | Image.Image
@@ -362,8 +373,8 @@ def load_backend(spec: str | None = None) -> tuple[Backend, str]:
     if spec == STAND_IN:
         return StandInBackend(), "the stand-in was asked for"
 
-    def stand_in(why: str) -> tuple[Backend, str]:
-        reason = f"using the offline stand-in: {why}; to use a model, {HOW_TO_GET_A_MODEL}"
+    def stand_in(why: str, what_to_do: str = _GET_THE_WEIGHTS) -> tuple[Backend, str]:
+        reason = f"using the offline stand-in: {why}; {what_to_do}"
         logger.info(reason)  # returned to the caller, who shows it (the CLI prints it)
         return StandInBackend(), reason
 
@@ -371,7 +382,8 @@ def load_backend(spec: str | None = None) -> tuple[Backend, str]:
         import torch  # noqa: F401
         import transformers  # noqa: F401
     except ImportError as error:
-        return stand_in(f"torch/transformers cannot be imported ({error})")
+        return stand_in(f"torch/transformers cannot be imported ({error})",
+                        _INSTALL_THE_EXTRA)
 
     if Path(spec).expanduser().is_dir():
         where, local_only, spec = "local path", True, str(Path(spec).expanduser())
@@ -379,7 +391,9 @@ def load_backend(spec: str | None = None) -> tuple[Backend, str]:
         where, local_only = "Hugging Face cache", True
     elif _hub_offline():
         return stand_in(f"{spec} is not a local folder nor in the Hugging Face cache, "
-                        "and HF_HUB_OFFLINE is set")
+                        "and HF_HUB_OFFLINE is set",
+                        _GET_THE_WEIGHTS.replace("internet access", "internet access and "
+                                                 "HF_HUB_OFFLINE unset"))
     elif not _hub_reachable():
         return stand_in(f"{spec} is not a local folder nor in the Hugging Face cache, "
                         "and the Hugging Face Hub cannot be reached")
@@ -392,6 +406,7 @@ def load_backend(spec: str | None = None) -> tuple[Backend, str]:
     except Exception as error:  # any loading failure: keep the server usable
         hint = "" if importlib.util.find_spec("torchvision") else (
             " (torchvision is not installed; some models' processors need it)")
-        return stand_in(f"loading {spec} failed: {type(error).__name__}: {error}{hint}")
+        return stand_in(f"loading {spec} failed: {type(error).__name__}: {error}{hint}",
+                        f"choose another model ({MODEL_ENV}=<id or folder>, or --model)")
     seconds = time.perf_counter() - started
     return backend, f"{backend.description} ({where}, loaded in {seconds:.1f} s)"

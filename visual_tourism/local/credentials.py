@@ -23,7 +23,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 log = logging.getLogger(__name__)
 
 SESSION_SECONDS = 3600
-RENEW_BEFORE = 300  # seconds before expiry: an invocation never starts with a dying session
+# A warm worker keeps the credentials it started with for up to 30 minutes (lambda_runtime's
+# max_worker_seconds): renew well before that is left.
+RENEW_BEFORE = 2100
 # What a sandbox gets when its role cannot be assumed: every call it makes is refused
 # (InvalidClientTokenId), as a function with a broken role fails on AWS.
 UNUSABLE = {"AWS_ACCESS_KEY_ID": "ASIAUNASSUMABLEROLE0", "AWS_SECRET_ACCESS_KEY": "none",

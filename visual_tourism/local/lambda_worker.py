@@ -1,8 +1,15 @@
-"""Runs one Lambda invocation in a fresh process, as the Lambda Python runtime would.
+"""One execution environment of the local Lambda service: a long-lived process per worker.
 
-Started by ``local.lambda_runtime`` with the deployed zip extracted in ``LAMBDA_TASK_ROOT``,
-the function's environment variables, and the event on stdin. Prints the handler's return
-value as JSON on stdout; exits 1 (traceback on stderr) when the handler raises.
+Started by ``local.lambda_runtime`` with the deployed zip extracted in ``LAMBDA_TASK_ROOT``
+and the function's environment. Like Lambda's Python runtime it imports the handler's module
+once (the init phase, timed), then serves invocations one at a time, so module state (boto3
+clients, caches) lives as long as the worker.
+
+Protocol, one JSON object per line: requests on stdin (``request_id``, ``deadline`` as epoch
+seconds, ``event``); answers on the file descriptor passed as ``VT_LOCAL_CONTROL_FD``: first
+``{"ready": init_ms}`` or ``{"init_error": ...}``, then one ``{"ok": ..., ...}`` per request.
+The handler's own stdout and stderr both go to stderr (Lambda sends both to CloudWatch); after
+each phase a marker line there tells the runtime that the phase's log lines are complete.
 Standard library only, so that only the deployed code and boto3 are on the path.
 """
 
@@ -12,46 +19,108 @@ import importlib
 import json
 import logging
 import os
+import resource
 import sys
 import time
 import traceback
+from typing import Any
+
+MARKER = "\x1evt-local-done"
 
 
 class Context:
     """The attributes of Lambda's context object that handlers use."""
 
-    def __init__(self) -> None:
+    def __init__(self, request_id: str, deadline: float) -> None:
         self.function_name = os.environ["AWS_LAMBDA_FUNCTION_NAME"]
-        self.function_version = "$LATEST"
+        self.function_version = os.environ.get("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST")
         self.memory_limit_in_mb = int(os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"))
-        self.aws_request_id = os.environ["VT_LOCAL_REQUEST_ID"]
+        self.aws_request_id = request_id
         self.invoked_function_arn = os.environ.get("VT_LOCAL_FUNCTION_ARN", "")
         self.log_group_name = f"/aws/lambda/{self.function_name}"
-        self.log_stream_name = "local"
-        self._deadline = float(os.environ["VT_LOCAL_DEADLINE"])
+        self.log_stream_name = os.environ.get("AWS_LAMBDA_LOG_STREAM_NAME", "local")
+        self._deadline = deadline
 
     def get_remaining_time_in_millis(self) -> int:
         return max(0, int((self._deadline - time.time()) * 1000))
 
 
+class _RequestIdFilter(logging.Filter):
+    """Lambda's log format carries the current request id; set per invocation."""
+
+    request_id = "-"
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.aws_request_id = self.request_id
+        return True
+
+
+def _error_payload(exc: BaseException) -> dict[str, Any]:
+    return {
+        "errorMessage": str(exc), "errorType": type(exc).__name__,
+        "stackTrace": traceback.format_tb(exc.__traceback__),
+    }
+
+
+def _done() -> None:
+    sys.stderr.write(MARKER + "\n")
+    sys.stderr.flush()
+
+
+def _max_memory_mb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+
+
 def main() -> int:
+    control = os.fdopen(int(os.environ["VT_LOCAL_CONTROL_FD"]), "w", buffering=1)
+    os.dup2(2, 1)  # print() goes to the log, never into the control channel
+    sys.stdout = sys.stderr
+
+    def answer(message: dict[str, Any]) -> None:
+        _done()  # log lines first: the runtime collects them before it reads the answer
+        control.write(json.dumps(message, default=str) + "\n")
+
     # Lambda's runtime puts the task root first and installs a root log handler at WARNING
-    # (unless the function sets AWS_LAMBDA_LOG_LEVEL).
+    # (unless the function sets AWS_LAMBDA_LOG_LEVEL), with the request id in every line.
     sys.path.insert(0, os.environ["LAMBDA_TASK_ROOT"])
-    logging.basicConfig(
-        level=os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING"), stream=sys.stderr,
-        format="[%(levelname)s]\t%(asctime)s\t" + os.environ["VT_LOCAL_REQUEST_ID"]
-        + "\t%(message)s",
-    )
+    request_filter = _RequestIdFilter()
+    handler_ = logging.StreamHandler(sys.stderr)
+    handler_.addFilter(request_filter)
+    handler_.setFormatter(logging.Formatter(
+        "[%(levelname)s]\t%(asctime)s.%(msecs)03dZ\t%(aws_request_id)s\t%(message)s",
+        "%Y-%m-%dT%H:%M:%S"))
+    logging.Formatter.converter = time.gmtime
+    root = logging.getLogger()
+    root.addHandler(handler_)
+    root.setLevel(os.environ.get("AWS_LAMBDA_LOG_LEVEL", "WARNING"))
+
+    started = time.monotonic()
     module_name, _, function_name = os.environ["_HANDLER"].rpartition(".")
-    event = json.load(sys.stdin)
     try:
         handler = getattr(importlib.import_module(module_name), function_name)
-        result = handler(event, Context())
-    except Exception:  # noqa: BLE001 - reported to the runtime like Lambda does
-        traceback.print_exc()
+    except Exception as exc:  # noqa: BLE001 - Runtime.ImportModuleError on Lambda
+        print(f"[ERROR] Runtime.ImportModuleError: {exc}", file=sys.stderr)
+        answer({"init_error": _error_payload(exc)})
         return 1
-    print(json.dumps(result, default=str))
+    answer({"ready": (time.monotonic() - started) * 1000})
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        request_filter.request_id = request["request_id"]
+        started = time.monotonic()
+        try:
+            result = handler(request["event"], Context(request["request_id"],
+                                                       request["deadline"]))
+            json.dumps(result, default=str)
+            message: dict[str, Any] = {"ok": True, "result": result}
+        except Exception as exc:  # noqa: BLE001 - reported to the runtime like Lambda does
+            payload = _error_payload(exc)
+            print(f"[ERROR] {payload['errorType']}: {payload['errorMessage']}\n"
+                  + "".join(traceback.format_exception(exc)).rstrip(), file=sys.stderr)
+            message = {"ok": False, "error": payload}
+        message["duration_ms"] = (time.monotonic() - started) * 1000
+        message["max_memory_mb"] = _max_memory_mb()
+        answer(message)
     return 0
 
 

@@ -82,6 +82,7 @@ MAX_STOP_SEQUENCES = 4  # TGI's default --max-stop-sequences
 DEFAULT_MAX_NEW_TOKENS = 100  # TGI's default when a request gives none
 
 _RUNTIME_PATH = re.compile(r"^/endpoints/([^/]+)/invocations$")
+_ASYNC_PATH = re.compile(r"^/endpoints/([^/]+)/async-invocations$")
 _ROLE_MARKER = re.compile(r"(?:^|\n)(User|Assistant|System):")
 _MARKDOWN_IMAGE = re.compile(r"!\[\]\(([^)\s]+)\)")
 _CREDENTIAL_REGION = re.compile(r"Credential=[^/]+/\d{8}/([^/]+)/")
@@ -417,12 +418,25 @@ class ModelServer:
         self.payload_limit = payload_limit
         self.default_return_full_text = default_return_full_text
         self.faults = Faults()
+        # One instance's capacity (None: unbounded): requests in the container at once; one
+        # more is refused as TGI refuses it ("Model is overloaded", 429, which SageMaker passes
+        # on as a 424 ModelError) or, with overload_status 503, as SageMaker's
+        # ServiceUnavailable. service_seconds: how long each request holds its place (GPU time).
+        self.capacity: int | None = None
+        self.overload_status = 429
+        self.service_seconds = 0.0
+        self.overloads = 0
+        self.peak_in_flight = 0
+        self._in_flight = 0
+        self._capacity_lock = threading.Lock()
         self._calls: list[dict[str, Any]] = []
         self._calls_lock = threading.Lock()
         self._backend_lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # InvokeEndpointAsync's route, when local mode plays an async endpoint (async_worker).
+        self.async_handler: Callable[[str, Any, bytes], _Response] | None = None
 
     # -- life cycle
     def start(self) -> ModelServer:
@@ -478,6 +492,9 @@ class ModelServer:
         elif match := _RUNTIME_PATH.match(path):
             endpoint = unquote(match.group(1))
             outcome = self._runtime(endpoint, headers, body)
+        elif (match := _ASYNC_PATH.match(path)) and self.async_handler is not None:
+            endpoint = unquote(match.group(1))
+            outcome = _Outcome(self.async_handler(endpoint, headers, body), style="async")
         else:
             return _Response.json(404, {"error": f"no route for POST {path}",
                                         "error_type": "not_found"})
@@ -514,7 +531,19 @@ class ModelServer:
             logger.warning("invoke_endpoint without ContentType: pass "
                            "ContentType='application/json', the TGI container expects it")
             content_type = "application/json"
-        outcome = self._container(body, content_type)
+        with self._capacity_lock:
+            if self.capacity is not None and self._in_flight >= self.capacity:
+                self.overloads += 1
+                return _Outcome(self._overloaded(endpoint, region))
+            self._in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
+        try:
+            if self.service_seconds:
+                self._stopping.wait(self.service_seconds)
+            outcome = self._container(body, content_type)
+        finally:
+            with self._capacity_lock:
+                self._in_flight -= 1
         response = outcome.response
         assert response is not None  # the container always answers
         if 200 <= response.status < 300:
@@ -538,6 +567,12 @@ class ModelServer:
             424, "ModelError", message, OriginalStatusCode=status, OriginalMessage=original,
             LogStreamArn=f"arn:aws:logs:{region}:{ACCOUNT_ID}:log-group:{log_group}",
         )
+
+    def _overloaded(self, endpoint: str, region: str) -> _Response:
+        if self.overload_status == 503:
+            return _aws_error(503, "ServiceUnavailable", "The endpoint is over capacity.")
+        body = json.dumps({"error": "Model is overloaded", "error_type": "overloaded"})
+        return self._model_error(endpoint, region, 429, body)
 
     def _injected_failure(self, status: int, endpoint: str, region: str) -> _Response:
         code, message = RUNTIME_FAULTS[status]

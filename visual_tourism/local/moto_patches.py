@@ -10,6 +10,9 @@ tests/test_local_stack.py::test_moto_private_names fails loudly if a release mov
    the TLS-only Deny (``aws:SecureTransport`` = false) would refuse every request. Local
    traffic is plain HTTP on loopback, so local mode evaluates bucket policies without their
    conditional statements: TLS is not enforced locally (on AWS it is).
+3. Asynchronous invocation settings: moto's PutFunctionEventInvokeConfig appends to a list
+   and GetFunctionEventInvokeConfig answers the first entry, so a second Put never shows.
+   On AWS a Put replaces the configuration; local mode makes moto do that.
 """
 
 from __future__ import annotations
@@ -18,14 +21,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from moto.awslambda.models import LambdaFunction
+from moto.awslambda.models import EventInvokeConfig, LambdaBackend, LambdaFunction
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, S3Backend
+from moto.s3.responses import S3Response
 from werkzeug.exceptions import HTTPException
 
 _original_invoke = LambdaFunction._invoke_lambda
 _original_permission = FakeBucket.get_permission
 _original_put_object = S3Backend.put_object
+_original_put_event_config = LambdaBackend.put_function_event_invoke_config
+_original_post = S3Response._bucket_response_post
 
 Invoker = Callable[[Any, Any], tuple[str, bool, str]]
 PutHook = Callable[[str, str], None]  # (bucket, key)
@@ -68,6 +74,18 @@ def patch_bucket_policies() -> None:
     FakeBucket.get_permission = _permission_without_conditions  # type: ignore[method-assign]
 
 
+def _put_event_invoke_config(self: LambdaBackend, function_name: str,
+                             config: dict[str, Any]) -> dict[str, Any]:
+    fn = self.get_function(function_name)
+    fn.event_invoke_config = [EventInvokeConfig(fn.function_arn, fn.last_modified, config)]
+    return fn.event_invoke_config[0].response()
+
+
+def patch_event_invoke_config() -> None:
+    LambdaBackend.put_function_event_invoke_config = (  # type: ignore[method-assign]
+        _put_event_invoke_config)
+
+
 def patch_lambda_invoke(invoker: Invoker) -> None:
     def _invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
         return invoker(self, event)
@@ -95,11 +113,39 @@ def hook_put_object(before: PutHook | None = None, after: PutHook | None = None)
     S3Backend.put_object = put_object  # type: ignore[method-assign]
 
 
+def patch_post_policies(secrets_by_key: dict[str, str]) -> None:
+    """Refuse browser uploads that break their POST policy (see post_policy.check)."""
+    from .post_policy import PolicyViolation, check
+
+    def post(self: S3Response, request: Any, bucket_name: str) -> Any:
+        self.path = self._get_path(request)  # is_delete_keys reads it
+        if self.is_delete_keys() or not request.headers.get("Content-Length"):
+            return _original_post(self, request, bucket_name)
+        fields = {k: v for k, v in self.form_data.items() if k != "file"}
+        body = self.raw_body if isinstance(self.raw_body, bytes) else str(self.body).encode()
+        cors = self._get_cors_headers_other()
+        try:
+            check(fields, len(body), bucket_name, secrets_by_key)
+        except PolicyViolation as refusal:
+            return refusal.status, {**cors, "content-type": "application/xml"}, refusal.xml()
+        status, headers, text = _original_post(self, request, bucket_name)
+        return status, {**headers, **cors}, text
+
+    S3Response._bucket_response_post = post  # type: ignore[method-assign]
+
+
+def unpatch_post_policies() -> None:
+    S3Response._bucket_response_post = _original_post  # type: ignore[method-assign]
+
+
 def unhook_put_object() -> None:
     S3Backend.put_object = _original_put_object  # type: ignore[method-assign]
 
 
 def restore() -> None:
     LambdaFunction._invoke_lambda = _original_invoke  # type: ignore[method-assign]
+    LambdaBackend.put_function_event_invoke_config = (  # type: ignore[method-assign]
+        _original_put_event_config)
     FakeBucket.get_permission = _original_permission  # type: ignore[method-assign]
     S3Backend.put_object = _original_put_object  # type: ignore[method-assign]
+    S3Response._bucket_response_post = _original_post  # type: ignore[method-assign]

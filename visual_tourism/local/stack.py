@@ -7,7 +7,9 @@ Three parts on loopback, selected by endpoint URLs only (boto3 reads ``AWS_ENDPO
   CloudWatch Logs and Application Auto Scaling;
 - ``LambdaRuntime`` runs the deployed zip when the bucket notification fires;
 - ``ModelServer`` plays the endpoint's runtime API, answering with a real model through
-  transformers when one can be loaded, else with a clearly labelled offline stand-in.
+  transformers when one can be loaded, else with a clearly labelled offline stand-in;
+  ``AsyncEndpoints`` puts SageMaker's asynchronous queue (and its scaling from zero) in front;
+- ``SchedulerRunner`` runs EventBridge Scheduler's one-time targets (the stop deadline).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,6 +27,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
+from ..errors import PortInUseError
 from . import iam_enforcement, moto_patches
 from .credentials import RoleCredentials
 from .lambda_runtime import LambdaRuntime
@@ -33,6 +37,54 @@ log = logging.getLogger(__name__)
 REGION = "us-east-1"
 # moto accepts any credentials; these are never sent anywhere but loopback.
 CREDENTIALS = {"AWS_ACCESS_KEY_ID": "local", "AWS_SECRET_ACCESS_KEY": "local"}
+
+
+AWS_STAND_IN = "the AWS stand-in"
+MODEL_SERVER = "the model server"
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    """Raise PortInUseError when ``port`` cannot be bound now (0, any free port, always can).
+
+    Probed with SO_REUSEADDR like both servers bind, so a port left in TIME_WAIT by a stopped
+    run counts as free, as it is for them.
+    """
+    if port == 0:
+        return
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise PortInUseError(what, host, port, exc.strerror or "") from None
+
+
+def _moto_server(host: str, port: int) -> Any:
+    """moto's threaded server, whose start() raises instead of hanging when it cannot bind.
+
+    moto's thread builds a werkzeug server, which calls sys.exit on a busy port; the thread
+    then dies before it signals "ready" and ThreadedMotoServer.start() waits for ever.
+    """
+    from moto.server import ThreadedMotoServer
+
+    class GuardedMotoServer(ThreadedMotoServer):
+        failure: BaseException | None = None
+
+        def _server_entry(self) -> None:
+            try:
+                super()._server_entry()
+            except BaseException as exc:  # SystemExit from werkzeug, or an OSError
+                self.failure = exc
+                self._server_ready_event.set()
+
+        def start(self) -> None:
+            super().start()
+            if self.failure is not None or self._server is None:
+                reason = getattr(self.failure, "strerror", None) or "cannot listen"
+                raise PortInUseError(AWS_STAND_IN, host, port, reason)
+
+    return GuardedMotoServer(ip_address=host, port=port, verbose=False)
 
 
 @contextmanager
@@ -61,6 +113,8 @@ class LocalStack:
         host: str = "127.0.0.1",
         moto_port: int = 0,
         model_port: int = 0,
+        wake_seconds: float = 3.0,
+        idle_seconds: float | None = None,
         enforce_iam: bool | None = None,
     ) -> None:
         self.model_spec = model
@@ -78,6 +132,10 @@ class LocalStack:
         self._moto: Any = None
         self.model_server: Any = None
         self.runtime: LambdaRuntime | None = None
+        self.wake_seconds = wake_seconds  # an async endpoint at zero "starts" this long
+        self.idle_seconds = idle_seconds  # ... and scales back in after this long idle
+        self.async_endpoints: Any = None
+        self.scheduler: Any = None
 
     @property
     def env(self) -> dict[str, str]:
@@ -100,21 +158,34 @@ class LocalStack:
         return self.model_server.backend.description
 
     def start(self) -> LocalStack:
-        from moto.server import ThreadedMotoServer
+        """Start all three parts; on any failure stop what did start, then raise."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
 
+    def _start(self) -> LocalStack:
         from .backends import load_backend
         from .model_server import ModelServer
 
+        # Both ports first: a busy one is reported at once, before a model loads for minutes.
+        check_port_free(self.host, self.moto_port, AWS_STAND_IN)
+        check_port_free(self.host, self.model_port, MODEL_SERVER)
         # moto serves through werkzeug, which logs every request at INFO on its own.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
-        self._moto = ThreadedMotoServer(ip_address=self.host, port=self.moto_port, verbose=False)
+        self._moto = _moto_server(self.host, self.moto_port)
         self._moto.start()
         backend, self.backend_reason = load_backend(self.model_spec)
-        self.model_server = ModelServer(
-            backend=backend, host=self.host, port=self.model_port,
-            endpoint_exists=self._endpoint_exists, authorize=self._authorize_invoke,
-            fetch_origins=[self.moto_url],  # presigned photo URLs; nothing else on this host
-        ).start()
+        try:
+            self.model_server = ModelServer(
+                backend=backend, host=self.host, port=self.model_port,
+                endpoint_exists=self._endpoint_exists, authorize=self._authorize_invoke,
+                fetch_origins=[self.moto_url],  # presigned photo URLs; nothing else here
+            ).start()
+        except OSError as exc:  # taken between the check and now
+            raise PortInUseError(MODEL_SERVER, self.host, self.model_port,
+                                 exc.strerror or "") from None
         if self.enforce_iam:
             iam_enforcement.enable()
         # The handler's processes reach the stack like the CLI does, through endpoint URLs,
@@ -122,9 +193,22 @@ class LocalStack:
         self.credentials = RoleCredentials(self.env)
         self.runtime = LambdaRuntime(
             self.work_dir, self.env, max_concurrency=self.max_concurrency,
-            credentials=self.credentials.for_function,
+            put_object=self._put_object, credentials=self.credentials.for_function,
         )
+        from .async_worker import AsyncEndpoints
+        from .scheduler_runner import SchedulerRunner
+
+        self.async_endpoints = AsyncEndpoints(
+            self.model_server, self.env, wake_seconds=self.wake_seconds,
+            idle_seconds=self.idle_seconds,
+        ).start()
+        self.model_server.async_handler = self.async_endpoints.handle
+        self.scheduler = SchedulerRunner(self.env).start()
         moto_patches.patch_bucket_policies()
+        moto_patches.patch_event_invoke_config()
+        # Browser uploads: S3 checks POST policies; moto does not (see moto_patches).
+        moto_patches.patch_post_policies(
+            {CREDENTIALS["AWS_ACCESS_KEY_ID"]: CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})
         moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
         log.info("Local stack up: AWS at %s, model at %s", self.moto_url, self.model_server.url)
         return self
@@ -151,11 +235,23 @@ class LocalStack:
         except ClientError:
             return False
 
+    def _put_object(self, bucket: str, key: str, body: bytes, function_arn: str) -> None:
+        """How the Lambda service writes an on-failure record to an S3 destination."""
+        client = boto3.client(
+            "s3", endpoint_url=self.moto_url, region_name=REGION,
+            aws_access_key_id="local", aws_secret_access_key="local",
+        )
+        client.put_object(Bucket=bucket, Key=key, Body=body, ContentType="application/json")
+
     def log_path(self, function_name: str) -> Path:
         assert self.runtime is not None
         return self.runtime.log_path(function_name)
 
     def stop(self) -> None:
+        if self.scheduler:
+            self.scheduler.stop()
+        if self.async_endpoints:
+            self.async_endpoints.stop()
         if self.runtime:
             self.runtime.stop()
         moto_patches.restore()
@@ -164,6 +260,7 @@ class LocalStack:
             self.model_server.stop()
         if self._moto:
             self._moto.stop()
+            self._moto = None
         if self._own_work_dir:
             shutil.rmtree(self.work_dir, ignore_errors=True)
 

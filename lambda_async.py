@@ -1,0 +1,217 @@
+"""Asynchronous inference for the photo handler (zipped beside ``lambda_code.py``).
+
+Submit (an upload under INPUT_PREFIX, after the same checks as real-time mode):
+
+1. the request body, images inline as data URIs (a queued request may run hours later, when a
+   presigned URL signed with this function's session credentials may no longer work), is
+   written to ``ASYNC_PREFIX/requests/<inference id>.json``;
+2. ``InvokeEndpointAsync`` queues it, with ``RequestTTLSeconds`` and an ``InferenceId`` made
+   from the bucket, key and ETag of the upload;
+3. the locations SageMaker returns (never rebuilt here: the file name is SageMaker's) each get
+   a small marker under ``ASYNC_PREFIX/pending/``, named by a hash of the location, holding the
+   partial record (input, image, model) and where the answer goes.
+
+Complete (SageMaker wrote the output or failure object; its S3 notification brings us here):
+the marker for that location gives the photo; the usual record is written under OUTPUT_PREFIX
+with the same rules as real-time mode (ETag metadata, conditional write, one record per
+upload); the request, markers and SageMaker's object are then deleted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import urllib.parse
+from collections.abc import Mapping
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+import lambda_code as core
+
+log = logging.getLogger("lambda_code")
+
+MARKER_WAIT_SECONDS = 10.0  # an output can land before the submit has written its markers
+SUBMIT_ATTEMPTS = 3
+
+
+def inference_id(bucket: str, key: str, etag: str | None) -> str:
+    """Tied to the upload (1-64 characters, as InvokeEndpointAsync allows)."""
+    return hashlib.sha256(f"{bucket}/{key}#{etag}".encode()).hexdigest()[:40]
+
+
+def marker_key(settings: core.Settings, location: str) -> str:
+    digest = hashlib.sha256(location.encode()).hexdigest()[:40]
+    return f"{settings.async_prefix}pending/{digest}.json"
+
+
+def _stops(request: Mapping[str, Any]) -> list[str]:
+    stops = request.get("parameters", {}).get("stop") or request.get("stop") or []
+    return [stops] if isinstance(stops, str) else list(stops)
+
+
+def _invoke(settings: core.Settings, **params: Any) -> dict[str, Any]:
+    """InvokeEndpointAsync, retried briefly on throttling and 5xx (it only queues)."""
+    client = core._client("sagemaker-runtime", 30)
+    for attempt in range(1, SUBMIT_ATTEMPTS + 1):
+        try:
+            return client.invoke_endpoint_async(EndpointName=settings.endpoint, **params)
+        except (ClientError, BotoCoreError) as exc:
+            retry = isinstance(exc, BotoCoreError) or core._retryable(exc)
+            if not retry or attempt == SUBMIT_ATTEMPTS:
+                if isinstance(exc, ClientError):
+                    raise core._permanent_failure(exc, settings, attempt) from None
+                raise core.Failure(
+                    "model_unavailable",
+                    f"Endpoint {settings.endpoint} could not queue the photo ({exc}): upload "
+                    "it again later.", attempt,
+                ) from None
+            time.sleep(settings.retry_base_seconds * 2 ** (attempt - 1))
+    raise AssertionError("unreachable")
+
+
+def submit(
+    s3: Any, settings: core.Settings, bucket: str, key: str, out_key: str,
+    request: dict[str, Any], result: dict[str, Any], summary: dict[str, Any],
+) -> dict[str, Any]:
+    """Queue the request; return the summary line ("queued")."""
+    etag = result["input"]["etag"]
+    iid = inference_id(bucket, key, etag)
+    payload_key = f"{settings.async_prefix}requests/{iid}.json"
+    s3.put_object(Bucket=bucket, Key=payload_key, Body=json.dumps(request).encode(),
+                  ContentType="application/json")
+    submitted = time.time()
+    response = _invoke(
+        settings, InputLocation=f"s3://{bucket}/{payload_key}", InferenceId=iid,
+        ContentType="application/json", Accept="application/json",
+        RequestTTLSeconds=settings.async_ttl_seconds,
+        InvocationTimeoutSeconds=settings.async_invocation_timeout_seconds,
+    )
+    output, failure = response["OutputLocation"], response.get("FailureLocation")
+    marker = {
+        "bucket": bucket, "key": key, "out_key": out_key, "etag": etag,
+        "inference_id": response.get("InferenceId") or iid, "payload_key": payload_key,
+        "output_location": output, "failure_location": failure,
+        "submitted_at": submitted, "ttl_seconds": settings.async_ttl_seconds,
+        "request_style": settings.request_style, "stops": _stops(request), "result": result,
+    }
+    body = json.dumps(marker).encode()
+    for location in filter(None, (output, failure)):
+        s3.put_object(Bucket=bucket, Key=marker_key(settings, location), Body=body,
+                      ContentType="application/json")
+    return {**summary, "status": "queued", "inference_id": marker["inference_id"]}
+
+
+def _read_marker(s3: Any, settings: core.Settings, bucket: str, location: str) -> dict | None:
+    key = marker_key(settings, location)
+    waited_until = time.monotonic() + MARKER_WAIT_SECONDS
+    while True:
+        try:
+            return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
+        except ClientError as exc:
+            if core._error_code(exc) not in ("NoSuchKey", "404") or (
+                time.monotonic() > waited_until
+            ):
+                if core._error_code(exc) in ("NoSuchKey", "404"):
+                    return None
+                raise
+        time.sleep(0.25)
+
+
+def _outcome(
+    is_output: bool, body: bytes, marker: Mapping[str, Any], now: float,
+) -> tuple[dict[str, Any], bool]:
+    """(fields to add to the record, final?) from SageMaker's output or failure object."""
+    if is_output:
+        try:
+            payload = json.loads(body)
+        except ValueError:
+            return {"error": {
+                "code": "bad_model_response",
+                "message": f"The endpoint's answer is not JSON ({body[:200]!r}): check the "
+                           "model container.",
+            }}, False
+        request = {"parameters": {"stop": marker["stops"]}}
+        try:
+            return {"status": "ok", "answer": core.parse_answer(marker["request_style"],
+                                                                payload, request)}, True
+        except core.Failure as exc:
+            return {"error": {"code": exc.code, "message": exc.message}}, False
+    detail = body.decode("utf-8", "replace").strip()[:300] or "no detail"
+    # Told by the time waited; the message is a fallback (local mode's clock can be moved).
+    if now - marker["submitted_at"] >= marker["ttl_seconds"] or "expired" in detail.lower():
+        return {"error": {
+            "code": "queue_expired",
+            "message": f"The photo waited in the queue longer than {marker['ttl_seconds']} s "
+                       f"and was dropped ({detail}): the endpoint was asleep, stopped by its "
+                       "deadline or busy. Run 'visual-tourism wake' (or 'up'), then upload the "
+                       "photo again.",
+        }}, False
+    return {"error": {
+        "code": "model_failed",
+        "message": f"The model failed on this photo ({detail}): upload it again; if it keeps "
+                   "failing, check the endpoint's logs in CloudWatch.",
+    }}, False
+
+
+def complete(
+    record: Mapping[str, Any], settings: core.Settings, request_id: str | None,
+) -> dict[str, Any]:
+    """Turn SageMaker's output or failure object into the photo's one record."""
+    bucket = record["s3"]["bucket"]["name"]
+    key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
+    location = f"s3://{bucket}/{key}"
+    s3 = core._client("s3")
+    marker = _read_marker(s3, settings, bucket, location)
+    if marker is None:  # already completed (a redelivery), or not a request of ours
+        return core._log({"bucket": bucket, "key": key, "status": "ignored",
+                          "reason": "no pending request for this object"})
+    out_key, photo = marker["out_key"], marker["key"]
+    summary = {"bucket": bucket, "key": photo, "result_key": out_key,
+               "inference_id": marker["inference_id"]}
+    is_output = key.startswith(settings.async_prefix + "outputs/")
+    body = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+    now = time.time()
+    fields, final = _outcome(is_output, body, marker, now)
+    result = {**marker["result"], "status": "error", **fields}
+    waited = round(now - marker["submitted_at"], 3)
+    result["timing"] = {"model_seconds": waited, "total_seconds": waited, "attempts": 1,
+                        "queued_and_model_seconds": waited}
+    result["request_id"] = request_id
+    result["written_at"] = core._now()
+    result = {name: result[name] for name in core.RESULT_FIELDS if name in result}
+    etag = marker["etag"]
+    done, seen = core._earlier_result(s3, bucket, out_key)
+    if done is not None and done == etag:
+        status = "duplicate"
+    else:
+        metadata = {"input-etag": etag or "", "final": str(final).lower()}
+        try:
+            written = core._write_result(
+                s3, marker["bucket"], photo, out_key, etag, seen,
+                json.dumps(result, ensure_ascii=False, indent=2).encode(), metadata,
+            )
+        except Exception as exc:  # Lambda's retry runs this completion again
+            core._log({**summary, "status": "write_failed", "error_code": "result_write_failed"})
+            raise core.ResultWriteError(f"Could not write s3://{bucket}/{out_key}: {exc}") from exc
+        status = result["status"] if written else "superseded"
+    _tidy(s3, settings, bucket, key, marker)
+    return core._log({**summary, "status": status,
+                      "error_code": result.get("error", {}).get("code"), **result["timing"]})
+
+
+def _tidy(s3: Any, settings: core.Settings, bucket: str, key: str,
+          marker: Mapping[str, Any]) -> None:
+    """The queued request holds the photo: delete it with the markers and SageMaker's object."""
+    # Markers first: a redelivered event then finds none and is ignored.
+    keys = [
+        marker_key(settings, loc)
+        for loc in (marker["output_location"], marker["failure_location"]) if loc
+    ] + [marker["payload_key"], key]
+    for name in keys:
+        try:
+            s3.delete_object(Bucket=bucket, Key=name)
+        except (ClientError, BotoCoreError) as exc:  # the answer is written; this is tidying
+            log.warning("Could not delete s3://%s/%s: %s", bucket, name, exc)

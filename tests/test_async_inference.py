@@ -1,0 +1,272 @@
+"""Asynchronous inference and the stop deadline, in local mode: the unchanged stack helpers,
+the real handler fired by S3 notifications (input/, then SageMaker's output or failure object),
+the local async queue in front of the model server, and the local Scheduler."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from visual_tourism import async_inference, lambda_fn, schedule, stack
+from visual_tourism.aws import Aws
+from visual_tourism.config import load_config, parse_duration
+from visual_tourism.errors import ConfigError
+from visual_tourism.local.stack import LocalStack
+
+ROOT = Path(__file__).resolve().parent.parent
+PHOTOS = sorted((ROOT / "images").glob("*.jpeg"))
+WAKE = 1.5
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory):
+    with LocalStack(model="stand-in", work_dir=tmp_path_factory.mktemp("local"),
+                    wake_seconds=WAKE) as running:
+        yield running
+
+
+@pytest.fixture
+def env(local, monkeypatch):
+    for key, value in local.env.items():
+        monkeypatch.setenv(key, value)
+    # The photos fit the data-URI budget as they are: no Pillow for the Lambda's platform
+    # needs downloading (that path is the data-uri transport's, tested elsewhere).
+    monkeypatch.setattr(lambda_fn, "vendor_pillow", lambda cfg: None)
+    return local
+
+
+def _deploy(env, tmp_path, **settings):
+    cfg = load_config(prefix="t" + os.urandom(3).hex(), state_dir=str(tmp_path / "state"),
+                      **settings)
+    aws = Aws(cfg.region)
+    stack.up(cfg, aws, endpoint_poll=0.1)
+    return cfg, aws
+
+
+@pytest.fixture
+def deployed(env, tmp_path):
+    cfg, aws = _deploy(env, tmp_path, inference_mode="async")
+    yield cfg, aws
+    env.runtime.wait_idle(60)
+    stack.down(cfg, aws, delete_bucket=True)
+
+
+def records(cfg, aws) -> dict[str, dict]:
+    bucket = cfg.bucket_name(aws.account_id)
+    found = {}
+    for obj in aws.s3.list_objects_v2(Bucket=bucket, Prefix=cfg.output_prefix).get(
+            "Contents", []):
+        if not obj["Key"].endswith(".json"):
+            continue  # the folder marker
+        found[obj["Key"]] = json.loads(
+            aws.s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+    return found
+
+
+def leftovers(cfg, aws) -> list[str]:
+    """What the queue left in the bucket (requests hold photos; markers, SageMaker objects)."""
+    listed = aws.s3.list_objects_v2(Bucket=cfg.bucket_name(aws.account_id),
+                                    Prefix=cfg.async_prefix)
+    return [o["Key"] for o in listed.get("Contents", []) if not o["Key"].endswith("/")]
+
+
+def wait_for(predicate, timeout=30.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_async_stack_is_wired_as_aws_documents(env, deployed):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    current = aws.sagemaker.describe_endpoint(EndpointName=cfg.endpoint_name)
+    conf = aws.sagemaker.describe_endpoint_config(
+        EndpointConfigName=current["EndpointConfigName"])
+    assert conf["AsyncInferenceConfig"]["OutputConfig"] == {
+        "S3OutputPath": f"s3://{bucket}/async/outputs/",
+        "S3FailurePath": f"s3://{bucket}/async/failures/",
+    }
+    target = aws.autoscaling.describe_scalable_targets(
+        ServiceNamespace="sagemaker", ResourceIds=[f"endpoint/{cfg.endpoint_name}/variant/"
+                                                   "AllTraffic"])["ScalableTargets"][0]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, cfg.max_instances)
+    policies = {p["PolicyName"]: p for p in aws.autoscaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker")["ScalingPolicies"] if p["PolicyName"].startswith(cfg.prefix)}
+    tracking = policies[async_inference.tracking_policy_name(cfg)]
+    spec = tracking["TargetTrackingScalingPolicyConfiguration"]["CustomizedMetricSpecification"]
+    assert spec["MetricName"] == "ApproximateBacklogSizePerInstance"
+    step = policies[async_inference.step_policy_name(cfg)]
+    assert step["StepScalingPolicyConfiguration"]["StepAdjustments"] == [
+        {"MetricIntervalLowerBound": 0.0, "ScalingAdjustment": 1}]
+    alarm = aws.client("cloudwatch").describe_alarms(
+        AlarmNames=[async_inference.alarm_name(cfg)])["MetricAlarms"][0]
+    assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
+    assert alarm["AlarmActions"] == [step["PolicyARN"]]
+    notifications = aws.s3.get_bucket_notification_configuration(Bucket=bucket)
+    prefixes = sorted(c["Filter"]["Key"]["FilterRules"][0]["Value"]
+                      for c in notifications["LambdaFunctionConfigurations"])
+    assert prefixes == ["async/failures/", "async/outputs/", "input/"]
+    variables = aws.lambda_.get_function_configuration(
+        FunctionName=cfg.function_name)["Environment"]["Variables"]
+    assert variables["INFERENCE_MODE"] == "async"
+    assert variables["IMAGE_TRANSPORT"] == "data-uri"  # queued requests outlive presigned URLs
+    policy = aws.iam.get_role_policy(RoleName=cfg.lambda_role_name,
+                                     PolicyName="visual-tourism-lambda")["PolicyDocument"]
+    actions = {a for s in policy["Statement"] for a in s["Action"]}
+    assert "sagemaker:InvokeEndpointAsync" in actions and "sagemaker:InvokeEndpoint" not in actions
+
+
+def test_a_queued_photo_gets_one_record_and_leaves_nothing_queued(env, deployed):
+    cfg, aws = deployed
+    calls_before = len(env.model_server.calls)
+    record = stack.ask(PHOTOS[0], cfg, aws, timeout=60)
+    assert record["status"] == "ok" and "Offline stand-in" in record["answer"]
+    assert record["model"]["image_transport"] == "data-uri"
+    assert env.runtime.wait_idle(30)
+    assert list(records(cfg, aws)) == [f"output/{PHOTOS[0].name}.json"]
+    assert leftovers(cfg, aws) == []
+    styles = [c["style"] for c in env.model_server.calls[calls_before:]]
+    assert styles == ["async"]  # the handler queued it; no real-time call
+    # A second upload of the same bytes is already answered: nothing is queued again.
+    bucket = cfg.bucket_name(aws.account_id)
+    aws.s3.put_object(Bucket=bucket, Key=f"input/{PHOTOS[0].name}", Body=PHOTOS[0].read_bytes())
+    assert env.runtime.wait_idle(30)
+    assert [c["style"] for c in env.model_server.calls[calls_before:]] == ["async"]
+
+
+def test_an_endpoint_at_zero_wakes_and_ask_says_so(env, deployed):
+    cfg, aws = deployed
+    async_inference.sleep(aws, cfg)
+    assert stack.status(cfg, aws)["inference"]["instances"] == 0
+    said: list[str] = []
+    started = time.monotonic()
+    record = stack.ask(PHOTOS[1], cfg, aws, timeout=60, progress=said.append)
+    assert record["status"] == "ok"
+    assert time.monotonic() - started >= WAKE  # it waited for an instance
+    assert any("0 instances" in line and "wake" in line for line in said)
+    assert any(what == "woke from zero" for _, ep, what in env.async_endpoints.events
+               if ep == cfg.endpoint_name)
+    status = stack.status(cfg, aws)
+    assert status["inference"]["instances"] == 1 and status["inference"]["mode"] == "async"
+    assert status["cost_so_far"]["next_hour_usd"] > 0
+    assert "nothing is billed in local mode" in status["cost_so_far"]["note"]
+
+
+def test_a_request_that_expires_in_the_queue_gets_an_error_record(env, deployed, tmp_path):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    # The async deadline's action: capacity floor and ceiling 0, so nothing wakes it.
+    aws.autoscaling.register_scalable_target(**schedule.target_input(cfg))
+    assert wait_for(lambda: async_inference.instances_now(aws, cfg) == 0)
+    aws.s3.put_object(Bucket=bucket, Key="input/late.jpeg", Body=PHOTOS[2].read_bytes())
+    assert wait_for(lambda: env.async_endpoints.backlog == 1)
+    time.sleep(WAKE + 0.5)
+    assert env.async_endpoints.backlog == 1  # still queued: max 0 means no wake
+    assert records(cfg, aws) == {}
+    env.async_endpoints.clock_offset = cfg.async_request_ttl + 1  # the TTL passes
+    try:
+        assert wait_for(lambda: "output/late.jpeg.json" in records(cfg, aws))
+    finally:
+        env.async_endpoints.clock_offset = 0.0
+    env.runtime.wait_idle(30)
+    found = records(cfg, aws)
+    assert list(found) == ["output/late.jpeg.json"]
+    assert found["output/late.jpeg.json"]["error"]["code"] == "queue_expired"
+    assert "wake" in found["output/late.jpeg.json"]["error"]["message"]
+    head = aws.s3.head_object(Bucket=bucket, Key="output/late.jpeg.json")
+    assert head["Metadata"]["final"] == "false"  # a re-upload is tried again
+    assert leftovers(cfg, aws) == []
+
+
+def test_a_container_failure_gets_one_error_record_and_a_reupload_recovers(env, deployed):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    env.model_server.faults.fail(1)
+    aws.s3.put_object(Bucket=bucket, Key="input/broken.jpeg", Body=PHOTOS[3].read_bytes())
+    assert wait_for(lambda: "output/broken.jpeg.json" in records(cfg, aws))
+    env.runtime.wait_idle(30)
+    failed = records(cfg, aws)["output/broken.jpeg.json"]
+    assert failed["error"]["code"] == "model_failed"
+    record = stack.ask(PHOTOS[3], cfg, aws, key="input/broken.jpeg", timeout=60)
+    assert record["status"] == "ok"
+    env.runtime.wait_idle(30)
+    assert list(records(cfg, aws)) == ["output/broken.jpeg.json"]
+    assert leftovers(cfg, aws) == []
+
+
+def test_bad_photos_never_reach_the_queue(env, deployed):
+    cfg, aws = deployed
+    calls = len(env.model_server.calls)
+    aws.s3.put_object(Bucket=cfg.bucket_name(aws.account_id), Key="input/notes.jpg",
+                      Body=b"just some text, not a photo at all")
+    assert wait_for(lambda: "output/notes.jpg.json" in records(cfg, aws))
+    assert records(cfg, aws)["output/notes.jpg.json"]["error"]["code"] == "not_an_image"
+    assert len(env.model_server.calls) == calls
+
+
+def test_deadline_deletes_a_realtime_endpoint_and_down_removes_it(env, tmp_path):
+    cfg, aws = _deploy(env, tmp_path, stop_after="2h")
+    try:
+        status = stack.status(cfg, aws)
+        assert status["deadline"]["action"] == "delete the endpoint"
+        assert 119 <= status["deadline"]["in_minutes"] <= 120
+        policy = aws.iam.get_role_policy(RoleName=cfg.scheduler_role_name,
+                                         PolicyName=schedule.POLICY_NAME)["PolicyDocument"]
+        assert [s["Action"] for s in policy["Statement"]] == [["sagemaker:DeleteEndpoint"]]
+        assert env.scheduler.run_due() == []  # not yet
+        ran = env.scheduler.run_due(now=datetime.now(UTC) + timedelta(hours=2, minutes=1))
+        assert [r["error"] for r in ran] == [None]
+        assert aws.sagemaker.list_endpoints(NameContains=cfg.prefix)["Endpoints"] == []
+        assert stack.status(cfg, aws)["deadline"] is None  # ActionAfterCompletion DELETE
+        # `up` again brings the endpoint back and arms a new deadline.
+        stack.up(cfg, aws, endpoint_poll=0.1)
+        assert stack.status(cfg, aws)["deadline"] is not None
+    finally:
+        removed = stack.down(cfg, aws, delete_bucket=True)
+    assert "stop deadline" in removed
+    assert stack.status(cfg, aws)["deadline"] is None
+    assert aws.iam.list_roles()["Roles"] == [] or cfg.scheduler_role_name not in {
+        r["RoleName"] for r in aws.iam.list_roles()["Roles"]}
+
+
+def test_async_deadline_scales_to_zero_and_wake_brings_it_back(env, tmp_path):
+    cfg, aws = _deploy(env, tmp_path, inference_mode="async", stop_after="30m")
+    try:
+        assert stack.status(cfg, aws)["deadline"]["action"] == "scale the endpoint to zero"
+        env.scheduler.run_due(now=datetime.now(UTC) + timedelta(minutes=31))
+        assert wait_for(lambda: async_inference.instances_now(aws, cfg) == 0)
+        assert stack.status(cfg, aws)["inference"]["stopped"] is True
+        async_inference.wake(aws, cfg)
+        assert async_inference.instances_now(aws, cfg) == 1
+        assert stack.status(cfg, aws)["inference"]["min"] == 1
+        async_inference.sleep(aws, cfg)
+        assert async_inference.instances_now(aws, cfg) == 0
+    finally:
+        stack.down(cfg, aws, delete_bucket=True)
+
+
+def test_settings_are_validated():
+    assert parse_duration("3h") == 10800
+    assert parse_duration("1h30m") == 5400
+    assert parse_duration("2d") == 172800
+    for bad in ("", "3 hours", "h", "-1h"):
+        with pytest.raises(ConfigError):
+            parse_duration(bad)
+    with pytest.raises(ConfigError, match="inference_mode"):
+        load_config(region="us-east-1", inference_mode="batch")
+    with pytest.raises(ConfigError, match="stop_after"):
+        load_config(region="us-east-1", stop_after="1m")
+    with pytest.raises(ConfigError, match="async_request_ttl"):
+        load_config(region="us-east-1", async_request_ttl=30)
+    with pytest.raises(ConfigError, match="overlaps"):
+        load_config(region="us-east-1", async_prefix="output/")
+    cfg = load_config(region="us-east-1", inference_mode="async")
+    assert cfg.effective_image_transport == "data-uri" and cfg.image_transport == "url"

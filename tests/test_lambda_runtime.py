@@ -1,0 +1,229 @@
+"""The local Lambda service behaves like Lambda's execution model (warm environments).
+
+Each test here would fail on a runtime that starts a process per invocation: module state
+survives between invocations of one worker, a configuration change reaches the next
+invocation, a timeout kills only that worker, the concurrency limit holds, and events that
+still fail go to the on-failure destination as Lambda's invocation record.
+The handlers are small zips made here; they report through files in a folder the event names.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+import time
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from visual_tourism.local.lambda_runtime import Invocation, LambdaRuntime
+
+HANDLER = '''
+import json, os, time, pathlib
+CALLS = 0                      # module state: lives as long as the execution environment
+BOOTED = time.time()
+print("init of", os.environ["AWS_LAMBDA_FUNCTION_NAME"])
+
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    if event.get("sleep"):
+        time.sleep(event["sleep"])
+    if event.get("fail"):
+        raise RuntimeError("asked to fail: " + event["fail"])
+    out = pathlib.Path(event["out"])
+    out.write_text(json.dumps({
+        "pid": os.getpid(), "calls": CALLS, "greeting": os.environ.get("GREETING"),
+        "request_id": context.aws_request_id, "id": event.get("id"),
+        "remaining_ms": context.get_remaining_time_in_millis(),
+    }))
+    print("handled", event.get("id"))
+    return {"ok": True}
+'''
+
+
+def make_zip(source: str = HANDLER) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("fn.py", (1980, 1, 1, 0, 0, 0)), source)
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def runtime(tmp_path: Path) -> Iterator[LambdaRuntime]:
+    written: dict[str, bytes] = {}
+    rt = LambdaRuntime(tmp_path / "rt", {}, max_concurrency=4, retry_delays=(0.05,),
+                       put_object=lambda bucket, key, body, arn: written.__setitem__(
+                           f"{bucket}/{key}", body))
+    rt.written = written  # type: ignore[attr-defined]
+    yield rt
+    rt.stop()
+
+
+def invocation(event: dict[str, Any], **changes: Any) -> Invocation:
+    settings: dict[str, Any] = {
+        "function_name": "fn", "function_arn": "arn:aws:lambda:us-east-1:123456789012:function:fn",
+        "handler": "fn.handler", "timeout": 30, "memory": 128,
+        "environment": {"GREETING": "hello"}, "code": make_zip(), "event": event,
+        **changes}
+    return Invocation(**settings)
+
+
+def run(rt: LambdaRuntime, tmp_path: Path, name: str, **changes: Any) -> dict[str, Any]:
+    """One asynchronous invocation, waited for; what the handler wrote."""
+    out = tmp_path / f"{name}.json"
+    event = {"out": str(out), "id": name, **changes.pop("event", {})}
+    rt.submit(invocation(event, **changes)).result(timeout=60)
+    return json.loads(out.read_text()) if out.exists() else {}
+
+
+def test_a_warm_worker_keeps_module_state_and_reports_init_once(runtime, tmp_path):
+    first = run(runtime, tmp_path, "a")
+    second = run(runtime, tmp_path, "b")
+    assert second["pid"] == first["pid"], "the second invocation reused the environment"
+    assert (first["calls"], second["calls"]) == (1, 2)
+    assert first["request_id"] != second["request_id"]
+    assert runtime.cold_starts == 1 and runtime.invocations == 2
+    assert 0 < second["remaining_ms"] <= 30_000
+
+    log = runtime.log_path("fn").read_text().splitlines()
+    assert [line.split(" ")[0] for line in log if not line.startswith(("init", "handled"))] == [
+        "INIT_START", "START", "END", "REPORT", "START", "END", "REPORT"]
+    reports = [line for line in log if line.startswith("REPORT")]
+    assert "Init Duration:" in reports[0] and "Init Duration:" not in reports[1]
+    assert f"REPORT RequestId: {first['request_id']}\tDuration: " in reports[0]
+    assert "Billed Duration:" in reports[0] and "Max Memory Used:" in reports[0]
+    # The init's print comes after INIT_START, the handler's inside its START/END.
+    assert log.index("init of fn") == 1
+    start = log.index(f"START RequestId: {second['request_id']} Version: $LATEST")
+    assert log[start + 1] == "handled b"
+
+
+def test_a_configuration_or_code_change_reaches_the_next_invocation(runtime, tmp_path):
+    first = run(runtime, tmp_path, "a")
+    changed = run(runtime, tmp_path, "b", environment={"GREETING": "bonjour"})
+    assert changed["greeting"] == "bonjour" and changed["pid"] != first["pid"]
+    assert changed["calls"] == 1, "a new environment, not the old one with new variables"
+    new_code = make_zip(HANDLER.replace('"greeting": os.environ.get("GREETING")',
+                                        '"greeting": "v2"'))
+    updated = run(runtime, tmp_path, "c", environment={"GREETING": "bonjour"}, code=new_code)
+    assert updated["greeting"] == "v2" and updated["pid"] != changed["pid"]
+    timeout_changed = run(runtime, tmp_path, "d", environment={"GREETING": "bonjour"},
+                          code=new_code, timeout=31)
+    assert timeout_changed["pid"] != updated["pid"]
+    assert runtime.cold_starts == 4
+    deadline = time.monotonic() + 5  # the superseded workers are retired, not kept
+    while runtime.workers("fn")["idle"] > 1 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert runtime.workers("fn") == {"idle": 1, "busy": 0}
+
+
+def test_a_timeout_kills_only_that_worker(runtime, tmp_path):
+    # Two warm workers: one runs into the timeout while the other keeps serving.
+    slow_out = tmp_path / "slow.json"
+    stuck = runtime.submit(invocation({"out": str(slow_out), "sleep": 30}, timeout=2,
+                                      max_retry_attempts=0))
+    time.sleep(0.3)
+    other = run(runtime, tmp_path, "other", timeout=2)
+    again = run(runtime, tmp_path, "again", timeout=2)
+    assert again["pid"] == other["pid"] and again["calls"] == other["calls"] + 1
+    stuck.result(timeout=30)
+    assert not slow_out.exists()
+    assert runtime.timeouts == 1 and runtime.failures == 1
+    log = runtime.log_path("fn").read_text()
+    assert "Task timed out after 2.00 seconds" in log and "Status: timeout" in log
+    after = run(runtime, tmp_path, "after", timeout=2)
+    assert after["pid"] == other["pid"], "the surviving worker still serves"
+
+
+def test_concurrency_is_capped_by_reserved_concurrency_and_nothing_is_lost(runtime, tmp_path):
+    runs = [runtime.submit(invocation({"out": str(tmp_path / f"{n}.json"), "sleep": 0.3},
+                                      reserved_concurrency=2)) for n in range(8)]
+    for future in runs:
+        future.result(timeout=60)
+    assert all((tmp_path / f"{n}.json").exists() for n in range(8))
+    assert runtime.peak_concurrency["fn"] == 2
+    assert runtime.cold_starts == 2, "two environments served all eight events"
+    assert runtime.throttles >= 5
+
+
+def test_failed_events_are_retried_then_recorded_at_the_destination(runtime, tmp_path):
+    bucket_arn = "arn:aws:s3:::my-bucket"
+    event = {"out": str(tmp_path / "x.json"), "fail": "model down", "id": "photo-1"}
+    runtime.submit(invocation(event, max_retry_attempts=1, on_failure=bucket_arn)).result(60)
+    assert runtime.invocations == 2 and runtime.failures == 1
+    (key, body), = runtime.written.items()
+    assert key.startswith("my-bucket/aws/lambda/async/fn/")
+    record = json.loads(body)
+    assert record["requestContext"]["condition"] == "RetriesExhausted"
+    assert record["requestContext"]["approximateInvokeCount"] == 2
+    assert record["requestContext"]["functionArn"].endswith("function:fn:$LATEST")
+    assert record["requestPayload"] == event
+    assert record["responseContext"]["functionError"] == "Unhandled"
+    assert record["responsePayload"]["errorType"] == "RuntimeError"
+    assert "model down" in record["responsePayload"]["errorMessage"]
+
+
+def test_reserved_concurrency_zero_and_old_events_go_to_the_destination(runtime, tmp_path):
+    bucket_arn = "arn:aws:s3:::b"
+    runtime.submit(invocation({"out": str(tmp_path / "z.json")}, reserved_concurrency=0,
+                              on_failure=bucket_arn)).result(30)
+    assert runtime.invocations == 0
+    # An event that waits past its maximum age behind a busy worker is given up.
+    busy = runtime.submit(invocation({"out": str(tmp_path / "busy.json"), "sleep": 1.5},
+                                     reserved_concurrency=1, on_failure=bucket_arn))
+    late = invocation({"out": str(tmp_path / "late.json")}, reserved_concurrency=1,
+                      on_failure=bucket_arn, max_event_age=1)
+    runtime.submit(late).result(30)
+    busy.result(30)
+    assert not (tmp_path / "late.json").exists()
+    conditions = sorted(json.loads(b)["requestContext"]["condition"]
+                        for b in runtime.written.values())
+    assert conditions == ["EventAgeExceeded", "ZeroReservedConcurrency"]
+
+
+@pytest.mark.parametrize("limit", ["idle_seconds", "max_worker_seconds"])
+def test_idle_and_old_workers_are_retired(tmp_path, limit):
+    rt = LambdaRuntime(tmp_path / "rt", {}, **{limit: 0.2})
+    try:
+        first = run(rt, tmp_path, "a")
+        deadline = time.monotonic() + 10
+        while rt.workers("fn")["idle"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert rt.workers("fn")["idle"] == 0
+        second = run(rt, tmp_path, "b")
+        assert second["pid"] != first["pid"] and rt.cold_starts == 2
+    finally:
+        rt.stop()
+
+
+def test_a_crashing_worker_is_replaced(runtime, tmp_path):
+    crash = HANDLER.replace("    global CALLS", "    global CALLS\n"
+                            "    if event.get('exit'): os._exit(3)")
+    code = make_zip(crash)
+    first = run(runtime, tmp_path, "a", code=code)
+    runtime.submit(invocation({"out": "-", "exit": True}, code=code,
+                              max_retry_attempts=0)).result(30)
+    after = run(runtime, tmp_path, "b", code=code)
+    assert after["pid"] != first["pid"] and after["calls"] == 1
+    assert "Error Type: Runtime.ExitError" in runtime.log_path("fn").read_text()
+
+
+def test_events_arrive_while_others_run(runtime, tmp_path):
+    """Many submitters at once: every event runs exactly once, on at most 4 workers."""
+    outs = [tmp_path / f"m{n}.json" for n in range(24)]
+    threads = [threading.Thread(target=lambda o=o: runtime.submit(
+        invocation({"out": str(o), "id": o.stem}))) for o in outs]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert runtime.wait_idle(60)
+    records = [json.loads(o.read_text()) for o in outs]
+    assert sorted(r["id"] for r in records) == sorted(o.stem for o in outs)
+    assert len({r["pid"] for r in records}) <= 4 and runtime.cold_starts <= 4
+    assert runtime.invocations == 24

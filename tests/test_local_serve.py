@@ -1,0 +1,125 @@
+"""`visual-tourism local serve` as a person runs it, in its own process: a busy port is a
+one-line error naming the option to change, and SIGTERM or Ctrl-C stop it promptly."""
+
+from __future__ import annotations
+
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+
+STARTED = "Ctrl-C stops."
+
+
+def _serve(tmp_path, *options: str) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "visual_tourism.cli", "local", "serve", "--model", "stand-in",
+         "--dir", str(tmp_path / "serve"), *options],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def read() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.put(line.rstrip("\n"))
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    return process, lines
+
+
+def _read_until(lines: queue.Queue[str | None], text: str | None, timeout: float) -> list[str]:
+    """Lines up to one containing ``text`` (None: up to the end of output)."""
+    seen: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            pytest.fail(f"no {text!r} within {timeout} s; output so far:\n" + "\n".join(seen))
+        if line is None:
+            if text is None:
+                return seen
+            pytest.fail(f"ended without {text!r}:\n" + "\n".join(seen))
+        seen.append(line)
+        if text is not None and text in line:
+            return seen
+
+
+@contextmanager
+def _busy_port() -> Iterator[int]:
+    """A port something else listens on, as a second `local serve` or any server would."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        yield other.getsockname()[1]
+
+
+def _stop(process: subprocess.Popen[str]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait(timeout=10)
+
+
+@pytest.mark.parametrize("option", ["--port", "--model-port"])
+def test_a_busy_port_is_a_one_line_error_naming_the_option(tmp_path, option):
+    other = "--model-port" if option == "--port" else "--port"
+    with _busy_port() as port:
+        process, lines = _serve(tmp_path, option, str(port), other, "0")
+        try:
+            code = process.wait(timeout=60)  # never a hang
+            output = _read_until(lines, None, timeout=10)
+        finally:
+            _stop(process)
+    assert code != 0
+    assert len(output) == 1, output  # one line, no traceback
+    assert output[0].startswith("error: ") and f"port {port}" in output[0]
+    assert option in output[0]
+    assert f"{other} " not in output[0]
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_signal_stops_it_promptly_with_a_stopped_line(tmp_path, how):
+    process, lines = _serve(tmp_path, "--port", "0", "--model-port", "0")
+    try:
+        started = _read_until(lines, STARTED, timeout=60)
+        url = next(line for line in started if line.startswith("export AWS_ENDPOINT_URL="))
+        port = int(url.rsplit(":", 1)[1])
+        sent = time.monotonic()
+        process.send_signal(how)
+        code = process.wait(timeout=15)
+        took = time.monotonic() - sent
+        rest = _read_until(lines, None, timeout=5)
+    finally:
+        _stop(process)
+    assert code == 0
+    assert rest[-1:] == ["local serve: stopped"], rest
+    assert took < 10
+    with socket.socket() as probe:  # the port is free again: the server really stopped
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind(("127.0.0.1", port))
+
+
+def test_the_printed_commands_work_as_typed(tmp_path):
+    """Without an active venv the hint names the script's path, which exists as printed."""
+    process, lines = _serve(tmp_path, "--port", "0", "--model-port", "0")
+    try:
+        started = _read_until(lines, STARTED, timeout=60)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        _stop(process)
+    then = next(line for line in started if line.startswith("Then: "))
+    first = then.removeprefix("Then: ").split(";")[0].strip()
+    program = first.removesuffix(" up")
+    assert program == "visual-tourism" or program.endswith("/visual-tourism")
+    if program != "visual-tourism":  # a path: it must run as typed, from this folder
+        run = subprocess.run([program, "--help"], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0 and "usage: visual-tourism" in run.stdout

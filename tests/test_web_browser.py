@@ -1,0 +1,150 @@
+"""The web page end to end in a real browser (headless Chromium), in local mode: the printed
+link opens the page, a photo goes from the page straight to S3 (policy checked), the trigger
+answers it, and the page shows the answer; a wrong code, a text file named .jpg and a 12 MP
+photo taken sideways are each handled as a student would expect.
+
+Set WEB_SCREENSHOTS=<dir> to keep phone and desktop screenshots (the README's come from here).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+from browser import DESKTOP, PHONE, full_page_screenshot, resize_viewport
+from photos import twelve_megapixel_jpeg
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGES = ROOT / "images"
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def site() -> Iterator[dict[str, Any]]:
+    """A local stack after `up`, with the web front serving on loopback."""
+    from visual_tourism import stack
+    from visual_tourism.config import load_config
+    from visual_tourism.local.stack import LocalStack, environment
+    from visual_tourism.local.web_front import serve_local
+
+    with LocalStack(model="stand-in") as local, environment(local.env):
+        cfg = load_config(region="us-east-1", state_dir=str(local.work_dir / "state"),
+                          prefix="vt-browser")
+        stack.up(cfg, endpoint_poll=0.5)
+        front, link = serve_local(cfg, local)
+        try:
+            yield {"link": link, "url": front.url, "code": link.split("#code=")[1],
+                   "front": front}
+        finally:
+            front.stop()
+            local.runtime.wait_idle(30)
+            # moto keeps its accounts for the whole process: leave nothing for other tests.
+            stack.down(cfg, delete_bucket=True)
+
+
+def _wait(driver: Any, condition: Any, timeout: float = 60.0) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.1).until(condition)
+
+
+def _open(driver: Any, link: str) -> None:
+    driver.get("about:blank")
+    driver.execute_script("sessionStorage.clear()") if driver.current_url.startswith(
+        "http") else None
+    driver.get(link)
+    _wait(driver, lambda d: d.execute_script("return document.readyState") == "complete")
+
+
+def _choose(driver: Any, path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    field = driver.find_element(By.ID, "photo")
+    # The real field is visually hidden behind the big button; Selenium types into it.
+    driver.execute_script("arguments[0].className = ''; arguments[0].removeAttribute("
+                          "'aria-hidden')", field)
+    field.send_keys(str(path))
+    driver.execute_script("arguments[0].className = 'visually-hidden'", field)
+
+
+def _answer(driver: Any) -> tuple[str, str]:
+    _wait(driver, lambda d: d.execute_script(
+        "return document.body.dataset.lastResult && !document.getElementById('pick').disabled"
+    ), timeout=120)
+    return (driver.execute_script("return document.body.dataset.lastResult"),
+            driver.find_element("id", "result-text").text)
+
+
+def _result(site: dict[str, Any], driver: Any) -> dict[str, Any]:
+    listing = requests.get(site["url"] + "results", headers={"x-access-code": site["code"]},
+                           timeout=10).json()["results"]
+    return listing[0]
+
+
+def test_the_printed_link_opens_the_page_and_a_photo_gets_its_answer(site, chromium):
+    resize_viewport(chromium, *PHONE)
+    _open(chromium, site["link"])
+    assert "#code" not in chromium.current_url  # the code leaves the address bar
+    assert chromium.find_element("id", "code-form").is_displayed() is False
+    _choose(chromium, IMAGES / "tour_eiffel.jpeg")
+    status, text = _answer(chromium)
+    assert status == "ok", text
+    assert "stand-in" in text  # the local model server's labelled answer
+    _wait(chromium, lambda d: len(d.find_elements("css selector", "#gallery li")) >= 1)
+    shots = os.environ.get("WEB_SCREENSHOTS")
+    if shots:
+        full_page_screenshot(chromium, Path(shots) / "web-phone.png", PHONE[0])
+        resize_viewport(chromium, *DESKTOP)
+        chromium.save_screenshot(str(Path(shots) / "web-desktop.png"))
+        resize_viewport(chromium, *PHONE)
+
+
+def test_a_wrong_code_is_refused_and_the_page_asks_for_the_code(site, chromium):
+    _open(chromium, site["url"] + "#code=not-the-code")
+    form = chromium.find_element("id", "code-form")
+    _wait(chromium, lambda d: form.is_displayed(), timeout=20)
+    _wait(chromium, lambda d: d.find_element("id", "error").is_displayed(), timeout=20)
+    assert "Wrong access code" in chromium.find_element("id", "error").text
+    # The right code typed into the form works.
+    chromium.find_element("id", "code-input").send_keys(site["code"] + "\n")
+    _wait(chromium, lambda d: not form.is_displayed(), timeout=20)
+
+
+def test_a_text_file_named_jpg_gets_the_error_explained(site, chromium, tmp_path):
+    fake = tmp_path / "holiday.jpg"
+    fake.write_text("Dear diary, today we saw the Eiffel Tower.\n" * 20)
+    _open(chromium, site["link"])
+    _choose(chromium, fake)
+    status, text = _answer(chromium)
+    assert status == "error"
+    assert "This file is not a photo." in text
+    assert _result(site, chromium)["record"]["error"]["code"] == "not_an_image"
+
+
+def test_a_12_megapixel_photo_taken_sideways_is_downscaled_upright_and_answered(
+        site, chromium, tmp_path):
+    image = Image.open(io.BytesIO(twelve_megapixel_jpeg()))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: the camera was turned; show rotated 90 degrees clockwise
+    big = tmp_path / "sideways.jpg"
+    image.save(big, "JPEG", quality=92, exif=exif.tobytes())
+    assert big.stat().st_size > 5_000_000
+    _open(chromium, site["link"])
+    start = time.monotonic()
+    _choose(chromium, big)
+    status, text = _answer(chromium)
+    assert status == "ok", text
+    record = _result(site, chromium)["record"]
+    # 4000x3000 stored sideways -> upright 3000x4000 -> long side 2048.
+    assert (record["image"]["width"], record["image"]["height"]) == (1536, 2048)
+    assert time.monotonic() - start < 120
+    sent = json.dumps(record)
+    assert "input" not in record and "vt-browser-" not in sent

@@ -1,0 +1,227 @@
+"""Notebook 06: a photo and its answer side by side, error records explained, the panel."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import logging
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .. import stack
+from ..aws import Aws
+from ..config import IMAGES_DIR, Config
+from ..errors import VisualTourismError
+from .display import redact, say
+
+log = logging.getLogger(__name__)
+
+
+def demo_photos(cfg: Config, images_dir: Path = IMAGES_DIR) -> list[Path]:
+    """The bundled photos, minus the in-context example (asking about it would be cheating)."""
+    example = Path(cfg.example_image).name
+    return sorted(p for p in images_dir.glob("*.jp*g") if p.name != example)
+
+
+_PHOTO_CODES = frozenset({"not_an_image", "corrupt_image", "empty_file", "unsupported_format",
+                          "image_too_large", "image_too_small", "truncated_image"})
+_EXPLANATIONS = {
+    "photo": "The handler checked the upload before calling the model and refused it, so no "
+             "GPU time was spent. Upload a JPEG, PNG, GIF or WebP photo.",
+    "busy": "The model endpoint was busy or too slow; the handler already retried. This is "
+            "usually temporary: try again in a minute, and check the endpoint's status and "
+            "autoscaling if it keeps happening.",
+    "wiring": "The handler could not use the model: the endpoint is missing, refused the call "
+              "or is misconfigured. Re-run the model and Lambda notebooks (or 'visual-tourism "
+              "up'), then try again.",
+    "answer": "The model was reached but gave no usable answer. Try another photo.",
+    "input": "The handler could not read the photo from the bucket. Upload it again.",
+}
+_CATEGORY = {
+    **dict.fromkeys(_PHOTO_CODES, "photo"),
+    "model_timeout": "busy", "model_unavailable": "busy",
+    "endpoint_not_found": "wiring", "model_request_failed": "wiring",
+    "configuration_error": "wiring",
+    "model_rejected_input": "answer", "bad_model_response": "answer", "empty_answer": "answer",
+    "input_unreadable": "input",
+}
+
+
+def explain_error(error: Mapping[str, Any]) -> str:
+    """A plain-language reading of a result record's ``error`` (code + message)."""
+    category = _CATEGORY.get(str(error.get("code", "")))
+    return _EXPLANATIONS[category] if category else "The handler reported an error."
+
+
+def thumbnail_data_uri(path: Path, size: int = 480) -> str | None:
+    """A small JPEG of the photo as a data URI, or None when it is not a readable image."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            small = ImageOps.exif_transpose(image).convert("RGB")
+            small.thumbnail((size, size))
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
+    buffer = io.BytesIO()
+    small.save(buffer, format="JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def side_by_side_html(image_path: str | Path, record: Mapping[str, Any] | None,
+                      failure: str | None = None) -> str:
+    """HTML with the photo on the left and the answer, or the error explained, on the right.
+
+    Every text from the record is escaped: a model's answer must not inject markup.
+    """
+    path = Path(image_path)
+    uri = thumbnail_data_uri(path)
+    picture = (f'<img src="{uri}" alt="{html.escape(path.name)}" style="max-width:100%">'
+               if uri else '<div style="padding:2em;border:1px dashed gray">'
+               "(not a viewable image)</div>")
+    if record is not None and record.get("status") == "ok":
+        heading = "Answer"
+        body = f"<p>{html.escape(str(record.get('answer', '')).strip())}</p>"
+    elif record is not None:
+        error = record.get("error") or {}
+        heading = f"No answer: {html.escape(str(error.get('code', 'error')))}"
+        body = (f"<p>{html.escape(explain_error(error))}</p>"
+                f"<p><i>Handler:</i> {html.escape(redact(str(error.get('message', ''))))}</p>")
+    else:
+        heading = "No answer"
+        body = f"<p>{html.escape(redact(failure or 'nothing came back'))}</p>"
+    details = []
+    if record is not None:
+        model = record.get("model") or {}
+        timing = record.get("timing") or {}
+        details = [
+            f"model {model.get('model_id') or model.get('endpoint') or '?'}",
+            f"model time {timing.get('model_seconds', '?')} s",
+            f"answer seen {record.get('seen_after_seconds', '?')} s after upload",
+            f"record {record.get('result_key', '?')}",
+        ]
+    footer = (f'<p style="color:gray;font-size:smaller">{html.escape("; ".join(details))}</p>'
+              if details else "")
+    return (
+        '<div style="display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap">'
+        f'<figure style="margin:0;flex:0 1 480px">{picture}'
+        f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
+        f'<div style="flex:1 1 20em"><h4>{heading}</h4>{body}{footer}</div></div>'
+    )
+
+
+def show_side_by_side(image_path: str | Path, record: Mapping[str, Any] | None) -> None:
+    from IPython.display import HTML, display
+
+    display(HTML(side_by_side_html(image_path, record)))
+
+
+def show_record(record: Mapping[str, Any]) -> None:
+    """The full result record as stored under output/, account IDs masked."""
+    say(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+
+
+def sample_not_a_photo(folder: Path | None = None) -> Path:
+    """A text file named like a photo: the handler must refuse it by its bytes, not its name."""
+    if folder is None:  # the state folder (outside the repository), overwritten each run
+        folder = Path(os.environ.get("VT_STATE_DIR") or Path.home() / ".visual-tourism")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "not-a-photo.jpeg"
+    path.write_text("This is a text file, not a photo.\n")
+    return path
+
+
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9 ._-]+")
+
+
+class DemoPanel:
+    """Choose or upload a photo, press the button, watch progress, read the answer.
+
+    ``on_ask`` is the button's callback; it can be called directly (tests do) and returns the
+    result record, or None when no record came back.
+    """
+
+    def __init__(self, cfg: Config, aws: Aws, timeout: float = 300.0,
+                 images_dir: Path = IMAGES_DIR, upload_dir: Path | None = None) -> None:
+        import ipywidgets as widgets
+
+        self.cfg, self.aws, self.timeout = cfg, aws, timeout
+        # Beside the state file, outside the repository; made on the first upload only.
+        self.upload_dir = upload_dir or cfg.state_path.parent / "uploads"
+        self.record: dict[str, Any] | None = None
+        self._lines: list[str] = []
+        self._started = 0.0
+        self.photo = widgets.Dropdown(
+            options=[(p.stem.replace("_", " "), str(p)) for p in demo_photos(cfg, images_dir)],
+            description="Photo",
+        )
+        self.upload = widgets.FileUpload(accept="image/*", multiple=False,
+                                         description="Upload a photo")
+        self.button = widgets.Button(description="Ask the travel agent", icon="paper-plane",
+                                     button_style="primary",
+                                     layout=widgets.Layout(width="auto"))
+        self.progress = widgets.HTML()
+        self.result = widgets.HTML()
+        self.upload.observe(self.on_upload, names="value")
+        self.button.on_click(self.on_ask)
+        self.widget = widgets.VBox([
+            widgets.HBox([self.photo, self.upload, self.button]), self.progress, self.result,
+        ])
+
+    def _repr_mimebundle_(self, **kwargs: Any) -> Any:
+        return self.widget._repr_mimebundle_(**kwargs)
+
+    def on_upload(self, change: Mapping[str, Any]) -> None:
+        """Save an uploaded file and select it in the list (an empty change is the reset)."""
+        files = change.get("new") or ()
+        if not files:
+            return
+        upload = files[0]
+        name = _SAFE_NAME.sub("_", Path(str(upload["name"])).name).strip(" .") or "upload.jpeg"
+        self.upload_dir.mkdir(parents=True, exist_ok=True)
+        path = self.upload_dir / name
+        path.write_bytes(bytes(upload["content"]))
+        label = f"{name} (uploaded)"
+        others = [option for option in self.photo.options if option[1] != str(path)]
+        self.photo.options = [*others, (label, str(path))]
+        self.photo.value = str(path)
+        self.upload.value = ()  # ready for the next upload of the same file
+
+    def report(self, message: str) -> None:
+        """The progress callback: the latest lines, with the time since the button press."""
+        self._lines.append(f"{time.monotonic() - self._started:5.1f} s  {redact(message)}")
+        shown = "<br>".join(html.escape(line) for line in self._lines[-8:])
+        self.progress.value = f'<pre style="margin:0">{shown}</pre>'
+
+    def on_ask(self, _button: Any = None) -> dict[str, Any] | None:
+        path = Path(self.photo.value)
+        self._lines, self._started = [], time.monotonic()
+        self.button.disabled = True
+        self.result.value = ""
+        self.report(f"asking about {path.name}")
+        record: dict[str, Any] | None = None
+        try:
+            record = stack.ask(path, self.cfg, self.aws, timeout=self.timeout,
+                               progress=self.report)
+        except Exception as exc:
+            # A button callback's exception would only reach the kernel's log, unseen: show it.
+            log.warning("Demo panel: %s", exc, exc_info=not isinstance(exc, VisualTourismError))
+            self.report(f"failed: {exc}")
+            self.result.value = side_by_side_html(path, None, failure=str(exc))
+        else:
+            self.report(f"{record.get('status')}: record {record.get('result_key')}")
+            self.result.value = side_by_side_html(path, record)
+        finally:
+            self.button.disabled = False
+        self.record = record
+        return record
+
+
+def demo_panel(cfg: Config, aws: Aws, timeout: float = 300.0) -> DemoPanel:
+    return DemoPanel(cfg, aws, timeout=timeout)

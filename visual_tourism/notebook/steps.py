@@ -1,0 +1,105 @@
+"""What each step of the walkthrough creates, shown before (plans, costs) and after."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from .. import autoscaling, bucket, iam, pricing, stack
+from ..aws import Aws
+from ..config import Config
+from ..profiles import PROFILES
+from .display import say, show
+from .environment import is_local
+
+bucket_name = stack.bucket_name  # the bucket this stack uses
+
+
+def show_profiles() -> None:
+    """The model profiles to choose from, with their instance and its list price."""
+    for profile in PROFILES.values():
+        cost = pricing.hourly_cost(profile.instance_type, 1)
+        price = f"${cost:.2f}/h" if cost is not None else "price not recorded"
+        say(f"{profile.name:24} {profile.model_id}")
+        say(f"{'':24} {profile.instance_type} ({price}), licence: {profile.licence}")
+
+
+def plan(cfg: Config, aws: Aws) -> dict[str, Any]:
+    """The names and sizes of what the next notebooks create."""
+    return {
+        "bucket": bucket_name(cfg, aws),
+        "roles": [cfg.lambda_role_name, "Studio execution role" if iam.in_studio()
+                  else cfg.sagemaker_role_name],
+        "model": f"{cfg.profile.model_id} ({cfg.profile.licence})",
+        "endpoint": f"{cfg.endpoint_name} on {cfg.effective_instance_type}, "
+                    f"{cfg.min_instances}-{cfg.max_instances} instance(s)",
+        "function": f"{cfg.function_name} ({cfg.lambda_runtime}, {cfg.lambda_timeout} s, "
+                    f"{cfg.lambda_memory} MB)",
+        "trigger": f"uploads under {cfg.input_prefix} -> results under {cfg.output_prefix}",
+    }
+
+
+
+
+def show_bucket(cfg: Config, aws: Aws) -> None:
+    """The bucket's privacy settings and what each folder holds."""
+    name = bucket_name(cfg, aws)
+    show(bucket.describe(aws, cfg, name))
+    policy = json.loads(aws.s3.get_bucket_policy(Bucket=name)["Policy"])
+    for statement in policy.get("Statement", []):
+        say(f"bucket policy: {statement.get('Effect')} {statement.get('Action')} "
+            f"({statement.get('Sid', '')})")
+    for folder in (cfg.input_prefix, cfg.example_prefix, cfg.output_prefix):
+        listing = aws.s3.list_objects_v2(Bucket=name, Prefix=folder, MaxKeys=5)
+        keys = [o["Key"] for o in listing.get("Contents", [])]
+        say(f"{folder:10} {', '.join(keys) if keys else '(empty)'}")
+
+
+def show_lambda_policy(cfg: Config, aws: Aws) -> None:
+    """What the Lambda's role may do, statement by statement."""
+    name = bucket_name(cfg, aws)
+    policy = iam.lambda_policy(cfg, account=aws.account_id, bucket=name,
+                               partition=aws.partition)
+    for statement in policy["Statement"]:
+        resources = statement["Resource"]
+        resources = resources if isinstance(resources, list) else [resources]
+        say(f"{statement['Sid']}: {', '.join(statement['Action'])}")
+        for resource in resources:
+            say(f"    on {resource}")
+
+
+def show_model(cfg: Config) -> None:
+    """The chosen profile: model, container, instance, container settings."""
+    profile = cfg.profile
+    show({
+        "model": profile.model_id,
+        "licence": profile.licence,
+        "container": f"{profile.image_family} {profile.image_version}",
+        "instance": cfg.effective_instance_type,
+        "request style": profile.request_style,
+        "container env": profile.container_env(),
+        "notes": profile.notes,
+    })
+
+
+def cost_warning(cfg: Config, env: Mapping[str, str] | None = None) -> str:
+    """What starting the endpoint costs and how long it takes, here."""
+    cost = pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances, cfg.region)
+    if is_local(env):
+        return ("Local mode: the endpoint is emulated, starts in seconds and costs nothing. "
+                f"On AWS this step takes 10-15 minutes and bills {cost}.")
+    return (f"This starts {cfg.min_instances} x {cfg.effective_instance_type}: 10-15 minutes, "
+            f"then {cost}. Billing runs until 07_cleanup.ipynb deletes the endpoint.")
+
+
+def autoscaling_plan(cfg: Config) -> dict[str, Any]:
+    """The scaling target and policy ``attach_autoscaling`` will put in place."""
+    most = pricing.hourly_cost(cfg.effective_instance_type, cfg.max_instances)
+    return {
+        "resource": autoscaling.resource_id(cfg),
+        "instances": f"{cfg.min_instances} to {cfg.max_instances}",
+        "policy": autoscaling.target_tracking(cfg),
+        "most per hour": f"${most:.2f} at {cfg.max_instances} instances" if most is not None
+        else "price not recorded",
+    }

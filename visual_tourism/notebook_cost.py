@@ -1,0 +1,84 @@
+"""What the notebooks show about inference modes, cost and the stop deadline.
+
+Thin helpers over pricing, async_inference and schedule, shared by the model notebook
+(choose real-time or asynchronous inference, see what each costs) and the clean-up notebook
+(the deadline, and the cost so far).
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from typing import Any
+
+from . import async_inference, endpoint, pricing, schedule
+from .aws import Aws
+from .config import INFERENCE_MODES, Config
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def mode_tradeoff(cfg: Config) -> str:
+    """Real-time or async: what each costs idle and busy, and how long the first photo waits."""
+    price = pricing.HOURLY_USD.get(cfg.effective_instance_type)
+    hourly = f"${price:.2f}/hour" if price is not None else "see the AWS price list"
+    lines = [
+        f"Instance: {cfg.effective_instance_type} at {hourly} "
+        f"({pricing.PRICE_REGION} list price, {pricing.PRICE_DATE}).",
+        "",
+        f"realtime (default): at least {cfg.min_instances} instance(s) run from `up` to `down`: "
+        "answers in seconds, and the bill runs while nobody uploads "
+        + (f"(${price * cfg.min_instances * 24:,.0f} a day idle)." if price else "."),
+        "async: photos queue in S3; the endpoint scales to 0 instances when idle and costs "
+        f"nothing then. The first photo after idle waits about {async_inference.WAKE_MINUTES} "
+        "minutes while a GPU instance starts and loads the model; 'wake' before a class "
+        "avoids that wait.",
+    ]
+    if pricing.is_local():
+        lines.append(f"[{pricing.LOCAL_NOTE}]")
+    return "\n".join(lines)
+
+
+def use_inference_mode(
+    mode: str, env: Mapping[str, str] | None = None, **more: Any
+) -> Config:
+    """Save ``inference_mode`` (and any other settings given) with the settings of 01_setup,
+    so the later notebooks build the function, its triggers and the scaling for that mode."""
+    from . import notebook
+
+    if mode not in INFERENCE_MODES:
+        from .errors import ConfigError
+
+        raise ConfigError(f"inference_mode {mode!r}: use one of {INFERENCE_MODES}")
+    env = os.environ if env is None else env
+    path = notebook.settings_path(env)
+    saved = tomllib.loads(path.read_text()) if path.is_file() else {}
+    return notebook.save_settings({**saved, "inference_mode": mode, **more}, env)
+
+
+def cost_before(cfg: Config) -> str:
+    """Said before a cell that starts billing."""
+    return "Cost: " + pricing.describe_plan(cfg)
+
+
+def show_cost_so_far(cfg: Config, aws: Aws) -> dict[str, Any]:
+    ep = endpoint.describe(aws, cfg)
+    info = pricing.cost_so_far(aws, cfg, ep)
+    _say(f"cost so far: ${info['so_far_usd']} (next hour ${info['next_hour_usd']}): "
+         f"{info['note']}")
+    return info
+
+
+def show_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
+    """When the stop deadline fires and what it does (or that there is none)."""
+    found = schedule.describe(aws, cfg)
+    if found is None:
+        _say("No stop deadline: the endpoint runs until this notebook removes it. Set one "
+             "with `visual-tourism up --stop-after 3h` (or stop_after in the settings).")
+    else:
+        _say(f"Stop deadline: at {found['fires_at']} (in {found['in_minutes']} min) a schedule "
+             f"will {found['action']}. Clean-up removes the schedule with everything else.")
+    return found

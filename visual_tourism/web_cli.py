@@ -1,0 +1,38 @@
+"""`visual-tourism web`: the page's link with its access code, as text and a terminal QR code;
+``--rotate-code`` replaces the code (the old link stops working within a minute)."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Callable
+from typing import Any
+
+from . import web
+from .aws import Aws
+
+
+def cmd_web(args: argparse.Namespace, config: Callable[..., Any]) -> int:
+    cfg = config(args)
+    aws = Aws(cfg.region)
+    if args.rotate_code:
+        web.rotate_code(aws, cfg)
+        print("New access code set: links with the old one stop working within a minute.")
+    link = web.link(aws, cfg)
+    print(f"The web page (the access code is in the link after '#'):\n  {link}\n")
+    if not args.no_qr:
+        print(web.terminal_qr(link))
+    return 0
+
+
+def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
+            config: Callable[..., Any]) -> None:
+    p = sub.add_parser(
+        "web", parents=[common], help="print the web page's link and QR code (phones scan it)",
+        description="Print the link of the class's web page, with the access code in its "
+        "fragment, and the same link as a QR code for phones to scan. With --rotate-code, "
+        "replace the access code first: links with the old code stop working within a minute.",
+    )
+    p.add_argument("--rotate-code", action="store_true",
+                   help="replace the access code first (old links stop working)")
+    p.add_argument("--no-qr", action="store_true", help="print the link only")
+    p.set_defaults(func=lambda args: cmd_web(args, config))

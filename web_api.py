@@ -1,0 +1,477 @@
+"""Visual Tourism web API: the traveller's front door (API Gateway HTTP API, payload 2.0).
+
+Routes (the HTTP API has exactly these; visual_tourism/web.py creates them from ``ROUTES``):
+
+- ``GET /``                  the page (web_page.html, zipped beside this file); no code needed
+- ``GET /presets``           the answer presets and languages, or nulls when there are none
+- ``POST /uploads``          an S3 presigned POST for one new, unguessable key under input/web/
+- ``GET /results/{id}``      one result: pending, the answer, or the error record
+- ``GET /results``           the class's recent results, newest first, for the gallery
+
+Every route but the page needs the class access code in the ``x-access-code`` header. The
+code lives in an SSM SecureString; it is compared in constant time and never logged. Photos
+go straight from the browser to S3 (never through Lambda's 6 MB payload limit); the upload
+trigger then answers them as any other photo under input/.
+
+Standard library and boto3 only.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import json
+import logging
+import os
+import re
+import secrets
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import BotoCoreError, ClientError
+
+log = logging.getLogger(__name__)
+
+PAGE = Path(__file__).with_name("web_page.html")
+ROUTES = ("GET /", "GET /presets", "POST /uploads", "GET /results", "GET /results/{id}")
+CODE_HEADER = "x-access-code"
+# Image types a phone may send, with the extension the key gets (the handler reads the
+# content, not the name; the extension only helps a person browsing the bucket).
+EXTENSIONS = {
+    "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
+    "image/bmp": "bmp", "image/heic": "heic", "image/heif": "heif",
+}
+ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{20}\.(?:" + "|".join(
+    sorted(set(EXTENSIONS.values()) | {"img"})) + r")$")
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")
+MAX_REQUEST_BODY = 4096  # an upload request is a few dozen bytes of JSON
+GALLERY_WINDOW = timedelta(days=1)
+
+
+@dataclass(frozen=True)
+class Settings:
+    bucket: str
+    code_parameter: str
+    input_prefix: str = "input/"
+    output_prefix: str = "output/"
+    web_folder: str = "web/"
+    max_photo_bytes: int = 20_000_000  # the handler's max_image_bytes
+    upload_expires_seconds: int = 300
+    photo_url_expires_seconds: int = 900
+    gallery_size: int = 24
+    presets_table: str = ""
+    code_cache_seconds: float = 60.0
+
+    @property
+    def input_folder(self) -> str:
+        return self.input_prefix + self.web_folder
+
+    @property
+    def output_folder(self) -> str:
+        return self.output_prefix + self.web_folder
+
+
+_ENV = {
+    "BUCKET_NAME": "bucket", "CODE_PARAMETER": "code_parameter", "INPUT_PREFIX": "input_prefix",
+    "OUTPUT_PREFIX": "output_prefix", "WEB_FOLDER": "web_folder",
+    "MAX_PHOTO_BYTES": "max_photo_bytes", "UPLOAD_EXPIRES_SECONDS": "upload_expires_seconds",
+    "PHOTO_URL_EXPIRES_SECONDS": "photo_url_expires_seconds", "GALLERY_SIZE": "gallery_size",
+    "PRESETS_TABLE": "presets_table", "CODE_CACHE_SECONDS": "code_cache_seconds",
+}
+
+
+def load_settings(env: Mapping[str, str]) -> Settings:
+    values: dict[str, Any] = {}
+    for name, field_name in _ENV.items():
+        raw = env.get(name)
+        if raw in (None, ""):
+            continue
+        kind = Settings.__dataclass_fields__[field_name].type
+        values[field_name] = int(raw) if kind == "int" else float(raw) if kind == "float" else raw
+    missing = [n for n in ("bucket", "code_parameter") if n not in values]
+    if missing:
+        raise ValueError(f"web API misconfigured: {', '.join(missing)} not set")
+    return Settings(**values)
+
+
+class ApiError(Exception):
+    """An answer other than 2xx: status, a short code and a sentence a student understands."""
+
+    def __init__(self, status: int, code: str, message: str,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+        self.headers = headers or {}
+
+
+# -- AWS clients (one set per endpoint configuration, reused by warm containers) ----------
+
+_CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SSM",
+               "AWS_ENDPOINT_URL_DYNAMODB", "AWS_REGION", "AWS_DEFAULT_REGION",
+               "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _client(service: str, env: Mapping[str, str]) -> Any:
+    """A client for ``service``; endpoint and credentials from ``env`` when it names them
+    (local mode), else boto3's defaults (Lambda's role)."""
+    values = tuple(env.get(name) for name in _CLIENT_ENV)
+    key = (service, values)
+    with _clients_lock:
+        if key not in _clients:
+            specific = f"AWS_ENDPOINT_URL_{service.upper()}"
+            region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
+            session = boto3.session.Session(
+                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+                aws_session_token=env.get("AWS_SESSION_TOKEN"),
+                region_name=region,
+            )
+            config = Config(signature_version="s3v4", retries={"mode": "standard"},
+                            max_pool_connections=16)
+            _clients[key] = session.client(
+                service, endpoint_url=env.get(specific) or env.get("AWS_ENDPOINT_URL"),
+                config=config,
+            )
+        return _clients[key]
+
+
+def _code_of(exc: ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+# -- the access code ---------------------------------------------------------------------
+
+_code_cache: dict[str, tuple[str, float]] = {}
+
+
+def clear_cache() -> None:
+    _code_cache.clear()
+
+
+def access_code(settings: Settings, env: Mapping[str, str], force: bool = False) -> str:
+    """The current code, read from SSM at most once per ``code_cache_seconds`` (so a rotated
+    code takes effect within that time on every warm container)."""
+    now = time.monotonic()
+    cached = _code_cache.get(settings.code_parameter)
+    if cached and cached[1] > now and not force:
+        return cached[0]
+    try:
+        value = _client("ssm", env).get_parameter(
+            Name=settings.code_parameter, WithDecryption=True)["Parameter"]["Value"]
+    except (ClientError, BotoCoreError) as exc:
+        log.error("Cannot read the access code parameter: %s", type(exc).__name__)
+        raise ApiError(503, "code_unavailable", "The class access code cannot be checked right "
+                       "now. Try again in a minute; if it persists, ask your teacher to run "
+                       "'visual-tourism status'.") from None
+    _code_cache[settings.code_parameter] = (value, now + settings.code_cache_seconds)
+    return value
+
+
+def check_code(headers: Mapping[str, str], settings: Settings, env: Mapping[str, str]) -> None:
+    given = headers.get(CODE_HEADER, "").strip()
+    if not given:
+        raise ApiError(401, "missing_code", "This page needs the class access code. Open the "
+                       "link or QR code your teacher shared: it carries the code.",
+                       {"www-authenticate": 'AccessCode realm="visual-tourism"'})
+    expected = access_code(settings, env)
+    if not hmac.compare_digest(given.encode(), expected.encode()):
+        # The code may have just been rotated: look once more before refusing.
+        expected = access_code(settings, env, force=_code_cache_age(settings) > 5.0)
+        if not hmac.compare_digest(given.encode(), expected.encode()):
+            raise ApiError(403, "wrong_code", "That access code is not right (it may have been "
+                           "changed). Ask your teacher for the current link or QR code.")
+
+
+def _code_cache_age(settings: Settings) -> float:
+    cached = _code_cache.get(settings.code_parameter)
+    if not cached:
+        return float("inf")
+    return time.monotonic() - (cached[1] - settings.code_cache_seconds)
+
+
+# -- routes ----------------------------------------------------------------------------------
+
+
+def new_id(content_type: str, now: datetime | None = None) -> str:
+    """Time first (newest results sort last in S3's listing), then 80 random bits."""
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
+    return f"{stamp}-{secrets.token_hex(10)}.{EXTENSIONS.get(content_type, 'img')}"
+
+
+def _json_body(event: Mapping[str, Any]) -> dict[str, Any]:
+    raw = event.get("body") or ""
+    if event.get("isBase64Encoded"):
+        try:
+            raw = base64.b64decode(raw).decode()
+        except (ValueError, UnicodeDecodeError):
+            raise ApiError(400, "bad_request", "The request body is not valid.") from None
+    if len(raw) > MAX_REQUEST_BODY:
+        raise ApiError(413, "request_too_large", "The request is too large: send only the "
+                       "photo's type and size here; the photo itself goes to the upload form.")
+    if not raw:
+        return {}
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "bad_request", "The request body is not JSON.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "bad_request", "The request body must be a JSON object.")
+    return body
+
+
+def create_upload(event: Mapping[str, Any], settings: Settings,
+                  env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    body = _json_body(event)
+    content_type = str(body.get("content_type") or "").lower()
+    if not content_type.startswith("image/"):
+        raise ApiError(415, "not_an_image", f"Only photos can be uploaded (this file is "
+                       f"{content_type or 'of an unknown type'}). Pick a JPEG, PNG or WebP.")
+    size = body.get("size")
+    if not isinstance(size, int) or size < 1:
+        raise ApiError(400, "bad_request", "Say the photo's size in bytes (size: a number).")
+    limit_mb = settings.max_photo_bytes / 1_000_000
+    if size > settings.max_photo_bytes:
+        raise ApiError(413, "photo_too_large", f"The photo is {size / 1_000_000:.1f} MB; the "
+                       f"limit is {limit_mb:g} MB. Take it at a lower resolution or share a "
+                       "smaller copy.")
+    fields: dict[str, str] = {"Content-Type": content_type}
+    for choice in ("preset", "language"):
+        value = body.get(choice)
+        if value in (None, ""):
+            continue
+        if not isinstance(value, str) or not NAME_RE.match(value):
+            raise ApiError(400, "bad_request", f"The {choice} name is not valid.")
+        fields[f"x-amz-meta-{choice}"] = value
+    photo_id = new_id(content_type)
+    key = settings.input_folder + photo_id
+    conditions: list[Any] = [
+        ["content-length-range", 1, settings.max_photo_bytes],
+        ["starts-with", "$Content-Type", "image/"],
+        *({name: value} for name, value in fields.items() if name != "Content-Type"),
+    ]
+    form = _client("s3", env).generate_presigned_post(
+        Bucket=settings.bucket, Key=key, Fields=fields, Conditions=conditions,
+        ExpiresIn=settings.upload_expires_seconds,
+    )
+    log.info("upload form for %s", photo_id)
+    return 201, {
+        "id": photo_id,
+        "upload": {"url": form["url"], "fields": form["fields"]},
+        "expires_in": settings.upload_expires_seconds,
+        "max_bytes": settings.max_photo_bytes,
+        "result": f"/results/{photo_id}",
+    }
+
+
+def public_record(record: Mapping[str, Any]) -> dict[str, Any]:
+    """The handler's record without the bucket, key and endpoint names (they name the
+    account); everything a student needs stays."""
+    out = {k: v for k, v in record.items() if k not in ("input", "model", "request_id")}
+    model = record.get("model") or {}
+    out["model"] = {k: model.get(k) for k in ("profile", "model_id") if model.get(k)}
+    return out
+
+
+def _photo_url(settings: Settings, env: Mapping[str, str], photo_id: str) -> str:
+    return _client("s3", env).generate_presigned_url(
+        "get_object", Params={"Bucket": settings.bucket, "Key": settings.input_folder + photo_id},
+        ExpiresIn=settings.photo_url_expires_seconds,
+    )
+
+
+def _read_record(settings: Settings, env: Mapping[str, str], photo_id: str
+                 ) -> dict[str, Any] | None:
+    s3 = _client("s3", env)
+    try:
+        body = s3.get_object(Bucket=settings.bucket,
+                             Key=settings.output_folder + photo_id + ".json")["Body"].read()
+    except ClientError as exc:
+        if _code_of(exc) in ("NoSuchKey", "404"):
+            return None
+        raise
+    try:
+        record = json.loads(body)
+    except ValueError:
+        record = {"status": "error", "error": {"code": "unreadable_result",
+                                               "message": "The result could not be read."}}
+    return record if isinstance(record, dict) else {"status": "error"}
+
+
+def _exists(settings: Settings, env: Mapping[str, str], key: str) -> bool:
+    try:
+        _client("s3", env).head_object(Bucket=settings.bucket, Key=key)
+    except ClientError as exc:
+        if _code_of(exc) in ("NoSuchKey", "404", "NotFound"):
+            return False
+        raise
+    return True
+
+
+def _unknown(photo_id: str) -> ApiError:
+    return ApiError(404, "unknown_id", f"No photo with the id {photo_id[:60]!r}: it was never "
+                    "uploaded, or its upload did not finish (upload forms expire after a few "
+                    "minutes). Take or pick the photo again.")
+
+
+def get_result(photo_id: str, settings: Settings, env: Mapping[str, str]
+               ) -> tuple[int, dict[str, Any]]:
+    if not ID_RE.match(photo_id or ""):
+        raise _unknown(photo_id or "")
+    record = _read_record(settings, env, photo_id)
+    if record is None:
+        if not _exists(settings, env, settings.input_folder + photo_id):
+            raise _unknown(photo_id)
+        return 200, {"id": photo_id, "status": "pending"}
+    return 200, {"id": photo_id, "status": record.get("status", "error"),
+                 "record": public_record(record),
+                 "photo_url": _photo_url(settings, env, photo_id)}
+
+
+def list_results(event: Mapping[str, Any], settings: Settings, env: Mapping[str, str]
+                 ) -> tuple[int, dict[str, Any]]:
+    """The newest results of the last day (ids sort by time, so one bounded listing)."""
+    s3 = _client("s3", env)
+    since = (datetime.now(UTC) - GALLERY_WINDOW).strftime("%Y%m%dT%H%M%SZ")
+    keys: list[str] = []
+    kwargs = {"Bucket": settings.bucket, "Prefix": settings.output_folder,
+              "StartAfter": settings.output_folder + since}
+    for page in s3.get_paginator("list_objects_v2").paginate(**kwargs):
+        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"].endswith(".json")]
+    newest = sorted(keys, reverse=True)[: settings.gallery_size]
+    ids = [k[len(settings.output_folder):-len(".json")] for k in newest]
+    ids = [i for i in ids if ID_RE.match(i)]
+
+    def one(photo_id: str) -> dict[str, Any] | None:
+        record = _read_record(settings, env, photo_id)
+        if record is None:
+            return None
+        return {"id": photo_id, "status": record.get("status", "error"),
+                "record": public_record(record), "photo_url": _photo_url(settings, env, photo_id)}
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        items = [item for item in pool.map(one, ids) if item]
+    return 200, {"results": items, "window_hours": GALLERY_WINDOW.total_seconds() / 3600}
+
+
+def list_presets(settings: Settings, env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
+    """Presets for the pickers; ``null`` lists when no presets table is configured."""
+    if not settings.presets_table:
+        return 200, {"presets": None, "languages": None}
+    from boto3.dynamodb.types import TypeDeserializer
+
+    plain = TypeDeserializer()
+    items: list[dict[str, Any]] = []
+    kwargs: dict[str, Any] = {"TableName": settings.presets_table}
+    db = _client("dynamodb", env)
+    while True:
+        page = db.scan(**kwargs)
+        items += [{k: plain.deserialize(v) for k, v in item.items()} for item in page["Items"]]
+        if "LastEvaluatedKey" not in page or len(items) >= 200:
+            break
+        kwargs["ExclusiveStartKey"] = page["LastEvaluatedKey"]
+    presets, languages = [], set()
+    for item in items:
+        name = item.get("name") or item.get("id")
+        if not isinstance(name, str):
+            continue
+        label = item.get("title") or item.get("label") or name
+        presets.append({"id": name, "label": str(label),
+                        "description": str(item.get("description") or "")})
+        for value in (item.get("languages") or [item.get("language")]):
+            if isinstance(value, str) and value:
+                languages.add(value)
+    presets.sort(key=lambda p: (p["id"] != "default", p["id"]))
+    return 200, {"presets": presets, "languages": sorted(languages) or None}
+
+
+# -- responses ---------------------------------------------------------------------------------
+
+_SECURITY_HEADERS = {
+    "cache-control": "no-store",
+    "x-content-type-options": "nosniff",
+    "referrer-policy": "no-referrer",
+}
+
+
+def respond(status: int, body: Any, headers: Mapping[str, str] | None = None) -> dict[str, Any]:
+    out_headers = {"content-type": "application/json", **_SECURITY_HEADERS, **(headers or {})}
+    if isinstance(body, bytes):
+        return {"statusCode": status, "headers": out_headers, "isBase64Encoded": True,
+                "body": base64.b64encode(body).decode()}
+    text = body if isinstance(body, str) else json.dumps(body, ensure_ascii=False)
+    return {"statusCode": status, "headers": out_headers, "isBase64Encoded": False,
+            "body": text}
+
+
+def page_response(settings: Settings, env: Mapping[str, str]) -> dict[str, Any]:
+    html = PAGE.read_text(encoding="utf-8")
+    html = html.replace("__MAX_PHOTO_BYTES__", str(settings.max_photo_bytes))
+    # The page may talk to this API and to the bucket's upload URL, nothing else.
+    form_url = _client("s3", env).generate_presigned_post(settings.bucket, "probe")["url"]
+    bucket_origin = "/".join(form_url.split("/")[:3])
+    csp = (
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        f"img-src 'self' blob: data: {bucket_origin}; connect-src 'self' {bucket_origin}; "
+        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+    )
+    return respond(200, html, {"content-type": "text/html; charset=utf-8",
+                               "content-security-policy": csp})
+
+
+Handler = Callable[[Mapping[str, Any], Settings, Mapping[str, str]], tuple[int, dict[str, Any]]]
+
+
+def handle(event: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """Answer one payload-2.0 event. ``env`` holds the settings (and, locally, endpoints)."""
+    route = str(event.get("routeKey") or "")
+    started = time.monotonic()
+    status = 500
+    try:
+        settings = load_settings(env)
+        headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+        if route == "GET /":
+            response = page_response(settings, env)
+        else:
+            if route not in ROUTES:
+                raise ApiError(404, "not_found", "There is nothing at this address.")
+            check_code(headers, settings, env)
+            params = event.get("pathParameters") or {}
+            if route == "POST /uploads":
+                result = create_upload(event, settings, env)
+            elif route == "GET /results/{id}":
+                result = get_result(str(params.get("id", "")), settings, env)
+            elif route == "GET /results":
+                result = list_results(event, settings, env)
+            else:
+                result = list_presets(settings, env)
+            response = respond(*result)
+    except ApiError as exc:
+        response = respond(exc.status, {"error": exc.code, "message": exc.message}, exc.headers)
+    except Exception:  # noqa: BLE001 - a bug must answer 500 in words, and be logged
+        log.exception("web API failure on %s", route)
+        response = respond(500, {"error": "internal_error", "message": "Something went wrong "
+                                 "on the server. Try again; if it keeps happening, tell your "
+                                 "teacher."})
+    status = response["statusCode"]
+    # Never log headers or bodies: the access code travels in a header.
+    log.info(json.dumps({"route": route, "status": status,
+                         "ms": round((time.monotonic() - started) * 1000, 1)}))
+    return response
+
+
+def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
+    return handle(event, os.environ)
+
+
+if logging.getLogger().handlers:  # on Lambda the runtime has installed a handler
+    logging.getLogger().setLevel(logging.INFO)
