@@ -379,11 +379,30 @@ def test_event_for_a_key_outside_input_writes_nothing(
     assert server.calls == []
 
 
-def test_captured_events_are_real_shaped_and_anonymous() -> None:
-    for path in sorted(EVENTS.glob("*.json")):
-        text = path.read_text()
-        assert not re.search(r"(?<![0-9A-Fa-f])\d{12}(?![0-9A-Fa-f])", text), path
-        for record in json.loads(text)["Records"]:
+def test_captured_events_are_anonymous() -> None:
+    paths = sorted(EVENTS.glob("*.json"))
+    assert paths
+    for path in paths:
+        assert not re.search(r"(?<![0-9A-Fa-f])\d{12}(?![0-9A-Fa-f])", path.read_text()), path
+
+
+def test_captured_api_events_are_payload_2_0() -> None:
+    paths = sorted(EVENTS.glob("api_*.json"))
+    assert paths
+    for path in paths:
+        data = json.loads(path.read_text())
+        assert data["version"] == "2.0", path
+        assert data["routeKey"] == data["requestContext"]["routeKey"], path
+        assert {"accountId", "apiId", "domainName", "http", "requestId", "stage",
+                "timeEpoch"} <= set(data["requestContext"]), path
+        assert data["rawPath"] == data["requestContext"]["http"]["path"], path
+
+
+def test_captured_s3_events_are_real_shaped() -> None:
+    paths = sorted(EVENTS.glob("s3_*.json"))
+    assert paths
+    for path in paths:
+        for record in json.loads(path.read_text())["Records"]:
             assert record["eventVersion"] == "2.1" and record["eventSource"] == "aws:s3"
             assert record["eventName"] == "ObjectCreated:Put"
             assert {"awsRegion", "eventTime", "userIdentity", "requestParameters",

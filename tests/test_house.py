@@ -91,7 +91,9 @@ def test_cleans_up():
 
 
 def _run_suite(folder: Path, selection: str) -> subprocess.CompletedProcess[str]:
-    shutil.copy(ROOT / "tests" / "conftest.py", folder / "conftest.py")
+    # The suite's conftest and the plugin it names (pytest_plugins), exactly as the run uses them.
+    for name in ("conftest.py", "browser.py"):
+        shutil.copy(ROOT / "tests" / name, folder / name)
     (folder / "test_sample.py").write_text(LEAKY)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", selection,

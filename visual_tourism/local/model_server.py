@@ -431,6 +431,8 @@ class ModelServer:
         self._capacity_lock = threading.Lock()
         self._calls: list[dict[str, Any]] = []
         self._calls_lock = threading.Lock()
+        self._open = 0  # POSTs being handled (logged in ``calls`` only once they end)
+        self._quiet = threading.Condition(self._calls_lock)
         self._backend_lock = threading.Lock()
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
@@ -482,9 +484,25 @@ class ModelServer:
         with self._calls_lock:
             return [dict(call) for call in self._calls]
 
+    def wait_quiet(self, timeout: float) -> bool:
+        """Wait until no POST is being handled, so ``calls`` holds every request received.
+        A client that gave up on a slow answer leaves its request running here a while."""
+        with self._quiet:
+            return self._quiet.wait_for(lambda: self._open == 0, timeout)
+
     # -- requests (called from the handler threads)
     def handle_post(self, path: str, headers: Any, body: bytes | None) -> _Response | None:
         """One POST; ``body`` None: its Content-Length was over ``payload_limit`` (not read)."""
+        with self._quiet:
+            self._open += 1
+        try:
+            return self._handle_post(path, headers, body)
+        finally:
+            with self._quiet:
+                self._open -= 1
+                self._quiet.notify_all()
+
+    def _handle_post(self, path: str, headers: Any, body: bytes | None) -> _Response | None:
         started = time.perf_counter()
         endpoint = None
         if path == "/invocations":
