@@ -95,3 +95,40 @@ def test_verbose_works_before_and_after_the_subcommand(argv):
 def test_verbose_is_off_unless_asked():
     args = build_parser().parse_args(["status"])
     assert getattr(args, "verbose", False) is False
+
+
+# -- what the command prints -------------------------------------------------------------------
+
+def test_hints_name_the_command_as_it_can_be_typed_here(monkeypatch, capsys):
+    """Outside an active venv the bare name is not on PATH: hints print the script's path."""
+    from visual_tourism import cli, cli_common, stack
+    from visual_tourism.errors import NotDeployedError
+
+    def not_deployed(*_args, **_kwargs):
+        raise NotDeployedError("Lambda x does not exist: run 'visual-tourism up' first.")
+
+    monkeypatch.setenv("AWS_REGION", "us-east-1")
+    monkeypatch.setattr(stack, "status", not_deployed)
+    monkeypatch.setattr(cli_common, "command", lambda: ".venv/bin/visual-tourism")
+    assert main(["status"]) == 2
+    assert "run '.venv/bin/visual-tourism up' first." in capsys.readouterr().err
+    cli_common.say("then `visual-tourism down` and 'visual-tourism-extra' alone")
+    assert capsys.readouterr().out == (
+        "then `.venv/bin/visual-tourism down` and 'visual-tourism-extra' alone\n")
+
+    monkeypatch.setattr(cli_common, "command", lambda: "visual-tourism")  # venv active
+    assert main(["status"]) == 2
+    assert "run 'visual-tourism up' first." in capsys.readouterr().err
+    assert cli.as_typed is cli_common.as_typed
+
+
+def test_a_record_prints_without_terminal_control_characters(capsys):
+    from visual_tourism.cli import print_result
+
+    print_result({"status": "ok", "answer": "Paris.\x1b[2J\x1b]0;owned\x07 Eat\tat\x9bX.",
+                  "result_key": "output/a.json", "seen_after_seconds": 1.0})
+    print_result({"status": "error", "error": {"code": "model_failed\x1b[31m",
+                                                "message": "bad\rline"}})
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out and "\x9b" not in out and "\r" not in out
+    assert "Paris." in out and "Eat" in out and "model_failed" in out

@@ -86,7 +86,11 @@ def test_status_says_absent_for_every_part_of_a_stack_that_is_gone(cfg, aws):
     assert info["function"]["state"] == "absent"
     assert info["endpoint"]["state"] == "absent"
     assert info["autoscaling"]["state"] == "absent"
+    assert info["delivery"]["state"] == "absent"
     assert set(info["roles"].values()) == {"absent"}
+    unknown = [part for part, value in info.items()
+               if isinstance(value, dict) and value.get("state") == "unknown"]
+    assert not unknown, unknown
 
 
 def test_down_names_the_cli_flag_for_the_kept_bucket(cfg, aws):

@@ -227,3 +227,41 @@ def test_events_arrive_while_others_run(runtime, tmp_path):
     assert sorted(r["id"] for r in records) == sorted(o.stem for o in outs)
     assert len({r["pid"] for r in records}) <= 4 and runtime.cold_starts <= 4
     assert runtime.invocations == 24
+
+
+TMP_HANDLER = '''
+import json, os, pathlib, tempfile
+
+def handler(event, context):
+    tmp = pathlib.Path(tempfile.gettempdir())
+    note = tmp / "note.txt"
+    seen = note.read_text() if note.exists() else None
+    note.write_text(event["id"])
+    pathlib.Path(event["out"]).write_text(json.dumps(
+        {"pid": os.getpid(), "tmp": str(tmp), "seen": seen}))
+    if event.get("sleep"):
+        import time; time.sleep(event["sleep"])
+    return {"ok": True}
+'''
+
+
+def test_each_environment_has_its_own_tmp_kept_between_invocations_and_removed_with_it(
+        runtime, tmp_path):
+    code = make_zip(TMP_HANDLER)
+    first = run(runtime, tmp_path, "a", code=code)
+    second = run(runtime, tmp_path, "b", code=code)
+    assert second["pid"] == first["pid"] and second["tmp"] == first["tmp"]
+    assert second["seen"] == "a", "/tmp survives between invocations of one environment"
+    assert Path(first["tmp"]).is_relative_to(tmp_path / "rt")  # not the machine's /tmp
+
+    # Two at once: two environments, each with its own /tmp.
+    outs = [tmp_path / f"p{n}.json" for n in range(2)]
+    futures = [runtime.submit(invocation({"out": str(out), "id": f"p{n}", "sleep": 0.5},
+                                         code=code)) for n, out in enumerate(outs)]
+    for future in futures:
+        future.result(timeout=60)
+    seen = [json.loads(out.read_text()) for out in outs]
+    assert len({s["pid"] for s in seen}) == 2 and len({s["tmp"] for s in seen}) == 2
+
+    runtime.stop()
+    assert not any(Path(s["tmp"]).exists() for s in [first, *seen]), "gone with the worker"

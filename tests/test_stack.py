@@ -617,3 +617,14 @@ def test_burst_settings_are_validated(setting, value):
     with pytest.raises(ConfigError, match=setting if setting != "requests_per_instance"
                        or value == 0 else "at most 900"):
         load_config(**{setting: value})
+
+
+@pytest.mark.parametrize(("changes", "names"), [
+    ({"input_prefix": (same := "x/"), "output_prefix": same}, ("input_prefix", "output_prefix")),
+    ({"output_prefix": "input/results/"}, ("input_prefix", "output_prefix")),
+    ({"example_prefix": "output/"}, ("example_prefix", "output_prefix")),
+])
+def test_folders_that_share_a_prefix_are_refused(changes, names):
+    # One string object for two settings (as a notebook may save them): compare values.
+    with pytest.raises(ConfigError, match=f"{names[0]} .* and {names[1]} .* overlap"):
+        load_config(**changes)

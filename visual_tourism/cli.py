@@ -27,7 +27,15 @@ from pathlib import Path
 from typing import Any
 
 from . import stack
-from .cli_common import Parser, command, common_options, config_from_args, say
+from .cli_common import (
+    Parser,
+    as_typed,
+    command,
+    common_options,
+    config_from_args,
+    printable,
+    say,
+)
 from .config import IMAGES_DIR
 from .errors import PortInUseError, VisualTourismError
 
@@ -39,10 +47,11 @@ _config = config_from_args
 
 def print_result(record: dict[str, Any]) -> None:
     if record.get("status") == "ok":
-        _say("\n" + textwrap.fill(record["answer"], width=88) + "\n")
+        _say("\n" + textwrap.fill(printable(str(record["answer"])), width=88) + "\n")
     else:
         error = record.get("error", {})
-        _say(f"\nNo answer: {error.get('code')}: {error.get('message')}\n")
+        _say(f"\nNo answer: {printable(str(error.get('code')))}: "
+             f"{printable(str(error.get('message')))}\n")
     _say(f"(result record: {record.get('result_key')}, seen "
          f"{record.get('seen_after_seconds')} s after upload)")
 
@@ -337,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.func(args)
     except VisualTourismError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {as_typed(str(exc))}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         return 130

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import sys
 from pathlib import Path
@@ -22,7 +23,26 @@ from .config import DEFAULT_PROFILE, Config, load_config
 
 
 def say(message: str) -> None:
-    print(message, flush=True)
+    print(as_typed(message), flush=True)
+
+
+_HINT = re.compile(r"(['`])visual-tourism(?= )")
+
+
+def as_typed(message: str) -> str:
+    """The library's hints name the bare command ('visual-tourism up'): the way to type it in
+    this shell instead, so that a hint works as printed when the venv is not active."""
+    vt = command()
+    return message if vt == "visual-tourism" else _HINT.sub(lambda m: m.group(1) + vt, message)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """Text from a record (the model's answer, a container's error) made safe for a terminal:
+    control characters, escape sequences included, become U+FFFD; newlines and tabs stay."""
+    return _CONTROL.sub("\ufffd", text)
 
 
 def command() -> str:

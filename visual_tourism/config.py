@@ -282,11 +282,13 @@ def validate(cfg: Config) -> Config:
     for name, value in zip(names, folders, strict=True):
         if not value.endswith("/") or value.startswith("/") or len(value) < 2:
             problems.append(f"{name} {value!r} must look like 'name/'")
-    for a in folders:
-        for b in folders:
-            if a is not b and b.startswith(a):
+    # Compared by position, not identity: equal strings may be one object or two.
+    for i, (name_a, a) in enumerate(zip(names, folders, strict=True)):
+        for name_b, b in zip(names[i + 1:], folders[i + 1:], strict=True):
+            if a.startswith(b) or b.startswith(a):
                 problems.append(
-                    f"prefixes {a!r} and {b!r} overlap: results would trigger the handler"
+                    f"{name_a} {a!r} and {name_b} {b!r} overlap: each needs a folder of its "
+                    "own (results under the input folder would trigger the handler again)"
                 )
     if not Path(cfg.example_image).is_file():
         problems.append(f"example_image {cfg.example_image!r} does not exist")

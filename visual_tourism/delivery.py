@@ -107,7 +107,9 @@ def remove_delivery(aws: Aws, cfg: Config) -> bool:
     return removed
 
 
-def describe(aws: Aws, cfg: Config, bucket: str) -> dict[str, Any]:
+def describe(aws: Aws, cfg: Config, bucket: str | None) -> dict[str, Any]:
+    """The function's delivery settings; ``bucket`` None (absent or not ours): failed events
+    are not counted, since their records live in the stack's bucket."""
     if get_function(aws, cfg.function_name) is None:
         return {"state": "absent"}
     config = _event_invoke_config(aws, cfg.function_name) or {}
@@ -118,7 +120,8 @@ def describe(aws: Aws, cfg: Config, bucket: str) -> dict[str, Any]:
         "max_event_age": config.get("MaximumEventAgeInSeconds"),
         "on_failure": config.get("DestinationConfig", {}).get("OnFailure", {}).get(
             "Destination"),
-        "failed_events": sum(1 for _ in failed_record_keys(aws, cfg, bucket)),
+        "failed_events": sum(1 for _ in failed_record_keys(aws, cfg, bucket))
+        if bucket else None,
     }
 
 

@@ -313,8 +313,8 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         "autoscaling": autoscaling.describe(aws, cfg),
         "function": lambda_fn.describe(aws, cfg, name),  # trigger: False without the bucket
         "web": web.describe(aws, cfg),
-        "delivery": delivery.describe(aws, cfg, name)
-        if bucket_info["state"] == "exists" else {"state": "unknown"},
+        "delivery": delivery.describe(aws, cfg, name if bucket_info["state"] == "exists"
+                                      else None),
         "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
         "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region,
                                       local=aws.is_local)

@@ -39,6 +39,7 @@ import json
 import logging
 import os
 import queue
+import shutil
 import subprocess
 import sys
 import threading
@@ -120,7 +121,7 @@ class Worker:
     """One execution environment: a process that imported the function's code once."""
 
     def __init__(self, invocation: Invocation, code_dir: Path, env: dict[str, str],
-                 number: int) -> None:
+                 number: int, tmp_root: Path) -> None:
         self.function_name = invocation.function_name
         self.key = invocation.config_key
         self.number = number
@@ -132,8 +133,14 @@ class Worker:
         self._lines_lock = threading.Lock()
         self._phase_done = threading.Event()
         self._answers: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        # Each environment has a /tmp of its own, as on Lambda: kept between its invocations,
+        # never shared with another worker, gone with the worker.
+        self.tmp_dir = tmp_root / f"worker-{number}-{uuid.uuid4().hex[:8]}"
+        self.tmp_dir.mkdir(parents=True)
+        tmp = str(self.tmp_dir)
         read_fd, write_fd = os.pipe()
-        env = {**env, "VT_LOCAL_CONTROL_FD": str(write_fd)}
+        env = {**env, "VT_LOCAL_CONTROL_FD": str(write_fd), "TMPDIR": tmp, "TMP": tmp,
+               "TEMP": tmp}
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", lambda_worker.__file__],
@@ -207,6 +214,7 @@ class Worker:
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()
+        shutil.rmtree(self.tmp_dir, ignore_errors=True)
 
 
 # (bucket, key, body, function ARN): Lambda writes with the function's execution role.
@@ -520,7 +528,7 @@ class LambdaRuntime:
         stream = f"{datetime.now(UTC):%Y/%m/%d}/[$LATEST]{uuid.uuid4().hex}"
         env = self.worker_environment(invocation, stream)
         env["LAMBDA_TASK_ROOT"] = str(code_dir)
-        worker = Worker(invocation, code_dir, env, number)
+        worker = Worker(invocation, code_dir, env, number, self.work_dir / "tmp")
         with self._lock:
             self._busy.add(worker)
         ready = worker.wait_ready(max(10.0, float(invocation.timeout)))
