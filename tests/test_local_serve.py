@@ -117,6 +117,8 @@ def test_the_printed_commands_work_as_typed(tmp_path):
         process.send_signal(signal.SIGTERM)
         _stop(process)
     then = next(line for line in started if line.startswith("Then: "))
+    # Without --web there is no page, and it says how to get one.
+    assert any(line.startswith("Web page: not served (add --web") for line in started), started
     first = then.removeprefix("Then: ").split(";")[0].strip()
     program = first.removesuffix(" up")
     assert program == "visual-tourism" or program.endswith("/visual-tourism")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -352,10 +353,41 @@ def test_the_notebook_shows_the_link_as_a_qr_image(stack, monkeypatch):
     assert '<img src="data:image/png;base64,' in page and "&amp;&lt;x&gt;" in page
     png = base64.b64decode(web_notebook.qr_data_uri(link).split(",", 1)[1])
     assert png.startswith(b"\x89PNG")
-    # Local mode: only once `local serve` has recorded where it serves the page.
+    # Local mode: only while `local serve` serves the page where it recorded.
     assert web_notebook.web_link(cfg, aws, local=True) is None
+    from visual_tourism.local.web_front import WebFront
+
     state = State(cfg.state_path)
-    state.record("web", **{**state.steps["web"], "local_url": "http://127.0.0.1:8000/"})
-    assert web_notebook.web_link(cfg, aws, local=True) == (
-        f"http://127.0.0.1:8000/#code={web.get_code(aws, cfg)}")
+    with WebFront(lambda event: {}, web_api.ROUTES) as front:
+        state.record("web", **{**state.steps["web"], "local_url": front.url})
+        assert web_notebook.web_link(cfg, aws, local=True) == (
+            f"{front.url}#code={web.get_code(aws, cfg)}")
+    assert web_notebook.web_link(cfg, aws, local=True) is None  # recorded, but stopped
     assert web_notebook.web_link(cfg.replace(web_api="off"), aws, local=False) is None
+
+
+def _page_explanations() -> set[str]:
+    script = (Path(web_api.__file__).parent / "web_page.html").read_text()
+    block = script.split("const EXPLAIN = {", 1)[1].split("};", 1)[0]
+    return set(re.findall(r"^\s*([a-z_]+):", block, re.M))
+
+
+def _record_error_codes() -> set[str]:
+    """Every error code a result record can carry, read from the code that writes them: the
+    handler (lambda_code.py), its async completion (lambda_async.py), and this API's own
+    stand-in for a record it cannot read (web_api.py)."""
+    root = Path(web_api.__file__).parent
+    codes: set[str] = set()
+    for name in ("lambda_code.py", "lambda_async.py", "web_api.py"):
+        text = (root / name).read_text()
+        codes |= set(re.findall(r'(?:Failure|BadImage)\(\s*"([a-z_]+)"', text))
+        codes |= set(re.findall(r'"code":\s*"([a-z_]+)"', text))
+    return codes
+
+
+def test_the_page_explains_every_error_code_a_result_record_can_carry():
+    codes = _record_error_codes()
+    # The collection works (the handler's sync and async codes are found) ...
+    assert {"not_an_image", "model_timeout", "queue_expired", "model_failed"} <= codes
+    # ... and the page has words for each, the gallery's included (the same table).
+    assert codes - _page_explanations() == set()

@@ -12,7 +12,8 @@ import io
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ def site() -> Iterator[dict[str, Any]]:
         front, link = serve_local(cfg, local)
         try:
             yield {"link": link, "url": front.url, "code": link.split("#code=")[1],
-                   "front": front}
+                   "front": front, "cfg": cfg, "env": local.env}
         finally:
             front.stop()
             local.runtime.wait_idle(30)
@@ -148,3 +149,82 @@ def test_a_12_megapixel_photo_taken_sideways_is_downscaled_upright_and_answered(
     assert time.monotonic() - start < 120
     sent = json.dumps(record)
     assert "input" not in record and "vt-browser-" not in sent
+
+
+# -- what the page says when the upload is refused: a second front with other limits ----------
+@contextmanager
+def _front(site: dict[str, Any], *, settings: dict[str, str] | None = None,
+           route_limits: dict[str, tuple[float, int]] | None = None,
+           handler: Callable[[dict[str, Any], dict[str, str]], Any] | None = None
+           ) -> Iterator[str]:
+    """Another front on the same stack (the deployed function's environment with
+    ``settings`` changed); the bucket's CORS rule also admits its origin meanwhile.
+    Yields the page's link."""
+    import web_api
+    from visual_tourism import stack, web
+    from visual_tourism.aws import Aws
+    from visual_tourism.local.stack import environment
+    from visual_tourism.local.web_front import WebFront, function_env
+
+    with environment(site["env"]):  # each test's fixtures unset the stack's variables
+        aws = Aws("us-east-1")
+        env = function_env(site["cfg"], aws, site["env"], **(settings or {}))
+        bucket = stack.bucket_name(site["cfg"], aws)
+        rules = aws.s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
+    call = handler or web_api.handle
+    with environment(site["env"]), WebFront(lambda event: call(event, env), web_api.ROUTES,
+                  route_limits=route_limits) as front:
+        # One rule naming both origins: moto's preflight refuses if any rule does not match.
+        both = web.cors_rule(web.origin_of(site["url"]))
+        both["AllowedOrigins"].append(web.origin_of(front.url))
+        aws.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [both]})
+        try:
+            yield front.link(site["code"])
+        finally:
+            aws.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": rules})
+
+
+def _refusal(driver: Any, link: str, photo: Path) -> str:
+    """Send ``photo`` from the page at ``link``; the words of the error the page shows."""
+    _open(driver, link)
+    _choose(driver, photo)
+    error = driver.find_element("id", "error")
+    _wait(driver, lambda d: error.is_displayed() and d.find_element("id", "pick").is_enabled(),
+          timeout=60)
+    return error.text
+
+
+def test_a_photo_over_the_forms_size_limit_is_refused_by_s3_and_the_page_says_why(
+        site, chromium):
+    """The form's content-length-range is what S3 enforces, whatever the page believed (for
+    example a page opened before the teacher lowered the limit)."""
+    photo = IMAGES / "tour_eiffel.jpeg"
+    limit = photo.stat().st_size // 2
+
+    def handler(event: dict[str, Any], env: dict[str, str]) -> Any:
+        import web_api
+
+        if event["routeKey"] != "POST /uploads":
+            return web_api.handle(event, env)  # the page still says 20 MB
+        body = json.loads(event["body"])
+        event = {**event, "body": json.dumps({**body, "size": 1})}  # asks for a form anyway
+        return web_api.handle(event, {**env, "MAX_PHOTO_BYTES": str(limit)})
+
+    with _front(site, handler=handler) as link:
+        text = _refusal(chromium, link, photo)
+    assert "The photo is larger than the upload limit" in text, text
+    assert f"the limit is {float(f'{limit / 1e6:.2g}'):g} MB" in text, text
+    assert "lower resolution" in text
+
+
+def test_an_expired_upload_form_is_explained(site, chromium):
+    with _front(site, settings={"UPLOAD_EXPIRES_SECONDS": "-60"}) as link:
+        text = _refusal(chromium, link, IMAGES / "trevi.jpeg")
+    assert "The upload form expired" in text and "Pick the photo again" in text, text
+
+
+def test_too_many_requests_from_the_front_are_explained(site, chromium):
+    """API Gateway's own 429 (the upload route's throttle spent): the page explains it."""
+    with _front(site, route_limits={"POST /uploads": (0.001, 0)}) as link:
+        text = _refusal(chromium, link, IMAGES / "trevi.jpeg")
+    assert "Too many requests right now" in text and "Wait a few seconds" in text, text

@@ -174,6 +174,9 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
             _say(f"export VT_STATE_DIR={work_dir / 'state'}")
             _say(f"\nThen: {vt} ask images/tour_eiffel.jpeg" if front else
                  f"\nThen: {vt} up; {vt} ask images/tour_eiffel.jpeg")
+            if front is None:
+                _say("Web page: not served (add --web to run 'up' and serve it on 127.0.0.1; "
+                     "it prints the link)")
             _say(f"Handler logs: {vt} local logs --dir {work_dir}. Ctrl-C stops.")
             try:
                 threading.Event().wait()  # until Ctrl-C or SIGTERM
@@ -316,7 +319,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder for handler logs and state (default: "
                         "~/.visual-tourism/local)")
     p.add_argument("--web", action="store_true",
-                   help="also run 'up' and serve the web page on 127.0.0.1; prints its link")
+                   help="also run 'up' and serve the web page on 127.0.0.1, printing its link "
+                        "(without it, only the AWS stand-in and the model server run)")
     p.add_argument("--web-port", type=int, default=8000,
                    help="TCP port of the web page on 127.0.0.1 with --web; 0 picks a free one")
     p.set_defaults(func=cmd_local_serve)

@@ -202,7 +202,10 @@ def arm_deadline(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
 def open_web_api(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
     """The web page and its API (visual_tourism/web.py); 'visual-tourism web' prints the link."""
     api = web.deploy(aws, cfg, bucket_name(cfg, aws))
-    progress(f"web page {api['url']} (behind the access code: 'visual-tourism web' prints the "
+    # In local mode the API's own address answers nowhere: the served page's, if any.
+    url = web.page_url(aws, cfg) or ("(served by 'visual-tourism local serve --web')"
+                                     if aws.is_local else api["url"])
+    progress(f"web page {url} (behind the access code: 'visual-tourism web' prints the "
              "link and its QR code)")
     return api
 
@@ -256,6 +259,7 @@ def down(
 
     for label in web.remove(aws, cfg, name):
         step(label, True)
+    state.forget("web")  # web.remove forgets it in its own copy; this one is saved below
     step("stop deadline", schedule.remove_deadline(aws, cfg))
     state.forget("deadline")
     step("trigger", lambda_fn.remove_notification(aws, cfg, name))

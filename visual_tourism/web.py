@@ -10,12 +10,14 @@ address with the code in the URL fragment (browsers never send fragments to serv
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import logging
 import secrets
 import zipfile
 from typing import Any
+from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
@@ -36,6 +38,7 @@ CORS_RULE_ID = "visual-tourism-web-uploads"
 WEB_FOLDER = "web/"
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off a projector
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+LOCAL_FRONT_SERVER = "visual-tourism-local-api"  # the Server header of local/web_front.py
 
 
 # -- names and documents (pure: infra/template.yaml is checked against them) ----------------
@@ -369,9 +372,13 @@ def deploy(aws: Aws, cfg: Config, bucket: str) -> dict[str, str]:
     zip_bytes = build_zip()
     arn = ensure_function(aws, cfg, role, bucket, zip_bytes, table)
     api = ensure_api(aws, cfg, arn)
-    ensure_cors(aws, bucket, origin_of(api["url"]))
+    # Locally the page's origin is the running `local serve` front's, not moto's address.
+    served = served_url(cfg) if aws.is_local else None
+    ensure_cors(aws, bucket, origin_of(served or api["url"]))
     # Never the code: only where it is kept.
-    State(cfg.state_path).record("web", api_id=api["id"], url=api["url"],
+    state = State(cfg.state_path)
+    state.record("web", **{k: v for k, v in state.steps.get("web", {}).items()
+                           if k == "local_url"}, api_id=api["id"], url=api["url"],
                                  function=function_name(cfg), code_parameter=code_parameter(cfg),
                                  code_sha256=lambda_fn.code_sha256(zip_bytes))
     log.info("web API %s (new access code: %s)", api["url"], created)
@@ -424,13 +431,53 @@ def delete_code(aws: Aws, cfg: Config) -> bool:
     return True
 
 
+LOCAL_SERVE = "visual-tourism local serve --web"
+NOT_SERVED = ("in local mode the page is served by '" + LOCAL_SERVE + "' on this machine, "
+              "and it is not running: start it (it prints the link), then run this again "
+              "with the variables it prints exported")
+
+
+def served_url(cfg: Config, timeout: float = 1.0) -> str | None:
+    """Where `local serve --web` serves the page (recorded in the state file by
+    visual_tourism/local/web_front.py), if a local front answers there now; else None."""
+    url = State(cfg.state_path).get("web", "local_url")
+    if not url:
+        return None
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80,
+                                            timeout=timeout)
+    try:
+        connection.request("HEAD", "/")
+        server = connection.getresponse().getheader("server") or ""
+    except OSError:
+        return None
+    finally:
+        connection.close()
+    # Only our front: a stale record whose port something else took is "not running".
+    return url if server.startswith(LOCAL_FRONT_SERVER) else None
+
+
+def page_url(aws: Aws, cfg: Config) -> str | None:
+    """The page's address: the API's on AWS; in local mode (boto3 pointed at loopback) the
+    running `local serve` front's (moto's execute-api address answers nowhere). None: there
+    is no page to open (not deployed, or locally, not being served)."""
+    api = find_api(aws, cfg)
+    if api is None:
+        return None
+    if aws.is_local:
+        return served_url(cfg)
+    return api["ApiEndpoint"].rstrip("/") + "/"
+
+
 def describe(aws: Aws, cfg: Config) -> dict[str, Any]:
     if cfg.web_api != "on":
         return {"state": "off (setting web_api)"}
     api = find_api(aws, cfg)
     if api is None:
         return {"state": "absent"}
-    url = api["ApiEndpoint"].rstrip("/") + "/"
+    url = page_url(aws, cfg)
+    if url is None:  # local mode, `local serve --web` not running
+        return {"state": "not served", "note": NOT_SERVED}
     return {"state": "ready", "url": url, "link": link(aws, cfg, url),
             "throttle": f"{cfg.web_rate_limit:g} requests/s (bursts of {cfg.web_burst_limit}); "
                         f"upload forms {cfg.web_upload_rate_limit:g}/s (bursts of "
@@ -440,11 +487,12 @@ def describe(aws: Aws, cfg: Config) -> dict[str, Any]:
 def link(aws: Aws, cfg: Config, url: str | None = None) -> str:
     """The page, ready to use: its URL with the access code in the fragment."""
     if url is None:
-        api = find_api(aws, cfg)
-        if api is None:
+        if find_api(aws, cfg) is None:
             raise NotDeployedError("The web page is not deployed: run 'visual-tourism up' "
                                    "(with the setting web_api on).")
-        url = api["ApiEndpoint"].rstrip("/") + "/"
+        url = page_url(aws, cfg)
+        if url is None:
+            raise NotDeployedError(f"No web page to open: {NOT_SERVED}.")
     code = get_code(aws, cfg)
     if code is None:
         raise NotDeployedError("The access code is missing: run 'visual-tourism up' again.")

@@ -30,7 +30,9 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
         "web", parents=[common], help="print the web page's link and QR code (phones scan it)",
         description="Print the link of the class's web page, with the access code in its "
         "fragment, and the same link as a QR code for phones to scan. With --rotate-code, "
-        "replace the access code first: links with the old code stop working within a minute.",
+        "replace the access code first: links with the old code stop working within a minute. "
+        "In local mode the page is served by 'visual-tourism local serve --web' (plain 'local "
+        "serve' does not serve it); this prints that link while it runs.",
     )
     p.add_argument("--rotate-code", action="store_true",
                    help="replace the access code first (old links stop working)")

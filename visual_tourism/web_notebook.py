@@ -15,7 +15,6 @@ import os
 from . import web
 from .aws import Aws
 from .config import Config
-from .state import State
 
 
 def qr_data_uri(text: str, scale: int = 6) -> str:
@@ -33,8 +32,8 @@ def web_link(cfg: Config, aws: Aws, local: bool) -> str | None:
         return None
     if not local:
         return web.link(aws, cfg)
-    served = State(cfg.state_path).get("web", "local_url")
-    code = web.get_code(aws, cfg)
+    served = web.served_url(cfg)  # recorded by `local serve --web`, and answering now
+    code = web.get_code(aws, cfg) if served else None
     return f"{served}#code={code}" if served and code else None
 
 
@@ -62,8 +61,8 @@ def show_web_link(cfg: Config, aws: Aws, local: bool | None = None) -> str | Non
     link = web_link(cfg, aws, local)
     if link is None:
         reason = ("the setting web_api is off" if cfg.web_api != "on" else
-                  "in local mode the page is served by 'visual-tourism local serve' "
-                  "(which prints its link); it is not running for this stack")
+                  f"in local mode the page is served by '{web.LOCAL_SERVE}' (which prints "
+                  "its link); it is not running for this stack")
         print(f"No web page to show: {reason}.")
         return None
     display(HTML(web_link_html(link)))

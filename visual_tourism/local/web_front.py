@@ -146,6 +146,7 @@ class WebFront:
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
+        self.on_stop: list[Callable[[], None]] = []  # e.g. forget the recorded address
 
     @property
     def url(self) -> str:
@@ -165,6 +166,8 @@ class WebFront:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+        for callback in self.on_stop:
+            callback()
 
     def __enter__(self) -> WebFront:
         return self.start()
@@ -245,6 +248,19 @@ class WebFront:
         return Handler
 
 
+def function_env(cfg: Any, aws: Any, local_env: Mapping[str, str],
+                 **overrides: str) -> dict[str, str]:
+    """The deployed web function's environment plus the local endpoints (and ``overrides``,
+    e.g. ``UPLOAD_EXPIRES_SECONDS`` or ``MAX_PHOTO_BYTES``, for a front with other limits)."""
+    from .. import web
+
+    function = aws.lambda_.get_function(FunctionName=web.function_name(cfg))
+    conf = function["Configuration"]
+    if conf["CodeSha256"] != web.lambda_fn.code_sha256(web.build_zip()):
+        log.warning("The deployed web function differs from this checkout: run 'up' again.")
+    return {**conf.get("Environment", {}).get("Variables", {}), **local_env, **overrides}
+
+
 def front_for_stack(cfg: Any, aws: Any, local_env: Mapping[str, str], host: str = "127.0.0.1",
                     port: int = 0, public_host: str | None = None) -> WebFront:
     """A front for the web function that `up` deployed into the local stack: its routes,
@@ -253,11 +269,7 @@ def front_for_stack(cfg: Any, aws: Any, local_env: Mapping[str, str], host: str 
 
     from .. import web
 
-    function = aws.lambda_.get_function(FunctionName=web.function_name(cfg))
-    conf = function["Configuration"]
-    if conf["CodeSha256"] != web.lambda_fn.code_sha256(web.build_zip()):
-        log.warning("The deployed web function differs from this checkout: run 'up' again.")
-    env = {**conf.get("Environment", {}).get("Variables", {}), **local_env}
+    env = function_env(cfg, aws, local_env)
     limits = {route: (s["ThrottlingRateLimit"], s["ThrottlingBurstLimit"])
               for route, s in web.route_throttling(cfg).items()}
     return WebFront(lambda event: web_api.handle(event, env), web_api.ROUTES, host=host,
@@ -279,8 +291,19 @@ def serve_local(cfg: Any, local: Any, port: int = 0) -> tuple[WebFront, str]:
     web.ensure_cors(aws, bucket_name(cfg, aws), web.origin_of(front.url))
     state = State(cfg.state_path)  # where the notebooks find the page (never the code)
     state.record("web", **{**state.steps.get("web", {}), "local_url": front.url})
+    front.on_stop.append(lambda: _forget_local_url(cfg))
     code = web.get_code(aws, cfg)
     if code is None:
         front.stop()
         raise RuntimeError("no access code in the local stack: did 'up' run?")
     return front, front.link(code)
+
+
+def _forget_local_url(cfg: Any) -> None:
+    """The page is no longer served: `status` and `visual-tourism web` must not offer it."""
+    from ..state import State
+
+    state = State(cfg.state_path)
+    web_step = state.steps.get("web")
+    if web_step and "local_url" in web_step:
+        state.record("web", **{k: v for k, v in web_step.items() if k not in ("at", "local_url")})
