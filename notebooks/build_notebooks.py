@@ -26,8 +26,8 @@ SERIES = """\
 |---|---|
 | `01_setup` | nothing yet: checks where it runs, saves your settings |
 | `02_bucket_and_roles` | the private bucket with its folders, two least-privilege IAM roles |
-| `03_model` | the SageMaker model, endpoint configuration and endpoint (GPU, billed hourly) |
-| `04_autoscaling` | the endpoint's scaling target and policy |
+| `03_model` | the model, endpoint configuration and endpoint (GPU, billed hourly), the deadline |
+| `04_autoscaling` | the endpoint's scaling target and policies (and, in async mode, an alarm) |
 | `05_lambda_trigger` | the Lambda function, its log group and the S3 trigger |
 | `06_demo` | photos in, answers out; an interactive panel |
 | `07_cleanup` | removes all of the above and confirms nothing billable is left |
@@ -96,8 +96,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             5. Clean up
 
             > **Cost:** on AWS the endpoint is a GPU instance billed by the hour from step 2
-            > until step 5 (the default profile runs on `ml.g4dn.12xlarge`). Run step 5 when you
-            > are done. In local mode nothing is billed.
+            > until step 5 (the default profile runs on `ml.g4dn.12xlarge`); in async mode
+            > (`inference_mode = "async"`) only while it has instances, and it scales to zero
+            > when idle. Run step 5 when you are done. In local mode nothing is billed.
         """),
         md("""
             ## 1. Where are we running?
@@ -216,6 +217,8 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             - `instance_type`: empty means the profile's.
             - `min_instances`, `max_instances`, `target_invocations`, the cooldowns: see
               `04_autoscaling`.
+            - `inference_mode`: `"realtime"` or `"async"`, see `03_model`.
+            - `stop_after`: e.g. `"3h"`; empty means no stop deadline (see `03_model`).
 
             The guard refuses values left over from an example, such as `"<your-bucket>"` or
             `"CHANGE_ME"`, before anything is created with them.
@@ -232,6 +235,8 @@ NOTEBOOKS: dict[str, list[Cell]] = {
                 "target_invocations": cfg.target_invocations,
                 "scale_in_cooldown": cfg.scale_in_cooldown,
                 "scale_out_cooldown": cfg.scale_out_cooldown,
+                "inference_mode": cfg.inference_mode,
+                "stop_after": cfg.stop_after,
             }
             notebook.check_placeholders(settings)
         """),
@@ -315,15 +320,17 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             # 3. The model on a SageMaker endpoint
 
             Creates a SageMaker model (container image, model ID, container settings), an
-            endpoint configuration (instance type and count) and a real-time endpoint. Model and
+            endpoint configuration (instance type and count) and an endpoint, real-time or
+            asynchronous. Model and
             configuration names carry a hash of their content: a changed profile or instance
             type makes new ones, the endpoint switches to them in place, and the old ones are
             deleted.
 
             1. The model profile
             2. Request the endpoint
-            3. Wait until it is in service
-            4. Check it
+            3. A stop deadline
+            4. Wait until it is in service
+            5. Check it
 
             {where_next("02_bucket_and_roles", "04_autoscaling")}
         """),
@@ -356,9 +363,13 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         md("""
             ## 2. Request the endpoint
 
-            > **Time and cost:** billing starts with this cell: the endpoint's instance is
-            > charged by the hour until `07_cleanup` deletes it, whether it answers photos or
-            > not. This cell returns at once; the next one waits 10-15 minutes on AWS.
+            > **Time and cost:** billing starts with this cell. **Real-time:** the endpoint's
+            > instances are charged by the hour until `07_cleanup` deletes it, whether they
+            > answer photos or not. **Async:** it starts with one instance, charged while it
+            > runs; once `04_autoscaling` attaches its scaling it goes down to zero instances
+            > when idle and costs nothing then, and each instance it starts for queued photos
+            > is charged while it runs. The cell prints the figures for the mode chosen above.
+            > It returns at once; waiting for the endpoint takes 10-15 minutes on AWS.
         """),
         code("""
             print(notebook.cost_warning(cfg))
@@ -366,7 +377,18 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             names = stack.start_endpoint(cfg, aws, progress=notebook.say)
         """),
         md("""
-            ## 3. Wait until it is in service
+            ## 3. A stop deadline
+
+            With `stop_after` set in `01_setup` (for example `"3h"`), this cell creates an
+            EventBridge Scheduler one-time schedule, with a role that may make only that one
+            call, which at that time **deletes the endpoint** (real-time: billing stops; `up`
+            or this notebook brings it back) or **sets its capacity to zero** (async: queued
+            photos wait until `visual-tourism wake`). It fires even if nobody runs
+            `07_cleanup`, which removes it with everything else.
+        """),
+        code("notebook_cost.arm_deadline(cfg, aws)"),
+        md("""
+            ## 4. Wait until it is in service
 
             > **Time:** 10-15 minutes on AWS while the instance starts, the container downloads
             > the model and loads it onto the GPUs (the health check allows 15 minutes). One
@@ -377,7 +399,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("stack.wait_for_endpoint(cfg, aws, progress=notebook.say)"),
         md("""
-            ## 4. Check it
+            ## 5. Check it
 
             The endpoint's state, instance type and instance count.
         """),
@@ -388,8 +410,10 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             # 4. Autoscaling
 
             Registers the endpoint's variant with Application Auto Scaling (between a minimum
-            and a maximum number of instances) and attaches a target-tracking policy on
-            `SageMakerVariantInvocationsPerInstance`.
+            and a maximum number of instances) and attaches the policies of the mode chosen in
+            `03_model`: a target-tracking policy on `SageMakerVariantInvocationsPerInstance`
+            (real-time), or, for an asynchronous endpoint, a minimum of 0, a target on the
+            queue backlog per instance and a step policy that starts an instance from zero.
 
             1. The plan
             2. Attach it
@@ -402,6 +426,10 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         md("""
             ## 1. The plan
 
+            The cell below shows the plan of the mode this stack uses (`mode`).
+
+            **Real-time** (`inference_mode = "realtime"`):
+
             - The metric counts **invocations per instance per minute**. One answer takes the
               model seconds, so a target of 5 adds an instance well before requests queue.
             - **Minimum 1:** a real-time endpoint cannot scale to zero (that needs inference
@@ -411,6 +439,20 @@ NOTEBOOKS: dict[str, list[Cell]] = {
               serves; waiting between additions keeps one burst from adding several.
             - **Scale-in cooldown, 600 s:** removing an instance in a short lull only to start
               one again costs another ten-minute start; scale in slowly.
+
+            **Asynchronous** (`inference_mode = "async"`), as AWS documents for asynchronous
+            endpoints:
+
+            - **Minimum 0:** with no photo queued the endpoint scales in to zero instances and
+              costs nothing. The **maximum** caps what a burst of uploads can cost.
+            - **Target tracking on `ApproximateBacklogSizePerInstance`:** adds instances while
+              more photos wait per instance than the target, removes them when the queue is
+              empty.
+            - **A step policy on an alarm on `HasBacklogWithoutCapacity`:** target tracking
+              cannot start the first instance from zero, so this alarm adds one as soon as a
+              photo waits with no instance. That photo waits 5-10 minutes on AWS while the GPU
+              instance starts; `visual-tourism wake` before a class avoids it, and
+              `visual-tourism sleep` afterwards goes back to zero.
         """),
         code("notebook.show(notebook.autoscaling_plan(cfg))"),
         md("""
@@ -571,7 +613,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             A deadline set with `up --stop-after 3h` (or `stop_after` in the settings) deletes
             the endpoint (real-time) or scales it to zero (async) at its time even if nobody
             runs this notebook; clean-up removes it with the rest. The cost so far is an
-            estimate from the endpoint's instances since it last changed.
+            estimate from list prices: the endpoint's instance-hours since it was created (its
+            initial instance count, then each change in its scaling history). Where that history
+            is incomplete it says "at least"; Cost Explorer has the billed figure.
         """),
         code("""
             notebook_cost.show_deadline(cfg, aws)

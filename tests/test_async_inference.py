@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -158,6 +159,7 @@ def test_an_endpoint_at_zero_wakes_and_ask_says_so(env, deployed):
     assert status["inference"]["instances"] == 1 and status["inference"]["mode"] == "async"
     assert status["cost_so_far"]["next_hour_usd"] > 0
     assert "nothing is billed in local mode" in status["cost_so_far"]["note"]
+    assert "at least" in status["cost_so_far"]["note"]  # local mode keeps no scaling history
 
 
 def test_a_request_that_expires_in_the_queue_gets_an_error_record(env, deployed, tmp_path):
@@ -202,6 +204,49 @@ def test_a_container_failure_gets_one_error_record_and_a_reupload_recovers(env, 
     assert leftovers(cfg, aws) == []
 
 
+def test_status_reports_the_backlog_while_photos_queue(env, deployed):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    aws.autoscaling.register_scalable_target(**schedule.target_input(cfg))  # held at zero
+    assert wait_for(lambda: async_inference.instances_now(aws, cfg) == 0)
+    for photo in PHOTOS[:2]:
+        aws.s3.put_object(Bucket=bucket, Key=f"input/queued-{photo.name}",
+                          Body=photo.read_bytes())
+    assert wait_for(lambda: env.async_endpoints.backlog == 2)
+    # What `status` prints: the ApproximateBacklogSize the local queue publishes, as AWS does.
+    assert wait_for(lambda: stack.status(cfg, aws)["inference"]["backlog"] == 2, timeout=15)
+    async_inference.wake(aws, cfg)
+    assert wait_for(lambda: len(records(cfg, aws)) == 2)
+    env.runtime.wait_idle(30)
+    assert leftovers(cfg, aws) == []
+
+
+def test_lifecycle_rules_expire_orphaned_queue_objects_and_keep_other_rules(env, deployed):
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+
+    def rules():
+        found = aws.s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+        return {r["ID"]: r for r in found}
+
+    ours = rules()  # put by `up` with the async triggers
+    assert {r["Filter"]["Prefix"] for r in ours.values()} == {
+        "async/requests/", "async/pending/", "async/outputs/", "async/failures/"}
+    assert all(r["Expiration"] == {"Days": 2} and r["Status"] == "Enabled"
+               for r in ours.values())  # the request TTL (1 h) plus a day, in whole days
+    other = {"ID": "someone-elses", "Filter": {"Prefix": "logs/"}, "Status": "Enabled",
+             "Expiration": {"Days": 30}}
+    aws.s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": [*ours.values(), other]})
+    stack.connect_trigger(replace(cfg, async_request_ttl=21600), aws)
+    after = rules()
+    assert after["someone-elses"]["Expiration"] == {"Days": 30}
+    assert set(after) == {*ours, "someone-elses"}
+    assert after[f"{cfg.prefix}-async-requests-expiry"]["Expiration"] == {"Days": 2}
+    async_inference.ensure_lifecycle(aws, cfg, bucket)
+    assert rules() == after  # running it again changes nothing
+
+
 def test_bad_photos_never_reach_the_queue(env, deployed):
     cfg, aws = deployed
     calls = len(env.model_server.calls)
@@ -244,11 +289,26 @@ def test_async_deadline_scales_to_zero_and_wake_brings_it_back(env, tmp_path):
         env.scheduler.run_due(now=datetime.now(UTC) + timedelta(minutes=31))
         assert wait_for(lambda: async_inference.instances_now(aws, cfg) == 0)
         assert stack.status(cfg, aws)["inference"]["stopped"] is True
+        assert "until 'visual-tourism wake'" in async_inference.waiting_note(aws, cfg)
+        # Neither `sleep` nor `up` without a deadline lifts a deadline that has fired.
+        async_inference.sleep(aws, cfg)
+        assert stack.status(cfg, aws)["inference"]["max"] == 0
+        said: list[str] = []
+        stack.up(replace(cfg, stop_after=""), aws, endpoint_poll=0.1, progress=said.append)
+        assert any(line.startswith("autoscaling held at 0 instances") for line in said), said
+        inference = stack.status(cfg, aws)["inference"]
+        assert (inference["max"], inference["stopped"], inference["instances"]) == (0, True, 0)
+        # `wake` does, on purpose.
         async_inference.wake(aws, cfg)
         assert async_inference.instances_now(aws, cfg) == 1
-        assert stack.status(cfg, aws)["inference"]["min"] == 1
+        inference = stack.status(cfg, aws)["inference"]
+        assert (inference["min"], inference["max"], inference["stopped"]) == (
+            1, cfg.max_instances, False)
         async_inference.sleep(aws, cfg)
         assert async_inference.instances_now(aws, cfg) == 0
+        inference = stack.status(cfg, aws)["inference"]
+        assert (inference["min"], inference["max"]) == (0, cfg.max_instances)
+        assert "wakes now that a photo is queued" in async_inference.waiting_note(aws, cfg)
     finally:
         stack.down(cfg, aws, delete_bucket=True)
 
@@ -270,3 +330,99 @@ def test_settings_are_validated():
         load_config(region="us-east-1", async_prefix="output/")
     cfg = load_config(region="us-east-1", inference_mode="async")
     assert cfg.effective_image_transport == "data-uri" and cfg.image_transport == "url"
+
+
+# -- the cost so far, from the scaling history ------------------------------------------------
+
+
+class _Pages:
+    def __init__(self, activities):
+        self.activities = activities
+
+    def paginate(self, **params):
+        assert params["ResourceId"].endswith("/variant/AllTraffic")
+        if isinstance(self.activities, Exception):
+            raise self.activities
+        return [{"ScalingActivities": self.activities}]
+
+
+class _FakeAws:
+    """describe_endpoint, describe_endpoint_config and the activities, in AWS's shapes."""
+
+    is_local = False
+
+    def __init__(self, created, modified, activities, *, is_async=True):
+        self.endpoint = {"CreationTime": created, "LastModifiedTime": modified,
+                         "EndpointConfigName": "c"}
+        self.config = {"ProductionVariants": [{"InitialInstanceCount": 1}],
+                       **({"AsyncInferenceConfig": {"OutputConfig": {}}} if is_async else {})}
+        self.sagemaker = self
+        self.autoscaling = self
+        self.activities = activities
+
+    def describe_endpoint(self, EndpointName):  # noqa: N803 (boto3's names)
+        return self.endpoint
+
+    def describe_endpoint_config(self, EndpointConfigName):  # noqa: N803
+        return self.config
+
+    def get_paginator(self, name):
+        assert name == "describe_scaling_activities"
+        return _Pages(self.activities)
+
+
+def _activity(count, ended, status="Successful"):
+    return {
+        "ActivityId": os.urandom(4).hex(), "ServiceNamespace": "sagemaker",
+        "ResourceId": "endpoint/e/variant/AllTraffic",
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+        "Description": f"Setting desired instance count to {count}.",
+        "Cause": "monitor alarm ... in state ALARM triggered policy ...",
+        "StartTime": ended - timedelta(minutes=4), "EndTime": ended, "StatusCode": status,
+        "StatusMessage": f"Successfully set desired instance count to {count}. Change "
+                         "successfully fulfilled by sagemaker.",
+    }
+
+
+def test_cost_so_far_adds_up_instance_time_from_the_scaling_history():
+    from visual_tourism import pricing
+
+    now = datetime.now(UTC)
+    cfg = load_config(region="us-east-1", inference_mode="async")
+    ep = {"state": "InService", "instance_type": "ml.g4dn.12xlarge", "instances": 0}
+    hour = timedelta(hours=1)
+    # Created 5 h ago with 1 instance; in at 4 h, out for a class at 2 h, back to 0 at 1 h ago.
+    history = [_activity(1, now - 2 * hour), _activity(0, now - 4 * hour),
+               _activity(0, now - hour), _activity(3, now - 3 * hour, status="Failed")]
+    aws = _FakeAws(now - 5 * hour, now - hour, history)
+    info = pricing.cost_so_far(aws, cfg, ep)
+    assert info["complete"] is True
+    assert info["instance_hours"] == pytest.approx(2.0, abs=0.01)
+    assert info["so_far_usd"] == pytest.approx(2 * 4.89, abs=0.02)  # not $0 at 0 instances
+    assert info["next_hour_usd"] == 0
+    assert "estimate from list prices" in info["note"] and "at least" not in info["note"]
+
+    # `sleep` changed it 30 min ago, outside Application Auto Scaling: only what is certain.
+    aws = _FakeAws(now - 5 * hour, now - hour / 2, history[:2])
+    info = pricing.cost_so_far(aws, cfg, ep)
+    assert info["complete"] is False
+    assert info["instance_hours"] == pytest.approx(1.0, abs=0.01)  # 5 h..4 h; 2 h..now unknown
+    assert "at least $4.89" in info["note"]
+
+    # No history to read (as in local mode's moto): a real-time endpoint counts its 1 instance.
+    ep_rt = {**ep, "instances": 2}
+    aws = _FakeAws(now - 5 * hour, now - hour, NotImplementedError("no"), is_async=False)
+    info = pricing.cost_so_far(aws, load_config(region="us-east-1"), ep_rt)
+    assert info["complete"] is False and "at least" in info["note"]
+    assert info["instance_hours"] == pytest.approx(4 * 1 + 1 * 2, abs=0.01)
+    assert info["next_hour_usd"] == pytest.approx(2 * 4.89, abs=0.01)
+
+
+def test_parsing_the_capacity_from_activities():
+    from visual_tourism import pricing
+
+    now = datetime.now(UTC)
+    unfinished = {**_activity(2, now), "EndTime": None}
+    assert pricing.capacity_changes([_activity(2, now), unfinished,
+                                     {**_activity(1, now), "Description": "?"}]) == [
+        (now, 2), (now, 1)]  # StatusMessage when the Description says nothing

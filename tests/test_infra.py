@@ -474,6 +474,17 @@ def test_resolved_template_equals_the_helpers_for_each_mode_and_the_deadline(mod
         [{"Name": "prefix", "Value": prefix}] for prefix in wanted]
     assert {c["Function"] for c in configs} == {function_arn}
 
+    # Async mode: the queue's folders expire, as the helper's lifecycle rules say.
+    lifecycle = res.properties("Bucket").get("LifecycleConfiguration")
+    if is_async:
+        assert [{
+            "ID": rule["Id"], "Filter": {"Prefix": rule["Prefix"]}, "Status": rule["Status"],
+            "Expiration": {"Days": rule["ExpirationInDays"]},
+            "AbortIncompleteMultipartUpload": rule["AbortIncompleteMultipartUpload"],
+        } for rule in lifecycle["Rules"]] == async_inference.lifecycle_rules(cfg)
+    else:
+        assert lifecycle is None
+
     # Endpoint configuration and scaling.
     conf = res.properties("EndpointConfig")
     extras = async_inference.endpoint_config_extras(cfg, name)

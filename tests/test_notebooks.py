@@ -205,6 +205,32 @@ def test_a_failing_cell_fails_the_run(local_env):
     assert not nb.cells[2].get("outputs") and nb.cells[2].get("execution_count") is None
 
 
+def test_async_notebooks_show_the_tradeoff_the_deadline_and_the_cost(local_env, monkeypatch):
+    prefix = os.environ["VT_PREFIX"]
+    monkeypatch.setenv("VT_INFERENCE_MODE", "async")  # the settings the kernels read
+    monkeypatch.setenv("VT_STOP_AFTER", "2h")
+    ran = {name: run_file(name) for name in ("01_setup", "02_bucket_and_roles", "03_model",
+                                             "04_autoscaling")}
+    model = output_text(ran["03_model"])
+    assert "first photo after idle waits about 5-10 minutes" in model  # the trade-off
+    assert "async: $0/hour while idle" in model  # the cost, before the billable cell
+    assert "nothing while scaled to 0 instances" in model
+    assert "Billing runs until" not in model  # the real-time warning
+    assert "stop deadline: at" in model and "scale the endpoint to zero" in model
+    scaling = output_text(ran["04_autoscaling"])
+    for expected in ("async", "ApproximateBacklogSizePerInstance", "HasBacklogWithoutCapacity",
+                     f"0 to {notebook.load_settings().max_instances}", "autoscaling 0-"):
+        assert expected in scaling, expected
+    assert "SageMakerVariantInvocationsPerInstance" not in scaling
+
+    cleanup = output_text(run_file("07_cleanup"))
+    assert "Stop deadline: at" in cleanup and "scale the endpoint to zero" in cleanup
+    assert "cost so far: at least $" in cleanup and "estimate from list prices" in cleanup
+    assert "nothing is billed in local mode" in cleanup
+    assert "stop deadline" in cleanup and "Nothing billable is left" in cleanup
+    assert stack_resources(prefix) == []
+
+
 # -- the demo panel, in-process -------------------------------------------------------------------
 
 
@@ -341,6 +367,26 @@ def test_clean_up_check_fails_while_something_is_left(mocked_aws):
     notebook.confirm_clean(cfg, aws, keep_bucket=True)  # kept on purpose: not a failure
     stack.down(cfg, aws, delete_bucket=True)
     notebook.confirm_clean(cfg, aws)
+
+
+def test_clean_up_check_lists_the_stop_deadline_and_the_alarm(mocked_aws):
+    from visual_tourism import async_inference, schedule
+
+    cfg = notebook.load_settings(prefix="deadline", inference_mode="async", stop_after="2h")
+    aws = Aws(cfg.region)
+    schedule.ensure_deadline(aws, cfg)
+    aws.client("cloudwatch").put_metric_alarm(
+        **async_inference.alarm(cfg, "arn:aws:autoscaling:us-east-1:123456789012:policy"))
+    left = "\n".join(notebook.leftovers(cfg, aws))
+    for expected in (f"stop deadline schedule {cfg.schedule_name}", "schedule group deadline",
+                     f"IAM role {cfg.scheduler_role_name}",
+                     f"CloudWatch alarm {async_inference.alarm_name(cfg)}"):
+        assert expected in left, (expected, left)
+    with pytest.raises(notebook.LeftoverError, match="stop deadline"):
+        notebook.confirm_clean(cfg, aws)
+    stack.down(cfg, aws)  # the deadline, its group and role, and the alarm
+    assert async_inference.remove_scaling(aws, cfg) is False  # already gone with `down`
+    assert notebook.leftovers(cfg, aws) == []
 
 
 # -- what is committed ------------------------------------------------------------------------

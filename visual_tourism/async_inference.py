@@ -140,9 +140,30 @@ def _register(aws: Aws, cfg: Config, low: int, high: int) -> None:
     )
 
 
+def _target(aws: Aws, cfg: Config) -> dict[str, Any] | None:
+    targets = aws.autoscaling.describe_scalable_targets(
+        ServiceNamespace=NAMESPACE, ResourceIds=[autoscaling.resource_id(cfg)],
+        ScalableDimension=DIMENSION,
+    )["ScalableTargets"]
+    return targets[0] if targets else None
+
+
+def is_stopped(target: dict[str, Any] | None) -> bool:
+    """A maximum of 0: the async stop deadline has fired (only `wake` lifts it)."""
+    return bool(target) and target["MaxCapacity"] == 0
+
+
 def ensure_scaling(aws: Aws, cfg: Config) -> None:
-    """Min 0, max ``max_instances``; backlog target tracking; step policy + alarm from zero."""
-    _register(aws, cfg, 0, cfg.max_instances)
+    """Min 0, max ``max_instances``; backlog target tracking; step policy + alarm from zero.
+
+    A stop deadline that has fired (maximum 0) stays in force: re-running `up` does not
+    restart a GPU the deadline stopped; `visual-tourism wake` does, on purpose.
+    """
+    stopped = is_stopped(_target(aws, cfg))
+    _register(aws, cfg, 0, 0 if stopped else cfg.max_instances)
+    if stopped:
+        log.warning("%s stays stopped (its stop deadline fired): run 'visual-tourism wake' to "
+                    "serve photos again", cfg.endpoint_name)
     common = {
         "ServiceNamespace": NAMESPACE, "ResourceId": autoscaling.resource_id(cfg),
         "ScalableDimension": DIMENSION,
@@ -218,7 +239,10 @@ def _require_async_endpoint(aws: Aws, cfg: Config) -> None:
 
 
 def wake(aws: Aws, cfg: Config, instances: int = 1) -> None:
-    """Hold ``instances`` running (ahead of a class): the scaling floor rises, capacity now."""
+    """Hold ``instances`` running (ahead of a class): the scaling floor rises, capacity now.
+
+    The one call that lifts a fired stop deadline: the maximum returns to ``max_instances``.
+    """
     if not 1 <= instances <= cfg.max_instances:
         from .errors import ConfigError
 
@@ -229,9 +253,13 @@ def wake(aws: Aws, cfg: Config, instances: int = 1) -> None:
 
 
 def sleep(aws: Aws, cfg: Config) -> None:
-    """Floor back to 0 and capacity to 0 now; queued photos still wake it (the step policy)."""
+    """Floor back to 0 and capacity to 0 now; queued photos still wake it (the step policy).
+
+    The maximum stays as it is: sleeping never lifts a stop deadline that has fired.
+    """
     _require_async_endpoint(aws, cfg)
-    _register(aws, cfg, 0, cfg.max_instances)
+    target = _target(aws, cfg)
+    _register(aws, cfg, 0, target["MaxCapacity"] if target else cfg.max_instances)
     _set_instances(aws, cfg, 0)
 
 
@@ -265,18 +293,14 @@ def instances_now(aws: Aws, cfg: Config) -> int | None:
 
 
 def describe(aws: Aws, cfg: Config) -> dict[str, Any]:
-    targets = aws.autoscaling.describe_scalable_targets(
-        ServiceNamespace=NAMESPACE, ResourceIds=[autoscaling.resource_id(cfg)],
-        ScalableDimension=DIMENSION,
-    )["ScalableTargets"]
-    target = targets[0] if targets else None
+    target = _target(aws, cfg)
     return {
         "mode": cfg.inference_mode,
         "instances": instances_now(aws, cfg),
         "min": target["MinCapacity"] if target else None,
         "max": target["MaxCapacity"] if target else None,
         "backlog": backlog(aws, cfg),
-        "stopped": bool(target) and target["MaxCapacity"] == 0,
+        "stopped": is_stopped(target),
     }
 
 
@@ -287,6 +311,12 @@ def waiting_note(aws: Aws, cfg: Config) -> str | None:
     count = instances_now(aws, cfg)
     if count:
         return None
+    if is_stopped(_target(aws, cfg)):
+        return (
+            "the stop deadline has stopped the endpoint (0 instances, maximum 0): the photo "
+            f"waits in the queue, up to {cfg.async_request_ttl} s, until "
+            "'visual-tourism wake'"
+        )
     return (
         f"the endpoint has 0 instances: it wakes now that a photo is queued (on AWS a GPU "
         f"instance takes about {WAKE_MINUTES} minutes to start and load the model; run "
@@ -298,9 +328,11 @@ def waiting_note(aws: Aws, cfg: Config) -> str | None:
 
 
 def ensure_notifications(aws: Aws, cfg: Config, bucket: str, function_arn: str) -> None:
-    """Merge the outputs/ and failures/ triggers into the bucket's notifications."""
+    """Merge the outputs/ and failures/ triggers into the bucket's notifications, and the
+    lifecycle rules that expire what a queued request leaves behind (ensure_lifecycle)."""
     from . import lambda_fn
 
+    ensure_lifecycle(aws, cfg, bucket)
     conf = lambda_fn._get_notifications(aws, bucket)
     ids = notification_ids(cfg)
     wanted = [
@@ -326,3 +358,53 @@ def remove_notifications(aws: Aws, cfg: Config, bucket: str) -> bool:
 
     ids = notification_ids(cfg)
     return lambda_fn.drop_notifications(aws, bucket, lambda c: c.get("Id") in ids)
+
+
+# -- the lifecycle rules that expire what queued requests leave behind --------------------------
+
+# Subfolders of async_prefix a request writes to: its payload (the photo, as a data URI), the
+# pending marker, and SageMaker's output or failure object. The handler deletes each once the
+# request ends; these rules expire those orphaned by `down`, a kept bucket or a lost event.
+ASYNC_FOLDERS = ("requests", "pending", "outputs", "failures")
+
+
+def expiry_days(cfg: Config) -> int:
+    """Whole days (what S3 lifecycle counts) covering the request TTL plus one day."""
+    return 1 + -(-cfg.async_request_ttl // 86400)
+
+
+def lifecycle_rules(cfg: Config) -> list[dict[str, Any]]:
+    return [
+        {
+            "ID": f"{cfg.prefix}-async-{folder}-expiry",
+            "Filter": {"Prefix": f"{cfg.async_prefix}{folder}/"},
+            "Status": "Enabled",
+            "Expiration": {"Days": expiry_days(cfg)},
+            "AbortIncompleteMultipartUpload": {"DaysAfterInitiation": 1},
+        }
+        for folder in ASYNC_FOLDERS
+    ]
+
+
+def _lifecycle(aws: Aws, bucket: str) -> list[dict[str, Any]]:
+    try:
+        return aws.s3.get_bucket_lifecycle_configuration(Bucket=bucket).get("Rules", [])
+    except ClientError as exc:
+        if "NoSuchLifecycleConfiguration" in str(exc):
+            return []
+        raise
+
+
+def ensure_lifecycle(aws: Aws, cfg: Config, bucket: str) -> bool:
+    """Merge our expiry rules into the bucket's lifecycle configuration (others' rules are
+    kept as they are). Returns whether anything changed. `down` leaves them: they are what
+    expires photos a deleted stack left queued in a kept bucket."""
+    current = _lifecycle(aws, bucket)
+    wanted = lifecycle_rules(cfg)
+    ids = {rule["ID"] for rule in wanted}
+    if all(rule in current for rule in wanted):
+        return False
+    rules = [rule for rule in current if rule.get("ID") not in ids] + wanted
+    aws.s3.put_bucket_lifecycle_configuration(
+        Bucket=bucket, LifecycleConfiguration={"Rules": rules})
+    return True

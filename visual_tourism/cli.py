@@ -77,8 +77,9 @@ def cmd_status(args: argparse.Namespace) -> int:
         if deadline else "none (set one with 'up --stop-after 3h')"))
     _say(f"  {'cost':12} {info['cost']}")
     so_far = info["cost_so_far"]
-    _say(f"  {'cost so far':12} ${so_far['so_far_usd']} (next hour ${so_far['next_hour_usd']}): "
-         f"{so_far['note']}")
+    least = "" if so_far.get("complete", True) else "at least "  # scaling history incomplete
+    _say(f"  {'cost so far':12} {least}${so_far['so_far_usd']} (next hour "
+         f"${so_far['next_hour_usd']}): {so_far['note']}")
     return 0
 
 

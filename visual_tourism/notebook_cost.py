@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from . import async_inference, endpoint, pricing, schedule
+from . import async_inference, endpoint, pricing, schedule, stack
 from .aws import Aws
 from .config import INFERENCE_MODES, Config
 
@@ -67,7 +67,8 @@ def cost_before(cfg: Config) -> str:
 def show_cost_so_far(cfg: Config, aws: Aws) -> dict[str, Any]:
     ep = endpoint.describe(aws, cfg)
     info = pricing.cost_so_far(aws, cfg, ep)
-    _say(f"cost so far: ${info['so_far_usd']} (next hour ${info['next_hour_usd']}): "
+    least = "" if info.get("complete", True) else "at least "
+    _say(f"cost so far: {least}${info['so_far_usd']} (next hour ${info['next_hour_usd']}): "
          f"{info['note']}")
     return info
 
@@ -82,3 +83,14 @@ def show_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
         _say(f"Stop deadline: at {found['fires_at']} (in {found['in_minutes']} min) a schedule "
              f"will {found['action']}. Clean-up removes the schedule with everything else.")
     return found
+
+
+def arm_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
+    """With ``stop_after`` set: the one-time schedule that stops the endpoint (as `up` does)."""
+    if not cfg.stop_after:
+        _say("No stop deadline (stop_after is empty): the endpoint runs until 07_cleanup. To "
+             "have it stopped even if nobody runs clean-up, set stop_after (e.g. \"3h\") in "
+             "01_setup's settings and run this cell again.")
+        return None
+    stack.arm_deadline(cfg, aws, progress=_say)
+    return schedule.describe(aws, cfg)

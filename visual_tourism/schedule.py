@@ -8,7 +8,7 @@ SDK call with a role that may make exactly that call:
 - real-time: ``sagemaker:DeleteEndpoint`` on this endpoint (billing stops; `up` recreates it);
 - async: ``application-autoscaling:RegisterScalableTarget`` with min 0 and max 0, so the
   endpoint scales in to zero instances and stays there, queued photos included, until
-  `visual-tourism wake` or `up` sets the maximum again.
+  `visual-tourism wake` sets the maximum again (`sleep` and a re-run of `up` keep it at 0).
 """
 
 from __future__ import annotations

@@ -129,6 +129,10 @@ def attach_autoscaling(cfg: Config, aws: Aws, progress: Progress = _quiet) -> No
     State(cfg.state_path).record("autoscaling", resource_id=autoscaling.resource_id(cfg))
     if cfg.is_async:
         async_inference.ensure_scaling(aws, cfg)
+        if async_inference.describe(aws, cfg).get("stopped"):  # a fired deadline holds it
+            progress("autoscaling held at 0 instances: the stop deadline fired; "
+                     "'visual-tourism wake' resumes")
+            return
         progress(
             f"autoscaling 0-{cfg.max_instances} instances: scales out from zero when a photo "
             f"waits, target {cfg.async_backlog_target:g} queued photos per instance"

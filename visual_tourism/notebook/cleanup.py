@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .. import autoscaling, bucket, endpoint, iam, lambda_fn
+from .. import async_inference, autoscaling, bucket, endpoint, iam, lambda_fn, schedule
 from ..aws import Aws
 from ..config import Config
 from ..errors import VisualTourismError
@@ -32,12 +32,30 @@ def leftovers(cfg: Config, aws: Aws, keep_bucket: bool = False) -> list[str]:
         groups = aws.client("logs").describe_log_groups(logGroupNamePrefix=group_name)
         found += [f"log group {g['logGroupName']}" for g in groups["logGroups"]
                   if g["logGroupName"] == group_name]
-    for role in (cfg.lambda_role_name, cfg.sagemaker_role_name):
+    found += _deadline_and_alarm(cfg, aws)
+    for role in (cfg.lambda_role_name, cfg.sagemaker_role_name, cfg.scheduler_role_name):
         if iam.get_role(aws, role) is not None:
             found.append(f"IAM role {role}")
     name = bucket_name(cfg, aws)
     if not keep_bucket and bucket.bucket_state(aws, name) == "exists":
         found.append(f"bucket {name}")
+    return found
+
+
+def _deadline_and_alarm(cfg: Config, aws: Aws) -> list[str]:
+    """The stop deadline's schedule and group, and async mode's wake-from-zero alarm."""
+    found: list[str] = []
+    if schedule.describe(aws, cfg) is not None:
+        found.append(f"stop deadline schedule {cfg.schedule_name} (group "
+                     f"{schedule.group_name(cfg)})")
+    groups = aws.client("scheduler").list_schedule_groups(
+        NamePrefix=schedule.group_name(cfg)).get("ScheduleGroups", [])
+    found += [f"schedule group {g['Name']}" for g in groups  # ours only: `down` keeps others'
+              if g["Name"] == schedule.group_name(cfg)
+              and schedule._group_is_ours(aws, cfg, g["Arn"])]
+    alarms = aws.client("cloudwatch").describe_alarms(
+        AlarmNames=[async_inference.alarm_name(cfg)])["MetricAlarms"]
+    found += [f"CloudWatch alarm {a['AlarmName']}" for a in alarms]
     return found
 
 
@@ -50,7 +68,8 @@ def confirm_clean(cfg: Config, aws: Aws, keep_bucket: bool = False) -> None:
                    "clean-up again; if something stays, delete it in the AWS console.")
         )
     say(f"Nothing billable is left for stack {cfg.prefix!r} in {cfg.region}: no endpoint, "
-        "model, autoscaling target, Lambda function, log group or IAM role.")
+        "model, autoscaling target, Lambda function, log group, IAM role, stop deadline "
+        "or alarm.")
     name = bucket_name(cfg, aws)
     if keep_bucket and bucket.bucket_state(aws, name) == "exists":
         say(f"Kept bucket {name} on purpose: its photos and results cost cents per GB-month.")

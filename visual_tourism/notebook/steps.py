@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .. import autoscaling, bucket, iam, pricing, stack
+from .. import async_inference, autoscaling, bucket, iam, pricing, stack
 from ..aws import Aws
 from ..config import Config
 from ..profiles import PROFILES
@@ -84,7 +84,19 @@ def show_model(cfg: Config) -> None:
 
 
 def cost_warning(cfg: Config, env: Mapping[str, str] | None = None) -> str:
-    """What starting the endpoint costs and how long it takes, here."""
+    """What starting the endpoint costs and how long it takes, here, for the chosen mode."""
+    if cfg.is_async:
+        hourly = pricing.hourly_cost(cfg.effective_instance_type, 1)
+        each = f"${hourly:.2f}/hour" if hourly is not None else "see the AWS price list"
+        cost = (f"{each} for each running {cfg.effective_instance_type} while photos are "
+                f"answered (up to {cfg.max_instances}), nothing while scaled to 0 instances")
+        if is_local(env):
+            return ("Local mode: the endpoint is emulated, starts in seconds and costs nothing. "
+                    f"On AWS this step takes 10-15 minutes and bills {cost}.")
+        return (f"This starts 1 x {cfg.effective_instance_type} (asynchronous): 10-15 minutes, "
+                f"then {cost}. After 04_autoscaling it scales to 0 when idle; the first photo "
+                f"after idle waits about {async_inference.WAKE_MINUTES} minutes for an instance. "
+                "07_cleanup deletes the endpoint.")
     cost = pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances, cfg.region)
     if is_local(env):
         return ("Local mode: the endpoint is emulated, starts in seconds and costs nothing. "
@@ -94,12 +106,27 @@ def cost_warning(cfg: Config, env: Mapping[str, str] | None = None) -> str:
 
 
 def autoscaling_plan(cfg: Config) -> dict[str, Any]:
-    """The scaling target and policy ``attach_autoscaling`` will put in place."""
+    """The scaling target and policies ``attach_autoscaling`` will put in place, for the mode."""
     most = pricing.hourly_cost(cfg.effective_instance_type, cfg.max_instances)
+    most_text = (f"${most:.2f} at {cfg.max_instances} instances" if most is not None
+                 else "price not recorded")
+    if cfg.is_async:
+        return {
+            "mode": "async",
+            "resource": autoscaling.resource_id(cfg),
+            "instances": f"0 to {cfg.max_instances} (0 while nobody uploads: idle costs $0)",
+            "policy": {
+                async_inference.tracking_policy_name(cfg): async_inference.target_tracking(cfg),
+                async_inference.step_policy_name(cfg): async_inference.step_scaling(),
+            },
+            "alarm": f"{async_inference.alarm_name(cfg)}: {async_inference.WAKE_METRIC} >= 1 "
+                     "for 1 minute runs the step policy (+1 instance from zero)",
+            "most per hour": most_text,
+        }
     return {
+        "mode": "realtime",
         "resource": autoscaling.resource_id(cfg),
         "instances": f"{cfg.min_instances} to {cfg.max_instances}",
         "policy": autoscaling.target_tracking(cfg),
-        "most per hour": f"${most:.2f} at {cfg.max_instances} instances" if most is not None
-        else "price not recorded",
+        "most per hour": most_text,
     }
