@@ -112,3 +112,5 @@ def test_local_mode_says_nothing_is_billed(cfg, monkeypatch):
     text = pricing.describe_cost("ml.g4dn.12xlarge", 1, "us-east-1", local=local.is_local)
     assert text.startswith("nothing is billed in local mode")
     assert "$4.89/hour" in text  # still says what it would cost on AWS
+    # One month, one convention (730 hours, as describe_plan and the README use).
+    assert f"about ${4.89 * pricing.HOURS_PER_MONTH:,.0f} a month" in text

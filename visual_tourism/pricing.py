@@ -53,7 +53,7 @@ def describe_cost(instance_type: str | None, instances: int, region: str,
         text = (
             f"${cost:.2f}/hour ({instances} x {instance_type} at "
             f"${HOURLY_USD[instance_type]}/h, {PRICE_REGION} list price as of "
-            f"{PRICE_DATE}{note}), about ${cost * 24 * 30:,.0f} a month if left running"
+            f"{PRICE_DATE}{note}), about ${cost * HOURS_PER_MONTH:,.0f} a month if left running"
         )
     if local:
         return f"nothing is billed in local mode (on AWS this would be {text})"
