@@ -55,6 +55,12 @@ def _stops(request: Mapping[str, Any]) -> list[str]:
 def _invoke(settings: core.Settings, **params: Any) -> dict[str, Any]:
     """InvokeEndpointAsync, retried briefly on throttling and 5xx (it only queues)."""
     client = core._client("sagemaker-runtime", 30)
+    # The runtime's bundled SDK may predate a parameter (all of these are in botocore 1.34,
+    # checked): leave out what it does not know rather than fail every photo.
+    for name in ("RequestTTLSeconds", "InvocationTimeoutSeconds"):
+        if name in params and not core._accepts(client, "InvokeEndpointAsync", name):
+            log.warning("This SDK has no InvokeEndpointAsync %s: sent without it", name)
+            del params[name]
     for attempt in range(1, SUBMIT_ATTEMPTS + 1):
         try:
             return client.invoke_endpoint_async(EndpointName=settings.endpoint, **params)
@@ -65,7 +71,8 @@ def _invoke(settings: core.Settings, **params: Any) -> dict[str, Any]:
                     raise core._permanent_failure(exc, settings, attempt) from None
                 raise core.Failure(
                     "model_unavailable",
-                    f"Endpoint {settings.endpoint} could not queue the photo ({exc}): upload "
+                    f"Endpoint {settings.endpoint} could not queue the photo "
+                    f"({core._describe(exc)}): upload "
                     "it again later.", attempt,
                 ) from None
             time.sleep(settings.retry_base_seconds * 2 ** (attempt - 1))
@@ -130,7 +137,8 @@ def _outcome(
         except ValueError:
             return {"error": {
                 "code": "bad_model_response",
-                "message": f"The endpoint's answer is not JSON ({body[:200]!r}): check the "
+                "message": f"The endpoint's answer is not JSON ({core._scrub(repr(body[:200]))}): "
+                           "check the "
                            "model container.",
             }}, False
         request = {"parameters": {"stop": marker["stops"]}}
@@ -139,7 +147,7 @@ def _outcome(
                                                                 payload, request)}, True
         except core.Failure as exc:
             return {"error": {"code": exc.code, "message": exc.message}}, False
-    detail = body.decode("utf-8", "replace").strip()[:300] or "no detail"
+    detail = core._scrub(body.decode("utf-8", "replace").strip(), 300) or "no detail"
     # Told by the time waited; the message is a fallback (local mode's clock can be moved).
     if now - marker["submitted_at"] >= marker["ttl_seconds"] or "expired" in detail.lower():
         return {"error": {
@@ -195,7 +203,8 @@ def complete(
             )
         except Exception as exc:  # Lambda's retry runs this completion again
             core._log({**summary, "status": "write_failed", "error_code": "result_write_failed"})
-            raise core.ResultWriteError(f"Could not write s3://{bucket}/{out_key}: {exc}") from exc
+            raise core.ResultWriteError(
+                f"Could not write s3://{bucket}/{out_key}: {core._describe(exc)}") from exc
         status = result["status"] if written else "superseded"
     _tidy(s3, settings, bucket, key, marker)
     return core._log({**summary, "status": status,
@@ -214,4 +223,4 @@ def _tidy(s3: Any, settings: core.Settings, bucket: str, key: str,
         try:
             s3.delete_object(Bucket=bucket, Key=name)
         except (ClientError, BotoCoreError) as exc:  # the answer is written; this is tidying
-            log.warning("Could not delete s3://%s/%s: %s", bucket, name, exc)
+            log.warning("Could not delete s3://%s/%s: %s", bucket, name, core._describe(exc))

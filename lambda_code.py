@@ -19,15 +19,19 @@ transport has to shrink an image.
 from __future__ import annotations
 
 import base64
+import hashlib
 import io
 import json
 import logging
 import math
 import os
 import random
+import re
 import struct
 import time
+import traceback
 import urllib.parse
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -71,6 +75,15 @@ RETRYABLE_CODES = {
 # ...unless the container said the request itself is wrong: the same request fails again.
 MODEL_INPUT_STATUSES = {400, 413, 422}
 MIN_ATTEMPT_SECONDS = 1.0  # an attempt with less time left than this is not started
+MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
+ANSWER_MAX_CHARS = 4000  # longer answers are cut (a runaway generation, not a description)
+ERROR_TEXT_MAX_CHARS = 600  # foreign text (container, S3) kept in an error message or log line
+SHRINK_MAX_SIDE = 2048  # the data-uri transport sends at most this many pixels per side
+# Pillow decodes WebP through libwebp's animation decoder: two RGBA canvases, a copy handed to
+# Python and the image itself, about 16 bytes per pixel (a 49 MP WebP peaked at 790 MB). The
+# data-uri transport shrinks a WebP only up to this size (~200 MB), a 4096x3072 photo; a larger
+# one that does not fit the payload as it is gets an error record (export it as JPEG).
+WEBP_DECODE_MAX_PIXELS = 12_600_000
 
 
 class ConfigError(ValueError):
@@ -83,6 +96,10 @@ class BadImage(Exception):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code, self.message = code, message
+
+
+class PhotoChanged(Exception):
+    """The photo was replaced while being handled: the newer upload's own event answers it."""
 
 
 class Failure(Exception):
@@ -240,6 +257,36 @@ def _error_code(exc: ClientError) -> str:
     return str(exc.response.get("Error", {}).get("Code", ""))
 
 
+def _accepts(client: Any, operation: str, *params: str) -> bool:
+    """Whether this client's SDK knows the parameters (the Lambda runtime's bundled botocore
+    may be older than the one we test with: S3 conditional writes need botocore >= 1.35.69
+    for IfMatch, >= 1.35.2 for IfNoneMatch; python3.12 runtimes shipped 1.34.x)."""
+    members = client.meta.service_model.operation_model(operation).input_shape.members
+    return all(name in members for name in params)
+
+
+# Foreign text (a container's error, S3's message, an exception) can carry a presigned URL's
+# signature and session token or the account id: neither belongs in a record or a log line.
+_URL_QUERY = re.compile(r"(?i)(\bhttps?://[^\s?#\"'<>]*)\?[^\s\"'<>)\]]*")
+_SECRET_PARAMS = re.compile(
+    r"(?i)\b(X-Amz-[A-Za-z-]+|AWSAccessKeyId|Signature|Expires|x-amz-security-token)"
+    r"=[^&\s\"'<>]*")
+_ACCESS_KEY = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
+_ACCOUNT_ID = re.compile(r"(?<!\d)\d{12}(?!\d)")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _scrub(text: str, limit: int = ERROR_TEXT_MAX_CHARS) -> str:
+    """``text`` without URL query strings, signing parameters, access key or account ids and
+    control characters, cut to ``limit`` characters."""
+    text = _URL_QUERY.sub(r"\1?<query removed>", str(text))
+    text = _SECRET_PARAMS.sub(r"\1=<removed>", text)
+    text = _ACCESS_KEY.sub("<access key>", text)
+    text = _ACCOUNT_ID.sub("<account>", text)
+    text = _CONTROL.sub(" ", text)
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 # -- keys ---------------------------------------------------------------------------------
 
 
@@ -249,10 +296,18 @@ def result_key(
     """``input/a/b.jpg`` -> ``output/a/b.jpg.json``; None for keys this function ignores.
 
     The whole name is kept, extension included, so ``a.jpg`` and ``a.png`` never collide.
+    A name that would pass S3's 1,024-byte key limit (the output prefix and ".json" can push
+    a valid input key over it) is cut at a character boundary and ends with ``~`` and a hash
+    of the whole input key: deterministic (a redelivery finds it) and still unique.
     """
     if not key.startswith(input_prefix) or key.endswith("/") or key == input_prefix:
         return None
-    return output_prefix + key[len(input_prefix):] + ".json"
+    out = output_prefix + key[len(input_prefix):] + ".json"
+    if len(out.encode()) <= MAX_KEY_BYTES:
+        return out
+    tail = f"~{hashlib.sha256(key.encode()).hexdigest()[:16]}.json"
+    room = MAX_KEY_BYTES - len(tail.encode())
+    return out[:-len(".json")].encode()[:room].decode("utf-8", "ignore") + tail
 
 
 # -- image checks (content, not name) -----------------------------------------------------
@@ -499,14 +554,20 @@ def parse_answer(style: str, payload: Any, request: Mapping[str, Any]) -> str:
     if not isinstance(text, str):
         raise Failure(
             "bad_model_response",
-            f"The endpoint answered in an unexpected shape ({json.dumps(payload)[:200]}): check "
-            f"that REQUEST_STYLE={style} matches the model deployed on the endpoint.",
+            f"The endpoint answered in an unexpected shape ({_scrub(json.dumps(payload), 200)}): "
+            f"check that REQUEST_STYLE={style} matches the model deployed on the endpoint.",
         )
     prompt = request.get("inputs")
     if isinstance(prompt, str) and text.startswith(prompt):  # echoed despite return_full_text
         text = text[len(prompt):]
     stops = request.get("parameters", {}).get("stop") or request.get("stop") or []
     answer = _strip_stops(text, [stops] if isinstance(stops, str) else list(stops))
+    # Stored and shown as it is: no control characters (newlines and tabs kept), and no more
+    # than ANSWER_MAX_CHARS (three sentences are asked for; more is a runaway generation).
+    answer = _CONTROL.sub("", answer)
+    if len(answer) > ANSWER_MAX_CHARS:
+        answer = answer[: ANSWER_MAX_CHARS - 1].rstrip() + "\u2026"
+    answer = answer.strip()
     if not answer:
         raise Failure("empty_answer", "The model returned an empty answer: upload again.")
     return answer
@@ -524,19 +585,80 @@ def _presign(bucket: str, key: str, settings: Settings) -> str:
     )
 
 
-def _data_uri(data: bytes, fmt: str, budget: int) -> str:
+def _data_uri(data: bytes, fmt: str, budget: int, max_pixels: int = 50_000_000) -> str:
     """``data:`` URI of at most ``budget`` characters; re-encoded smaller when needed."""
     prefix = f"data:image/{fmt};base64,"
     if len(prefix) + 4 * math.ceil(len(data) / 3) > budget:  # base64: 4 characters per 3 bytes
         prefix = "data:image/jpeg;base64,"
-        data = _shrink(data, (budget - len(prefix)) * 3 // 4)
+        data = _shrink(data, (budget - len(prefix)) * 3 // 4, max_pixels)
     return prefix + base64.b64encode(data).decode("ascii")
 
 
-def _shrink(data: bytes, max_bytes: int) -> bytes:
+# EXIF orientation -> the Image.transpose method that makes the photo upright.
+_ORIENTATION = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # FLIP_LEFT_RIGHT=0 ... TRANSVERSE=6
+
+
+def _decode_small(data: bytes, max_side: int, max_pixels: int) -> Any:
+    """Decode ``data`` to an upright RGB image no larger than needed for ``max_side``.
+
+    Memory is what the function can afford (512 MB): nothing decodes more than the image's
+    own pixels once, in its own mode (WebP aside: see WEBP_DECODE_MAX_PIXELS). JPEG decodes
+    at 1/2, 1/4 or 1/8 scale through draft() (a 50 MP photo then takes ~40 MB instead of
+    150 MB); the other formats (PNG, GIF, WebP,
+    BMP) cannot decode at a smaller scale, so they are reduced in place right after decoding
+    (box filter, or nearest for palette images) and the full-size pixels are freed before any
+    conversion or resampling copy is made. Pillow's own bomb check is set to the handler's
+    pixel limit, and a size over it is refused before anything is decoded.
+    """
+    from PIL import Image
+
+    fmt, width, height = sniff_image(data)
+    if fmt == "webp" and width * height > WEBP_DECODE_MAX_PIXELS:  # checked before Pillow
+        raise BadImage(  # allocates the decoder's canvases
+            "image_too_large",
+            f"This WebP image is {width}x{height} pixels, too large to shrink within the "
+            f"function's memory (WebP up to {WEBP_DECODE_MAX_PIXELS / 1e6:g} megapixels) so "
+            "that it fits the request: export it as JPEG, or resize it, and upload again.",
+        )
+    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+            width, height = image.size
+            if width * height > max_pixels:
+                raise BadImage(
+                    "image_too_large",
+                    f"The image decodes to {width}x{height} pixels, over the "
+                    f"{max_pixels / 1e6:g} megapixel limit: resize it and upload again.",
+                )
+            scale = min(1.0, max_side / max(width, height))
+            if image.format == "JPEG":  # decode at a reduced scale, no smaller than needed
+                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
+            orientation = image.getexif().get(0x0112, 1)
+            image.load()
+    finally:
+        Image.MAX_IMAGE_PIXELS = limit
+    factor = max(image.size) // max_side
+    if factor >= 2:  # the reduced copy replaces the full-size pixels, which are freed
+        if image.mode in ("P", "1", "I;16", "I;16B", "I;16L"):  # reduce() takes no palette
+            image = image.resize((max(1, image.width // factor), max(1, image.height // factor)),
+                                 Image.Resampling.NEAREST)
+        else:
+            image = image.reduce(factor)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    if orientation in _ORIENTATION:  # keep it upright
+        image = image.transpose(Image.Transpose(_ORIENTATION[orientation]))
+    return image
+
+
+def _shrink(data: bytes, max_bytes: int, max_pixels: int = 50_000_000) -> bytes:
     """Downscale to a JPEG of at most ``max_bytes`` (Pillow, imported only when needed)."""
     try:
-        from PIL import Image, ImageOps
+        from PIL import Image
     except ImportError:
         raise Failure(
             "configuration_error",
@@ -544,24 +666,26 @@ def _shrink(data: bytes, max_bytes: int) -> bytes:
             "Lambda package, or use IMAGE_TRANSPORT=url.",
         ) from None
     try:
-        with Image.open(io.BytesIO(data)) as original:
-            width, height = original.size
-            side = min(max(width, height), 2048)
-            scale = side / max(width, height)
-            # JPEG: decode at a reduced scale (no smaller than needed), several times faster.
-            original.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            image = ImageOps.exif_transpose(original).convert("RGB")  # keep it upright
+        image = _decode_small(data, SHRINK_MAX_SIDE, max_pixels)
+        side = min(max(image.size), SHRINK_MAX_SIDE)
         while side >= 64:
-            image.thumbnail((side, side))
+            image.thumbnail((side, side), reducing_gap=2.0)
             out = io.BytesIO()
             image.save(out, "JPEG", quality=85, optimize=True)
             if out.tell() <= max_bytes:
                 return out.getvalue()
             side = int(side * min(0.9, math.sqrt(max_bytes / out.tell())))
-    except (OSError, ValueError, Image.DecompressionBombError) as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise BadImage(
+            "image_too_large",
+            f"The image is too large to decode ({_scrub(str(exc), 200)}): resize it (e.g. 4000 "
+            "pixels wide) and upload again.",
+        ) from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
         raise BadImage(
             "corrupt_image",
-            f"The image cannot be decoded ({exc}): export it again as JPEG and upload that.",
+            f"The image cannot be decoded ({_scrub(str(exc), 200)}): export it again as JPEG "
+            "and upload that.",
         ) from None
     raise BadImage(
         "image_too_large",
@@ -570,8 +694,35 @@ def _shrink(data: bytes, max_bytes: int) -> bytes:
     )
 
 
+def _read_pinned(s3: Any, bucket: str, key: str, etag: str | None, size: int) -> bytes:
+    """The whole photo again, pinned to the ETag already read and bounded by the size checked.
+
+    If the photo was replaced since the first read, PhotoChanged: the handler then ends
+    without a record for these bytes (status "superseded"). Why skip rather than write an
+    error record for the older ETag: the older bytes no longer exist at this key, and the newer
+    upload has an ObjectCreated event of its own that writes the key's one record; an error
+    record for the old ETag would only be overwritten by it, or (if the newer answer is already
+    written) be refused by the conditional write. The ETag pin also means the answer can never
+    describe a newer upload while carrying the older ETag.
+    """
+    args: dict[str, Any] = {"Bucket": bucket, "Key": key, "Range": f"bytes=0-{max(size, 1) - 1}"}
+    if etag:
+        args["IfMatch"] = f'"{etag}"'
+    try:
+        response = s3.get_object(**args)
+    except ClientError as exc:
+        if _error_code(exc) in ("PreconditionFailed", "412", "NoSuchKey", "404"):
+            raise PhotoChanged() from None
+        raise
+    data = response["Body"].read(size + 1)
+    if len(data) != size:  # another object than the one whose size was checked
+        raise PhotoChanged()
+    return data
+
+
 def _image_urls(
     settings: Settings, bucket: str, key: str, head: bytes, size: int, fmt: str,
+    etag: str | None = None,
 ) -> tuple[str, str]:
     """(example URL, photo URL) for the prompt, per IMAGE_TRANSPORT."""
     if settings.image_transport == "url":
@@ -583,16 +734,22 @@ def _image_urls(
                          "", "", settings.generation)
     room = settings.max_payload_bytes - len(json.dumps(bare).encode()) - 64
     try:
-        example = s3.get_object(Bucket=settings.bucket, Key=settings.example_key)["Body"].read()
-        example_uri = _data_uri(example, sniff_image(example)[0], room // 3)  # photo first
+        response = s3.get_object(Bucket=settings.bucket, Key=settings.example_key,
+                                 Range=f"bytes=0-{settings.max_image_bytes - 1}")
+        example = response["Body"].read(settings.max_image_bytes + 1)
+        total = str(response.get("ContentRange") or "").rpartition("/")[2]
+        if total.isdigit() and int(total) > len(example):
+            raise BadImage("image_too_large", f"over {settings.max_image_bytes} bytes")
+        example_uri = _data_uri(example, sniff_image(example)[0], room // 3,  # photo first
+                                settings.max_image_pixels)
     except (ClientError, BadImage) as exc:
         raise Failure(
             "configuration_error",
             f"The example image s3://{settings.bucket}/{settings.example_key} cannot be used "
-            f"({exc}): upload it again or fix EXAMPLE_KEY.",
+            f"({_scrub(str(exc))}): upload it again or fix EXAMPLE_KEY.",
         ) from None
-    photo = head if size <= len(head) else s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-    return example_uri, _data_uri(photo, fmt, room - len(example_uri))
+    photo = head if size <= len(head) else _read_pinned(s3, bucket, key, etag, size)
+    return example_uri, _data_uri(photo, fmt, room - len(example_uri), settings.max_image_pixels)
 
 
 # -- calling the model ---------------------------------------------------------------------
@@ -611,10 +768,11 @@ def _retryable(exc: Exception) -> bool:
 
 
 def _describe(exc: Exception) -> str:
+    """The error in one line, scrubbed (see _scrub): safe for a record and a log line."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
-        return f"{error.get('Code')}: {error.get('Message')}"
-    return f"{type(exc).__name__}: {exc}"
+        return _scrub(f"{error.get('Code')}: {error.get('Message')}")
+    return _scrub(f"{type(exc).__name__}: {exc}")
 
 
 def invoke_model(
@@ -671,7 +829,8 @@ def invoke_model(
         except ValueError:
             raise Failure(
                 "bad_model_response",
-                f"The endpoint's answer is not JSON ({raw[:200]!r}): check the model container.",
+                f"The endpoint's answer is not JSON ({_scrub(repr(raw[:200]), 200)}): check the "
+                "model container.",
                 attempts,
             ) from None
 
@@ -741,12 +900,29 @@ def _write_result(
             "Metadata": metadata, "Body": body}
     condition = {} if seen == _UNKNOWN else (
         {"IfMatch": seen} if seen else {"IfNoneMatch": "*"})
-    try:
-        s3.put_object(**args, **condition)
+    if not condition:
+        s3.put_object(**args)
         return True
-    except ClientError as exc:
-        if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict", "412"):
-            raise
+    if _accepts(s3, "PutObject", *condition):
+        try:
+            s3.put_object(**args, **condition)
+            return True
+        except ClientError as exc:
+            if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict",
+                                        "412"):
+                raise
+    else:
+        # An SDK without conditional writes (botocore < 1.35.69, as bundled with older Lambda
+        # runtimes): the same test by a HEAD of the result right before an unconditional PUT.
+        # This leaves a small race that the conditional write does not: another invocation
+        # for this key writing between our HEAD and our PUT (milliseconds apart) is
+        # overwritten. It takes two invocations for the same key finishing inference within
+        # that window; each still writes a complete record, and the later upload's own
+        # invocation usually comes last. Bundle botocore >= 1.35.69 to close it.
+        now = _earlier_result(s3, bucket, out_key)[1]
+        if now == _UNKNOWN or _same_etag(now, seen):
+            s3.put_object(**args)
+            return True
     # Someone wrote this result since we looked: ours only counts if the photo is still ours.
     try:
         current = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
@@ -758,6 +934,21 @@ def _write_result(
         return False
     s3.put_object(**args)
     return True
+
+
+def _same_etag(a: str | None, b: str | None) -> bool:
+    return (a or "").strip('"') == (b or "").strip('"')
+
+
+def _current_etag(s3: Any, bucket: str, key: str) -> str | None:
+    """The photo's ETag now (None: deleted, or it cannot be told)."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+    except (ClientError, BotoCoreError) as exc:
+        if not isinstance(exc, ClientError) or _error_code(exc) not in ("404", "NoSuchKey",
+                                                                         "NotFound"):
+            log.warning("Cannot check the photo %s after inference: %s", key, _describe(exc))
+        return None
 
 
 def _read_head(s3: Any, bucket: str, key: str) -> tuple[bytes, str | None, int]:
@@ -794,6 +985,12 @@ def process_record(
     summary: dict[str, Any] = {"bucket": bucket, "key": key, "result_key": out_key}
     if out_key is None or not record.get("eventName", "ObjectCreated:").startswith("ObjectCreated"):
         return _log({**summary, "status": "ignored"})
+    if settings.bucket and bucket != settings.bucket:
+        # Only the stack's bucket is ours: never read or write in another one (a notification
+        # wired by mistake, or a forged event), whatever the role would allow.
+        log.warning("Ignoring a record for bucket %s: this function serves %s only",
+                    _scrub(bucket, 100), settings.bucket)
+        return _log({**summary, "status": "ignored", "reason": "foreign_bucket"})
 
     s3 = _client("s3")
     event_etag = str(record["s3"]["object"].get("eTag") or "").strip('"') or None
@@ -824,13 +1021,14 @@ def process_record(
         except BadImage as exc:
             if exc.code != "truncated_image" or not len(head) < size <= settings.max_image_bytes:
                 raise
-            # The header lies beyond the first 256 KiB (a huge EXIF block): read it all once.
-            head = s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            # The header lies beyond the first 256 KiB (a huge EXIF block): read it all once,
+            # the same object (ETag) and no more than its size, already checked.
+            head = _read_pinned(s3, bucket, key, etag, size)
             fmt, width, height = sniff_image(head)
         result["image"] = {"format": fmt, "width": width, "height": height}
         check_limits(width, height, size, settings)
 
-        example_url, image_url = _image_urls(settings, bucket, key, head, size, fmt)
+        example_url, image_url = _image_urls(settings, bucket, key, head, size, fmt, etag)
         request = build_request(settings.request_style, settings.instruction,
                                 settings.example_answer, example_url, image_url,
                                 settings.generation)
@@ -845,7 +1043,17 @@ def process_record(
             result["answer"] = parse_answer(settings.request_style, payload, request)
         finally:
             model_seconds = time.monotonic() - model_started
+        if settings.image_transport == "url":
+            # The endpoint fetched the photo by URL, which is not pinned to the ETag read: if the
+            # photo was replaced meanwhile, the answer may describe the newer upload, whose own
+            # event answers it. (data-uri sends the very bytes read, pinned by _read_pinned.)
+            current = _current_etag(s3, bucket, key)
+            if current is not None and etag and current != etag:
+                raise PhotoChanged()
         result["status"], final = "ok", True
+    except PhotoChanged:
+        return _log({**summary, "status": "superseded", "etag": result["input"]["etag"],
+                     "reason": "photo replaced while being handled"})
     except BadImage as exc:
         result["error"], final = {"code": exc.code, "message": exc.message}, True
     except Failure as exc:
@@ -859,7 +1067,8 @@ def process_record(
             "message": f"The photo could not be read ({_describe(exc)}): upload it again.",
         }
     except Exception as exc:  # a bug here must still leave a record, not lose the photo
-        log.exception("Unexpected failure for %s", key)
+        log.error("Unexpected failure for %s: %s", key,
+                  _scrub("".join(traceback.format_exception(exc)), 4000))
         result["error"] = {
             "code": "internal_error",
             "message": f"The handler failed unexpectedly ({_describe(exc)}): upload the photo "
@@ -873,6 +1082,8 @@ def process_record(
     result["request_id"] = request_id
     result["written_at"] = _now()
     result = {name: result[name] for name in RESULT_FIELDS if name in result}  # reading order
+    if "error" in result:  # every message may quote foreign text: scrubbed and capped once more
+        result["error"]["message"] = _scrub(result["error"]["message"], 2 * ERROR_TEXT_MAX_CHARS)
     # Results are keyed by the input's ETag: a redelivered event finds it with one HEAD.
     # Transient failures are not final, so the next delivery or re-upload tries again.
     metadata = {"input-etag": result["input"]["etag"] or "", "final": str(final).lower()}
@@ -883,7 +1094,8 @@ def process_record(
         )
     except Exception as exc:
         _log({**summary, "status": "write_failed", "error_code": "result_write_failed"})
-        raise ResultWriteError(f"Could not write s3://{bucket}/{out_key}: {exc}") from exc
+        raise ResultWriteError(
+            f"Could not write s3://{bucket}/{out_key}: {_describe(exc)}") from exc
     if not written:
         return _log({**summary, "status": "superseded", "etag": result["input"]["etag"]})
     return _log({
@@ -926,7 +1138,7 @@ def lambda_handler(event: Mapping[str, Any], context: Any) -> dict[str, Any]:
         except ResultWriteError as exc:  # keep going: the other photos' results still count
             failures.append(exc)
         except (KeyError, TypeError, AttributeError) as exc:  # no bucket or key: nowhere to answer
-            summaries.append(_log({"status": "malformed_record", "error": repr(exc)}))
+            summaries.append(_log({"status": "malformed_record", "error": _scrub(repr(exc))}))
     if failures:
         raise failures[0]
     return {"records": summaries}
@@ -947,9 +1159,10 @@ def _fallback_settings() -> Settings:
             ("output_prefix", os.environ.get("OUTPUT_PREFIX", "")),
         ) if value.endswith("/") and len(value) > 1
     }
-    fallback = Settings(bucket="", endpoint="", **prefixes)
+    bucket = os.environ.get("BUCKET_NAME", "")  # still refuse other buckets when it is set
+    fallback = Settings(bucket=bucket, endpoint="", **prefixes)
     inp, out = fallback.input_prefix, fallback.output_prefix
-    return fallback if not (inp.startswith(out) or out.startswith(inp)) else Settings("", "")
+    return fallback if not (inp.startswith(out) or out.startswith(inp)) else Settings(bucket, "")
 
 
 def _configure_logging() -> None:

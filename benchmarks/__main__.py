@@ -19,7 +19,16 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from . import async_cost, burst, cold_start, handler_overhead, local_mode, payload, web_page
+from . import (
+    async_cost,
+    burst,
+    cold_start,
+    decode_memory,
+    handler_overhead,
+    local_mode,
+    payload,
+    web_page,
+)
 from .common import ROOT, Row, machine
 
 Benchmark = Callable[[bool], tuple[list[Row], dict[str, Any]]]
@@ -27,6 +36,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "cold-start": cold_start.run,  # first: subprocess timings on a quiet machine
     "handler": handler_overhead.run,
     "payload": payload.run,
+    "decode-memory": decode_memory.run,
     "local": local_mode.run,
     "burst": burst.run,
     "async-cost": async_cost.run,

@@ -760,8 +760,10 @@ def test_a_slow_answer_for_an_older_upload_does_not_overwrite_a_newer_one(
     server.faults.delay(3.0, n=1)  # the first upload's answer comes late
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(run, older)
-        time.sleep(1.0)  # it is waiting for the model now (it gets there within milliseconds)
-        assert not slow.done()
+        waited_until = time.monotonic() + 20
+        while not server.requests and time.monotonic() < waited_until:
+            time.sleep(0.05)  # until it is waiting for the model (it has read the photo)
+        assert server.requests and not slow.done()
         s3.put_object(Bucket=bucket, Key="input/colosseum.jpg",
                       Body=image_bytes("PNG", (90, 60)))
         newer = event_for(bucket, s3, "input/colosseum.jpg")
@@ -772,7 +774,7 @@ def test_a_slow_answer_for_an_older_upload_does_not_overwrite_a_newer_one(
     assert body["input"]["etag"] == newer["Records"][0]["s3"]["object"]["eTag"]
 
 
-def test_happy_path_makes_four_aws_calls(
+def test_happy_path_makes_five_aws_calls(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
@@ -790,7 +792,9 @@ def test_happy_path_makes_four_aws_calls(
     monkeypatch.setattr(boto3.session.Session, "client", counting_client)
 
     run(event)
-    assert operations == ["HeadObject", "GetObject", "InvokeEndpoint", "PutObject"]
+    # The second HEAD (the photo, after inference) makes sure the endpoint, which fetched the
+    # photo by URL, saw the upload whose ETag the record carries.
+    assert operations == ["HeadObject", "GetObject", "InvokeEndpoint", "HeadObject", "PutObject"]
     operations.clear()
     run(event)
     assert operations == ["HeadObject"]  # a duplicate costs one HEAD
