@@ -121,10 +121,11 @@ def handler_rig(backend: Any, server_class: type | None = None,
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
     moto = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     moto.start()
-    server = (server_class or ModelServer)(backend=backend).start()
+    host, port = moto.get_host_and_port()
+    moto_url = f"http://{host}:{port}"
+    # Images only from S3's presigned URLs, as in local mode (the server refuses other origins).
+    server = (server_class or ModelServer)(backend=backend, fetch_origins=[moto_url]).start()
     try:
-        host, port = moto.get_host_and_port()
-        moto_url = f"http://{host}:{port}"
         bucket = f"vt-bench-{uuid.uuid4().hex[:10]}"
         variables = {
             "AWS_ENDPOINT_URL": moto_url, "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": server.url,

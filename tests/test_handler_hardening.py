@@ -122,7 +122,7 @@ BOMBS = {  # headers claiming 65,000 x 65,000 pixels (4,225 megapixels), no pixe
 @pytest.mark.parametrize("transport", ["url", "data-uri"])
 def test_decompression_bombs_end_in_one_record_without_the_model(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch,
-    transport: str,
+    transport: str, reliability_tally: dict[str, Any],
 ) -> None:
     monkeypatch.setenv("IMAGE_TRANSPORT", transport)
     for name, make in BOMBS.items():
@@ -133,6 +133,13 @@ def test_decompression_bombs_end_in_one_record_without_the_model(
 
     summary = run(event_for(bucket, s3, *[f"input/{n}" for n in BOMBS]))
 
+    stored = set(output_keys(s3, bucket))
+    lost = [name for name in BOMBS if f"output/{name}.json" not in stored]
+    tally(reliability_tally, bad_inputs=len(BOMBS), lost=len(lost),
+          line=f"decompression bombs ({transport}): {len(BOMBS)} formats "
+               f"({', '.join(sorted(n.split('.')[1] for n in BOMBS))}), "
+               f"{len(BOMBS) - len(lost)} error records, {len(lost)} lost, "
+               f"{len(server.calls)} model calls")
     for name, line in zip(BOMBS, summary["records"], strict=True):
         body = result(s3, bucket, f"output/{name}.json")
         assert line["error_code"] == body["error"]["code"] == "image_too_large", name
@@ -199,6 +206,7 @@ def s3_key_limit() -> Any:
 
 def test_a_result_key_over_1024_bytes_is_shortened_deterministically(
     s3: Any, bucket: str, server: RecordingServer, s3_key_limit: None,
+    reliability_tally: dict[str, Any],
 ) -> None:
     key = "input/" + "é" * 505 + "-xyz.jpg"  # 1,024 bytes: the longest key S3 takes
     assert len(key.encode()) == 1024
@@ -207,8 +215,12 @@ def test_a_result_key_over_1024_bytes_is_shortened_deterministically(
 
     line = run(event)["records"][0]
 
-    assert line["status"] == "ok"
     out = line["result_key"]
+    lost = 0 if out and out in set(output_keys(s3, bucket)) else 1
+    tally(reliability_tally, photos=1, lost=lost,
+          line=f"over-long key: a 1,024-byte input key, result under {len(out.encode())} "
+               f"bytes, {1 - lost} record, {lost} lost")
+    assert line["status"] == "ok"
     assert len(out.encode()) <= 1024 and out.startswith("output/éé") and out.endswith(".json")
     assert out == lambda_code.result_key(key)  # the CLI and a redelivery find the same key
     assert result(s3, bucket, out)["input"]["key"] == key
@@ -344,7 +356,7 @@ def test_an_answer_about_a_photo_replaced_during_inference_is_not_kept(
 
 def test_records_for_another_bucket_are_ignored_without_touching_it(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch,
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, reliability_tally: dict[str, Any],
 ) -> None:
     other = f"vt-other-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=other)
@@ -359,6 +371,11 @@ def test_records_for_another_bucket_are_ignored_without_touching_it(
     caplog.set_level(logging.INFO, logger="lambda_code")
 
     foreign, own = run(event)["records"]
+    lost = 0 if "output/b.jpg.json" in set(output_keys(s3, bucket)) else 1
+    tally(reliability_tally, photos=1, lost=lost,
+          line=f"foreign-bucket record: ignored ({foreign['status']}), nothing read or written "
+               f"there ({'untouched' if other not in touched else 'TOUCHED'}); the stack's own "
+               f"photo in the same event answered, {lost} lost")
 
     assert (foreign["status"], foreign["reason"]) == ("ignored", "foreign_bucket")
     assert own["status"] == "ok"
@@ -366,6 +383,13 @@ def test_records_for_another_bucket_are_ignored_without_touching_it(
     assert all_keys(s3, other) == ["input/a.jpg"]
     assert len(server.calls) == 1
     assert any("Ignoring a record for bucket " + other in r.getMessage() for r in caplog.records)
+
+
+def tally(reliability: dict[str, Any], line: str, **counts: int) -> None:
+    """Adds to the run's "reliability" section (tests/conftest.py)."""
+    for name, n in counts.items():
+        reliability[name] += n
+    reliability["lines"].append(line)
 
 
 def test_png_header_helper_is_valid() -> None:  # the bombs above are well-formed headers

@@ -84,6 +84,7 @@ def start_old(sdk: Path, event: dict[str, Any], tmp_path: Path) -> subprocess.Po
 def test_handler_on_botocore_1_34(
     old_sdk: Path, s3: Any, bucket: str, server: RecordingServer,
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path, transport: str,
+    reliability_tally: dict[str, Any],
 ) -> None:
     monkeypatch.setenv("IMAGE_TRANSPORT", transport)
     # The first upload gets one ok record...
@@ -117,3 +118,8 @@ def test_handler_on_botocore_1_34(
     assert body["input"]["etag"] == newer["Records"][0]["s3"]["object"]["eTag"]
     assert run_old(old_sdk, newer, tmp_path)["records"][0]["status"] == "duplicate"
     assert len(server.calls) == 3
+    # Three uploads of two keys: one record per key, for its latest upload; nothing lost.
+    reliability_tally["photos"] += 3
+    reliability_tally["lines"].append(
+        f"old SDK (botocore {OLD}, {transport}): 3 uploads of 2 keys, 2 records (the "
+        f"replaced upload superseded), redeliveries without model calls, 0 lost")
