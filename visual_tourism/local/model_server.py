@@ -53,6 +53,9 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
+import serving_limits
+from serving_limits import ContainerLimits
+
 from .backends import (
     Backend,
     GenerationParams,
@@ -100,12 +103,15 @@ RUNTIME_FAULTS: dict[int, tuple[str, str]] = {
 class InvocationError(Exception):
     """The container answers this instead of a generation (TGI's error shape)."""
 
-    def __init__(self, status: int, message: str, error_type: str = "validation") -> None:
+    def __init__(self, status: int, message: str, error_type: str = "validation",
+                 body: dict[str, Any] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.error_type = status, message, error_type
+        self.body = body  # another engine's error shape (vLLM's); None: TGI's
 
     def response(self) -> _Response:
-        return _Response.json(self.status, {"error": self.message, "error_type": self.error_type})
+        body = self.body or {"error": self.message, "error_type": self.error_type}
+        return _Response.json(self.status, body)
 
 
 def _invalid(message: str) -> InvocationError:
@@ -373,6 +379,252 @@ def _checked_params(
                              temperature=temperature, top_p=top_p, top_k=top_k, stop=stop)
 
 
+# -- a deployed container's limits ----------------------------------------------------------------
+#
+# With a ContainerLimits (the endpoint's, see ModelServer.limits_for) a request is checked as
+# that container checks it, in the same order, and refused with its status code and body. The
+# rules (ranges, image token formulas, the text bound) come from serving_limits, the one source
+# the handler and load_config use too; the wording and order below are the containers':
+#
+# - TGI, router/src/validation.rs at tags v1.4.5 and v3.3.6 (``ValidationError`` texts and
+#   ``Validation::validate``: temperature, repetition_penalty, frequency_penalty, top_p,
+#   typical_p, top_k, max_new_tokens, stop; then ``validate_input``, which fetches and counts
+#   images on v3.x, checks inputs + max_new_tokens <= MAX_TOTAL_TOKENS, then inputs <=
+#   MAX_INPUT_TOKENS). router/src/infer (``InferError::ValidationError``) prefixes "Input
+#   validation error: " and router/src/server.rs answers 422 {"error", "error_type":
+#   "validation"}; a shard failure is InferError::GenerationError, 424 "Request failed during
+#   generation: Server error: ..." with error_type "generation". On v1.4.5 Idefics images are
+#   replaced by one <image> token each and fetched by the Python shard, after validation: an
+#   image it cannot fetch or decode is that 424 (ContainerLimits.image_failure_status).
+#   Without max_new_tokens v1.4.5 generates 100 tokens; v3.3.6 counts min(MAX_TOTAL_TOKENS -
+#   inputs, 1024) (validation.rs DEFAULT_GENERATION_LENGTH).
+# - vLLM's OpenAI server in LMI 0.33.0 (vLLM 0.8.4): images parsed first
+#   (vllm/entrypoints/chat_utils.py: "At most {n} image(s) may be provided in one request."),
+#   then the context length (vllm/entrypoints/openai/serving_engine.py ``_validate_input``),
+#   then the sampling parameters (vllm/sampling_params.py ``_verify_args``); every refusal is
+#   HTTP 400 with ``ErrorResponse`` {"object": "error", "message", "type": "BadRequestError",
+#   "param": null, "code": 400} (vllm/entrypoints/openai/protocol.py).
+#
+# Input tokens are counted from above, never below: every UTF-8 byte of text counts as a token
+# (a real tokenizer makes fewer), plus serving_limits.TEMPLATE_TOKENS and MESSAGE_TOKENS per chat
+# message for the template, plus each image's tokens by the profile's formula on the image as
+# fetched and decoded here. So a request refused here may pass the real container (a long text
+# close to the limit), but one that passes here passes there.
+
+TGI_DEFAULT_MAX_NEW_TOKENS_V1 = 100  # v1.4.5: a request without max_new_tokens gets 100
+TGI_DEFAULT_GENERATION_LENGTH = 1024  # v3.3.6 validation.rs DEFAULT_GENERATION_LENGTH
+_PLACEHOLDER_SIZE = (1, 1)  # stands for an image that could not be fetched (never generated)
+
+# Parameters in TGI's validation order, with TGI's texts (validation.rs, v1.4.5 and v3.3.6).
+_TGI_PARAMETER_ERRORS = {
+    "temperature": "`temperature` must be strictly positive",
+    "repetition_penalty": "`repetition_penalty` must be strictly positive",
+    "frequency_penalty": "`frequency_penalty` must be >= -2.0 and <= 2.0",
+    "top_p": "`top_p` must be > 0.0 and < 1.0",
+    "typical_p": "`typical_p` must be > 0.0 and < 1.0",
+    "top_k": "`top_k` must be strictly positive",
+    "max_new_tokens": "`max_new_tokens` must be strictly positive",
+    "stop": "`stop` supports up to {limit} stop sequences. Given: {given}",
+}
+# vLLM's texts (vllm/sampling_params.py ``_verify_args``), by the handler's parameter names.
+_VLLM_PARAMETER_ERRORS = {
+    "max_new_tokens": "max_tokens must be at least 1, got {value}.",
+    "temperature": "temperature must be non-negative, got {value}.",
+    "top_p": "top_p must be in (0, 1], got {value}.",
+    "frequency_penalty": "frequency_penalty must be in [-2, 2], got {value}.",
+    "presence_penalty": "presence_penalty must be in [-2, 2], got {value}.",
+}
+# The parameters serving_limits.generation_problems rules on, per request style (best_of and
+# the like are left to the container's own defaults, unknown fields are ignored as both do).
+_RULED = {
+    "tgi": ("temperature", "repetition_penalty", "frequency_penalty", "top_p", "typical_p",
+            "top_k", "stop", "presence_penalty"),
+    "messages": ("temperature", "frequency_penalty", "top_p", "stop", "presence_penalty"),
+}
+
+
+def _refusal(limits: ContainerLimits, message: str) -> InvocationError:
+    """A request the container refuses, in its engine's status and shape."""
+    if limits.engine == "vllm":
+        return InvocationError(400, message, body={
+            "object": "error", "message": message, "type": "BadRequestError", "param": None,
+            "code": 400})
+    return InvocationError(422, f"Input validation error: {message}")
+
+
+def _image_failure(limits: ContainerLimits, error: InvocationError) -> InvocationError:
+    """An image the container could not fetch or decode, as that container reports it."""
+    detail = error.message.removeprefix("Input validation error: ")
+    if limits.image_failure_status == 424:  # TGI v1.4.5 Idefics: the shard fetches it
+        return InvocationError(424, f"Request failed during generation: Server error: {detail}",
+                               "generation")
+    return _refusal(limits, detail)
+
+
+def _problem_parameter(problem: str) -> str:
+    """The parameter a serving_limits problem is about ("top_p=1.0 must ..." -> "top_p")."""
+    head = problem.split(" ", 1)[0]
+    return head.split("=", 1)[0]
+
+
+def parameter_refusal(
+    params: dict[str, Any], limits: ContainerLimits, style: str,
+) -> InvocationError | None:
+    """The container's answer to the first generation parameter it refuses, else None.
+
+    ``params`` in the handler's (TGI) names; ``style`` "tgi" or "messages". The ranges are
+    serving_limits.generation_problems'; max_new_tokens only needs >= 1 here (the total
+    check covers the upper bound, as the container does).
+    """
+    ruled = {name: params[name] for name in _RULED[style] if params.get(name) is not None}
+    problems = serving_limits.generation_problems(
+        {**ruled, "max_new_tokens": 1}, limits, style)
+    refused = {_problem_parameter(p): p for p in problems}
+    max_new = params.get("max_new_tokens")
+    if max_new is not None and max_new < 1:
+        refused["max_new_tokens"] = f"max_new_tokens={max_new} must be >= 1"
+    if not refused:
+        return None
+    if limits.engine == "tgi":
+        for name, text in _TGI_PARAMETER_ERRORS.items():
+            if name in refused:
+                stops = params.get("stop") or []
+                return _refusal(limits, text.format(
+                    limit=limits.max_stop_sequences,
+                    given=len([stops] if isinstance(stops, str) else stops)))
+    else:
+        for name, text in _VLLM_PARAMETER_ERRORS.items():
+            if name in refused:
+                value = params[name]
+                return _refusal(limits, text.format(
+                    value=value if name == "max_new_tokens" else float(value)))
+    return _refusal(limits, next(iter(refused.values())))
+
+
+@dataclass
+class _Checked:
+    """A request the container accepts: what to generate from, and its token count."""
+
+    turns: list[Turn]
+    params: GenerationParams
+    budget: serving_limits.Budget
+
+
+def check_request(
+    request: dict[str, Any], style: str, limits: ContainerLimits,
+    fetch: Callable[[str], Image.Image],
+) -> _Checked:
+    """Check one request as the container of ``limits`` does; raise its refusal."""
+    # Field types and shapes: the same checks and 422 texts as without limits, in the
+    # engine's shape (vLLM's pydantic models answer 400).
+    try:
+        if style == "tgi":
+            prompt, raw = request["inputs"], request.get("parameters") or {}
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise _invalid("`inputs` must be a non-empty string")
+            if not isinstance(raw, dict):
+                raise _invalid("`parameters` must be an object")
+            params = dict(raw)
+        else:
+            params = {name: request[chat] for name, chat in serving_limits.CHAT_PARAMETERS.items()
+                      if request.get(chat) is not None}
+        for name in ("temperature", "top_p", "typical_p", "repetition_penalty",
+                     "frequency_penalty", "presence_penalty"):
+            params[name] = _number(params.get(name), name)
+        for name in ("max_new_tokens", "top_k"):
+            params[name] = _number(params.get(name), name, int)
+        stop = params.get("stop")
+        stop = [stop] if isinstance(stop, str) else (stop or [])
+        if not isinstance(stop, list) or not all(isinstance(s, str) for s in stop):
+            raise _invalid("`stop` must be a list of strings")
+        params["stop"] = stop
+        do_sample = params.get("do_sample", False) if style == "tgi" else True
+        if not isinstance(do_sample, bool):
+            raise _invalid("`do_sample` must be a boolean")
+    except InvocationError as error:
+        raise _refusal(limits, error.message.removeprefix("Input validation error: ")) from None
+
+    failures: list[InvocationError] = []
+
+    def fetch_or_note(url: str) -> Image.Image:
+        try:
+            return fetch(url)
+        except InvocationError as error:
+            failures.append(error)
+            return Image.new("RGB", _PLACEHOLDER_SIZE)
+
+    try:
+        if style == "tgi":
+            turns = parse_tgi_prompt(prompt, fetch_or_note)
+            texts, messages = [_MARKDOWN_IMAGE.sub("", prompt)], 0
+        else:
+            turns = parse_messages(request["messages"], fetch_or_note)
+            texts = [part for turn in turns for part in turn.parts if isinstance(part, str)]
+            messages = len(turns)
+    except InvocationError as error:
+        raise _refusal(limits, error.message.removeprefix("Input validation error: ")) from None
+    images = [image for turn in turns for image in turn.images]
+    max_new = params["max_new_tokens"]
+
+    def budget(new_tokens: int) -> serving_limits.Budget:
+        return serving_limits.request_budget(
+            limits, texts, [image.size for image in images], new_tokens, messages=messages)
+
+    if limits.engine == "vllm":
+        if len(images) > limits.max_images:  # OPTION_LIMIT_MM_PER_PROMPT
+            raise _refusal(limits, f"At most {limits.max_images} image(s) may be provided in "
+                                   "one request.")
+        if failures:
+            raise _image_failure(limits, failures[0])
+        counted = budget(max_new or 0)
+        tokens, context = counted.input_tokens, limits.max_total_tokens  # max_model_len
+        if max_new is None and tokens >= context:
+            raise _refusal(limits, f"This model's maximum context length is {context} tokens. "
+                           f"However, you requested {tokens} tokens in the messages, Please "
+                           "reduce the length of the messages.")
+        if max_new is not None and tokens + max_new > context:
+            raise _refusal(limits, f"This model's maximum context length is {context} tokens. "
+                           f"However, you requested {tokens + max_new} tokens ({tokens} in the "
+                           f"messages, {max_new} in the completion). Please reduce the length "
+                           "of the messages or completion.")
+        if (refused := parameter_refusal(params, limits, style)) is not None:
+            raise refused
+        if max_new is None:
+            max_new = min(context - tokens, TGI_DEFAULT_GENERATION_LENGTH)
+    else:
+        if (refused := parameter_refusal(params, limits, style)) is not None:
+            raise refused
+        fetched_by_router = limits.image_failure_status != 424
+        if failures and fetched_by_router:
+            raise _image_failure(limits, failures[0])
+        tokens = budget(0).input_tokens
+        if max_new is None:
+            max_new = (TGI_DEFAULT_MAX_NEW_TOKENS_V1 if limits.container_version.startswith("1.")
+                       else min(max(0, limits.max_total_tokens - tokens),
+                                TGI_DEFAULT_GENERATION_LENGTH))
+        if tokens + max_new > limits.max_total_tokens:
+            raise _refusal(limits, f"`inputs` tokens + `max_new_tokens` must be <= "
+                           f"{limits.max_total_tokens}. Given: {tokens} `inputs` tokens and "
+                           f"{max_new} `max_new_tokens`")
+        if tokens > limits.max_input_tokens:
+            raise _refusal(limits, f"`inputs` must have less than {limits.max_input_tokens} "
+                           f"tokens. Given: {tokens}")
+        if failures:
+            raise _image_failure(limits, failures[0])
+    counted = budget(max_new)
+    logger.info("within %s %s limits: %s", limits.engine, limits.container_version,
+                counted.explain())
+
+    temperature = params["temperature"]
+    greedy = style == "messages" and temperature == 0  # chat: temperature 0 means greedy
+    if style == "messages":
+        do_sample = not greedy
+    return _Checked(turns, generation_params(
+        max_new_tokens=max_new, do_sample=do_sample,
+        temperature=None if greedy else temperature, top_p=params["top_p"],
+        top_k=params["top_k"], stop=stop), counted)
+
+
 def _word_count(turns: Sequence[Turn]) -> int:
     return sum(len(turn.text.split()) for turn in turns)
 
@@ -393,6 +645,10 @@ class ModelServer:
     ``backend`` None is the offline stand-in. ``endpoint_exists``, when given, decides which
     endpoint names the Runtime path knows. Every request is served on its own thread; a backend
     that is not thread-safe runs one request at a time (the others wait their turn).
+
+    ``limits`` / ``limits_for``: the deployed container's limits, enforced as that container
+    does (``check_request``); local mode passes ``limits_for``, which reads the endpoint's model
+    from the SageMaker stand-in.
     """
 
     def __init__(
@@ -402,10 +658,12 @@ class ModelServer:
         port: int = 0,
         endpoint_exists: Callable[[str], bool] | None = None,
         fetch_timeout: float = 10.0,
-        payload_limit: int = PAYLOAD_LIMIT,
+        payload_limit: int | None = None,
         default_return_full_text: bool = True,  # TGI's default for Idefics (text-generation)
         authorize: Callable[[Any, str, str], str | None] | None = None,
         fetch_origins: Sequence[str] | None = (),
+        limits: ContainerLimits | None = None,
+        limits_for: Callable[[str], ContainerLimits | None] | None = None,
     ) -> None:
         self.backend: Backend = backend or StandInBackend()
         self.host, self.port = host, port
@@ -415,7 +673,15 @@ class ModelServer:
         self.fetch_timeout = fetch_timeout
         # The only http(s) origins images are fetched from (None: any; default: none).
         self.fetch_origins = fetch_origins
-        self.payload_limit = payload_limit
+        # The container's limits (see check_request): ``limits`` for /invocations and for any
+        # endpoint ``limits_for`` (endpoint name -> its container's limits, or None) does not
+        # know; None for both: no token accounting, TGI 3.x's parameter rules (the default).
+        self.limits = limits
+        self.limits_for = limits_for
+        # The request body limit, in bytes: ``payload_limit``, else the limits' own, else
+        # TGI 3.x's default. An endpoint with limits of its own uses theirs.
+        self.payload_limit = payload_limit if payload_limit is not None else (
+            limits.payload_limit_bytes if limits is not None else PAYLOAD_LIMIT)
         self.default_return_full_text = default_return_full_text
         self.faults = Faults()
         # One instance's capacity (None: unbounded): requests in the container at once; one
@@ -484,6 +750,27 @@ class ModelServer:
         with self._calls_lock:
             return [dict(call) for call in self._calls]
 
+    def limits_of(self, endpoint: str | None) -> ContainerLimits | None:
+        """The limits requests to ``endpoint`` (None: /invocations) are checked against."""
+        if endpoint is not None and self.limits_for is not None:
+            try:
+                found = self.limits_for(endpoint)
+            except Exception:  # a lookup that fails must not take the endpoint down
+                logger.exception("cannot read the limits of endpoint %s", endpoint)
+                found = None
+            if found is not None:
+                return found
+        return self.limits
+
+    def payload_limit_for(self, path: str) -> int:
+        """The body limit of a POST to ``path``, decided before the body is read."""
+        match = _RUNTIME_PATH.match(path)
+        if match and self.limits_for is not None:
+            limits = self.limits_of(unquote(match.group(1)))
+            if limits is not None and limits is not self.limits:
+                return limits.payload_limit_bytes
+        return self.payload_limit
+
     def wait_quiet(self, timeout: float) -> bool:
         """Wait until no POST is being handled, so ``calls`` holds every request received.
         A client that gave up on a slow answer leaves its request running here a while."""
@@ -506,7 +793,7 @@ class ModelServer:
         started = time.perf_counter()
         endpoint = None
         if path == "/invocations":
-            outcome = self._container(body, headers.get("Content-Type"))
+            outcome = self._container(body, headers.get("Content-Type"), self.limits)
         elif match := _RUNTIME_PATH.match(path):
             endpoint = unquote(match.group(1))
             outcome = self._runtime(endpoint, headers, body)
@@ -558,7 +845,7 @@ class ModelServer:
         try:
             if self.service_seconds:
                 self._stopping.wait(self.service_seconds)
-            outcome = self._container(body, content_type)
+            outcome = self._container(body, content_type, self.limits_of(endpoint))
         finally:
             with self._capacity_lock:
                 self._in_flight -= 1
@@ -599,8 +886,10 @@ class ModelServer:
             return self._model_error(endpoint, region, 500, body)
         return _aws_error(status, code, message)
 
-    def _container(self, body: bytes | None, content_type: str | None) -> _Outcome:
-        """The TGI container: one request in, one answer out (errors in TGI's shape)."""
+    def _container(self, body: bytes | None, content_type: str | None,
+                   limits: ContainerLimits | None = None) -> _Outcome:
+        """The container: one request in, one answer out (errors in TGI's shape, or with
+        ``limits`` in the shape of that container's engine)."""
         outcome = _Outcome(None)
         try:
             media_type = (content_type or "").split(";")[0].strip().lower()
@@ -618,31 +907,39 @@ class ModelServer:
                                       "validation") from error
             if isinstance(request, dict) and "messages" in request:
                 outcome.style = "messages"
-                answer = self._chat(request, outcome)
+                answer = self._chat(request, outcome, limits)
             elif isinstance(request, dict) and "inputs" in request:
                 outcome.style = "tgi"
-                answer = self._generate_tgi(request, outcome)
+                answer = self._generate_tgi(request, outcome, limits)
             else:
                 raise InvocationError(422, "Failed to deserialize the JSON body into the target "
                                       "type: missing field `inputs` (or `messages`)")
             outcome.response = _Response.json(200, answer)
         except InvocationError as error:
+            if (limits is not None and limits.engine == "vllm" and error.status == 422
+                    and error.body is None):  # a malformed request: vLLM's 400
+                error = _refusal(limits, error.message.removeprefix("Input validation error: "))
             outcome.response = error.response()
         return outcome
 
     def _fetch(self, url: str) -> Image.Image:
         return load_image(url, self.fetch_timeout, self.fetch_origins)
 
-    def _generate_tgi(self, request: dict[str, Any], outcome: _Outcome) -> list[dict[str, str]]:
+    def _generate_tgi(self, request: dict[str, Any], outcome: _Outcome,
+                      limits: ContainerLimits | None = None) -> list[dict[str, str]]:
         prompt, raw = request["inputs"], request.get("parameters") or {}
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise _invalid("`inputs` must be a non-empty string")
-        if not isinstance(raw, dict):
-            raise _invalid("`parameters` must be an object")
-        params = _checked_params(raw.get("max_new_tokens"), raw.get("do_sample", False),
-                                 raw.get("temperature"), raw.get("top_p"), raw.get("top_k"),
-                                 raw.get("stop"))
-        turns = parse_tgi_prompt(prompt, self._fetch)
+        if limits is not None:
+            checked = check_request(request, "tgi", limits, self._fetch)
+            turns, params = checked.turns, checked.params
+        else:
+            if not isinstance(prompt, str) or not prompt.strip():
+                raise _invalid("`inputs` must be a non-empty string")
+            if not isinstance(raw, dict):
+                raise _invalid("`parameters` must be an object")
+            params = _checked_params(raw.get("max_new_tokens"), raw.get("do_sample", False),
+                                     raw.get("temperature"), raw.get("top_p"), raw.get("top_k"),
+                                     raw.get("stop"))
+            turns = parse_tgi_prompt(prompt, self._fetch)
         outcome.images = sum(len(turn.images) for turn in turns)
         text = self._generate(turns, params)
         full_text = raw.get("return_full_text")
@@ -650,14 +947,19 @@ class ModelServer:
             full_text = self.default_return_full_text
         return [{"generated_text": prompt + text if full_text else text}]
 
-    def _chat(self, request: dict[str, Any], outcome: _Outcome) -> dict[str, Any]:
-        temperature = request.get("temperature")
-        # TGI's chat route samples unless temperature is 0, which means greedy.
-        greedy = temperature is not None and temperature == 0
-        params = _checked_params(request.get("max_tokens"), not greedy,
-                                 None if greedy else temperature, request.get("top_p"), None,
-                                 request.get("stop"))
-        turns = parse_messages(request["messages"], self._fetch)
+    def _chat(self, request: dict[str, Any], outcome: _Outcome,
+              limits: ContainerLimits | None = None) -> dict[str, Any]:
+        if limits is not None:
+            checked = check_request(request, "messages", limits, self._fetch)
+            turns, params = checked.turns, checked.params
+        else:
+            temperature = request.get("temperature")
+            # TGI's chat route samples unless temperature is 0, which means greedy.
+            greedy = temperature is not None and temperature == 0
+            params = _checked_params(request.get("max_tokens"), not greedy,
+                                     None if greedy else temperature, request.get("top_p"), None,
+                                     request.get("stop"))
+            turns = parse_messages(request["messages"], self._fetch)
         outcome.images = sum(len(turn.images) for turn in turns)
         text = self._generate(turns, params)
         prompt_words, answer_words = _word_count(turns), len(text.split())
@@ -718,7 +1020,8 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             length = 0
         body: bytes | None = None
-        if length <= self.server.model_server.payload_limit:
+        limit = self.server.model_server.payload_limit_for(self.path.split("?")[0])
+        if length <= limit:
             body = self.rfile.read(length)
         elif length <= _DRAIN_LIMIT:
             remaining = length

@@ -7,19 +7,25 @@ Three parts on loopback, selected by endpoint URLs only (boto3 reads ``AWS_ENDPO
   CloudWatch Logs and Application Auto Scaling;
 - ``LambdaRuntime`` runs the deployed zip when the bucket notification fires;
 - ``ModelServer`` plays the endpoint's runtime API, answering with a real model through
-  transformers when one can be loaded, else with a clearly labelled offline stand-in;
+  transformers when one can be loaded, else with a clearly labelled offline stand-in, and
+  enforcing the deployed container's limits (``container_limits``: read from the endpoint's
+  SageMaker model, as ``up`` created it) with that container's status codes and bodies;
   ``AsyncEndpoints`` puts SageMaker's asynchronous queue (and its scaling from zero) in front;
 - ``SchedulerRunner`` runs EventBridge Scheduler's one-time targets (the stop deadline).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import os
+import re
 import shutil
 import socket
 import tempfile
-from collections.abc import Iterator
+import threading
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -27,7 +33,9 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from ..errors import PortInUseError
+from serving_limits import ContainerLimits, GenerationError
+
+from ..errors import ConfigError, PortInUseError
 from . import iam_enforcement, moto_patches
 from .credentials import RoleCredentials
 from .lambda_runtime import LambdaRuntime
@@ -58,6 +66,76 @@ def check_port_free(host: str, port: int, what: str) -> None:
             probe.bind((host, port))
         except OSError as exc:
             raise PortInUseError(what, host, port, exc.strerror or "") from None
+
+
+_ECR_REGION = re.compile(r"\.dkr\.ecr\.([a-z0-9-]+)\.amazonaws\.com")
+
+
+def _positive_int(value: str | None) -> int | None:
+    try:
+        number = int(value) if value is not None else None
+    except ValueError:
+        return None
+    return number if number is not None and number > 0 else None
+
+
+def _images_per_prompt(value: str | None) -> int | None:
+    """vLLM's limit_mm_per_prompt as LMI passes it: JSON ``{"image": 2}`` or ``image=2``."""
+    if not value:
+        return None
+    try:
+        parsed = json.loads(value)
+    except ValueError:
+        parsed = dict(item.split("=", 1) for item in value.split(",") if "=" in item)
+    return _positive_int(str(parsed.get("image"))) if isinstance(parsed, dict) else None
+
+
+def container_limits(image: str, environment: Mapping[str, str]) -> ContainerLimits | None:
+    """The limits a SageMaker model's container enforces, from its image URI and environment.
+
+    The profile whose container image (resolved for the image's region) and model id
+    (HF_MODEL_ID) match gives the engine, the version and how images are counted; the numeric
+    limits in the environment override the profile's, as the container reads them: TGI's
+    MAX_INPUT_TOKENS (1.x: MAX_INPUT_LENGTH), MAX_TOTAL_TOKENS, PAYLOAD_LIMIT,
+    MAX_STOP_SEQUENCES; LMI's OPTION_MAX_MODEL_LEN and OPTION_LIMIT_MM_PER_PROMPT. None when no
+    profile matches (an image this project does not deploy): the server then checks nothing
+    container-specific.
+    """
+    from ..profiles import PROFILES
+
+    found = _ECR_REGION.search(image)
+    region = found.group(1) if found else REGION
+    for profile in PROFILES.values():
+        if environment.get("HF_MODEL_ID") != profile.model_id:
+            continue
+        try:
+            if profile.image_uri(region) != image:
+                continue
+        except ConfigError:
+            continue
+        limits = profile.limits
+        if limits.engine == "tgi":
+            max_input = _positive_int(environment.get("MAX_INPUT_TOKENS")
+                                      or environment.get("MAX_INPUT_LENGTH"))
+            names = {"max_input_tokens": max_input,
+                     "max_total_tokens": _positive_int(environment.get("MAX_TOTAL_TOKENS")),
+                     "payload_limit_bytes": _positive_int(environment.get("PAYLOAD_LIMIT")),
+                     "max_stop_sequences": _positive_int(environment.get("MAX_STOP_SEQUENCES"))}
+        else:
+            model_len = _positive_int(environment.get("OPTION_MAX_MODEL_LEN"))
+            names = {"max_total_tokens": model_len,
+                     "max_input_tokens": model_len - 1 if model_len else None,
+                     "max_images": _images_per_prompt(environment.get(
+                         "OPTION_LIMIT_MM_PER_PROMPT"))}
+        changes = {name: value for name, value in names.items() if value is not None}
+        try:
+            return dataclasses.replace(limits, **changes)
+        except GenerationError as exc:  # e.g. MAX_INPUT_TOKENS >= MAX_TOTAL_TOKENS
+            log.warning("the container of %s would not start: %s", profile.name, exc)
+            return limits
+    log.warning("no model profile runs image %s with HF_MODEL_ID=%s: its limits are not "
+                "enforced locally", image, environment.get("HF_MODEL_ID"))
+    return None
 
 
 def _moto_server(host: str, port: int) -> Any:
@@ -136,6 +214,9 @@ class LocalStack:
         self.idle_seconds = idle_seconds  # ... and scales back in after this long idle
         self.async_endpoints: Any = None
         self.scheduler: Any = None
+        # endpoint configuration name -> its container's limits (configurations are immutable)
+        self._limits_cache: dict[str, ContainerLimits | None] = {}
+        self._limits_lock = threading.Lock()
 
     @property
     def env(self) -> dict[str, str]:
@@ -182,6 +263,7 @@ class LocalStack:
                 backend=backend, host=self.host, port=self.model_port,
                 endpoint_exists=self._endpoint_exists, authorize=self._authorize_invoke,
                 fetch_origins=[self.moto_url],  # presigned photo URLs; nothing else here
+                limits_for=self.endpoint_limits,
             ).start()
         except OSError as exc:  # taken between the check and now
             raise PortInUseError(MODEL_SERVER, self.host, self.model_port,
@@ -234,6 +316,35 @@ class LocalStack:
             return client.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
         except ClientError:
             return False
+
+    def _sagemaker(self) -> Any:
+        return boto3.client(
+            "sagemaker", endpoint_url=self.moto_url, region_name=REGION,
+            aws_access_key_id="local", aws_secret_access_key="local",
+        )
+
+    def endpoint_limits(self, name: str) -> ContainerLimits | None:
+        """The limits of the container behind endpoint ``name``, as ``up`` deployed it:
+        endpoint -> endpoint configuration -> model -> PrimaryContainer (image, environment).
+        Cached per endpoint configuration; None for an unknown endpoint or container."""
+        client = self._sagemaker()
+        try:
+            config_name = client.describe_endpoint(EndpointName=name)["EndpointConfigName"]
+        except ClientError:
+            return None
+        with self._limits_lock:
+            if config_name in self._limits_cache:
+                return self._limits_cache[config_name]
+        try:
+            config = client.describe_endpoint_config(EndpointConfigName=config_name)
+            model = client.describe_model(ModelName=config["ProductionVariants"][0]["ModelName"])
+        except (ClientError, KeyError, IndexError):
+            return None
+        container = model.get("PrimaryContainer") or {}
+        limits = container_limits(container.get("Image", ""), container.get("Environment", {}))
+        with self._limits_lock:
+            self._limits_cache[config_name] = limits
+        return limits
 
     def _put_object(self, bucket: str, key: str, body: bytes, function_arn: str) -> None:
         """How the Lambda service writes an on-failure record to an S3 destination."""
