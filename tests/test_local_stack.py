@@ -14,6 +14,7 @@ from importlib.metadata import version
 from pathlib import Path
 
 import pytest
+from botocore.exceptions import ClientError
 
 from visual_tourism import lambda_fn, stack
 from visual_tourism.aws import Aws
@@ -31,6 +32,10 @@ def test_moto_private_names():
     from moto.s3.models import FakeBucket
 
     assert version("moto") == "5.2.5", "moto is pinned: re-check moto_patches before bumping"
+    from moto.sagemaker.models import FakeEndpointConfig  # moto_patches.patch_instance_types
+
+    assert list(inspect.signature(FakeEndpointConfig.validate_instance_type).parameters) == [
+        "self", "instance_type"]
     assert list(inspect.signature(LambdaFunction._invoke_lambda).parameters) == ["self", "event"]
     assert list(inspect.signature(FakeBucket.get_permission).parameters) == [
         "self", "action", "resource"
@@ -264,3 +269,28 @@ def test_ask_again_with_the_same_photo(env, deployed):
     assert third["answer"] == second["answer"]
     assert env.runtime.wait_idle(30)
     assert len(env.model_server.calls) == calls + 1  # the final answer was reused
+
+
+def test_local_mode_takes_the_instance_types_the_real_api_takes(env, tmp_path):
+    """moto's own allow-list refuses ml.g5 (the Qwen profiles' instance); local mode checks
+    against botocore's SageMaker model instead, which still refuses a made-up type."""
+    cfg = load_config(prefix="t" + os.urandom(3).hex(), state_dir=str(tmp_path / "state"),
+                      model_profile="qwen2.5-vl-7b-instruct")
+    assert cfg.effective_instance_type.startswith("ml.g5.")
+    aws = Aws(cfg.region)
+    client = aws.client("sagemaker")
+    model = f"{cfg.prefix}-model"
+    client.create_model(ModelName=model, ExecutionRoleArn=f"arn:aws:iam::{aws.account_id}:role/r",
+                        PrimaryContainer={"Image": "image:latest"})
+    for instance_type, accepted in ((cfg.effective_instance_type, True), ("ml.g5.bogus", False)):
+        name = f"{cfg.prefix}-{instance_type.replace('.', '-')}"
+        variant = {"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1,
+                   "InstanceType": instance_type}
+        if accepted:
+            client.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+            client.delete_endpoint_config(EndpointConfigName=name)
+        else:
+            with pytest.raises(ClientError, match="failed to satisfy constraint"):
+                client.create_endpoint_config(EndpointConfigName=name,
+                                              ProductionVariants=[variant])
+    client.delete_model(ModelName=model)

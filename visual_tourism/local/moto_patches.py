@@ -13,6 +13,9 @@ tests/test_local_stack.py::test_moto_private_names fails loudly if a release mov
 3. Asynchronous invocation settings: moto's PutFunctionEventInvokeConfig appends to a list
    and GetFunctionEventInvokeConfig answers the first entry, so a second Put never shows.
    On AWS a Put replaces the configuration; local mode makes moto do that.
+4. Endpoint instance types: moto checks CreateEndpointConfig against an old allow-list that
+   refuses ml.g5 and newer GPUs; local mode checks against botocore's SageMaker service model
+   (ProductionVariantInstanceType), the list the real API validates with.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from moto.awslambda.models import EventInvokeConfig, LambdaBackend, LambdaFuncti
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, S3Backend
 from moto.s3.responses import S3Response
+from moto.sagemaker.exceptions import ValidationError as SageMakerValidationError
+from moto.sagemaker.models import FakeEndpointConfig
 from werkzeug.exceptions import HTTPException
 
 _original_invoke = LambdaFunction._invoke_lambda
@@ -32,6 +37,7 @@ _original_permission = FakeBucket.get_permission
 _original_put_object = S3Backend.put_object
 _original_put_event_config = LambdaBackend.put_function_event_invoke_config
 _original_post = S3Response._bucket_response_post
+_original_instance_check = FakeEndpointConfig.validate_instance_type
 
 Invoker = Callable[[Any, Any], tuple[str, bool, str]]
 PutHook = Callable[[str, str], None]  # (bucket, key)
@@ -142,7 +148,31 @@ def unhook_put_object() -> None:
     S3Backend.put_object = _original_put_object  # type: ignore[method-assign]
 
 
+def _instance_type_of_the_api(self: FakeEndpointConfig, instance_type: str) -> None:
+    """SageMaker's own list of endpoint instance types (botocore's service model), in place of
+    moto's older allow-list, which refuses current GPUs (ml.g5, ml.g6, ...) that AWS takes."""
+    allowed = _endpoint_instance_types()
+    if instance_type not in allowed:
+        raise SageMakerValidationError(
+            message=f"Value '{instance_type}' at 'instanceType' failed to satisfy constraint: "
+                    f"Member must satisfy enum value set: [{', '.join(sorted(allowed))}]")
+
+
+def _endpoint_instance_types() -> frozenset[str]:
+    import botocore.session
+
+    model = botocore.session.get_session().get_service_model("sagemaker")
+    return frozenset(model.shape_for("ProductionVariantInstanceType").enum)
+
+
+def patch_instance_types() -> None:
+    FakeEndpointConfig.validate_instance_type = (  # type: ignore[method-assign]
+        _instance_type_of_the_api)
+
+
 def restore() -> None:
+    FakeEndpointConfig.validate_instance_type = (  # type: ignore[method-assign]
+        _original_instance_check)
     LambdaFunction._invoke_lambda = _original_invoke  # type: ignore[method-assign]
     LambdaBackend.put_function_event_invoke_config = (  # type: ignore[method-assign]
         _original_put_event_config)

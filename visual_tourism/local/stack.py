@@ -288,6 +288,7 @@ class LocalStack:
         self.scheduler = SchedulerRunner(self.env).start()
         moto_patches.patch_bucket_policies()
         moto_patches.patch_event_invoke_config()
+        moto_patches.patch_instance_types()  # current GPUs, as the real API takes
         # Browser uploads: S3 checks POST policies; moto does not (see moto_patches).
         moto_patches.patch_post_policies(
             {CREDENTIALS["AWS_ACCESS_KEY_ID"]: CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})
