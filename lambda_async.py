@@ -82,8 +82,13 @@ def _invoke(settings: core.Settings, **params: Any) -> dict[str, Any]:
 def submit(
     s3: Any, settings: core.Settings, bucket: str, key: str, out_key: str,
     request: dict[str, Any], result: dict[str, Any], summary: dict[str, Any],
+    structured: bool = False,
 ) -> dict[str, Any]:
-    """Queue the request; return the summary line ("queued")."""
+    """Queue the request; return the summary line ("queued").
+
+    ``structured``: the preset asked for a structured answer; the completion parses it as
+    real-time mode does (core.parse_result), from the marker.
+    """
     etag = result["input"]["etag"]
     iid = inference_id(bucket, key, etag)
     payload_key = f"{settings.async_prefix}requests/{iid}.json"
@@ -103,6 +108,7 @@ def submit(
         "output_location": output, "failure_location": failure,
         "submitted_at": submitted, "ttl_seconds": settings.async_ttl_seconds,
         "request_style": settings.request_style, "stops": _stops(request), "result": result,
+        "structured": structured,
     }
     body = json.dumps(marker).encode()
     for location in filter(None, (output, failure)):
@@ -143,8 +149,8 @@ def _outcome(
             }}, False
         request = {"parameters": {"stop": marker["stops"]}}
         try:
-            return {"status": "ok", "answer": core.parse_answer(marker["request_style"],
-                                                                payload, request)}, True
+            return {"status": "ok", **core.parse_result(
+                marker["request_style"], payload, request, bool(marker.get("structured")))}, True
         except core.Failure as exc:
             return {"error": {"code": exc.code, "message": exc.message}}, False
     detail = core._scrub(body.decode("utf-8", "replace").strip(), 300) or "no detail"

@@ -12,8 +12,9 @@ Only a failed result write raises (so Lambda's asynchronous retry runs the photo
 inference included). Every other failure becomes an error result, so a model that fails or
 times out is not asked again by Lambda's retries on top of the handler's own.
 
-Standard library and boto3 only; Pillow is imported lazily, and only when the data-uri
-transport has to shrink an image.
+Standard library and boto3 only; Pillow is imported lazily, and only when an image has to be
+resized: for the data-uri transport's payload limit, or for the container's image token budget
+(CONTAINER_LIMITS; see "the image budget" below).
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
+import presets_schema  # zipped beside this file: answer presets (PRESETS_TABLE)
 import serving_limits  # zipped beside this file: the model container's limits and rules
 
 log = logging.getLogger(__name__)
@@ -141,6 +143,14 @@ class Settings:
     async_prefix: str = "async/"
     async_ttl_seconds: int = 3600
     async_invocation_timeout_seconds: int = 900
+    # From CONTAINER_LIMITS (JSON, serving_limits.ContainerLimits): the container's token
+    # budget, image token formula and payload limit. None: deployed before the limits were
+    # passed; images are then sized by bytes only, as before.
+    container_limits: serving_limits.ContainerLimits | None = None
+    # The answer presets' DynamoDB table (presets_schema.py); empty: no presets, the prompt
+    # above as it is. A preset read is kept this many seconds by a warm container.
+    presets_table: str = ""
+    preset_cache_seconds: float = 60.0
 
 
 ENV_NAMES = {  # environment variable -> Settings field
@@ -157,6 +167,7 @@ ENV_NAMES = {  # environment variable -> Settings field
     "INFERENCE_MODE": "inference_mode", "ASYNC_PREFIX": "async_prefix",
     "ASYNC_TTL_SECONDS": "async_ttl_seconds",
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "async_invocation_timeout_seconds",
+    presets_schema.ENV_VAR: "presets_table", "PRESET_CACHE_SECONDS": "preset_cache_seconds",
 }
 
 
@@ -185,8 +196,20 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     missing = [var for var in ("BUCKET_NAME", "ENDPOINT_NAME") if ENV_NAMES[var] not in values]
     if missing:
         raise ConfigError(f"Set {' and '.join(missing)} in the Lambda's environment.")
-    settings = Settings(**values)
     problems = []
+    raw_limits = env.get(serving_limits.ENV_VAR, "")
+    if raw_limits:
+        try:
+            limits = serving_limits.ContainerLimits.from_env(raw_limits)
+        except serving_limits.GenerationError as exc:
+            problems.append(str(exc))
+        else:
+            values["container_limits"] = limits
+            # The body must stay under the container's own limit (TGI's PAYLOAD_LIMIT, or
+            # SageMaker's 6 MB): 5% kept back, as the 1,900,000 default does for TGI's 2 MB.
+            cap = limits.payload_limit_bytes * 95 // 100
+            values["max_payload_bytes"] = min(values.get("max_payload_bytes", cap), cap)
+    settings = Settings(**values)
     if settings.request_style not in STYLES:
         problems.append(f"REQUEST_STYLE must be one of {', '.join(STYLES)}")
     if settings.image_transport not in TRANSPORTS:
@@ -199,21 +222,18 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append("INFERENCE_MODE must be realtime or async")
     if settings.max_attempts < 1:
         problems.append("MAX_ATTEMPTS must be at least 1")
-    problems.extend(_generation_problems(settings, env.get(serving_limits.ENV_VAR, "")))
+    problems.extend(_generation_problems(settings))
     if problems:
         raise ConfigError("Invalid Lambda configuration: " + "; ".join(problems) + ".")
     return settings
 
 
-def _generation_problems(settings: Settings, raw_limits: str) -> list[str]:
+def _generation_problems(settings: Settings) -> list[str]:
     """GENERATION_PARAMETERS the container would refuse (serving_limits holds the rules, the
     same ones load_config applies; CONTAINER_LIMITS says which container)."""
-    if not raw_limits:  # deployed before the limits were passed: nothing to check against
+    limits = settings.container_limits
+    if limits is None:  # deployed before the limits were passed: nothing to check against
         return []
-    try:
-        limits = serving_limits.ContainerLimits.from_env(raw_limits)
-    except serving_limits.GenerationError as exc:
-        return [str(exc)]
     return [f"GENERATION_PARAMETERS: {problem}" for problem in serving_limits.generation_problems(
         settings.generation, limits, settings.request_style)]
 
@@ -225,6 +245,7 @@ def _generation_problems(settings: Settings, raw_limits: str) -> list[str]:
 # test a client that still points at an earlier endpoint.
 _CLIENT_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
+    "AWS_ENDPOINT_URL_DYNAMODB",
     "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
 )
 _sessions: dict[tuple[str | None, ...], Any] = {}
@@ -531,6 +552,118 @@ def build_request(
     return body
 
 
+@dataclass(frozen=True)
+class Prompt:
+    """What one request asks: the instruction, the in-context examples, the parameters.
+
+    ``preset`` None: the function's own one-shot prompt (INSTRUCTION, EXAMPLE_KEY,
+    EXAMPLE_ANSWER, GENERATION_PARAMETERS), sent exactly as before presets existed. Otherwise
+    the preset item (presets_schema's layout) the request is built from; ``from_table`` says
+    whether it came from the presets table (False: the built-in default, the same prompt as
+    the environment's, used when the table cannot be read).
+    """
+
+    instruction: str
+    examples: tuple[tuple[str, str], ...]  # (S3 key of the example photo, its written answer)
+    generation: Mapping[str, Any]  # max_new_tokens included
+    preset: Mapping[str, Any] | None = None
+    language: str | None = None
+    structured: bool = False
+    from_table: bool = False
+
+    @property
+    def name(self) -> str:
+        return str((self.preset or {}).get("name", presets_schema.DEFAULT_NAME))
+
+    def label(self) -> str:
+        """How messages name the preset: "preset 'family' (version 3)"."""
+        version = (self.preset or {}).get("version")
+        return f"preset {self.name!r}" + (f" (version {version})" if version is not None else "")
+
+
+def environment_prompt(settings: Settings) -> Prompt:
+    return Prompt(settings.instruction, ((settings.example_key, settings.example_answer),),
+                  settings.generation)
+
+
+def preset_prompt(settings: Settings, item: Mapping[str, Any], language: str | None,
+                  from_table: bool = True) -> Prompt:
+    """The Prompt of a valid preset ``item`` answered in ``language``."""
+    generation = presets_schema.generation_parameters(item)
+    if generation == settings.generation:  # the environment's parameters in its own order,
+        generation = settings.generation   # so that `default` sends exactly today's bytes
+    examples = tuple((str(e["photo"]), str(e["answer"])) for e in item.get("examples") or [])
+    return Prompt(str(item.get("instruction", "")), examples, generation, item,
+                  language or str(item.get("language") or presets_schema.PROMPT_LANGUAGE),
+                  bool(item.get("structured")), from_table)
+
+
+def _builtin_preset(settings: Settings) -> dict[str, Any]:
+    """The `default` preset as the function's environment defines it (the original prompt)."""
+    generation = dict(settings.generation)
+    max_new = generation.pop("max_new_tokens", None)
+    return {
+        "name": presets_schema.DEFAULT_NAME, "instruction": settings.instruction,
+        "examples": [{"photo": settings.example_key, "answer": settings.example_answer}],
+        "language": presets_schema.PROMPT_LANGUAGE, "languages": list(presets_schema.LANGUAGES),
+        "generation": generation, "max_new_tokens": max_new, "structured": False,
+    }
+
+
+def structured_request(limits: serving_limits.ContainerLimits | None, style: str,
+                       ) -> dict[str, Any] | None:
+    """The request fields that constrain the answer to presets_schema.structured_schema(),
+    as this container takes them; None: it cannot, the answer is parsed from text.
+
+    - TGI prompt style: ``parameters.grammar = {"type": "json", "value": <schema>}``, from
+      TGI 1.4 (router GrammarType; on by default, --disable-grammar-support opts out).
+    - Messages on TGI (>= 2; 3.3.6 checked): ``response_format = {"type": "json_object",
+      "value": <schema>}``, TGI's own shape ("json_object" is an alias of "json").
+    - Messages on vLLM: OpenAI's ``{"type": "json_schema", "json_schema": {"name", "schema"}}``.
+    """
+    schema = presets_schema.structured_schema()
+    engine = limits.engine if limits is not None else "tgi"
+    version = limits.container_version if limits is not None else ""
+    major_minor = tuple(int(p) for p in re.findall(r"\d+", version)[:2]) or (99, 0)
+    if style == "tgi":
+        if engine != "tgi" or major_minor < (1, 4):
+            return None
+        return {"grammar": {"type": "json", "value": schema}}
+    if engine == "vllm":
+        return {"response_format": {"type": "json_schema",
+                                    "json_schema": {"name": "answer", "schema": schema}}}
+    if major_minor < (2, 0):  # TGI 1.x's chat route has no response_format
+        return None
+    return {"response_format": {"type": "json_object", "value": schema}}
+
+
+def prompt_request(settings: Settings, prompt: Prompt, example_urls: list[str],
+                   image_url: str) -> dict[str, Any]:
+    """The request body for ``prompt``: build_request's one-shot prompt without a preset;
+    with one, presets_schema's prompt (up to three examples, the answer language), its
+    parameters and, for a structured answer, the container's constraint."""
+    style = settings.request_style
+    if prompt.preset is None:
+        (_, answer), = prompt.examples
+        return build_request(style, prompt.instruction, answer, example_urls[0], image_url,
+                             prompt.generation)
+    item, generation = prompt.preset, prompt.generation
+    constraint = (structured_request(settings.container_limits, style)
+                  if prompt.structured else None)
+    if style == "tgi":
+        parameters = {"return_full_text": False, "stop": list(TGI_STOP), **generation}
+        parameters.update(constraint or {})
+        return {"inputs": presets_schema.tgi_prompt(item, prompt.language, example_urls,
+                                                    image_url), "parameters": parameters}
+    body: dict[str, Any] = {"messages": presets_schema.chat_messages(
+        item, prompt.language, example_urls, image_url)}
+    body.update({_CHAT_PARAMETERS[k]: v for k, v in generation.items() if k in _CHAT_PARAMETERS})
+    if generation.get("do_sample") is False:
+        body["temperature"] = 0
+    body.update(constraint or {})
+    return body
+
+
 def _strip_stops(text: str, stops: list[str]) -> str:
     """TGI returns a plain-text stop sequence at the end of the answer: cut it off."""
     text = text.strip()
@@ -541,8 +674,8 @@ def _strip_stops(text: str, stops: list[str]) -> str:
         text = text[: -len(stop)].rstrip()
 
 
-def parse_answer(style: str, payload: Any, request: Mapping[str, Any]) -> str:
-    """The model's text alone: no echoed prompt, no stop sequence, stripped."""
+def _model_text(style: str, payload: Any, request: Mapping[str, Any]) -> str:
+    """The model's text: no echoed prompt, no stop sequence (Failure: not the style's shape)."""
     try:
         if style == "tgi":
             item = payload[0] if isinstance(payload, list) else payload
@@ -561,7 +694,15 @@ def parse_answer(style: str, payload: Any, request: Mapping[str, Any]) -> str:
     if isinstance(prompt, str) and text.startswith(prompt):  # echoed despite return_full_text
         text = text[len(prompt):]
     stops = request.get("parameters", {}).get("stop") or request.get("stop") or []
-    answer = _strip_stops(text, [stops] if isinstance(stops, str) else list(stops))
+    return _strip_stops(text, [stops] if isinstance(stops, str) else list(stops))
+
+
+def parse_answer(style: str, payload: Any, request: Mapping[str, Any]) -> str:
+    """The model's text alone: no echoed prompt, no stop sequence, stripped."""
+    return _clean_answer(_model_text(style, payload, request))
+
+
+def _clean_answer(answer: str) -> str:
     # Stored and shown as it is: no control characters (newlines and tabs kept), and no more
     # than ANSWER_MAX_CHARS (three sentences are asked for; more is a runaway generation).
     answer = _CONTROL.sub("", answer)
@@ -571,6 +712,71 @@ def parse_answer(style: str, payload: Any, request: Mapping[str, Any]) -> str:
     if not answer:
         raise Failure("empty_answer", "The model returned an empty answer: upload again.")
     return answer
+
+
+# -- structured answers -----------------------------------------------------------------------
+
+_TEXT_FIELDS = ("description", "story", "where_to_eat")  # joined, they are the text answer
+_JSON_TRIES = 64  # a "{" that does not start a JSON object: at most this many are tried
+
+
+def structured_fields(text: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(fields, None) from the first JSON object in ``text`` that has any of the structured
+    fields (presets_schema.STRUCTURED_FIELDS), or (None, why not).
+
+    Lenient: the object may sit anywhere (in a code fence, after a sentence); a missing field
+    is None, and so is a field of the wrong type (a number for ``city``, "yes" for
+    ``recognised``); other keys are ignored.
+    """
+    decoder = json.JSONDecoder()
+    found: dict[str, Any] | None = None
+    any_object = False
+    for tries, match in enumerate(re.finditer(r"\{", text)):
+        if tries >= _JSON_TRIES:
+            break
+        try:
+            value, _ = decoder.raw_decode(text, match.start())
+        except ValueError:
+            continue
+        if isinstance(value, dict):
+            any_object = True
+            if any(name in value for name in presets_schema.STRUCTURED_FIELDS):
+                found = value
+                break
+    if found is None:
+        why = ("the JSON object in the answer has none of the fields "
+               f"{', '.join(presets_schema.STRUCTURED_FIELDS)}" if any_object else
+               "the answer holds no complete JSON object (cut off by max_new_tokens, or the "
+               "model did not follow the format)")
+        return None, why
+    fields: dict[str, Any] = {}
+    for name, kind in presets_schema.STRUCTURED_FIELDS.items():
+        value = found.get(name)
+        if kind == "boolean":
+            fields[name] = value if isinstance(value, bool) else None
+        elif isinstance(value, str) and value.strip():
+            value = _CONTROL.sub("", value).strip()
+            fields[name] = (value if len(value) <= ANSWER_MAX_CHARS
+                            else value[: ANSWER_MAX_CHARS - 1].rstrip() + "\u2026")
+        else:
+            fields[name] = None
+    return fields, None
+
+
+def parse_result(style: str, payload: Any, request: Mapping[str, Any],
+                 structured: bool = False) -> dict[str, Any]:
+    """The record's answer fields: ``answer``, and for a structured answer ``fields`` (None
+    with ``fields_error`` when the model's JSON was unusable: the text answer stays)."""
+    text = _model_text(style, payload, request)
+    if not structured:
+        return {"answer": _clean_answer(text)}
+    fields, why = structured_fields(text)
+    parts = [fields[name] for name in _TEXT_FIELDS if fields and fields[name]]
+    out: dict[str, Any] = {"answer": _clean_answer(" ".join(parts) if parts else text),
+                           "fields": fields}
+    if why:
+        out["fields_error"] = why
+    return out
 
 
 # -- images for the request ----------------------------------------------------------------
@@ -588,10 +794,14 @@ def _presign(bucket: str, key: str, settings: Settings) -> str:
 def _data_uri(data: bytes, fmt: str, budget: int, max_pixels: int = 50_000_000) -> str:
     """``data:`` URI of at most ``budget`` characters; re-encoded smaller when needed."""
     prefix = f"data:image/{fmt};base64,"
-    if len(prefix) + 4 * math.ceil(len(data) / 3) > budget:  # base64: 4 characters per 3 bytes
+    if len(prefix) + _base64_size(len(data)) > budget:
         prefix = "data:image/jpeg;base64,"
         data = _shrink(data, (budget - len(prefix)) * 3 // 4, max_pixels)
     return prefix + base64.b64encode(data).decode("ascii")
+
+
+def _base64_size(length: int) -> int:
+    return 4 * math.ceil(length / 3)  # base64: 4 characters per 3 bytes
 
 
 # EXIF orientation -> the Image.transpose method that makes the photo upright.
@@ -655,25 +865,52 @@ def _decode_small(data: bytes, max_side: int, max_pixels: int) -> Any:
     return image
 
 
-def _shrink(data: bytes, max_bytes: int, max_pixels: int = 50_000_000) -> bytes:
-    """Downscale to a JPEG of at most ``max_bytes`` (Pillow, imported only when needed)."""
+def _pillow() -> Any:
+    """Pillow's Image module, or a configuration error when the package lacks it."""
     try:
         from PIL import Image
     except ImportError:
         raise Failure(
             "configuration_error",
-            "IMAGE_TRANSPORT=data-uri must shrink this photo and needs Pillow: add Pillow to the "
-            "Lambda package, or use IMAGE_TRANSPORT=url.",
+            "This photo must be resized (to fit the payload limit, or the model container's "
+            "image token budget) and the function's package has no Pillow: redeploy with "
+            "`visual-tourism up`, which adds Pillow for every profile that resizes images.",
         ) from None
+    return Image
+
+
+def _shrink(data: bytes, max_bytes: int, max_pixels: int = 50_000_000) -> bytes:
+    """Downscale to a JPEG of at most ``max_bytes`` (Pillow, imported only when needed)."""
+    return _resized(data, max_bytes, max_pixels)[0]
+
+
+def _resized(
+    data: bytes, max_bytes: int, max_pixels: int = 50_000_000,
+    size: tuple[int, int] | None = None,
+) -> tuple[bytes, tuple[int, int]]:
+    """(JPEG of at most ``max_bytes``, its width and height), upright.
+
+    ``size``: (width, height) in the stored image's frame, as ``fit_image`` gives it; the
+    JPEG is that size unless the byte limit needs it smaller. None: at most SHRINK_MAX_SIDE
+    pixels per side, smaller only for the byte limit.
+    """
+    Image = _pillow()
     try:
-        image = _decode_small(data, SHRINK_MAX_SIDE, max_pixels)
-        side = min(max(image.size), SHRINK_MAX_SIDE)
+        image = _decode_small(data, max(size) if size else SHRINK_MAX_SIDE, max_pixels)
+        if size:
+            width, height = size
+            if (image.width > image.height) != (width > height) and width != height:
+                width, height = height, width  # EXIF turned it upright: same tokens, turned
+            if image.size != (width, height):
+                image = image.resize((width, height), Image.Resampling.LANCZOS,
+                                     reducing_gap=3.0)
+        side = min(max(image.size), max(size) if size else SHRINK_MAX_SIDE)
         while side >= 64:
-            image.thumbnail((side, side), reducing_gap=2.0)
+            image.thumbnail((side, side), reducing_gap=2.0)  # never enlarges
             out = io.BytesIO()
             image.save(out, "JPEG", quality=85, optimize=True)
             if out.tell() <= max_bytes:
-                return out.getvalue()
+                return out.getvalue(), image.size
             side = int(side * min(0.9, math.sqrt(max_bytes / out.tell())))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadImage(
@@ -720,36 +957,289 @@ def _read_pinned(s3: Any, bucket: str, key: str, etag: str | None, size: int) ->
     return data
 
 
-def _image_urls(
-    settings: Settings, bucket: str, key: str, head: bytes, size: int, fmt: str,
-    etag: str | None = None,
-) -> tuple[str, str]:
-    """(example URL, photo URL) for the prompt, per IMAGE_TRANSPORT."""
-    if settings.image_transport == "url":
-        example_url = _presign(settings.bucket, settings.example_key, settings)
-        return example_url, _presign(bucket, key, settings)
-    # data-uri: both images inline, the whole body under MAX_PAYLOAD_BYTES.
-    s3 = _client("s3")
-    bare = build_request(settings.request_style, settings.instruction, settings.example_answer,
-                         "", "", settings.generation)
-    room = settings.max_payload_bytes - len(json.dumps(bare).encode()) - 64
+# -- the image budget ---------------------------------------------------------------------
+#
+# Every image is sized so that the request fits the container's limits by its own accounting
+# (CONTAINER_LIMITS: serving_limits.ContainerLimits): text (estimated from above) + image
+# tokens <= MAX_INPUT_TOKENS and + max_new_tokens <= MAX_TOTAL_TOKENS. Each in-context example
+# (one, or up to three with a preset) gets at most limits.example_image_tokens, the photo
+# everything left (serving_limits.image_allowances), and each is sent at the largest size
+# within its allowance (serving_limits.fit_image).
+#
+# The url transport: an image whose stored size fits its allowance is sent as a presigned URL
+# of the original, as before (nothing decoded here, nothing more uploaded). One that does not
+# fit is resized here (the bounded decoder, _decode_small) and sent inline as a data: URI,
+# within the container's payload limit, rather than as a resized copy under a private prefix:
+# that copy would cost a PUT per photo plus a DELETE (or a lifecycle rule, and a stale copy
+# that outlives the upload, ETag pinning lost), and the endpoint would download it again; the
+# inline copy is ~0.1-1 MB, well under TGI's 2 MB and SageMaker's 6 MB, adds no S3 call and
+# sends exactly the bytes whose ETag the record carries. Each sized example is kept in module
+# state, keyed by its ETag and the limits, so a warm function resizes it once (one
+# conditional GET per example and photo checks the example is unchanged).
+# Idefics (TGI 1.4.5) counts one token per image whatever its size: nothing changes there.
+
+
+@dataclass(frozen=True)
+class SentImage:
+    """One image as the request carries it."""
+
+    url: str  # a presigned URL of the stored object, or a data: URI
+    width: int  # the size the container sees (0: not read; only where size costs nothing)
+    height: int
+    resized: bool = False  # a smaller copy than the one stored
+
+
+@dataclass(frozen=True)
+class _Example:
+    etag: str
+    width: int  # as stored
+    height: int
+    sent: SentImage | None  # None: send a presigned URL of the original
+
+
+_examples: dict[tuple[Any, ...], _Example] = {}  # warm-container cache of the sized examples
+_examples_seen: dict[tuple[str, str], float] = {}  # preset example photo -> checked until
+
+
+def _formula(settings: Settings) -> str:
+    """How the container counts an image's tokens; "idefics" (1 per image) without limits."""
+    limits = settings.container_limits
+    return limits.image_formula if limits is not None else "idefics"
+
+
+def _max_new_tokens(settings: Settings, prompt: Prompt | None = None) -> int:
+    value = (prompt.generation if prompt else settings.generation).get("max_new_tokens")
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    limits = settings.container_limits
+    return limits.max_total_tokens - limits.max_input_tokens if limits else 0
+
+
+def request_texts(settings: Settings, prompt: Prompt | None = None) -> tuple[list[str], int]:
+    """(texts of the request, number of chat messages) by which the container counts text."""
+    if prompt is not None and prompt.preset is not None:
+        return presets_schema.request_texts(prompt.preset, prompt.language,
+                                            settings.request_style)
+    if settings.request_style == "tgi":  # every ![](url) is an image, counted apart
+        bare = build_request("tgi", settings.instruction, settings.example_answer, "", "",
+                             settings.generation)
+        return [bare["inputs"]], 0
+    texts = [settings.instruction, settings.example_answer, settings.instruction]
+    return texts, len(texts)
+
+
+def request_budget(settings: Settings, sizes: list[tuple[int, int]],
+                   prompt: Prompt | None = None) -> serving_limits.Budget:
+    """The request's tokens with images of these sizes, by the container's accounting."""
+    limits = settings.container_limits
+    assert limits is not None
+    texts, messages = request_texts(settings, prompt)
+    return serving_limits.request_budget(limits, texts, [(max(w, 1), max(h, 1)) for w, h in sizes],
+                                         _max_new_tokens(settings, prompt), messages=messages)
+
+
+def _over_budget(settings: Settings, detail: str, prompt: Prompt | None = None) -> Failure:
+    limits = settings.container_limits
+    assert limits is not None
+    if prompt is not None and prompt.from_table:
+        code, fix = "preset_invalid", (
+            f"Shorten the instruction or the examples' answers of {prompt.label()}, use fewer "
+            f"examples, or lower its max_new_tokens (visual-tourism presets set {prompt.name} "
+            "...), then upload the photo again.")
+    else:
+        code, fix = "configuration_error", (
+            "Shorten INSTRUCTION or EXAMPLE_ANSWER, or lower max_new_tokens, redeploy, then "
+            "upload the photo again.")
+    return Failure(
+        code,
+        f"The request cannot fit the model container's limits ({limits.engine} "
+        f"{limits.container_version}: MAX_INPUT_TOKENS {limits.max_input_tokens}, "
+        f"MAX_TOTAL_TOKENS {limits.max_total_tokens}, payload {limits.payload_limit_bytes:,} "
+        f"bytes), so the model was not called: {detail}. {fix}",
+    )
+
+
+def image_allowances(settings: Settings, example_sizes: list[tuple[int, int]],
+                     prompt: Prompt | None = None) -> tuple[list[int], int]:
+    """(token allowance of each example, of the photo); Failure when the photo gets no room."""
+    limits = settings.container_limits
+    assert limits is not None
+    text = request_budget(settings, [], prompt).text_tokens
     try:
-        response = s3.get_object(Bucket=settings.bucket, Key=settings.example_key,
-                                 Range=f"bytes=0-{settings.max_image_bytes - 1}")
-        example = response["Body"].read(settings.max_image_bytes + 1)
-        total = str(response.get("ContentRange") or "").rpartition("/")[2]
-        if total.isdigit() and int(total) > len(example):
-            raise BadImage("image_too_large", f"over {settings.max_image_bytes} bytes")
-        example_uri = _data_uri(example, sniff_image(example)[0], room // 3,  # photo first
-                                settings.max_image_pixels)
+        return serving_limits.image_allowances(
+            limits, text, _max_new_tokens(settings, prompt), example_sizes)
+    except serving_limits.GenerationError as exc:
+        raise _over_budget(settings, str(exc), prompt) from None
+
+
+def _payload_room(settings: Settings, prompt: Prompt) -> int:
+    """Bytes the images' URLs may take in the body (under MAX_PAYLOAD_BYTES)."""
+    bare = prompt_request(settings, prompt, [""] * len(prompt.examples), "")
+    return settings.max_payload_bytes - len(json.dumps(bare).encode()) - 64
+
+
+def _sized(
+    data: bytes, fmt: str, stored: tuple[int, int], target: tuple[int, int], budget: int,
+    settings: Settings,
+) -> SentImage:
+    """``data`` inline as a data: URI of at most ``budget`` characters, at most ``target``."""
+    prefix = f"data:image/{fmt};base64,"
+    if target == stored and len(prefix) + _base64_size(len(data)) <= budget:
+        return SentImage(prefix + base64.b64encode(data).decode("ascii"), *stored)
+    prefix = "data:image/jpeg;base64,"
+    max_bytes = (budget - len(prefix)) * 3 // 4
+    if target == stored:  # within its tokens, over its bytes: SHRINK_MAX_SIDE and bytes rule
+        jpeg, size = _resized(data, max_bytes, settings.max_image_pixels)
+    else:  # the size its tokens allow, smaller only if the bytes need it
+        jpeg, size = _resized(data, max_bytes, settings.max_image_pixels, target)
+    return SentImage(prefix + base64.b64encode(jpeg).decode("ascii"), *size, resized=True)
+
+
+def _example_failure(settings: Settings, prompt: Prompt, index: int, detail: str) -> Failure:
+    key = prompt.examples[index][0]
+    if prompt.from_table:
+        return Failure(
+            "preset_invalid",
+            f"The {prompt.label()} cannot be used, so the model was not called: "
+            f"examples[{index}].photo: s3://{settings.bucket}/{key} cannot be used ({detail}): "
+            f"upload that photo, or change the preset's examples (visual-tourism presets set "
+            f"{prompt.name} ...), then upload the photo again.")
+    return Failure(
+        "configuration_error",
+        f"The example image s3://{settings.bucket}/{key} cannot be used ({detail}): upload it "
+        "again or fix EXAMPLE_KEY.",
+    )
+
+
+def _check_example_exists(settings: Settings, prompt: Prompt, index: int) -> None:
+    """A preset's example photo that the endpoint will fetch by URL: one HEAD, remembered
+    with the preset (PRESET_CACHE_SECONDS), so that a photo missing from example/ (a preset
+    edited by hand) is an error record rather than a model call that cannot fetch it."""
+    key = prompt.examples[index][0]
+    seen = (settings.bucket, key)
+    now = time.monotonic()
+    if _examples_seen.get(seen, 0.0) > now:
+        return
+    try:
+        _client("s3").head_object(Bucket=settings.bucket, Key=key)
+    except ClientError as exc:
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied"):
+            raise _example_failure(settings, prompt, index, "no such photo") from None
+        log.warning("Cannot check the example photo %s: %s", key, _describe(exc))
+        return  # the endpoint will tell
+    except BotoCoreError as exc:
+        log.warning("Cannot check the example photo %s: %s", key, _describe(exc))
+        return
+    if len(_examples_seen) >= 64:
+        _examples_seen.clear()
+    _examples_seen[seen] = now + max(settings.preset_cache_seconds, 0.0)
+
+
+def _example_image(settings: Settings, prompt: Prompt, index: int,
+                   budget: int) -> tuple[SentImage, tuple[int, int]]:
+    """(in-context example ``index`` as sent, its stored size, by which its tokens count)."""
+    limits = settings.container_limits
+    key = prompt.examples[index][0]
+    if settings.image_transport == "url" and _formula(settings) == "idefics":
+        # One token whatever its size: the original by URL, as ever (no S3 call for the
+        # function's own example).
+        if prompt.from_table and key != settings.example_key:
+            _check_example_exists(settings, prompt, index)
+        return SentImage(_presign(settings.bucket, key, settings), 0, 0), (1, 1)
+    cache_key = (settings.bucket, key, settings.image_transport,
+                 limits.to_env() if limits else "", budget)
+    cached = _examples.get(cache_key)
+    args: dict[str, Any] = {"Bucket": settings.bucket, "Key": key,
+                            "Range": f"bytes=0-{settings.max_image_bytes - 1}"}
+    if cached is not None:
+        args["IfNoneMatch"] = f'"{cached.etag}"'
+    try:
+        try:
+            response = _client("s3").get_object(**args)
+        except ClientError as exc:
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if cached is None or (_error_code(exc) not in ("304", "NotModified")
+                                  and status != 304):
+                raise
+            example = cached  # unchanged since this container sized it
+        else:
+            data = response["Body"].read(settings.max_image_bytes + 1)
+            total = str(response.get("ContentRange") or "").rpartition("/")[2]
+            if total.isdigit() and int(total) > len(data):
+                raise BadImage("image_too_large", f"over {settings.max_image_bytes} bytes")
+            fmt, width, height = sniff_image(data)
+            target: tuple[int, int] | None = (width, height)
+            if limits is not None:
+                # Its share: at most limits.example_image_tokens (serving_limits.image_allowances)
+                allowance = min(limits.example_image_tokens,
+                                serving_limits.image_tokens(width, height, limits.image_formula))
+                target = serving_limits.fit_image(width, height, allowance,
+                                                  limits.image_formula)
+                if target is None:
+                    raise BadImage("image_too_large", f"{width}x{height} pixels cannot be made "
+                                   f"to cost at most {allowance} tokens")
+            sent = None
+            if settings.image_transport == "data-uri" or target != (width, height):
+                sent = _sized(data, fmt, (width, height), target, budget, settings)
+            example = _Example(response["ETag"].strip('"'), width, height, sent)
+            if len(_examples) >= 24:
+                _examples.clear()
+            _examples[cache_key] = example
     except (ClientError, BadImage) as exc:
-        raise Failure(
-            "configuration_error",
-            f"The example image s3://{settings.bucket}/{settings.example_key} cannot be used "
-            f"({_scrub(str(exc))}): upload it again or fix EXAMPLE_KEY.",
-        ) from None
-    photo = head if size <= len(head) else _read_pinned(s3, bucket, key, etag, size)
-    return example_uri, _data_uri(photo, fmt, room - len(example_uri), settings.max_image_pixels)
+        raise _example_failure(settings, prompt, index, _scrub(str(exc))) from None
+    stored = (example.width, example.height)
+    if example.sent is not None:
+        return example.sent, stored
+    return SentImage(_presign(settings.bucket, key, settings), *stored), stored
+
+
+def _image_urls(
+    settings: Settings, prompt: Prompt, bucket: str, key: str, head: bytes, size: int,
+    fmt: str, etag: str | None = None, stored: tuple[int, int] | None = None,
+) -> tuple[list[SentImage], SentImage]:
+    """(the examples, the photo) as the request carries them, per IMAGE_TRANSPORT, each sized
+    to its share of the container's token budget (see "the image budget" above)."""
+    stored = stored or sniff_image(head)[1:]
+    room = _payload_room(settings, prompt)
+    # Each example gets at most a (2n+1)th of the payload room: with one example a third, as
+    # ever; the photo always keeps more than half.
+    share = room // (2 * len(prompt.examples) + 1)
+    examples, sizes = [], []
+    for index in range(len(prompt.examples)):
+        sent, example_size = _example_image(settings, prompt, index, share)
+        examples.append(sent)
+        sizes.append(example_size)
+    target = stored
+    limits = settings.container_limits
+    if limits is not None:
+        allowance = image_allowances(settings, sizes, prompt)[1]
+        fitted = serving_limits.fit_image(*stored, allowance, limits.image_formula)
+        if fitted is None:
+            raise BadImage(
+                "image_too_large",
+                f"The photo's shape ({stored[0]}x{stored[1]} pixels) cannot be made small enough "
+                f"for the model's image budget ({allowance} tokens) and still show anything: "
+                "crop it closer to a square and upload again.",
+            )
+        target = fitted
+    if settings.image_transport == "url" and target == stored:
+        return examples, SentImage(_presign(bucket, key, settings), *stored)
+    photo = head if size <= len(head) else _read_pinned(_client("s3"), bucket, key, etag, size)
+    used = sum(len(example.url) for example in examples)
+    return examples, _sized(photo, fmt, stored, target, room - used, settings)
+
+
+def check_request(settings: Settings, prompt: Prompt, body: bytes,
+                  images: list[SentImage]) -> None:
+    """Failure, before the model is called, when the request would not fit the container."""
+    limits = settings.container_limits
+    if limits is None:
+        return
+    if len(body) > limits.payload_limit_bytes:
+        raise _over_budget(settings, f"the request body is {len(body):,} bytes", prompt)
+    budget = request_budget(settings, [(image.width, image.height) for image in images], prompt)
+    if not budget.fits:
+        raise _over_budget(settings, budget.explain(), prompt)
 
 
 # -- calling the model ---------------------------------------------------------------------
@@ -765,6 +1255,45 @@ def _retryable(exc: Exception) -> bool:
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
         return code in RETRYABLE_CODES or status == 429 or status >= 500
     return False
+
+
+# TGI v1.4.5 serves Idefics v1 by fetching and decoding images in the Python shard
+# (server/text_generation_server/models/custom_modeling/idefics_image_processing.py,
+# fetch_images: requests.get(...).raise_for_status(), then PIL; "Could not load image from url"
+# when PIL cannot read it). A failure there is a generation error: HTTP 424, body
+# {"error": "Request failed during generation: Server error: <the exception>", ...}, which
+# SageMaker wraps in a ModelError with OriginalStatusCode 424. A 424 is also what a CUDA
+# out-of-memory or a crashed shard gives (worth retrying), so the body tells them apart.
+# (The local model server's wording, "cannot decode image" / "cannot fetch image", too.)
+_IMAGE_DECODE_FAILURE = re.compile(
+    r"(?i)could not load image|cannot (identify|decode) image|unrecognized image|image file "
+    r"is truncated|invalid (base64|image data uri)|\b4\d\d client error\b[^\n]*\bfor url\b")
+_IMAGE_FETCH_FAILURE = re.compile(
+    r"(?i)cannot fetch image|\b5\d\d server error\b[^\n]*\bfor url\b|HTTPS?ConnectionPool|"
+    r"max retries exceeded|read timed out|connect(ion)? ?timeout|"
+    r"connection (aborted|refused|reset)")
+
+
+def _image_failure(exc: Exception, settings: Settings) -> str | None:
+    """"decode" (the same bytes fail again), "fetch" (the download failed: may pass once
+    more) or None: a container answer that says it could not fetch or decode an image.
+
+    Only an answer with the container's own image-failure status counts
+    (ContainerLimits.image_failure_status: 424 for Idefics on TGI 1.4.5); without
+    CONTAINER_LIMITS, 424 (the original design's container).
+    """
+    if not isinstance(exc, ClientError) or _error_code(exc) != "ModelError":
+        return None
+    limits = settings.container_limits
+    status = limits.image_failure_status if limits is not None else 424
+    if exc.response.get("OriginalStatusCode") != status:
+        return None
+    text = f"{exc.response.get('OriginalMessage', '')} {exc.response['Error'].get('Message')}"
+    if _IMAGE_DECODE_FAILURE.search(text):
+        return "decode"
+    if _IMAGE_FETCH_FAILURE.search(text):
+        return "fetch"
+    return None
 
 
 def _describe(exc: Exception) -> str:
@@ -784,7 +1313,7 @@ def invoke_model(
     and never past ``deadline`` (monotonic seconds) less the margin for writing the result.
     """
     stop_at = deadline - settings.result_margin_seconds
-    attempts, last_error = 0, "none"
+    attempts, last_error, image_retries = 0, "none", 0
 
     def out_of_time() -> Failure:
         return Failure(
@@ -807,6 +1336,19 @@ def invoke_model(
             )
             raw = response["Body"].read()
         except (ClientError, BotoConnectionError, HTTPClientError) as exc:
+            # An image the container could not decode fails the same way every time: no retry.
+            # One it could not download (a timeout, S3's 5xx) gets one more attempt, not four:
+            # the presigned URL stays valid, and a second failure says S3 or the endpoint's
+            # network is the problem, which more attempts within this invocation do not fix.
+            image_failure = _image_failure(exc, settings)
+            if image_failure == "decode" or (image_failure == "fetch" and image_retries >= 1):
+                raise Failure(
+                    "model_rejected_input",
+                    f"The model container could not {image_failure} an image of the request "
+                    f"({_describe(exc)}): check that the photo opens in a photo app (export it "
+                    "as JPEG if not) and upload it again.", attempts,
+                ) from None
+            image_retries += image_failure == "fetch"
             if not _retryable(exc):
                 raise _permanent_failure(exc, settings, attempts) from None
             if attempts >= settings.max_attempts:
@@ -856,11 +1398,170 @@ def _permanent_failure(exc: Exception, settings: Settings, attempts: int) -> Fai
     )
 
 
+# -- answer presets -----------------------------------------------------------------------
+#
+# With PRESETS_TABLE set, the uploader picks a preset and a language with the photo's S3
+# metadata (x-amz-meta-preset, x-amz-meta-language: in the GetObject response the handler
+# already makes), and the preset is read with one DynamoDB GetItem, kept by a warm container
+# for PRESET_CACHE_SECONDS (monotonic clock; an unknown name for PRESET_MISS_SECONDS at most).
+# A preset is checked again here (presets_schema.validate_preset: someone may have edited it
+# in the console): a broken one is an error record naming it and the field, without a model
+# call. An unknown name is answered with `default`; an unreadable table with the copy this
+# container has (however old), else with the function's built-in prompt; the record says so.
+
+PRESET_MISS_SECONDS = 10.0  # an unknown preset name is asked for again after this long
+PRESET_ERROR_SECONDS = 5.0  # after a failed read, the table is not asked again for this long
+PRESET_READ_TIMEOUT = 3  # seconds; one attempt (the photo is answered anyway)
+# Without CONTAINER_LIMITS (deployed before the limits were passed) a preset is checked
+# against TGI's parameter rules only: its token budget is the container's to check.
+_RULES_ONLY = serving_limits.ContainerLimits(
+    engine="tgi", container_version="1.4.5", max_input_tokens=10**9 - 1,
+    max_total_tokens=10**9, payload_limit_bytes=2_000_000, max_stop_sequences=4,
+    image_formula="idefics")
+
+_presets: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
+_presets_down: dict[str, float] = {}  # table -> monotonic time until which it is not asked
+
+
+def clear_cache() -> None:
+    """Forget every preset read (and example photo checked) by this container (tests)."""
+    _presets.clear()
+    _presets_down.clear()
+    _examples_seen.clear()
+
+
+class _PresetsUnavailable(Exception):
+    """The presets table cannot be read, and this container has no copy of the preset."""
+
+
+def _read_preset(settings: Settings, name: str) -> tuple[dict[str, Any] | None, str | None]:
+    """(the preset, None when the table has no such item; a note when it is a stale copy).
+
+    One GetItem unless this container read it less than PRESET_CACHE_SECONDS ago.
+    """
+    table, now = settings.presets_table, time.monotonic()
+    cached = _presets.get((table, name))
+    if cached is not None:
+        age = now - cached[0]
+        fresh = settings.preset_cache_seconds
+        if cached[1] is None:
+            fresh = min(fresh, PRESET_MISS_SECONDS)
+        if age < fresh:
+            return cached[1], None
+    if _presets_down.get(table, 0.0) > now:
+        error = "it failed moments ago"
+    else:
+        try:
+            response = _client("dynamodb", PRESET_READ_TIMEOUT).get_item(
+                TableName=table, Key={presets_schema.KEY: {"S": name}})
+        except (ClientError, BotoCoreError) as exc:
+            error = _describe(exc)
+            _presets_down[table] = now + PRESET_ERROR_SECONDS
+            log.warning("Cannot read preset %s from %s: %s", name, table, error)
+        else:
+            _presets_down.pop(table, None)
+            raw = response.get("Item")
+            try:
+                item = presets_schema.from_dynamodb(raw) if raw else None
+            except (ValueError, TypeError) as exc:  # an attribute type no preset uses
+                item = {"name": name, "__unreadable__": _scrub(str(exc), 200)}
+            if len(_presets) >= 64:
+                _presets.clear()
+            _presets[(table, name)] = (now, item)
+            return item, None
+    if cached is not None and cached[1] is not None:
+        return cached[1], (f"the presets table could not be read ({error}): answered with this "
+                           f"function's copy of the preset, read {now - cached[0]:.0f} s ago")
+    raise _PresetsUnavailable(error)
+
+
+def _pick_language(item: Mapping[str, Any], asked: str | None,
+                   notes: list[str]) -> str:
+    preset_language = str(item.get("language") or presets_schema.PROMPT_LANGUAGE)
+    if not asked:
+        return preset_language
+    offered = [str(v) for v in item.get("languages") or [preset_language]]
+    match = next((v for v in offered if v.casefold() == asked.casefold()), None)
+    if match is None:
+        notes.append(f"language {asked!r} is not offered by preset {item.get('name')!r} "
+                     f"({', '.join(offered)}): answered in {preset_language}")
+        return preset_language
+    return match
+
+
+def choose_prompt(settings: Settings, metadata: Mapping[str, str],
+                  result: dict[str, Any]) -> Prompt:
+    """The Prompt for a photo with this S3 metadata; sets the record's ``preset``.
+
+    Failure ("preset_invalid") when the preset breaks the container's rules: the record
+    names the preset and says which field; the model is not called.
+    """
+    requested = _scrub((metadata.get(presets_schema.METADATA[0]) or "").strip(), 80)
+    asked = _scrub((metadata.get(presets_schema.METADATA[1]) or "").strip(), 40) or None
+    default = presets_schema.DEFAULT_NAME
+    name, notes = requested or default, []
+    info: dict[str, Any] = {}
+    try:
+        item, stale = (_read_preset(settings, name) if presets_schema.NAME_RE.match(name)
+                       else (None, None))
+        if item is None and name != default:
+            notes.append(f"preset {requested!r} does not exist: answered with {default}")
+            name = default
+            item, stale = _read_preset(settings, default)
+        if item is None:
+            notes.append(f"the presets table has no {default} preset: answered with the "
+                         "function's built-in prompt (run 'visual-tourism up' to seed it)")
+        from_table = item is not None
+    except _PresetsUnavailable as exc:
+        notes.append(f"the presets table could not be read ({exc}): answered with the "
+                     "function's built-in prompt")
+        item, stale, from_table, name = None, None, False, default
+    if stale:
+        notes.append(stale)
+    if item is None:
+        item = _builtin_preset(settings)
+    info["name"] = name
+    info["version"] = item.get("version")
+    if requested and requested != name:
+        info["requested"] = requested
+    result["preset"] = info
+    limits = settings.container_limits or _RULES_ONLY
+    if not from_table:  # the environment's prompt: checked by load_settings and the budget
+        problems = []
+    elif "__unreadable__" in item:
+        problems = [f"preset: an attribute cannot be read ({item['__unreadable__']})"]
+    else:
+        prefix = settings.example_key.rpartition("/")[0] + "/" if "/" in settings.example_key \
+            else "example/"
+        problems = presets_schema.validate_preset(item, limits, settings.request_style,
+                                                  example_prefix=prefix)
+    if problems:
+        if notes:
+            info["note"] = "; ".join(notes)
+        label = f"preset {name!r}" + (f" (version {info['version']})"
+                                      if info["version"] is not None else "")
+        raise Failure(
+            "preset_invalid",
+            f"The {label} cannot be sent to the model ({limits.engine} "
+            f"{limits.container_version}, {settings.request_style} requests), so the model was "
+            f"not called: {'; '.join(problems)}. Fix it (visual-tourism presets set {name} ...) "
+            "and upload the photo again.")
+    language = _pick_language(item, asked, notes)
+    info["language"] = language
+    if asked and asked != language:
+        info["requested_language"] = asked
+    if item.get("structured"):
+        info["structured"] = True
+    if notes:
+        info["note"] = "; ".join(notes)
+    return preset_prompt(settings, item, language, from_table)
+
+
 # -- one record ----------------------------------------------------------------------------
 
 
-RESULT_FIELDS = ("status", "answer", "error", "input", "image", "model", "timing", "request_id",
-                 "written_at")
+RESULT_FIELDS = ("status", "answer", "fields", "fields_error", "error", "input", "image", "model",
+                 "preset", "timing", "request_id", "written_at")
 
 
 class ResultWriteError(RuntimeError):
@@ -951,18 +1652,21 @@ def _current_etag(s3: Any, bucket: str, key: str) -> str | None:
         return None
 
 
-def _read_head(s3: Any, bucket: str, key: str) -> tuple[bytes, str | None, int]:
-    """First HEAD_BYTES of the object with its ETag and total size, in one ranged GET."""
+def _read_head(s3: Any, bucket: str, key: str,
+               ) -> tuple[bytes, str | None, int, dict[str, str]]:
+    """First HEAD_BYTES of the object with its ETag, total size and user metadata
+    (x-amz-meta-*: the preset and language asked for), in one ranged GET."""
     try:
         response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")
     except ClientError as exc:
         if _error_code(exc) == "InvalidRange":  # S3's answer for a range of an empty object
-            return b"", None, 0
+            return b"", None, 0, {}
         raise
     content_range = response.get("ContentRange") or ""  # "bytes 0-262143/4500000"
     size = int(content_range.rpartition("/")[2]) if "/" in content_range else None
     data = response["Body"].read()
-    return data, response["ETag"].strip('"'), size if size is not None else len(data)
+    return (data, response["ETag"].strip('"'), size if size is not None else len(data),
+            dict(response.get("Metadata") or {}))
 
 
 def _now() -> str:
@@ -1011,7 +1715,7 @@ def process_record(
     try:
         if broken is not None:
             raise Failure("configuration_error", f"{broken} Then upload the photo again.")
-        head, etag, size = _read_head(s3, bucket, key)
+        head, etag, size, metadata = _read_head(s3, bucket, key)
         etag = etag or event_etag
         result["input"].update(etag=etag, size=size)
         if done is not None and done == etag:  # an older event's delivery for this same upload
@@ -1028,19 +1732,28 @@ def process_record(
         result["image"] = {"format": fmt, "width": width, "height": height}
         check_limits(width, height, size, settings)
 
-        example_url, image_url = _image_urls(settings, bucket, key, head, size, fmt, etag)
-        request = build_request(settings.request_style, settings.instruction,
-                                settings.example_answer, example_url, image_url,
-                                settings.generation)
+        prompt = environment_prompt(settings)
+        if settings.presets_table:  # the preset and language the uploader chose
+            prompt = choose_prompt(settings, metadata, result)
+        examples, photo = _image_urls(settings, prompt, bucket, key, head, size, fmt, etag,
+                                      (width, height))
+        images = [*examples, photo]
+        summary["images_resized"] = sum(image.resized for image in images)
+        if photo.resized:  # what the model saw
+            result["image"]["sent"] = {"width": photo.width, "height": photo.height}
+        request = prompt_request(settings, prompt, [e.url for e in examples], photo.url)
+        body = json.dumps(request).encode()
+        check_request(settings, prompt, body, images)
         if settings.inference_mode == "async":  # the answer comes back as an S3 object
             import lambda_async
 
             return _log(lambda_async.submit(s3, settings, bucket, key, out_key, request, result,
-                                            summary))
+                                            summary, structured=prompt.structured))
         model_started = time.monotonic()
         try:
-            payload, attempts = invoke_model(json.dumps(request).encode(), settings, deadline)
-            result["answer"] = parse_answer(settings.request_style, payload, request)
+            payload, attempts = invoke_model(body, settings, deadline)
+            result.update(parse_result(settings.request_style, payload, request,
+                                       prompt.structured))
         finally:
             model_seconds = time.monotonic() - model_started
         if settings.image_transport == "url":

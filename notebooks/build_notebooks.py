@@ -44,6 +44,9 @@ def code(text: str) -> Cell:
     return ("code", textwrap.dedent(text).strip())
 
 
+NOTEBOOK_NAME = "<this notebook>"  # replaced by each notebook's name in build()
+
+
 def setup(*imports: str, extra: str = "") -> Cell:
     """The first code cell of every notebook: settings, AWS clients, where we are running."""
     lines = [
@@ -51,8 +54,11 @@ def setup(*imports: str, extra: str = "") -> Cell:
         "from visual_tourism.aws import Aws",
         *([extra] if extra else []),
         "",
+        f'notebook.one_line_errors("{NOTEBOOK_NAME}")  # expected errors: one line, what to '
+        "run first",
         "cfg = notebook.load_settings()",
         "aws = Aws(cfg.region)",
+        "notebook.show_calls_under_cells(aws)  # each later cell's AWS requests, as boto3 code",
         "print(notebook.describe_environment(cfg, aws))",
     ]
     return ("code", "\n".join(lines))
@@ -63,15 +69,20 @@ SETUP_TEXT = md("""
 
     Reads the settings saved by `01_setup` (and any `VT_*` environment variables), and says
     where this notebook runs: local mode, SageMaker Studio, or your machine's AWS credentials.
+    From here on, a cell that creates or changes something on AWS shows, under its output,
+    **AWS calls made by this cell**: click it to see the requests as boto3 code you can copy
+    into a script of your own (your account ID is looked up as `account`; secrets and file
+    contents are left out). Expected errors, such as a resource that is not there yet, are
+    one line that says what to run first.
 """)
 
 
 def where_next(previous: str | None, following: str | None) -> str:
     parts = []
     if previous:
-        parts.append(f"Before this: [`{previous}`]({previous}.ipynb).")
+        parts.append(f"Before this: `{previous}`.")
     if following:
-        parts.append(f"Next: [`{following}`]({following}.ipynb).")
+        parts.append(f"Next: `{following}`.")
     return " ".join(parts)
 
 
@@ -86,8 +97,10 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             under `output/`.
 
             This notebook does it all with four calls of the package: `up`, `ask`, `status`,
-            `down`. Notebooks `01` to `07` take the same path one resource at a time and explain
-            each one.
+            `down`. Notebooks `01_setup` to `07_cleanup` take the same path one resource at a
+            time and explain each one. Under the output of a cell that changes something on
+            AWS, **AWS calls made by this cell** opens the requests it sent, as boto3 code to
+            copy.
 
             1. Where are we running?
             2. Build the stack
@@ -164,7 +177,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             # 1. Set-up and configuration
 
             The step-by-step path through Visual Tourism, one resource at a time
-            ([`00_quickstart`](00_quickstart.ipynb) does it all in five cells):
+            (`00_quickstart` does it all in five cells):
 
             {textwrap.indent(SERIES, " " * 12).strip()}
 
@@ -238,7 +251,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
                 "inference_mode": cfg.inference_mode,
                 "stop_after": cfg.stop_after,
             }
-            notebook.check_placeholders(settings)
+            notebook.show(notebook.check_placeholders(settings))
         """),
         md("""
             ## 4. Save them for the other notebooks
@@ -487,8 +500,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
 
             The zip holds `lambda_code.py` alone and is built byte-for-byte the same each time,
             so an unchanged handler is not re-uploaded. The function runs under the Lambda role
-            from `02`, with the bucket, endpoint and prompt in its environment, a 300 s timeout
-            (one model call may take 60 s, and it retries) and a log group kept 14 days. A
+            from `02_bucket_and_roles`, with the bucket, endpoint and prompt in its environment,
+            a 300 s timeout (one model call may take 60 s, and it retries) and a log group kept
+            14 days. A
             failure is written as an error record rather than raised: S3 invokes the function
             asynchronously, and a raised error would be retried, re-running GPU inference.
         """),
@@ -514,8 +528,8 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             # 6. Demo: a photo in, travel advice out
 
             Every upload under `input/` runs the function, which asks the model and writes the
-            answer under `output/`. The endpoint from `03` serves each question; here the only
-            extra cost is the Lambda run and a few S3 requests.
+            answer under `output/`. The endpoint from `03_model` serves each question; here the
+            only extra cost is the Lambda run and a few S3 requests.
 
             1. One photo
             2. The result record
@@ -543,6 +557,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
 
             What the function stored: `status` with the `answer` (or an `error` with a code and
             what to do), the `input` it answered, the `model` that answered, and `timing`.
+            `print(json.dumps(record, indent=2))` shows the JSON itself.
         """),
         code("notebook.show_record(record)"),
         md("""
@@ -637,18 +652,33 @@ NOTEBOOKS: dict[str, list[Cell]] = {
 
             Asks AWS directly, not the local record: no endpoint, model, endpoint configuration,
             autoscaling target, function, log group or role of this stack, and no bucket unless
-            kept. Fails, listing what remains, if anything does. The settings file from `01`
-            stays: `notebook.settings_path()` says where it is.
+            kept. Fails, listing what remains, if anything does. The settings file from
+            `01_setup` stays: `notebook.settings_path()` says where it is.
         """),
         code("notebook.confirm_clean(cfg, aws, keep_bucket=keep_bucket)"),
     ],
 }
 
 
+_NOTEBOOK_SPAN = re.compile(r"`(\d\d_[a-z_]+)(?:\.ipynb)?`")
+
+
+def link_notebooks(text: str) -> str:
+    """Each `NN_name` code span that names a notebook of this folder becomes a link to it."""
+    def link(match: re.Match[str]) -> str:
+        name = match.group(1)
+        return f"[{name}]({name}.ipynb)" if name in NOTEBOOKS else match.group(0)
+
+    return _NOTEBOOK_SPAN.sub(link, text)
+
+
 def build(name: str, cells: list[Cell]) -> nbformat.NotebookNode:
     nb = nbformat.v4.new_notebook()
     nb.metadata = {"kernelspec": dict(KERNELSPEC), "language_info": {"name": "python"}}
     for i, (kind, source) in enumerate(cells):
+        source = source.replace(NOTEBOOK_NAME, name)
+        if kind == "markdown":
+            source = link_notebooks(source)
         make = nbformat.v4.new_markdown_cell if kind == "markdown" else nbformat.v4.new_code_cell
         # Fixed ids keep the files identical from one build to the next.
         nb.cells.append(make(source, id=f"{name.replace('_', '-')}-{i:02d}"))

@@ -37,7 +37,7 @@ def env(local, monkeypatch):
         monkeypatch.setenv(key, value)
     # The photos fit the data-URI budget as they are: no Pillow for the Lambda's platform
     # needs downloading (that path is the data-uri transport's, tested elsewhere).
-    monkeypatch.setattr(lambda_fn, "vendor_pillow", lambda cfg: None)
+    monkeypatch.setattr(lambda_fn, "vendor_pillow", lambda cfg, cache=None: None)
     return local
 
 

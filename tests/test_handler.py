@@ -54,9 +54,10 @@ class RecordingServer(ModelServer):
         self.requests: list[dict[str, Any]] = []
         self.request_sizes: list[int] = []
 
-    def handle_post(self, path: str, headers: Any, body: bytes) -> Any:
-        self.requests.append(json.loads(body))
-        self.request_sizes.append(len(body))
+    def handle_post(self, path: str, headers: Any, body: bytes | None) -> Any:
+        if body is not None:  # None: over the payload limit, refused unread
+            self.requests.append(json.loads(body))
+            self.request_sizes.append(len(body))
         return super().handle_post(path, headers, body)
 
 
@@ -693,6 +694,52 @@ def test_request_refused_by_the_container_is_not_retried(
     assert body["timing"]["attempts"] == 1 and len(server.calls) == 1
 
 
+# TGI v1.4.5 (Idefics v1) fetches and decodes images in its Python shard: a failure there is a
+# generation error, HTTP 424, which SageMaker wraps in a ModelError (OriginalStatusCode 424).
+IDEFICS_DECODE_FAILURE = ("Request failed during generation: Server error: Could not load image "
+                          "from url data:image/jpeg;base64,/9j/4AAQSkZJRgABAQ")
+IDEFICS_FETCH_FAILURE = ("Request failed during generation: Server error: HTTPSConnectionPool("
+                         "host='b.s3.amazonaws.com', port=443): Read timed out. (read timeout=5)")
+IDEFICS_OUT_OF_MEMORY = ("Request failed during generation: Server error: CUDA out of memory. "
+                         "Tried to allocate 2.00 GiB")
+
+
+@pytest.mark.parametrize(
+    ("error", "attempts", "code"),
+    [(IDEFICS_DECODE_FAILURE, 1, "model_rejected_input"),  # the same bytes fail again
+     (IDEFICS_FETCH_FAILURE, 2, "model_rejected_input"),  # a download may pass once more
+     (IDEFICS_OUT_OF_MEMORY, 4, "model_unavailable")],  # not the image: retried as before
+    ids=["decode", "fetch", "other-424"],
+)
+def test_an_idefics_image_failure_is_not_retried_four_times(
+    s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch,
+    error: str, attempts: int, code: str,
+) -> None:
+    from visual_tourism.profiles import PROFILES
+
+    monkeypatch.setenv("CONTAINER_LIMITS", PROFILES["idefics-9b-instruct"].limits.to_env())
+    calls: list[str] = []
+    real = server.handle_post
+
+    def failing(path: str, headers: Any, body: bytes | None) -> Any:
+        if not path.startswith("/endpoints/"):
+            return real(path, headers, body)
+        calls.append(path)
+        original = json.dumps({"error": error, "error_type": "generation"})
+        return ModelServer._model_error(ENDPOINT, "us-east-1", 424, original)
+
+    server.handle_post = failing  # type: ignore[method-assign]
+    s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
+
+    run(event_for(bucket, s3, "input/colosseum.jpg"))
+
+    body = result(s3, bucket, "output/colosseum.jpg.json")
+    assert body["error"]["code"] == code
+    assert body["timing"]["attempts"] == attempts == len(calls)
+    if code == "model_rejected_input":
+        assert "could not " in body["error"]["message"] and "an image" in body["error"]["message"]
+
+
 def test_slow_answer_past_the_remaining_time_still_gets_a_result(
     s3: Any, bucket: str, server: RecordingServer
 ) -> None:
@@ -716,7 +763,7 @@ def test_wrong_response_shape_is_a_bad_model_response(
     s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # A messages-style endpoint asked in the tgi style answers something else entirely.
-    monkeypatch.setattr(server, "_generate_tgi", lambda request, outcome: {"unexpected": 1})
+    monkeypatch.setattr(server, "_generate_tgi", lambda request, outcome, *_: {"unexpected": 1})
     s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
     run(event_for(bucket, s3, "input/colosseum.jpg"))
     body = result(s3, bucket, "output/colosseum.jpg.json")

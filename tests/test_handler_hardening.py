@@ -240,7 +240,7 @@ PRESIGNED = ("https://vt-bucket.s3.amazonaws.com/input/a.jpg?X-Amz-Algorithm=AWS
 class LeakyServer(RecordingServer):
     """A container whose error quotes the presigned URL, the account, and goes on and on."""
 
-    def _container(self, body: bytes | None, content_type: str | None) -> Any:
+    def _container(self, body: bytes | None, content_type: str | None, *_: Any) -> Any:
         message = (f"Failed to fetch {PRESIGNED} for arn:aws:iam::123456789012:role/x "
                    + "detail " * 2000)
         return model_server._Outcome(model_server.InvocationError(422, message).response())
@@ -274,7 +274,7 @@ def test_scrub_units() -> None:
 
 
 class RunawayServer(RecordingServer):
-    def _generate_tgi(self, request: dict[str, Any], outcome: Any) -> list[dict[str, str]]:
+    def _generate_tgi(self, request: dict[str, Any], outcome: Any, *_: Any) -> list[dict[str, str]]:
         outcome.images = 2
         return [{"generated_text": " Rome.\x00\x07\x1b[2J\nLine\ttwo " + "more " * 3000}]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import struct
 import time
 from pathlib import Path
@@ -412,3 +413,63 @@ def test_retries_stop_at_max_attempts_and_at_the_deadline(
         "model_timeout", 3, 3)
     assert "ServiceUnavailable" in caught.value.message
     assert 1001.5 <= clock.now <= 1003
+
+
+# -- container limits and image failures -----------------------------------------------------
+
+
+def test_container_limits_set_the_payload_limit() -> None:
+    from visual_tourism.profiles import PROFILES
+
+    base = {"BUCKET_NAME": "b", "ENDPOINT_NAME": "e"}
+    assert lc.load_settings(base).container_limits is None  # deployed before limits: as ever
+    for profile in PROFILES.values():
+        env = {**base, "CONTAINER_LIMITS": profile.limits.to_env(),
+               "REQUEST_STYLE": profile.request_style}
+        s = lc.load_settings(env)
+        assert s.container_limits == profile.limits
+        assert s.max_payload_bytes == profile.limits.payload_limit_bytes * 95 // 100
+        # MAX_PAYLOAD_BYTES may lower it, never raise it past the container's limit.
+        assert lc.load_settings({**env, "MAX_PAYLOAD_BYTES": "1000"}).max_payload_bytes == 1000
+        assert lc.load_settings({**env, "MAX_PAYLOAD_BYTES": "99000000"}).max_payload_bytes == (
+            s.max_payload_bytes)
+    with pytest.raises(lc.ConfigError, match="CONTAINER_LIMITS"):
+        lc.load_settings({**base, "CONTAINER_LIMITS": "{not json"})
+
+
+def model_error(original_status: int, message: str) -> ClientError:
+    return client_error("ModelError", 424, OriginalStatusCode=original_status,
+                        OriginalMessage=json.dumps({"error": message}))
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "kind"),
+    [
+        (424, "Server error: Could not load image from url https://b/x.jpg", "decode"),
+        (424, "Server error: cannot identify image file <_io.BytesIO object>", "decode"),
+        (424, "Server error: 403 Client Error: Forbidden for url: https://b/x.jpg", "decode"),
+        (424, "Server error: 503 Server Error: Slow Down for url: https://b/x.jpg", "fetch"),
+        (424, "Server error: HTTPSConnectionPool(host='b', port=443): Read timed out.", "fetch"),
+        (424, "Server error: CUDA out of memory", None),
+        (500, "Server error: Could not load image from url https://b/x.jpg", None),
+        (422, "Input validation error: cannot decode image", None),  # not Idefics' status
+    ],
+)
+def test_idefics_image_failures_are_told_apart(status: int, message: str,
+                                               kind: str | None) -> None:
+    from visual_tourism.profiles import PROFILES
+
+    settings = lc.Settings(bucket="b", endpoint="e",
+                           container_limits=PROFILES["idefics-9b-instruct"].limits)
+    assert lc._image_failure(model_error(status, message), settings) == kind
+
+
+def test_a_vllm_image_failure_is_a_refused_request() -> None:
+    from visual_tourism.profiles import PROFILES
+
+    limits = PROFILES["smolvlm-instruct"].limits
+    assert limits.image_failure_status == 400
+    settings = lc.Settings(bucket="b", endpoint="e", container_limits=limits)
+    error = model_error(400, "cannot decode image: cannot identify image file")
+    assert lc._image_failure(error, settings) == "decode"
+    assert not lc._retryable(error)  # and never retried either way

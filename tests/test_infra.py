@@ -39,6 +39,7 @@ from visual_tourism import (
     infra,
     lambda_fn,
     logs,
+    presets,
     schedule,
     web,
 )
@@ -62,7 +63,7 @@ PACKAGE_ONLY = {"ImageUri", "CodeS3Bucket", "CodeS3Key", "WebCodeS3Key"}
 MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS")
 MOTO_CREATES = {
     "Bucket", "LambdaRole", "SageMakerRole", "LogGroup", "Function", "BucketInvokePermission",
-    "Model", "EndpointConfig", "Endpoint", "EndpointLogGroup",
+    "Model", "EndpointConfig", "Endpoint", "EndpointLogGroup", "PresetsTable",
 }
 
 
@@ -87,6 +88,7 @@ NAME_PROPERTY = {
     "AWS::Logs::LogGroup": "LogGroupName",
     "AWS::SageMaker::Endpoint": "EndpointName",
     "AWS::Scheduler::ScheduleGroup": "Name",
+    "AWS::DynamoDB::Table": "TableName",
 }
 ARN_FORMAT = {
     "AWS::S3::Bucket": "arn:{p}:s3:::{name}",
@@ -96,6 +98,7 @@ ARN_FORMAT = {
     "AWS::SageMaker::Model": "arn:{p}:sagemaker:{r}:{a}:model/{lower}",
     "AWS::SageMaker::EndpointConfig": "arn:{p}:sagemaker:{r}:{a}:endpoint-config/{lower}",
     "AWS::SageMaker::Endpoint": "arn:{p}:sagemaker:{r}:{a}:endpoint/{lower}",
+    "AWS::DynamoDB::Table": "arn:{p}:dynamodb:{r}:{a}:table/{name}",
 }
 REF_RETURNS_ARN = {"AWS::SageMaker::Model", "AWS::SageMaker::EndpointConfig",
                    "AWS::SageMaker::Endpoint"}
@@ -221,7 +224,8 @@ class Resolver:
         return self.resolve(self.resources[logical].get("Properties", {}))
 
     def outputs(self) -> dict[str, Any]:
-        return {k: self.resolve(v["Value"]) for k, v in self.template["Outputs"].items()}
+        return {k: self.resolve(v["Value"]) for k, v in self.template["Outputs"].items()
+                if "Condition" not in v or self.condition(v["Condition"])}
 
 
 def template() -> dict[str, Any]:
@@ -439,7 +443,23 @@ def test_resolved_template_equals_the_helpers(case):
         "EndpointArn": f"arn:aws:sagemaker:{cfg.region}:{account}:endpoint/{cfg.endpoint_name}",
         "LambdaRoleArn": lambda_role_arn,
         "SageMakerRoleArn": model["ExecutionRoleArn"],
+        "PresetsTableName": cfg.presets_table,
     }
+
+    # The presets table: the settings presets.py creates it with, and its one GetItem grant.
+    assert res.condition("PresetsEnabled")
+    table = res.properties("PresetsTable")
+    want = presets.table_settings(cfg)
+    assert {k: table[k] for k in ("TableName", "KeySchema", "AttributeDefinitions",
+                                  "BillingMode", "Tags")} == {
+        k: want[k] for k in ("TableName", "KeySchema", "AttributeDefinitions", "BillingMode",
+                             "Tags")}
+    assert table["SSESpecification"] == {"SSEEnabled": want["SSESpecification"]["Enabled"]}
+    assert table["PointInTimeRecoverySpecification"] == presets.POINT_IN_TIME_RECOVERY
+    (read,) = [s for s in lam["Policies"][0]["PolicyDocument"]["Statement"]
+               if s["Sid"] == "ReadPresets"]
+    assert read["Action"] == ["dynamodb:GetItem"]
+    assert read["Resource"] == presets.table_arn(cfg, account)
 
 
 def _present(res: Resolver, logical: str) -> bool:
@@ -547,11 +567,12 @@ def test_resolved_web_resources_equal_the_web_helpers(case):
     assert role["RoleName"] == web.role_name(cfg)
     assert role["AssumeRolePolicyDocument"] == iam.trust_policy("lambda.amazonaws.com")
     assert role["Policies"] == [{"PolicyName": web.POLICY_NAME, "PolicyDocument":
-                                 web.web_policy(cfg, account=account, bucket=name)}]
+                                 web.web_policy(cfg, account=account, bucket=name,
+                                                table=cfg.presets_table)}]
     assert role["Tags"] == tag
     fn = res.properties("WebFunction")
     role_arn = f"arn:aws:iam::{account}:role/{web.role_name(cfg)}"
-    settings = web.function_settings(cfg, role_arn, name)
+    settings = web.function_settings(cfg, role_arn, name, cfg.presets_table)
     # (CloudFormation passes a Number parameter to an environment variable as its text.)
     fn["Environment"]["Variables"] = {k: str(v) for k, v in fn["Environment"]["Variables"].items()}
     assert {k: fn[k] for k in settings} == settings
@@ -588,6 +609,22 @@ def test_resolved_web_resources_equal_the_web_helpers(case):
     # No access code anywhere in the template or its parameters.
     assert "AWS::SSM::Parameter" not in TEMPLATE_TEXT
     assert not any("code" in k.lower() and "S3" not in k for k in values)
+
+
+def test_the_presets_table_can_be_left_out_of_the_template():
+    cfg = load_config(presets="off")
+    res, values = rendered(cfg)
+    assert values["Presets"] == "off" and not res.condition("PresetsEnabled")
+    assert res.resources["PresetsTable"]["Condition"] == "PresetsEnabled"
+    account, name = DEFAULT_ACCOUNT_ID, cfg.bucket_name(DEFAULT_ACCOUNT_ID)
+    assert res.properties("Function")["Environment"]["Variables"] == (
+        lambda_fn.function_environment(cfg, name))
+    assert res.properties("Function")["Environment"]["Variables"]["PRESETS_TABLE"] == ""
+    assert res.properties("LambdaRole")["Policies"][0]["PolicyDocument"] == iam.lambda_policy(
+        cfg, account=account, bucket=name)
+    assert res.properties("WebRole")["Policies"][0]["PolicyDocument"] == web.web_policy(
+        cfg, account=account, bucket=name)
+    assert "PresetsTableName" not in res.outputs()
 
 
 def test_the_web_page_can_be_left_out_of_the_template():
@@ -695,7 +732,13 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
     tags = aws.s3.get_bucket_tagging(Bucket=name)["TagSet"]
     assert tags == [{"Key": STACK_TAG, "Value": cfg.prefix}]
     keys = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=name)["Contents"]}
-    assert keys == {cfg.input_prefix, cfg.example_prefix, cfg.output_prefix, cfg.example_key}
+    photos = set(presets.example_photos(cfg, presets.seeds(cfg)))
+    assert keys == {cfg.input_prefix, cfg.example_prefix, cfg.output_prefix, cfg.example_key,
+                    *photos}
+    # The presets table, seeded after the stack (never over an edit) by after_deploy.
+    assert out["PresetsTableName"] == cfg.presets_table
+    assert [i["name"] for i in presets.list_presets(aws, cfg)] == [
+        "default", "family", "food", "history"]
 
     # Roles with iam.py's statements. moto names the endpoint itself (it ignores
     # EndpointName), so the invoke statement names moto's endpoint; on AWS it is

@@ -6,6 +6,7 @@ that points boto3 at the local stack, which is how a person runs them in local m
 
 from __future__ import annotations
 
+import ast
 import importlib.util
 import json
 import os
@@ -115,6 +116,16 @@ def cell_text(cell: nbformat.NotebookNode) -> str:
     return "\n".join("".join(p) if isinstance(p, list) else p for p in parts)
 
 
+def html_of(cell: nbformat.NotebookNode) -> str:
+    return "".join("".join(o.get("data", {}).get("text/html", ""))
+                   for o in cell.get("outputs", []))
+
+
+def text_of(cell: nbformat.NotebookNode) -> str:
+    return "".join("".join(o.get("data", {}).get("text/plain", ""))
+                   for o in cell.get("outputs", []))
+
+
 def first_code_output(nb: nbformat.NotebookNode) -> str:
     return cell_text(next(c for c in nb.cells if c.cell_type == "code"))
 
@@ -163,6 +174,27 @@ def test_step_by_step_notebooks_run_in_order_then_clean_up_twice(local_env, tmp_
     assert f"endpoint/{prefix}-endpoint/variant/AllTraffic" in built
     assert any(name.startswith(prefix + "-") and name.endswith("-us-east-1") for name in built)
 
+    # Each cell that built something shows its AWS calls, collapsed, as boto3 code.
+    bucket_cell = next(c for c in ran["02_bucket_and_roles"].cells
+                       if "stack.create_bucket(" in c.source)
+    calls_html = html_of(bucket_cell)
+    assert calls_html.startswith('<details class="vt-calls"><summary>AWS calls made by this cell')
+    snippet = text_of(bucket_cell)
+    assert 's3 = boto3.client("s3", region_name="us-east-1")' in snippet
+    assert 's3.create_bucket(\n    Bucket=f"' in snippet and "{account}" in snippet
+    ast.parse(snippet[snippet.index("import "):].split("\n# plus")[0])
+    read_only = next(c for c in ran["02_bucket_and_roles"].cells
+                     if "notebook.show_bucket(" in c.source)
+    assert "vt-calls" not in cell_text(read_only)  # only reads: nothing shown
+    # Status and records as tables; the settings shown and saved counted alike.
+    assert "<table" in html_of(next(c for c in ran["05_lambda_trigger"].cells
+                                    if "stack.status(" in c.source))
+    assert "<table" in html_of(next(c for c in ran["06_demo"].cells
+                                    if "notebook.show_record(" in c.source))
+    settings = output_text(ran["01_setup"])
+    shown = re.search(r"saved (\d+) settings", settings)
+    assert shown and int(shown.group(1)) == 12, settings
+
     demo = output_text(ran["06_demo"])
     assert "Offline stand-in" in demo  # the answer, beside the photo
     assert "data:image/jpeg;base64," in demo
@@ -205,6 +237,78 @@ def test_a_failing_cell_fails_the_run(local_env):
     assert not nb.cells[2].get("outputs") and nb.cells[2].get("execution_count") is None
 
 
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def test_demo_alone_stops_at_one_line_that_names_the_notebooks_to_run_first(local_env):
+    nb = nbformat.read(NOTEBOOKS / "06_demo.ipynb", as_version=4)
+    with pytest.raises(CellExecutionError):
+        run(nb)  # nothing deployed for this prefix
+    failed = next(c for c in nb.cells if c.cell_type == "code"
+                  and any(o.output_type == "error" for o in c.get("outputs", [])))
+    assert "stack.ask(" in failed.source
+    error = next(o for o in failed.outputs if o.output_type == "error")
+    assert len(error.traceback) == 1  # one line, no frames
+    line = ANSI.sub("", error.traceback[0])
+    assert line.startswith("NotDeployedError: Bucket ")
+    assert "run notebooks 01-05 first (or 00_quickstart)" in line
+    assert "visual_tourism/" not in json.dumps(failed.outputs)  # no package source lines
+    assert not ACCOUNT_DIGITS.search(json.dumps(failed.outputs))  # masked, evalue too
+
+
+def test_expected_errors_are_one_line_and_others_keep_their_traceback(local_env):
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell('from visual_tourism import notebook\n'
+                                  'notebook.one_line_errors("03_model")'),
+        nbformat.v4.new_code_cell('notebook.check_placeholders({"bucket": "<your-bucket>"})'),
+        nbformat.v4.new_code_cell("1 / 0"),
+    ]
+    NotebookClient(nb, timeout=CELL_TIMEOUT, kernel_name=KERNEL, allow_errors=True).execute()
+    config_error = nb.cells[1].outputs[0]
+    assert config_error.ename == "ConfigError" and len(config_error.traceback) == 1
+    assert "bucket = '<your-bucket>'" in ANSI.sub("", config_error.traceback[0])
+    assert len(nb.cells[2].outputs[0].traceback) > 1  # not the package's: the usual traceback
+
+
+def test_status_and_records_are_tables():
+    table = notebook.Table({"bucket": {"name": "vt-123456789012-us-east-1", "private": True},
+                            "deadline": None, "roles": ["a", "b"], "note": ""})
+    text = repr(table)
+    assert text.splitlines() == ["bucket", "  name     vt-********9012-us-east-1",
+                                 "  private  true", "deadline  -", "roles     a, b",
+                                 "note      (empty)"]
+    page = table._repr_html_()
+    assert page.count("<table") == 2 and "<th" in page  # the nested dict: a table inside
+    assert "123456789012" not in page and "********9012" in page
+
+
+def test_markdown_links_between_notebooks_resolve():
+    link = re.compile(r"\[([^\]]+)\]\(([^)\s]+)\)")
+    for path in sorted(NOTEBOOKS.glob("*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        text = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
+        targets = [t for _, t in link.findall(text) if not t.startswith("http")]
+        assert targets or path.stem == "00_quickstart", path.name
+        for target in targets:
+            assert (NOTEBOOKS / target).is_file(), (path.name, target)
+        spans = re.findall(r"`(\d\d_[a-z_]+)(?:\.ipynb)?`", text)
+        assert not spans, (path.name, spans)  # a notebook's name is a link, not code
+
+
+def test_failure_footer_omits_the_model_it_never_reached():
+    refused = {"status": "error", "error": {"code": "not_an_image", "message": "text"},
+               "model": {"model_id": "m/x"}, "timing": {"model_seconds": 0.0, "attempts": 0},
+               "result_key": "output/x.jpeg.json", "seen_after_seconds": 0.2}
+    page = notebook.side_by_side_html(IMAGES / "tour_eiffel.jpeg", refused)
+    assert "model time" not in page and "m/x" not in page and "result seen 0.2 s" in page
+    assert "JPEG, PNG, GIF, WebP or BMP" in page  # the handler's own list
+    answered = {"status": "ok", "answer": "A tower.", "model": {"model_id": "m/x"},
+                "timing": {"model_seconds": 1.5, "attempts": 1}}
+    page = notebook.side_by_side_html(IMAGES / "tour_eiffel.jpeg", answered)
+    assert "model m/x" in page and "model time 1.5 s" in page
+
+
 def test_async_notebooks_show_the_tradeoff_the_deadline_and_the_cost(local_env, monkeypatch):
     prefix = os.environ["VT_PREFIX"]
     monkeypatch.setenv("VT_INFERENCE_MODE", "async")  # the settings the kernels read
@@ -238,19 +342,24 @@ def test_demo_panel_button_shows_photo_and_answer(deployed):
     cfg, aws = deployed
     panel = notebook.demo_panel(cfg, aws, timeout=60)
     labels = [label for label, _ in panel.photo.options]
-    assert labels == ["neuschwanstein", "santiago cathedral", "tour eiffel"]  # not the example
+    assert {"neuschwanstein", "santiago cathedral", "tour eiffel"} <= set(labels)
+    assert "trevi" not in labels  # not the example
     panel.photo.value = str(IMAGES / "neuschwanstein.jpeg")
 
     panel.button.click()  # the widget's own wiring runs the callback
 
     assert panel.record is not None and panel.record["status"] == "ok"
-    assert "Offline stand-in" in panel.result.value
-    assert "data:image/jpeg;base64," in panel.result.value
-    assert "neuschwanstein.jpeg" in panel.result.value
+    assert "Offline stand-in" in panel.result_html
+    assert "data:image/jpeg;base64," in panel.result_html
+    assert "neuschwanstein.jpeg" in panel.result_html
     assert "uploaded s3://" in panel.progress.value
     assert "ok: record output/neuschwanstein.jpeg.json" in panel.progress.value
     assert not ACCOUNT_DIGITS.search(panel.progress.value)
     assert not panel.button.disabled
+    # The answer goes through the notebook's HTML renderer (an Output widget), as in cells.
+    assert panel.result.outputs[0]["data"]["text/html"] == panel.result_html
+    assert panel.upload.layout.width == "auto"  # "Upload a photo", not "Upload a phot..."
+    assert f'id="{panel.note_id}"' in panel.note_html()  # shown where the panel cannot render
 
 
 def test_demo_panel_uploads_and_explains_what_is_not_a_photo(deployed, tmp_path):
@@ -268,22 +377,22 @@ def test_demo_panel_uploads_and_explains_what_is_not_a_photo(deployed, tmp_path)
     record = panel.on_ask()
     assert record is not None and record["status"] == "error"
     assert record["error"]["code"] == "not_an_image"
-    assert "No answer: not_an_image" in panel.result.value
-    assert "no GPU time was spent" in panel.result.value
-    assert "(not a viewable image)" in panel.result.value
+    assert "No answer: not_an_image" in panel.result_html
+    assert "no GPU time was spent" in panel.result_html
+    assert "(not a viewable image)" in panel.result_html
 
     upload("My Trip.JPG", (IMAGES / "santiago_cathedral.jpeg").read_bytes())
     record = panel.on_ask()
     assert record is not None and record["status"] == "ok"
     assert record["input"]["key"] == "input/My Trip.JPG"
-    assert "Offline stand-in" in panel.result.value
+    assert "Offline stand-in" in panel.result_html
 
 
 def test_demo_panel_shows_a_failure_that_left_no_record(local_env):
     cfg = notebook.load_settings(prefix="nb-never-deployed")
     panel = notebook.DemoPanel(cfg, Aws(cfg.region), timeout=5)
     assert panel.on_ask() is None
-    assert "does not exist" in panel.result.value and "visual-tourism up" in panel.result.value
+    assert "does not exist" in panel.result_html and "visual-tourism up" in panel.result_html
     assert "failed:" in panel.progress.value
     assert not panel.button.disabled
 

@@ -92,7 +92,10 @@ def test_up_wires_every_resource_as_designed(cfg, aws):
     assert policy["Statement"][0]["Effect"] == "Deny"
     assert policy["Statement"][0]["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
     keys = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=name)["Contents"]}
-    assert keys == {"input/", "example/", "output/", "example/trevi.jpeg"}
+    # The folders, the in-context example, and the photos the seeded presets show the model.
+    assert keys == {"input/", "example/", "output/", "example/trevi.jpeg",
+                    "example/neuschwanstein.jpeg", "example/santiago_cathedral.jpeg",
+                    "example/no_landmark.jpg"}
 
     # IAM: exactly the least-privilege statements.
     lambda_doc = aws.iam.get_role_policy(
@@ -490,7 +493,7 @@ def test_lambda_zip_is_deterministic():
         # The handler; the container rules it shares with the package (serving_limits); the
         # async-inference part it imports in async mode.
         assert [i.filename for i in infos] == [
-            "lambda_async.py", "lambda_code.py", "serving_limits.py"]
+            "lambda_async.py", "lambda_code.py", "presets_schema.py", "serving_limits.py"]
         for info in infos:
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
             assert info.external_attr >> 16 == 0o100644

@@ -57,8 +57,21 @@ def print_result(record: dict[str, Any]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    names = stack.up(_config(args, stop_after=args.stop_after), progress=_say)
+    cfg = _config(args, stop_after=args.stop_after)
+    if not args.show_calls:
+        names = stack.up(cfg, progress=_say)
+        _say(json.dumps(names, indent=2))
+        return 0
+    from . import calls
+    from .aws import Aws
+
+    aws = Aws(cfg.region)
+    with calls.record(aws) as recording:
+        names = stack.up(cfg, aws, progress=_say)
     _say(json.dumps(names, indent=2))
+    _say(f"\n# The AWS calls 'up' made ({recording.summary()}), as boto3 code; account IDs "
+         "and secrets masked:\n")
+    _say(recording.snippet(reads=True))
     return 0
 
 
@@ -68,8 +81,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(json.dumps(info, indent=2, default=str))
         return 0
     _say(f"region {info['region']}, model profile {info['profile']}")
-    for part in ("bucket", "roles", "endpoint", "inference", "autoscaling", "function", "delivery",
-                 "web"):
+    for part in ("bucket", "roles", "presets", "endpoint", "inference", "autoscaling", "function",
+                 "delivery", "web"):
         _say(f"  {part:12} {json.dumps(info[part], default=str)}")
     deadline = info["deadline"]
     _say(f"  {'deadline':12} " + (
@@ -107,13 +120,15 @@ def cmd_sleep(args: argparse.Namespace) -> int:
 
 
 def cmd_down(args: argparse.Namespace) -> int:
-    removed = stack.down(_config(args), delete_bucket=args.delete_bucket, progress=_say)
+    removed = stack.down(_config(args), delete_bucket=args.delete_bucket, progress=_say,
+                         keep_presets=args.keep_presets or None)
     _say(f"down: removed {len(removed)} resource(s)" if removed else "down: nothing to remove")
     return 0
 
 
 def cmd_ask(args: argparse.Namespace) -> int:
-    record = stack.ask(args.image, _config(args), timeout=args.timeout, progress=_say)
+    record = stack.ask(args.image, _config(args), timeout=args.timeout, progress=_say,
+                       preset=args.preset, language=args.language)
     print_result(record)
     return 0 if record.get("status") == "ok" else 1
 
@@ -243,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop the endpoint after this long, e.g. 3h or 90m (a schedule deletes "
                         "it, or scales an async one to zero) (default: VT_STOP_AFTER, else "
                         "never)")
+    p.add_argument("--show-calls", action="store_true",
+                   help="after 'up', print every AWS request it made, in order, as boto3 code "
+                        "(read-only checks marked; account IDs, secrets and file contents "
+                        "masked)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser(
@@ -275,6 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--delete-bucket", action="store_true",
                    help="also empty and delete the bucket (photos and results are lost)")
+    p.add_argument("--keep-presets", action="store_true",
+                   help="keep the presets table and its edits (default: VT_KEEP_PRESETS, "
+                        "else removed)")
     p.set_defaults(func=cmd_down)
 
     p = sub.add_parser(
@@ -283,10 +305,17 @@ def build_parser() -> argparse.ArgumentParser:
                     "print the answer (or the error). Exit status 0 for an answer, 1 for an "
                     "error record.",
     )
-    p.add_argument("image", type=Path, help="the photo to upload (JPEG, PNG, GIF or WebP)")
+    p.add_argument("image", type=Path, help="the photo to upload (JPEG, PNG, GIF, WebP or BMP)")
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="seconds to wait for the result record (default: 300; async: the "
                         "request TTL + 60)")
+    p.add_argument("--preset", metavar="NAME",
+                   help="answer preset, e.g. family, history, food (default: none sent: the "
+                        "handler answers with 'default'; 'visual-tourism presets list' shows "
+                        "them)")
+    p.add_argument("--language", metavar="NAME",
+                   help="answer language offered by the preset, e.g. French (default: none "
+                        "sent: the preset's own language)")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("replay", parents=[common],
@@ -338,6 +367,15 @@ def build_parser() -> argparse.ArgumentParser:
     from . import web_cli  # the web page's link, QR code and access code
 
     web_cli.add_cli(sub, common, _config)
+    from . import permissions_cli  # check (the preflight) and admin-policy
+
+    permissions_cli.add_cli(sub, common, _config)
+    from . import profiles_cli  # the model lineup (offline) and the labelled-photo eval
+
+    profiles_cli.add_cli(sub, common, _config)
+    from . import presets_cli  # list, show, set and delete the answer presets
+
+    presets_cli.add_cli(sub, common, _config)
     return parser
 
 

@@ -54,7 +54,7 @@ _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 class Config:
     prefix: str = "visual-tourism"
     region: str = ""
-    bucket: str = ""  # empty: "{prefix}-{account}-{region}", globally unique
+    bucket: str = ""  # empty: "{prefix}-{account}-{region}" (in Studio "sagemaker-" first)
     input_prefix: str = "input/"
     example_prefix: str = "example/"
     output_prefix: str = "output/"
@@ -96,6 +96,10 @@ class Config:
     web_upload_rate_limit: float = 1.0  # upload forms/s: each upload is a model call
     web_upload_burst_limit: int = 10
     web_max_photo_bytes: int = 20_000_000  # the handler's own limit
+    # Answer presets (visual_tourism/presets.py): a DynamoDB table of named prompts and
+    # parameters the uploader picks per photo; "off" leaves the table out of `up`.
+    presets: str = "on"
+    keep_presets: bool = False  # `down` keeps the presets table (and its edits), as --keep-presets
 
     # -- derived names ------------------------------------------------------------------
     @property
@@ -142,6 +146,19 @@ class Config:
         return "data-uri" if self.is_async else self.image_transport
 
     @property
+    def needs_pillow(self) -> bool:
+        """Whether the handler may resize images, so its zip must carry Pillow: the data-uri
+        transport (the payload limit), or a container that counts an image's tokens by its
+        size (every formula but Idefics v1's one token per image)."""
+        return (self.effective_image_transport == "data-uri"
+                or self.profile.limits.image_formula != "idefics")
+
+    @property
+    def presets_table(self) -> str:
+        """The presets table's name; empty when presets are off."""
+        return f"{self.prefix}-presets" if self.presets == "on" else ""
+
+    @property
     def schedule_name(self) -> str:
         return f"{self.prefix}-stop-deadline"
 
@@ -154,7 +171,17 @@ class Config:
         return parse_duration(self.stop_after) if self.stop_after else 0
 
     def bucket_name(self, account_id: str) -> str:
-        return self.bucket or f"{self.prefix}-{account_id}-{self.region}"
+        """The bucket setting, else "{prefix}-{account}-{region}"; inside SageMaker Studio
+        "sagemaker-{prefix}-{account}-{region}", a name AmazonSageMakerFullAccess already
+        lets the Studio role (and so the endpoint running under it) read and write objects
+        in. Kept to the plain name when the longer one would pass S3's 63 characters."""
+        if self.bucket:
+            return self.bucket
+        plain = f"{self.prefix}-{account_id}-{self.region}"
+        from .iam import in_studio  # iam imports this module
+
+        studio = f"sagemaker-{plain}"
+        return studio if in_studio() and len(studio) <= 63 else plain
 
     @property
     def state_path(self) -> Path:
@@ -186,6 +213,14 @@ def _coerce(name: str, kind: Any, raw: Any) -> Any:
             return int(raw)
         if kind in ("float", float):
             return float(raw)
+        if kind in ("bool", bool):
+            if isinstance(raw, bool):
+                return raw
+            words = {"true": True, "yes": True, "on": True, "1": True,
+                     "false": False, "no": False, "off": False, "0": False}
+            if str(raw).strip().lower() not in words:
+                raise ValueError("expected true or false")
+            return words[str(raw).strip().lower()]
         if kind in ("dict[str, Any]",):
             value = json.loads(raw) if isinstance(raw, str) else raw
             if not isinstance(value, dict):
@@ -353,6 +388,10 @@ def validate(cfg: Config) -> Config:
         problems.extend(_generation_problems(cfg))
     if cfg.web_api not in ("on", "off"):
         problems.append(f"web_api {cfg.web_api!r}: use 'on' or 'off'")
+    if cfg.presets not in ("on", "off"):
+        problems.append(f"presets {cfg.presets!r}: use 'on' or 'off'")
+    if not isinstance(cfg.keep_presets, bool):
+        problems.append(f"keep_presets {cfg.keep_presets!r}: use true or false")
     if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and cfg.web_burst_limit >= 1
             and 1 <= cfg.web_upload_burst_limit <= cfg.web_burst_limit):
         problems.append("web throttling: need 0 < upload rate <= rate and 1 <= upload burst "

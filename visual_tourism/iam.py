@@ -104,9 +104,22 @@ def lambda_policy(
                     f"endpoint/{cfg.endpoint_name.lower()}"
                 ),
             },
+            *_lambda_presets_statements(cfg, account, partition),
             *_lambda_async_statements(cfg, objects),
         ],
     }
+
+
+def _lambda_presets_statements(cfg: Config, account: str, partition: str) -> list[dict[str, Any]]:
+    """With presets: read one preset (GetItem) from this stack's table, nothing else."""
+    if not cfg.presets_table:
+        return []
+    return [{
+        "Sid": "ReadPresets",
+        "Effect": "Allow",
+        "Action": ["dynamodb:GetItem"],
+        "Resource": f"arn:{partition}:dynamodb:{cfg.region}:{account}:table/{cfg.presets_table}",
+    }]
 
 
 def _lambda_async_statements(cfg: Config, objects: str) -> list[dict[str, Any]]:

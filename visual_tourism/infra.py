@@ -71,7 +71,7 @@ LAMBDA_ENV_PARAMETERS = {
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
     "CONTAINER_LIMITS": "ContainerLimits",
 }
-LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME"})
+LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME", "PRESETS_TABLE"})
 # Container variables the template can set (CloudFormation maps cannot have parameter keys,
 # so each variable a profile may use has its own optional parameter).
 MODEL_ENV_PARAMETERS = {
@@ -113,10 +113,18 @@ def code_key(zip_bytes: bytes) -> str:
     return f"lambda/{hashlib.sha256(zip_bytes).hexdigest()}.zip"
 
 
+def _studio_bucket(cfg: Config, account: str) -> str:
+    """The default bucket name when it is not the template's computed one, else ''."""
+    name = cfg.bucket_name(account)
+    return "" if name == f"{cfg.prefix}-{account}-{cfg.region}" else name
+
+
 def template_parameters(
-    cfg: Config, *, image_uri: str, code_bucket: str, code_key: str
+    cfg: Config, *, image_uri: str, code_bucket: str, code_key: str, account: str = ""
 ) -> dict[str, str]:
-    """Every template parameter's value, derived from the configuration and the helpers."""
+    """Every template parameter's value, derived from the configuration and the helpers.
+    ``account``: the deploying account, needed only where the bucket's default name is not
+    the template's own (inside SageMaker Studio: see Config.bucket_name)."""
     environment = lambda_fn.function_environment(cfg, bucket="")
     unknown = set(environment) - set(LAMBDA_ENV_PARAMETERS) - LAMBDA_ENV_COMPUTED
     container = cfg.profile.container_env()
@@ -131,7 +139,9 @@ def template_parameters(
     params.update(
         {
             "Prefix": cfg.prefix,
-            "BucketName": cfg.bucket,  # empty: the template computes {prefix}-{account}-{region}
+            # Empty: the template computes {prefix}-{account}-{region}, as bucket_name does
+            # outside Studio; inside it the name differs, so it is passed.
+            "BucketName": cfg.bucket or (_studio_bucket(cfg, account) if account else ""),
             "ExamplePrefix": cfg.example_prefix,
             "ImageUri": image_uri,
             "InstanceType": cfg.effective_instance_type,
@@ -151,6 +161,7 @@ def template_parameters(
             "AsyncMaxConcurrency": str(cfg.async_max_concurrency),
             "AsyncBacklogTarget": f"{cfg.async_backlog_target:g}",
             "StopAt": stop_at(cfg),
+            "Presets": cfg.presets,
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
             **web_parameters(cfg),
@@ -202,9 +213,7 @@ def package(
 ) -> Packaged:
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
     aws = aws or Aws(cfg.region)
-    zip_bytes = lambda_fn.build_zip(
-        lambda_fn.vendor_pillow(cfg) if cfg.effective_image_transport == "data-uri" else None
-    )
+    zip_bytes = lambda_fn.build_zip(lambda_fn.vendor_dir(cfg))  # Pillow when it may resize
     code_bucket = ensure_artifacts_bucket(aws, cfg)
     key = code_key(zip_bytes)
     if bucket.object_exists(aws, code_bucket, key):  # same key, same bytes
@@ -219,7 +228,8 @@ def package(
         aws.s3.put_object(Bucket=code_bucket, Key=code_key(web_zip), Body=web_zip,
                           ContentType="application/zip")
     params = template_parameters(
-        cfg, image_uri=cfg.profile.image_uri(cfg.region), code_bucket=code_bucket, code_key=key
+        cfg, image_uri=cfg.profile.image_uri(cfg.region), code_bucket=code_bucket, code_key=key,
+        account=aws.account_id,
     )
     out_dir.mkdir(parents=True, exist_ok=True)
     template = out_dir / PACKAGED_TEMPLATE
@@ -487,6 +497,12 @@ def after_deploy(aws: Aws, cfg: Config, result: dict[str, str], progress: Progre
     bucket.upload_if_changed(aws, name, cfg.example_key, Path(cfg.example_image))
     progress(f"bucket {name}: folders and example photo ready; upload photos to "
              f"s3://{name}/{cfg.input_prefix}")
+    if result.get("PresetsTableName"):  # the seeds (never over an edit) and their photos
+        from . import presets
+
+        presets.seed(aws, cfg, name, progress)
+        presets.upload_examples(aws, cfg, name, presets.list_presets(aws, cfg))
+        progress(f"presets table {result['PresetsTableName']}: seeded")
     if result.get("WebUrl"):  # the access code: an SSM SecureString, never in the template
         web.ensure_code(aws, cfg)
         progress(f"web page {result['WebUrl']}: 'visual-tourism web' prints its link")

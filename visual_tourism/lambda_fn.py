@@ -31,8 +31,8 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 # The top-level modules the function's zip carries: the handler; the stdlib-only rules of the
 # model container it shares with visual_tourism.profiles; the asynchronous-inference part it
-# imports only in async mode.
-MODULES = ("lambda_code", "serving_limits", "lambda_async")
+# imports only in async mode; the answer presets' schema and prompts (PRESETS_TABLE).
+MODULES = ("lambda_code", "serving_limits", "lambda_async", "presets_schema")
 
 
 def handler_source(module: str = "lambda_code") -> Path:
@@ -58,11 +58,17 @@ def build_zip(vendor_dir: Path | None = None, modules: tuple[str, ...] = MODULES
     return buffer.getvalue()
 
 
+def vendor_dir(cfg: Config, cache: Path | None = None) -> Path | None:
+    """What build_zip vendors for this configuration: Pillow when the handler may resize
+    images (``Config.needs_pillow``), else nothing."""
+    return vendor_pillow(cfg, cache) if cfg.needs_pillow else None
+
+
 def vendor_pillow(cfg: Config, cache: Path | None = None) -> Path:
     """Pillow for the Lambda's platform (manylinux x86_64, its Python), cached by version.
 
-    Only the data-uri image transport needs it: the handler downscales photos to fit the
-    model server's payload limit.
+    The handler downscales images with it: for the data-uri transport's payload limit, and
+    for a profile whose container counts image tokens by size (``Config.needs_pillow``).
     """
     version = cfg.lambda_runtime.removeprefix("python")
     target = (cache or PROJECT_ROOT / "build") / f"pillow-py{version}"
@@ -77,8 +83,9 @@ def vendor_pillow(cfg: Config, cache: Path | None = None) -> Path:
     result = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         raise DeployError(
-            "Could not download Pillow for the Lambda (needed by image_transport=data-uri): "
-            f"{result.stderr.strip()[-400:]}. Check the network, or use image_transport=url."
+            "Could not download Pillow for the Lambda (needed to resize images: "
+            f"image_transport={cfg.effective_image_transport}, profile {cfg.model_profile}): "
+            f"{result.stderr.strip()[-400:]}. Check the network."
         )
     return target
 
@@ -110,6 +117,8 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "ASYNC_INVOCATION_TIMEOUT_SECONDS": str(cfg.async_invocation_timeout),
         # The container's limits: the handler sizes images and checks settings with them.
         "CONTAINER_LIMITS": profile.limits.to_env(),
+        # The answer presets (presets_schema.py): one GetItem per photo; empty when off.
+        "PRESETS_TABLE": cfg.presets_table,
     }
 
 

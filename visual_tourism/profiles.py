@@ -160,7 +160,8 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile(
             name="idefics-9b-instruct",
             model_id="HuggingFaceM4/idefics-9b-instruct",
-            # No commit of this repository could be checked offline: not pinned (see README).
+            # No commit of this repository could be found in public sources to check it
+            # against: not pinned, and shown as such (`visual-tourism profiles`).
             revision=None,
             image_family="huggingface-llm",
             # TGI 1.4.5: the last 1.x release. It still serves Idefics v1 through the
@@ -185,6 +186,9 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile(
             name="qwen2.5-vl-7b-instruct",
             model_id="Qwen/Qwen2.5-VL-7B-Instruct",
+            # A commit of the Hub repository: the snapshot name in Hugging Face caches
+            # (models--Qwen--Qwen2.5-VL-7B-Instruct/snapshots/<commit>) in several
+            # independent public projects that pin it.
             revision="cc594898137f460bfe9f0759e9844b3ce807cfb5",
             image_family="huggingface-llm",
             # TGI 3.x serves Qwen2.5-VL and accepts OpenAI-style messages on /invocations.
@@ -210,6 +214,7 @@ PROFILES: dict[str, ModelProfile] = {
         ModelProfile(
             name="smolvlm-instruct",
             model_id="HuggingFaceTB/SmolVLM-Instruct",
+            # Checked as for Qwen: the snapshot commit public projects resolve and pin.
             revision="81cd9a775a4d644f2faf4e7becff4559b46b14c7",
             # AWS LMI (DJL serving) 0.33.0 = LMI 15 with vLLM 0.8.4, which serves
             # Idefics3-architecture models such as SmolVLM and runs on T4 GPUs.
@@ -264,3 +269,127 @@ def get_profile(name: str) -> ModelProfile:
             f"Unknown model profile {name!r}. Known profiles: {known}. "
             "Set VT_MODEL_PROFILE or 'model_profile' in the config file to one of them."
         ) from None
+
+
+# -- the lineup as data and tables (`visual-tourism profiles`, the README's table) -----------
+
+# How each container family is named in tables; the LMI releases' vLLM versions are from the
+# LMI release notes (djl-lmi 0.33.0 = LMI 15 with vLLM 0.8.4).
+_CONTAINER_NAMES = {"huggingface-llm": "Hugging Face TGI", "djl-lmi": "AWS LMI"}
+_LMI_VLLM = {"0.33.0": "0.8.4"}
+_STYLE_NAMES = {STYLE_TGI: "TGI prompt (inputs + parameters)",
+                STYLE_MESSAGES: "OpenAI-style messages"}
+NOT_PINNED = "not pinned"
+NO_PRICE = "no price recorded"
+
+
+def _container_name(profile: ModelProfile) -> str:
+    name = f"{_CONTAINER_NAMES.get(profile.image_family, profile.image_family)} "
+    name += profile.image_version
+    vllm = _LMI_VLLM.get(profile.image_version) if profile.image_family == "djl-lmi" else None
+    return f"{name} (vLLM {vllm})" if vllm else name
+
+
+def _bytes(n: int) -> str:
+    if n % (1024 * 1024) == 0:
+        return f"{n // (1024 * 1024)} MiB"
+    if n % 1_000_000 == 0:
+        return f"{n // 1_000_000} MB"
+    return f"{n:,} bytes"
+
+
+def describe(profile: ModelProfile, default: str = DEFAULT_PROFILE) -> dict[str, Any]:
+    """Everything a person choosing a model reads about one profile, as plain data (--json).
+
+    The price is the instance's on-demand list price from ``pricing.HOURLY_USD`` (None when
+    not recorded); the limits are the ones the container is started with.
+    """
+    from . import pricing  # here: pricing is cheap, but keep profiles' import graph minimal
+
+    lim = profile.limits
+    price = pricing.HOURLY_USD.get(profile.instance_type)
+    return {
+        "name": profile.name,
+        "default": profile.name == default,
+        "model_id": profile.model_id,
+        "revision": profile.revision,
+        "container": _container_name(profile),
+        "image_family": profile.image_family,
+        "image_version": profile.image_version,
+        "engine": lim.engine,
+        "instance_type": profile.instance_type,
+        "licence": profile.licence,
+        "price_per_hour_usd": price,
+        "price": (f"${price:g}/h" if price is not None else NO_PRICE),
+        "price_basis": (f"{pricing.PRICE_REGION} on-demand list price as of "
+                        f"{pricing.PRICE_DATE} ({pricing.PRICE_SOURCE})"),
+        "limits": {
+            "max_input_tokens": lim.max_input_tokens,
+            "max_total_tokens": lim.max_total_tokens,
+            "payload_limit_bytes": lim.payload_limit_bytes,
+            "max_stop_sequences": lim.max_stop_sequences,  # None: no limit
+            "max_images": lim.max_images,
+            "image_formula": lim.image_formula,
+        },
+        "request_style": profile.request_style,
+        "request_style_text": _STYLE_NAMES.get(profile.request_style, profile.request_style),
+        "notes": profile.notes,
+    }
+
+
+def lineup(default: str = DEFAULT_PROFILE) -> list[dict[str, Any]]:
+    """Every profile, described (see ``describe``), in the order PROFILES lists them."""
+    return [describe(p, default) for p in PROFILES.values()]
+
+
+TABLE_HEADERS = ("Profile", "Model @ revision", "Container", "Instance", "Price/hour",
+                 "Limits", "Request style", "Licence")
+
+
+def _limits_text(limits: Mapping[str, Any]) -> str:
+    stops = limits["max_stop_sequences"]
+    return (f"{limits['max_input_tokens']:,} input / {limits['max_total_tokens']:,} total "
+            f"tokens; payload {_bytes(limits['payload_limit_bytes'])}; "
+            f"{'no limit on' if stops is None else f'at most {stops}'} stop sequences; "
+            f"{limits['max_images']} images")
+
+
+def table_rows(rows: Sequence[Mapping[str, Any]] | None = None,
+               markdown: bool = False) -> list[tuple[str, ...]]:
+    """One tuple of cells per profile, in TABLE_HEADERS order."""
+    code = (lambda s: f"`{s}`") if markdown else (lambda s: s)
+    cells = []
+    for row in rows if rows is not None else lineup():
+        revision = row["revision"]
+        cells.append((
+            code(row["name"]) + (" (default)" if row["default"] else ""),
+            f"{code(row['model_id'])} @ " + (code(revision[:12]) if revision else NOT_PINNED),
+            row["container"],
+            code(row["instance_type"]),
+            row["price"],
+            _limits_text(row["limits"]),
+            row["request_style_text"],
+            row["licence"],
+        ))
+    return cells
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The README's profile table (`visual-tourism profiles --markdown`)."""
+    lines = ["| " + " | ".join(TABLE_HEADERS) + " |",
+             "|" + "---|" * len(TABLE_HEADERS)]
+    lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
+              for row in table_rows(rows, markdown=True)]
+    return "\n".join(lines) + "\n"
+
+
+def text_table(rows: Sequence[Mapping[str, Any]] | None = None) -> str:
+    """The lineup as an aligned plain-text table for a terminal."""
+    body = table_rows(rows)
+    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(TABLE_HEADERS)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join([line(TABLE_HEADERS), line(["-" * w for w in widths]),
+                      *(line(r) for r in body)]) + "\n"

@@ -26,6 +26,7 @@ from . import (
     iam,
     lambda_fn,
     logs,
+    presets,
     pricing,
     schedule,
     web,
@@ -72,6 +73,18 @@ def create_roles(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str
     State(cfg.state_path).record("roles", **roles)
     progress("IAM roles ready (least privilege)")
     return roles
+
+
+def create_presets(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, Any]:
+    """The answer presets table, its seeds (never over an edit) and their example photos."""
+    if not cfg.presets_table:
+        return {}
+    info = presets.ensure(aws, cfg, bucket_name(cfg, aws), progress)
+    State(cfg.state_path).record("presets", table=info["table"])
+    seeded = f"; seeded {', '.join(info['seeded'])}" if info["seeded"] else ""
+    progress(f"presets table {info['table']}: {len(info['presets'])} presets "
+             f"({', '.join(info['presets'])}){seeded}")
+    return info
 
 
 def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
@@ -150,7 +163,7 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     """Zip lambda_code.py, create or update the function and its log group."""
     name = bucket_name(cfg, aws)
     role = iam.ensure_lambda_role(aws, cfg, name)
-    vendor = lambda_fn.vendor_pillow(cfg) if cfg.effective_image_transport == "data-uri" else None
+    vendor = lambda_fn.vendor_dir(cfg)  # Pillow when the handler may resize images
     zip_bytes = lambda_fn.build_zip(vendor)
     lambda_fn.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.function_log_group(cfg))
@@ -222,6 +235,9 @@ def up(
 ) -> dict[str, Any]:
     """Create or update every resource, in order. Returns the names of what exists."""
     cfg, aws = _context(cfg, aws)
+    from . import permissions  # the preflight: refuses before anything is created
+
+    permissions.require(cfg, aws, progress)
     profile = cfg.profile
     progress(
         f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "
@@ -230,6 +246,7 @@ def up(
     progress("cost: " + pricing.describe_plan(cfg))
     name = create_bucket(cfg, aws, progress)
     create_roles(cfg, aws, progress)
+    create_presets(cfg, aws, progress)  # before the function reads it
     names = start_endpoint(cfg, aws, progress)
     deploy_function(cfg, aws, progress)  # built while the endpoint starts
     wait_for_endpoint(cfg, aws, progress, endpoint_poll)
@@ -249,8 +266,12 @@ def down(
     aws: Aws | None = None,
     delete_bucket: bool = False,
     progress: Progress = _quiet,
+    keep_presets: bool | None = None,
 ) -> list[str]:
-    """Remove what `up` created, newest first. Safe to run twice. Returns what was removed."""
+    """Remove what `up` created, newest first. Safe to run twice. Returns what was removed.
+
+    ``keep_presets`` (default: the keep_presets setting) keeps the presets table and its edits.
+    """
     cfg, aws = _context(cfg, aws)
     state = State(cfg.state_path)
     name = bucket_name(cfg, aws)
@@ -290,6 +311,13 @@ def down(
     step(f"IAM role {cfg.lambda_role_name}", iam.delete_role(aws, cfg, cfg.lambda_role_name))
     step(f"IAM role {cfg.sagemaker_role_name}", iam.delete_role(aws, cfg, cfg.sagemaker_role_name))
     state.forget("roles")
+    keep = cfg.keep_presets if keep_presets is None else keep_presets
+    if not keep:
+        step(f"presets table {cfg.presets_table}", presets.delete_table(aws, cfg))
+        state.forget("presets")
+    elif cfg.presets_table and presets.describe_table(aws, cfg.presets_table) is not None:
+        progress(f"kept presets table {cfg.presets_table} with its edits (to remove it too: "
+                 "'visual-tourism down' without --keep-presets)")
     if delete_bucket:
         step(f"bucket {name} and its objects", bucket.delete_bucket(aws, cfg, name))
         state.clear()
@@ -321,6 +349,7 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         "autoscaling": autoscaling.describe(aws, cfg),
         "function": lambda_fn.describe(aws, cfg, name),  # trigger: False without the bucket
         "web": web.describe(aws, cfg),
+        "presets": presets.describe(aws, cfg),
         "delivery": delivery.describe(aws, cfg, name if bucket_info["state"] == "exists"
                                       else None),
         "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
@@ -360,8 +389,13 @@ def ask(
     progress: Progress = _quiet,
     poll: float = 0.2,
     key: str | None = None,
+    preset: str | None = None,
+    language: str | None = None,
 ) -> dict[str, Any]:
     """Upload a photo under input/ and wait for its result under output/; return the record.
+
+    ``preset`` and ``language`` (checked to exist first) travel as the object's metadata
+    (x-amz-meta-preset, x-amz-meta-language); None: the handler's defaults.
 
     Waiting polls one HEAD request every ``poll`` seconds (cheap, and a result is seen within
     that time of being written) rather than sleeping a fixed time and hoping.
@@ -383,10 +417,12 @@ def ask(
             f"Nothing would answer this photo: {problem}. Run 'visual-tourism up' (it wires "
             "the trigger last), then ask again. Nothing was uploaded."
         )
+    metadata = presets.check_choice(aws, cfg, preset, language)  # before any upload
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     earlier = bucket.head(aws, name, out_key)  # a result of an earlier upload of this key
     etag = aws.s3.put_object(
-        Bucket=name, Key=input_key, Body=path.read_bytes(), ContentType=content_type
+        Bucket=name, Key=input_key, Body=path.read_bytes(), ContentType=content_type,
+        **({"Metadata": metadata} if metadata else {}),
     )["ETag"].strip('"')
     progress(f"uploaded s3://{name}/{input_key}; waiting for {out_key}")
     waking = async_inference.waiting_note(aws, cfg)

@@ -12,8 +12,10 @@ importing this module (and the server) stays cheap and works without the ``model
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
+import re
 import socket
 import threading
 import time
@@ -25,6 +27,8 @@ from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from PIL import Image, ImageStat
+
+import presets_schema
 
 logger = logging.getLogger(__name__)
 
@@ -73,12 +77,17 @@ class GenerationParams(TypedDict):
     top_p: float | None
     top_k: int | None
     stop: list[str]
+    # The answer's constraint, as the server normalised TGI's ``grammar`` or a chat
+    # ``response_format``: {"type": "json", "schema": <JSON schema, or None: any object>} or
+    # {"type": "regex", "pattern": str}; None: free text.
+    grammar: dict[str, Any] | None
 
 
 def generation_params(**overrides: Any) -> GenerationParams:
-    """Defaults as TGI's: greedy, 100 new tokens, no stop sequence."""
+    """Defaults as TGI's: greedy, 100 new tokens, no stop sequence, no grammar."""
     params = GenerationParams(
-        max_new_tokens=100, do_sample=False, temperature=None, top_p=None, top_k=None, stop=[]
+        max_new_tokens=100, do_sample=False, temperature=None, top_p=None, top_k=None, stop=[],
+        grammar=None,
     )
     params.update(overrides)  # type: ignore[typeddict-item]
     return params
@@ -91,6 +100,56 @@ def cut_at_stop(text: str, stops: Sequence[str]) -> str | None:
         return None
     start, stop = min(hits)
     return text[: start + len(stop)]
+
+
+_LANGUAGE = re.compile(
+    re.escape(presets_schema.LANGUAGE_LINE).replace(re.escape("{language}"),
+                                                     r"(?P<language>[A-Za-z0-9_-]{1,40})"))
+
+
+def asked_language(conversation: Sequence[Turn]) -> str | None:
+    """The answer language the last user turn asks for with presets_schema's language line
+    ("Answer in French."), None when it asks for none (the prompt language)."""
+    for turn in reversed(conversation):
+        if turn.role == "user":
+            found = _LANGUAGE.search(turn.text)
+            return found.group("language") if found else None
+    return None
+
+
+def json_schema_of(grammar: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The schema of a JSON grammar ({} for any object); None for free text or a regex."""
+    if not grammar or grammar.get("type") != "json":
+        return None
+    schema = grammar.get("schema")
+    return schema if isinstance(schema, dict) else {}
+
+
+def schema_instance(schema: dict[str, Any], texts: dict[str, str], default: str,
+                    name: str = "") -> Any:
+    """A value valid against ``schema`` (the subset grammars use: object, properties, string,
+    boolean, number, integer, array, null, enum, const), strings from ``texts`` by property
+    name, else ``default``."""
+    if "const" in schema:
+        return schema["const"]
+    if schema.get("enum"):
+        return schema["enum"][0]
+    kind = schema.get("type")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object" or (kind is None and "properties" in schema):
+        properties = schema.get("properties") or {}
+        return {key: schema_instance(sub if isinstance(sub, dict) else {}, texts, default, key)
+                for key, sub in properties.items()}
+    if kind == "array":
+        return []
+    if kind == "boolean":
+        return False
+    if kind in ("integer", "number"):
+        return schema.get("minimum", 0)
+    if kind == "null":
+        return None
+    return texts.get(name, default)
 
 
 class Backend(ABC):
@@ -108,6 +167,8 @@ class Backend(ABC):
 # -- the offline stand-in -------------------------------------------------------------------
 
 STAND_IN_LABEL = "[Offline stand-in, not a model's answer.]"
+STAND_IN_LANGUAGE = "[stand-in answer in {language}]"
+STAND_IN_VALUE = "(stand-in: no model)"  # a structured answer's fields it cannot know
 
 # Named reference colours; each pixel of a small copy is mapped to the nearest one.
 _COLOURS = {
@@ -148,18 +209,37 @@ class StandInBackend(Backend):
             "There is no image in this request, so there is nothing to describe.",
             "A model would tell an entertaining story about the place here.",
         ]
-        sentences.append(
-            "A model would name the best place to eat nearby; to get real answers, "
-            f"{HOW_TO_GET_A_MODEL}."
-        )
+        eat = ("A model would name the best place to eat nearby; to get real answers, "
+               f"{HOW_TO_GET_A_MODEL}.")
+        language = asked_language(conversation)
+        # Labelled, so a test (or a reader) sees the language was asked for and honoured.
+        tag = f"{STAND_IN_LANGUAGE.format(language=language)} " if language else ""
+        schema = json_schema_of(params.get("grammar"))
+        if schema is not None:
+            return self._json(schema, tag, sentences, eat, params)
+        if params.get("grammar"):
+            logger.info("the stand-in cannot follow a %s grammar: answering free text",
+                        params["grammar"].get("type"))
+        sentences.append(eat)
         # Words stand for tokens; the label is free, so even a short answer carries it.
         words = " ".join(sentences).split(" ")
         # Idefics answers start with a space after "Assistant:".
-        answer = f" {STAND_IN_LABEL} {' '.join(words[: params['max_new_tokens']])}"
+        answer = f" {STAND_IN_LABEL} {tag}{' '.join(words[: params['max_new_tokens']])}"
         if len(words) > params["max_new_tokens"]:
             return answer  # stopped by length: TGI then returns no stop sequence either
         # A stop sequence that ended the generation is part of TGI's generated_text.
         return answer + (params["stop"][0] if params["stop"] else "")
+
+    @staticmethod
+    def _json(schema: dict[str, Any], tag: str, sentences: list[str], eat: str,
+              params: GenerationParams) -> str:
+        """A JSON answer valid against ``schema``; like a constrained model, cut (invalid)
+        when it is longer than max_new_tokens words, and ended by the grammar, not a stop."""
+        texts = {"description": f"{STAND_IN_LABEL} {tag}{sentences[0]}",
+                 "story": f"{tag}{sentences[1]}", "where_to_eat": f"{tag}{eat}"}
+        text = json.dumps(schema_instance(schema, texts, STAND_IN_VALUE), ensure_ascii=False)
+        words = text.split(" ")
+        return " ".join(words[: params["max_new_tokens"]])
 
     def _describe(self, image: Image.Image) -> list[str]:
         width, height = image.size
@@ -291,9 +371,24 @@ class TransformersBackend(Backend):
         self.description = f"transformers: {model} on {self.device}"
 
     def generate(self, conversation: Sequence[Turn], params: GenerationParams) -> str:
-        import torch
-        from transformers import StoppingCriteriaList
+        grammar = params.get("grammar")
+        if grammar:
+            schema = json_schema_of(grammar)
+            fields = _flat_fields(schema) if schema is not None else None
+            if fields is not None:
+                return self._generate_json(conversation, params, fields)
+            # transformers has no grammar-constrained decoding of its own (TGI uses outlines):
+            # only a flat object is constrained here, by filling in its values.
+            logger.warning(
+                "%s: this %s grammar cannot be constrained locally (only a flat JSON object of "
+                "strings, booleans and numbers can): generating free text instead",
+                self.name, grammar.get("type"))
+        inputs = self._inputs(conversation)
+        return self._run(inputs, params, params["max_new_tokens"], params["stop"])
 
+    def _inputs(self, conversation: Sequence[Turn], prefix: str = "") -> Any:
+        """The model's inputs for the conversation, the assistant's answer begun with
+        ``prefix``."""
         messages = [
             {
                 "role": turn.role,
@@ -306,26 +401,71 @@ class TransformersBackend(Backend):
         ]
         prompt = self.processor.apply_chat_template(messages, add_generation_prompt=True)
         images = [image.convert("RGB") for turn in conversation for image in turn.images]
-        inputs = self.processor(
-            text=[prompt], images=[images] if images else None, return_tensors="pt"
+        return self.processor(
+            text=[prompt + prefix], images=[images] if images else None, return_tensors="pt"
         ).to(self.device)
-        prompt_length = inputs["input_ids"].shape[1]
 
-        options: dict[str, Any] = {"max_new_tokens": params["max_new_tokens"],
+    def _run(self, inputs: Any, params: GenerationParams, max_new_tokens: int,
+             stops: Sequence[str]) -> str:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        prompt_length = inputs["input_ids"].shape[1]
+        options: dict[str, Any] = {"max_new_tokens": max_new_tokens,
                                    "do_sample": params["do_sample"]}
         if params["do_sample"]:  # greedy decoding ignores (and warns about) these
             for key in ("temperature", "top_p", "top_k"):
                 if params[key] is not None:
                     options[key] = params[key]
-        if params["stop"]:
+        if stops:
             tokenizer = self.processor.tokenizer
             options["stopping_criteria"] = StoppingCriteriaList(
-                [_StopOnText(tokenizer, prompt_length, params["stop"])]
+                [_StopOnText(tokenizer, prompt_length, stops)]
             )
         with torch.inference_mode():
             output = self.model.generate(**inputs, **options)
         text = self.processor.decode(output[0, prompt_length:], skip_special_tokens=True)
-        return cut_at_stop(text, params["stop"]) or text
+        return cut_at_stop(text, stops) or text
+
+    def _generate_json(self, conversation: Sequence[Turn], params: GenerationParams,
+                       fields: list[tuple[str, str]]) -> str:
+        """A JSON object with exactly ``fields``: the keys and punctuation are written here,
+        each value is generated by the model after the text so far (valid by construction)."""
+        logger.info("%s: JSON grammar constrained by filling in %d fields", self.name,
+                    len(fields))
+        text = "{"
+        share = max(1, params["max_new_tokens"] // max(1, len(fields)))
+        for number, (name, kind) in enumerate(fields):
+            text += ("" if number == 0 else ", ") + json.dumps(name) + ": "
+            if kind == "string":
+                value = self._run(self._inputs(conversation, text + '"'), params, share,
+                                  ['"', "\n"])
+                text += json.dumps(value.removesuffix('"').strip())
+            elif kind == "boolean":
+                value = self._run(self._inputs(conversation, text), params, 2, [])
+                text += "true" if value.strip().lower().startswith(("true", "yes")) else "false"
+            else:
+                value = self._run(self._inputs(conversation, text), params, 4, [",", "}"])
+                found = re.match(r"\s*(-?\d+(\.\d+)?)", value)
+                number_text = found.group(1) if found else "0"
+                text += str(int(float(number_text))) if kind == "integer" else number_text
+        return text + "}"
+
+
+def _flat_fields(schema: dict[str, Any]) -> list[tuple[str, str]] | None:
+    """[(property, type)] of an object schema whose properties are all strings, booleans or
+    numbers; None for anything else (nested, arrays, enums, any object)."""
+    properties = schema.get("properties")
+    if schema.get("type", "object") != "object" or not isinstance(properties, dict) or \
+            not properties:
+        return None
+    fields = []
+    for name, sub in properties.items():
+        kind = sub.get("type") if isinstance(sub, dict) else None
+        if kind not in ("string", "boolean", "integer", "number") or sub.get("enum"):
+            return None
+        fields.append((str(name), kind))
+    return fields
 
 
 # -- choosing a backend -------------------------------------------------------------------------

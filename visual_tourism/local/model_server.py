@@ -625,6 +625,112 @@ def check_request(
         top_k=params["top_k"], stop=stop), counted)
 
 
+# -- constrained generation -----------------------------------------------------------------------
+#
+# What each container takes (the project's reference notes, "Constrained generation"):
+# - TGI /generate (v1.4.5 and v3.3.6): ``parameters.grammar = {"type": "json" | "regex",
+#   "value": ...}``, a JSON schema (an object, or a string holding one) or a regex; v3.x also
+#   takes "json_object" for "json", and refuses a JSON schema without top-level
+#   ``properties`` ("Grammar must have a 'properties' field"). A wrong shape is the router's
+#   JSON rejection (422 "Failed to deserialize the JSON body ...").
+# - TGI chat (v3.3.6): ``response_format`` in TGI's own shape, ``{"type": "json" |
+#   "json_object", "value": <schema>}`` or ``{"type": "json_schema", "value": {"name",
+#   "schema"}}``; OpenAI's ``{"type": "json_schema", "json_schema": {...}}`` has no ``value``
+#   and is refused. TGI v1.4.5's chat route has no response_format: the field is ignored.
+# - vLLM's OpenAI server (0.8.x): OpenAI's shapes, ``{"type": "json_schema", "json_schema":
+#   {"name", "schema"}}``, ``{"type": "json_object"}`` (any object) or ``{"type": "text"}``.
+# The backend gets the constraint normalised (backends.GenerationParams.grammar).
+
+
+def _tgi_major(limits: ContainerLimits | None) -> int:
+    """The TGI major version of these limits (none: 3, this server's default rules)."""
+    if limits is None:
+        return 3
+    found = re.match(r"\d+", limits.container_version)
+    return int(found.group()) if found else 3
+
+
+def _undeserializable(where: str, detail: str) -> InvocationError:
+    return InvocationError(422, "Failed to deserialize the JSON body into the target type: "
+                           f"{where}: {detail}")
+
+
+def _json_grammar(value: Any, where: str, limits: ContainerLimits | None) -> dict[str, Any]:
+    if isinstance(value, str):  # a schema sent as text
+        try:
+            value = json.loads(value)
+        except ValueError as error:
+            raise _invalid(f"Grammar is not valid JSON: {error}") from None
+    if not isinstance(value, dict):
+        raise _undeserializable(where, "the JSON schema must be an object")
+    if _tgi_major(limits) >= 3 and "properties" not in value:
+        raise _invalid("Grammar must have a 'properties' field")
+    return {"type": "json", "schema": value}
+
+
+def tgi_grammar(grammar: Any, limits: ContainerLimits | None) -> dict[str, Any] | None:
+    """TGI's ``parameters.grammar``, normalised for the backend; the container's refusal when
+    it would refuse it."""
+    if grammar is None:
+        return None
+    kinds = ("json", "regex") if _tgi_major(limits) < 3 else ("json", "json_object", "regex")
+    where = "parameters.grammar"
+    if not isinstance(grammar, dict) or grammar.get("type") not in kinds:
+        kind = grammar.get("type") if isinstance(grammar, dict) else grammar
+        raise _undeserializable(where, f"unknown variant `{kind}`, expected one of "
+                                f"{', '.join(f'`{k}`' for k in kinds)}")
+    if "value" not in grammar:
+        raise _undeserializable(where, "missing field `value`")
+    if grammar["type"] == "regex":
+        if not isinstance(grammar["value"], str):
+            raise _undeserializable(where, "a regex grammar's value must be a string")
+        return {"type": "regex", "pattern": grammar["value"]}
+    return _json_grammar(grammar["value"], where, limits)
+
+
+def chat_response_format(value: Any, limits: ContainerLimits | None) -> dict[str, Any] | None:
+    """A chat request's ``response_format``, normalised for the backend, as the container of
+    ``limits`` reads it (see above); its refusal when it would refuse it."""
+    if value is None:
+        return None
+    where = "response_format"
+    kind = value.get("type") if isinstance(value, dict) else None
+    if limits is not None and limits.engine == "vllm":
+        if kind == "text":
+            return None
+        if kind == "json_object":
+            return {"type": "json", "schema": None}
+        if kind == "json_schema":
+            spec = value.get("json_schema")
+            schema = spec.get("schema") if isinstance(spec, dict) else None
+            if not isinstance(schema, dict):
+                raise _refusal(limits, "response_format: type json_schema needs json_schema "
+                                       "with a schema ({name, schema})")
+            return {"type": "json", "schema": schema}
+        raise _refusal(limits, f"response_format.type: {kind!r}: input should be 'text', "
+                               "'json_object' or 'json_schema'")
+    if _tgi_major(limits) < 2:
+        logger.info("TGI %s's chat route has no response_format: ignored, answering free text",
+                    limits.container_version if limits else "")
+        return None
+    kinds = ("json", "json_object", "json_schema", "regex")
+    if kind not in kinds:
+        raise _undeserializable(where, f"unknown variant `{kind}`, expected one of "
+                                f"{', '.join(f'`{k}`' for k in kinds)}")
+    if "value" not in value:  # OpenAI's {"type": "json_schema", "json_schema": ...}
+        raise _undeserializable(where, "missing field `value`")
+    inner = value["value"]
+    if kind == "regex":
+        if not isinstance(inner, str):
+            raise _undeserializable(where, "a regex's value must be a string")
+        return {"type": "regex", "pattern": inner}
+    if kind == "json_schema":
+        if not isinstance(inner, dict) or "schema" not in inner:
+            raise _undeserializable(f"{where}.value", "missing field `schema`")
+        inner = inner["schema"]
+    return _json_grammar(inner, where, limits)
+
+
 def _word_count(turns: Sequence[Turn]) -> int:
     return sum(len(turn.text.split()) for turn in turns)
 
@@ -940,6 +1046,8 @@ class ModelServer:
                                      raw.get("temperature"), raw.get("top_p"), raw.get("top_k"),
                                      raw.get("stop"))
             turns = parse_tgi_prompt(prompt, self._fetch)
+        if not (limits is not None and limits.engine == "vllm"):  # a TGI route only
+            params["grammar"] = tgi_grammar(raw.get("grammar"), limits)
         outcome.images = sum(len(turn.images) for turn in turns)
         text = self._generate(turns, params)
         full_text = raw.get("return_full_text")
@@ -960,6 +1068,7 @@ class ModelServer:
                                      None if greedy else temperature, request.get("top_p"), None,
                                      request.get("stop"))
             turns = parse_messages(request["messages"], self._fetch)
+        params["grammar"] = chat_response_format(request.get("response_format"), limits)
         outcome.images = sum(len(turn.images) for turn in turns)
         text = self._generate(turns, params)
         prompt_words, answer_words = _word_count(turns), len(text.split())

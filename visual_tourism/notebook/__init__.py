@@ -5,7 +5,8 @@ The notebooks under ``notebooks/`` stay thin: each code cell is one call into
 notebook and all of it is tested. The code lives in modules named for what they do; this
 package only gathers their public names so that a cell reads ``notebook.save_settings(...)``:
 
-- ``display``: ``say``/``show``/``redact`` (account IDs masked in every output)
+- ``display``: ``say``/``show``/``redact``, tables (account IDs masked in every output)
+- ``cells``: around every cell: its AWS calls shown under it, expected errors in one line
 - ``environment``: where the notebook runs (local mode, Studio, this machine's credentials)
 - ``settings``: notebook 01's settings, checked, saved and read back by every notebook
 - ``steps``: what each step creates, shown before (plans, costs) and after
@@ -15,6 +16,7 @@ package only gathers their public names so that a cell reads ``notebook.save_set
 A new helper goes into the module it belongs to (or a new one) and its name is added here.
 """
 
+from .cells import one_line_errors, recorded_calls, show_calls_under_cells
 from .cleanup import LeftoverError, confirm_clean, leftovers
 from .demo import (
     DemoPanel,
@@ -27,7 +29,7 @@ from .demo import (
     side_by_side_html,
     thumbnail_data_uri,
 )
-from .display import redact, say, show
+from .display import Table, redact, say, show
 from .environment import NotReachableError, describe_environment, is_local, local_endpoints
 from .settings import check_placeholders, load_settings, save_settings, settings_path
 from .steps import (
@@ -42,7 +44,8 @@ from .steps import (
 )
 
 __all__ = [
-    "DemoPanel", "LeftoverError", "NotReachableError", "autoscaling_plan", "bucket_name",
+    "DemoPanel", "LeftoverError", "NotReachableError", "Table", "autoscaling_plan",
+    "bucket_name", "one_line_errors", "recorded_calls", "show_calls_under_cells",
     "check_placeholders", "confirm_clean", "cost_warning", "demo_panel", "demo_photos",
     "describe_environment", "explain_error", "is_local", "leftovers", "load_settings",
     "local_endpoints",

@@ -5,20 +5,22 @@ from __future__ import annotations
 import base64
 import html
 import io
-import json
 import logging
 import os
 import re
 import time
+import uuid
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+import lambda_code
 
 from .. import stack
 from ..aws import Aws
 from ..config import IMAGES_DIR, Config
 from ..errors import VisualTourismError
-from .display import redact, say
+from .display import redact, show
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +35,7 @@ _PHOTO_CODES = frozenset({"not_an_image", "corrupt_image", "empty_file", "unsupp
                           "image_too_large", "image_too_small", "truncated_image"})
 _EXPLANATIONS = {
     "photo": "The handler checked the upload before calling the model and refused it, so no "
-             "GPU time was spent. Upload a JPEG, PNG, GIF or WebP photo.",
+             f"GPU time was spent. Upload a {lambda_code.ACCEPTED} photo.",
     "busy": "The model endpoint was busy or too slow; the handler already retried. This is "
             "usually temporary: try again in a minute, and check the endpoint's status and "
             "autoscaling if it keeps happening.",
@@ -100,12 +102,12 @@ def side_by_side_html(image_path: str | Path, record: Mapping[str, Any] | None,
     if record is not None:
         model = record.get("model") or {}
         timing = record.get("timing") or {}
-        details = [
-            f"model {model.get('model_id') or model.get('endpoint') or '?'}",
-            f"model time {timing.get('model_seconds', '?')} s",
-            f"answer seen {record.get('seen_after_seconds', '?')} s after upload",
-            f"record {record.get('result_key', '?')}",
-        ]
+        # A photo refused before the model was called: no model, no model time to show.
+        if record.get("status") == "ok" or timing.get("attempts", 1):
+            details += [f"model {model.get('model_id') or model.get('endpoint') or '?'}",
+                        f"model time {timing.get('model_seconds', '?')} s"]
+        details += [f"result seen {record.get('seen_after_seconds', '?')} s after upload",
+                    f"record {record.get('result_key', '?')}"]
     footer = (f'<p style="color:gray;font-size:smaller">{html.escape("; ".join(details))}</p>'
               if details else "")
     return (
@@ -123,8 +125,9 @@ def show_side_by_side(image_path: str | Path, record: Mapping[str, Any] | None) 
 
 
 def show_record(record: Mapping[str, Any]) -> None:
-    """The full result record as stored under output/, account IDs masked."""
-    say(json.dumps(record, indent=2, ensure_ascii=False, default=str))
+    """The result record as stored under output/, as a table (account IDs masked);
+    ``print(json.dumps(record, indent=2))`` shows the JSON itself."""
+    show(record)
 
 
 def sample_not_a_photo(folder: Path | None = None) -> Path:
@@ -162,20 +165,45 @@ class DemoPanel:
             description="Photo",
         )
         self.upload = widgets.FileUpload(accept="image/*", multiple=False,
-                                         description="Upload a photo")
+                                         description="Upload a photo",
+                                         layout=widgets.Layout(width="auto"))
         self.button = widgets.Button(description="Ask the travel agent", icon="paper-plane",
                                      button_style="primary",
                                      layout=widgets.Layout(width="auto"))
         self.progress = widgets.HTML()
-        self.result = widgets.HTML()
+        # The answer goes through the notebook's own HTML renderer, as in the cells above.
+        self.result = widgets.Output()
+        self.result_html = ""
+        self.note_id = f"vt-panel-note-{uuid.uuid4().hex[:12]}"
+        # Rendered only with the live panel: it hides the note shown for a reopened notebook.
+        hide_note = widgets.HTML(f"<style>#{self.note_id} {{display:none}}</style>",
+                                 layout=widgets.Layout(height="0px", margin="0"))
         self.upload.observe(self.on_upload, names="value")
         self.button.on_click(self.on_ask)
         self.widget = widgets.VBox([
             widgets.HBox([self.photo, self.upload, self.button]), self.progress, self.result,
+            hide_note,
         ])
+
+    def note_html(self) -> str:
+        """Shown under the panel where it cannot render (a saved notebook, reopened)."""
+        return (f'<p id="{self.note_id}" style="color:gray"><i>The demo panel lives in the '
+                "running kernel. After reopening this notebook, run its cells again (Run &gt; "
+                "Run All Cells) to bring the panel back.</i></p>")
+
+    def _ipython_display_(self) -> None:
+        from IPython.display import HTML, display
+
+        display(self.widget)
+        display(HTML(self.note_html()))
 
     def _repr_mimebundle_(self, **kwargs: Any) -> Any:
         return self.widget._repr_mimebundle_(**kwargs)
+
+    def show_result(self, page: str) -> None:
+        self.result_html = page
+        self.result.outputs = () if not page else ({"output_type": "display_data", "metadata": {},
+                                "data": {"text/html": page, "text/plain": "(the answer)"}},)
 
     def on_upload(self, change: Mapping[str, Any]) -> None:
         """Save an uploaded file and select it in the list (an empty change is the reset)."""
@@ -197,13 +225,13 @@ class DemoPanel:
         """The progress callback: the latest lines, with the time since the button press."""
         self._lines.append(f"{time.monotonic() - self._started:5.1f} s  {redact(message)}")
         shown = "<br>".join(html.escape(line) for line in self._lines[-8:])
-        self.progress.value = f'<pre style="margin:0">{shown}</pre>'
+        self.progress.value = f'<pre style="margin:0;line-height:1.4">{shown}</pre>'
 
     def on_ask(self, _button: Any = None) -> dict[str, Any] | None:
         path = Path(self.photo.value)
         self._lines, self._started = [], time.monotonic()
         self.button.disabled = True
-        self.result.value = ""
+        self.show_result("")
         self.report(f"asking about {path.name}")
         record: dict[str, Any] | None = None
         try:
@@ -213,10 +241,10 @@ class DemoPanel:
             # A button callback's exception would only reach the kernel's log, unseen: show it.
             log.warning("Demo panel: %s", exc, exc_info=not isinstance(exc, VisualTourismError))
             self.report(f"failed: {exc}")
-            self.result.value = side_by_side_html(path, None, failure=str(exc))
+            self.show_result(side_by_side_html(path, None, failure=str(exc)))
         else:
             self.report(f"{record.get('status')}: record {record.get('result_key')}")
-            self.result.value = side_by_side_html(path, record)
+            self.show_result(side_by_side_html(path, record))
         finally:
             self.button.disabled = False
         self.record = record

@@ -1,4 +1,4 @@
-"""What the notebooks print: aligned key/value lines, with AWS account IDs masked.
+"""What the notebooks print: tables and lines, with AWS account IDs masked.
 
 Notebook outputs get shared as files and screenshots, so every helper here masks 12-digit
 numbers (``********1234``). ``print(...)`` a value yourself when you need it in full.
@@ -6,6 +6,7 @@ numbers (``********1234``). ``print(...)`` a value yourself when you need it in 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from collections.abc import Mapping
@@ -25,12 +26,81 @@ def say(message: str) -> None:
     print(redact(message), flush=True)
 
 
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value if value else "(empty)"
+    if value is None:
+        return "-"
+    if isinstance(value, list | tuple) and all(not isinstance(v, Mapping | list) for v in value):
+        return ", ".join(_text(v) for v in value) if value else "(none)"
+    return json.dumps(value, default=str)
+
+
+class Table:
+    """A dict as a two-column table: HTML in JupyterLab, aligned text elsewhere. A nested dict
+    becomes a table of its own (HTML) or indented lines under its key (text). Account IDs
+    masked in both."""
+
+    def __init__(self, info: Mapping[str, Any]) -> None:
+        self.info = info
+
+    def text(self) -> str:
+        lines: list[str] = []
+
+        def rows(info: Mapping[str, Any], indent: str) -> None:
+            width = max((len(str(k)) for k in info), default=0)
+            for key, value in info.items():
+                if isinstance(value, Mapping) and value:
+                    lines.append(f"{indent}{key}")
+                    rows(value, indent + "  ")
+                else:
+                    lines.append(f"{indent}{str(key):<{width}}  {_text(value)}".rstrip())
+
+        rows(self.info, "")
+        return redact("\n".join(lines))
+
+    def html(self) -> str:
+        cell = 'style="text-align:left;vertical-align:top;padding:2px 10px 2px 0"'
+
+        def table(info: Mapping[str, Any]) -> str:
+            body = []
+            for key, value in info.items():
+                shown = (table(value) if isinstance(value, Mapping) and value
+                         else html.escape(_text(value)))
+                body.append(f"<tr><th {cell}>{html.escape(str(key))}</th>"
+                            f"<td {cell}>{shown}</td></tr>")
+            return ('<table style="border-collapse:collapse;margin:0">'
+                    + "".join(body) + "</table>")
+
+        return redact(table(self.info))
+
+    def _repr_html_(self) -> str:
+        return self.html()
+
+    def __repr__(self) -> str:
+        return self.text()
+
+    def _repr_pretty_(self, printer: Any, cycle: bool) -> None:
+        printer.text(self.text())
+
+
+def in_ipython() -> bool:
+    try:
+        from IPython import get_ipython
+    except ImportError:  # pragma: no cover
+        return False
+    return get_ipython() is not None
+
+
 def show(info: Mapping[str, Any]) -> None:
-    """Print a dict as aligned ``key: value`` lines (nested values as compact JSON)."""
-    width = max((len(str(k)) for k in info), default=0)
-    for key, value in info.items():
-        text = value if isinstance(value, str) else json.dumps(value, default=str)
-        say(f"{str(key):<{width}}  {text}")
+    """Show a dict as a table (HTML in JupyterLab, aligned lines elsewhere), IDs masked."""
+    table = Table(info)
+    if in_ipython():
+        from IPython.display import display
+
+        display(table)
+    else:
+        print(table.text(), flush=True)
 
 
 def home_relative(path: Path) -> str:

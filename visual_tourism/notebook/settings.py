@@ -126,7 +126,9 @@ def save_settings(settings: Mapping[str, Any], env: Mapping[str, str] | None = N
         raise ConfigError(f"These settings cannot be written as TOML: {chosen!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
-    say(f"saved {len(chosen)} settings to {home_relative(path)}")
+    empty = [key for key in settings if key not in chosen]
+    say(f"saved {len(settings)} settings to {home_relative(path)}"
+        + (f" ({len(empty)} left empty use the default: {', '.join(empty)})" if empty else ""))
     for key in chosen:
         if env.get(f"VT_{key.upper()}"):
             say(f"note: VT_{key.upper()} is set in the environment and wins over the file")

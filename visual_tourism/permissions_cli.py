@@ -1,0 +1,91 @@
+"""`visual-tourism check` (the permissions preflight), `visual-tourism admin-policy` (what to
+ask an administrator for) and `up --skip-check`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from . import permissions
+from .aws import Aws
+
+
+def cmd_check(args: argparse.Namespace, config: Callable[..., Any]) -> int:
+    cfg = config(args, stop_after=args.stop_after)
+    report = permissions.preflight(cfg, Aws(cfg.region))
+    if args.json:
+        print(json.dumps({"principal": report.principal, "known": report.known,
+                          "reason": report.reason, "method": report.method,
+                          "steps": report.rows()}, indent=2))
+    else:
+        print(report.text())
+    if not report.known:
+        return 3  # cannot tell
+    return 1 if report.missing else 0
+
+
+def cmd_admin_policy(args: argparse.Namespace, config: Callable[..., Any]) -> int:
+    from . import iam
+    from .stack import bucket_name
+
+    cfg = config(args)
+    aws = Aws(cfg.region)
+    role = args.role_arn or (permissions.principal_arn(aws)
+                             if ":assumed-role/" in aws.identity["Arn"] else None)
+    studio = iam.studio_role_arn() if iam.in_studio() else None
+    policy = permissions.admin_policy(cfg, aws.account_id, bucket_name(cfg, aws),
+                                      aws.partition, principal_arn=role, studio_role=studio)
+    print(json.dumps(policy, indent=2))
+    print(f"# On top of AmazonSageMakerFullAccess, for stack {cfg.prefix!r} in {cfg.region} "
+          f"(account {aws.account_id}); attach it to {role or 'the Studio execution role'}, "
+          "e.g. aws iam put-role-policy --role-name ROLE --policy-name visual-tourism "
+          "--policy-document file://policy.json", file=sys.stderr)
+    return 0
+
+
+def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
+            config: Callable[..., Any]) -> None:
+    p = sub.add_parser(
+        "check", parents=[common], help="which steps your AWS identity may run (preflight)",
+        description="Ask IAM (iam:SimulatePrincipalPolicy, with this stack's resource ARNs) "
+        "which steps of up, status, ask and down the current identity may run, and list what "
+        "is missing. Says plainly when it cannot tell (the identity may not simulate, or is "
+        "the root user). Exit status 0: everything allowed, 1: something missing, 3: cannot "
+        "tell. Local mode evaluates the identity's policies itself (moto has no simulator).",
+    )
+    p.add_argument("--stop-after", metavar="DURATION",
+                   help="include the stop deadline's needs, e.g. 3h (default: VT_STOP_AFTER, "
+                        "else none)")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=lambda args: cmd_check(args, config))
+
+    p = sub.add_parser(
+        "admin-policy", parents=[common],
+        help="print the IAM policy a Studio role needs on top of AmazonSageMakerFullAccess",
+        description="Print, as JSON, the least-privilege policy (scoped to this stack's "
+        "prefix, bucket, region and account) that a SageMaker Studio execution role needs on "
+        "top of the AWS managed policy AmazonSageMakerFullAccess to run every notebook: "
+        "both inference modes, the web page and the stop deadline. Hand it to your "
+        "administrator.",
+    )
+    p.add_argument("--role-arn", metavar="ARN",
+                   help="the role that gets the policy, for its self-check statement "
+                        "(default: the current assumed role, else any role of the account)")
+    p.set_defaults(func=lambda args: cmd_admin_policy(args, config))
+
+    up = sub.choices.get("up")
+    if up is not None:  # `up --skip-check`: run without the preflight
+        up.add_argument("--skip-check", action="store_true",
+                        help="do not run the permissions preflight first")
+        run_up = up.get_default("func")
+
+        def up_maybe_unchecked(args: argparse.Namespace) -> int:
+            if not getattr(args, "skip_check", False):
+                return run_up(args)
+            with permissions.skipped():
+                return run_up(args)
+
+        up.set_defaults(func=up_maybe_unchecked)
