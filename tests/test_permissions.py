@@ -254,14 +254,21 @@ def test_every_call_made_is_listed_and_every_listed_need_is_made(env, tmp_path, 
                           if not n.when and not any(n.covers(m) for m in seen[name]))
              for name, needs in listed.items()}
     assert not any(never.values()), never
+    made = {name: {n.action for n in needs} for name, needs in seen.items()}
+    # The conditional presets needs were met too: a preset chosen, an unknown one, an edit.
+    assert {"dynamodb:DescribeTable", "dynamodb:GetItem", "dynamodb:Scan"} <= made["ask"]
+    assert {"dynamodb:CreateTable", "dynamodb:TagResource"} <= made["up: presets"]
+    assert {"dynamodb:PutItem", "dynamodb:UpdateItem"} <= made["presets: set"]
+    assert {"dynamodb:DeleteItem", "dynamodb:Scan"} <= made["presets: delete"]
+    assert {"dynamodb:ListTagsOfResource", "dynamodb:DeleteTable"} <= made["down"]
 
 
 def _presets_commands(cfg, aws: Aws, step: list[str], monkeypatch) -> None:
     """Every `visual-tourism presets` subcommand, each as its own step, with ``aws``."""
     monkeypatch.setattr(presets_cli, "Aws", lambda region: aws)
 
-    def run(name: str, command, **args) -> None:
-        step[0] = f"presets: {name}"
+    def run(subcommand: str, command, **args) -> None:
+        step[0] = f"presets: {subcommand}"
         command(argparse.Namespace(**args), lambda _args: cfg)
 
     new = "perm-" + os.urandom(2).hex()

@@ -118,14 +118,20 @@ def ensure_table(aws: Aws, cfg: Config) -> str:
     name = cfg.presets_table
     db = _db(aws)
     if table is None:
+        created = True
         try:
             db.create_table(**table_settings(cfg))
         except ClientError as exc:
             if error_code(exc) != "ResourceInUseException":  # created meanwhile: checked below
                 raise DeployError(f"Could not create table {name}: {error_message(exc)}") from exc
+            created = False
         aws.wait("dynamodb", "table_exists", delay=2, max_attempts=60, TableName=name)
-        log.info("Created DynamoDB table %s", name)
-        table = require_ours_or_absent(aws, cfg) or {}
+        # A table made by this call carries our tags from CreateTable; reading them back at
+        # once may lag on AWS, so only a table someone else created meanwhile is checked.
+        if created:
+            log.info("Created DynamoDB table %s", name)
+        else:
+            require_ours_or_absent(aws, cfg)
     elif table.get("SSEDescription", {}).get("Status") not in ("ENABLED", "UPDATING"):
         db.update_table(TableName=name, SSESpecification=table_settings(cfg)["SSESpecification"])
     if not _pitr_enabled(aws, name):
