@@ -198,10 +198,13 @@ def complete(
     result = {name: result[name] for name in core.RESULT_FIELDS if name in result}
     etag = marker["etag"]
     done, seen = core._earlier_result(s3, bucket, out_key)
-    if done is not None and done == etag:
+    choice = core._choice(result)  # the marker's record carries the preset that answered
+    if done is not None and done == core.answer_key(etag, choice):
         status = "duplicate"
     else:
         metadata = {"input-etag": etag or "", "final": str(final).lower()}
+        if choice:
+            metadata["choice"] = choice
         try:
             written = core._write_result(
                 s3, marker["bucket"], photo, out_key, etag, seen,

@@ -8,6 +8,9 @@ S3 invokes ``lambda_handler`` for each upload. For every record of the event it
    within the time this invocation has left;
 4. writes one JSON result to ``OUTPUT_PREFIX + <key after INPUT_PREFIX> + ".json"``.
 
+With PRESETS_TABLE set, step 3's prompt comes from the answer preset and language the upload
+names in its S3 metadata (see "answer presets" below; presets_schema.py is zipped beside).
+
 Only a failed result write raises (so Lambda's asynchronous retry runs the photo again,
 inference included). Every other failure becomes an error result, so a model that fails or
 times out is not asked again by Lambda's retries on top of the handler's own.
@@ -1589,7 +1592,24 @@ def _earlier_result(s3: Any, bucket: str, key: str) -> tuple[str | None, str | N
         return None, _UNKNOWN
     meta = head.get("Metadata", {})
     answered = meta.get("input-etag") if meta.get("final") != "false" else None
+    if answered is not None:
+        answered = answer_key(answered, meta.get("choice", ""))
     return answered, head["ETag"]
+
+
+def answer_key(etag: str | None, choice: str = "") -> str:
+    """What a result answers: the upload (its ETag) and, with presets, the preset (name and
+    version) and language that answered it, so that the same photo asked again with another
+    preset, language or an edited preset is answered again, and a redelivery is not."""
+    return f"{etag or ''}|{choice}" if choice else (etag or "")
+
+
+def _choice(result: Mapping[str, Any]) -> str:
+    """The preset part of answer_key, from the record's ``preset`` ('' without presets)."""
+    info = result.get("preset")
+    if not info:
+        return ""
+    return f"{info.get('name')}@{info.get('version')}:{info.get('language')}"
 
 
 def _write_result(
@@ -1699,7 +1719,9 @@ def process_record(
     s3 = _client("s3")
     event_etag = str(record["s3"]["object"].get("eTag") or "").strip('"') or None
     done, seen = _earlier_result(s3, bucket, out_key)
-    if done is not None and done == event_etag:
+    # With presets the answer also depends on the object's metadata (read below), so only a
+    # plain stack can tell a redelivery from the event alone.
+    if done is not None and done == event_etag and not settings.presets_table:
         return _log({**summary, "status": "duplicate", "etag": done})
 
     result: dict[str, Any] = {
@@ -1718,8 +1740,8 @@ def process_record(
         head, etag, size, metadata = _read_head(s3, bucket, key)
         etag = etag or event_etag
         result["input"].update(etag=etag, size=size)
-        if done is not None and done == etag:  # an older event's delivery for this same upload
-            return _log({**summary, "status": "duplicate", "etag": done})
+        if done is not None and done == etag and not settings.presets_table:
+            return _log({**summary, "status": "duplicate", "etag": done})  # an older event's
         try:
             fmt, width, height = sniff_image(head)
         except BadImage as exc:
@@ -1735,6 +1757,8 @@ def process_record(
         prompt = environment_prompt(settings)
         if settings.presets_table:  # the preset and language the uploader chose
             prompt = choose_prompt(settings, metadata, result)
+            if done is not None and done == answer_key(etag, _choice(result)):
+                return _log({**summary, "status": "duplicate", "etag": etag})
         examples, photo = _image_urls(settings, prompt, bucket, key, head, size, fmt, etag,
                                       (width, height))
         images = [*examples, photo]
@@ -1800,6 +1824,8 @@ def process_record(
     # Results are keyed by the input's ETag: a redelivered event finds it with one HEAD.
     # Transient failures are not final, so the next delivery or re-upload tries again.
     metadata = {"input-etag": result["input"]["etag"] or "", "final": str(final).lower()}
+    if _choice(result):
+        metadata["choice"] = _choice(result)
     try:
         written = _write_result(
             s3, bucket, key, out_key, result["input"]["etag"], seen,

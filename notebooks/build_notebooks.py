@@ -25,11 +25,11 @@ SERIES = """\
 | Notebook | What it creates |
 |---|---|
 | `01_setup` | nothing yet: checks where it runs, saves your settings |
-| `02_bucket_and_roles` | the private bucket with its folders, two least-privilege IAM roles |
+| `02_bucket_and_roles` | the private bucket, two least-privilege IAM roles, the answer presets |
 | `03_model` | the model, endpoint configuration and endpoint (GPU, billed hourly), the deadline |
 | `04_autoscaling` | the endpoint's scaling target and policies (and, in async mode, an alarm) |
 | `05_lambda_trigger` | the Lambda function, its log group and the S3 trigger |
-| `06_demo` | photos in, answers out; an interactive panel |
+| `06_demo` | photos in, answers out; an interactive panel; tuning the answer presets |
 | `07_cleanup` | removes all of the above and confirms nothing billable is left |
 """
 
@@ -210,6 +210,16 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         setup("notebook"),
         md("""
+            ### May you run every step?
+
+            The table lists each step of the next notebooks and whether the identity this
+            notebook runs as (in SageMaker Studio, your execution role) may run it, with the
+            exact permissions a step lacks, or why it cannot tell. If anything is missing, run
+            `visual-tourism admin-policy` in a terminal and give its output to your
+            administrator: it is the least-privilege policy to add to your role.
+        """),
+        code("notebook.preflight(cfg, aws)"),
+        md("""
             ## 2. Choose a model
 
             A model profile bundles a model, the Hugging Face TGI container that serves it, and
@@ -274,15 +284,16 @@ NOTEBOOKS: dict[str, list[Cell]] = {
     ],
     "02_bucket_and_roles": [
         md(f"""
-            # 2. The bucket, its folders and the IAM roles
+            # 2. The bucket, its folders, the IAM roles and the answer presets
 
-            Creates the S3 bucket the whole workflow runs through, and the two roles that may
-            use it. Nothing here is billed by the hour.
+            Creates the S3 bucket the whole workflow runs through, the two roles that may
+            use it, and the table of answer presets. Nothing here is billed by the hour.
 
             1. A private bucket
             2. Check it
             3. Two roles, each with least privilege
             4. What the Lambda function may do
+            5. The answer presets
 
             {where_next("01_setup", "03_model")}
         """),
@@ -327,6 +338,18 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             The Lambda role's policy, statement by statement.
         """),
         code("notebook.show_lambda_policy(cfg, aws)"),
+        md("""
+            ## 5. The answer presets
+
+            A preset is a named way of answering: the instruction, up to three example photos
+            with their written answers, the answer language and the generation parameters.
+            The uploader picks one per photo (S3 metadata), and the function reads it with one
+            DynamoDB request. The table is on-demand (cents for a class), encrypted, with
+            point-in-time recovery; it is seeded with `default` (the original prompt),
+            `family`, `history` and `food`, and the seeds' example photos go under `example/`.
+            Running the cell again never undoes an edit. `06_demo` edits one.
+        """),
+        code("presets_table = stack.create_presets(cfg, aws, progress=notebook.say)"),
     ],
     "03_model": [
         md(f"""
@@ -536,6 +559,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             3. On a phone: the class's web page
             4. Try your own
             5. What a failure looks like
+            6. Tune the answers: edit a preset
 
             {where_next("05_lambda_trigger", "07_cleanup")}
         """),
@@ -577,9 +601,10 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         md("""
             ## 4. Try your own
 
-            Choose one of the bundled photos or upload one of yours, press the button, and
-            watch each step until the answer appears beside the photo. Uploads go to this
-            stack's private bucket only.
+            Choose one of the bundled photos or upload one of yours, choose how the answer
+            should be written (a preset, such as `family` for children) and in which language,
+            press the button, and watch each step until the answer appears beside the photo.
+            Uploads go to this stack's private bucket only.
         """),
         code("""
             panel = notebook.demo_panel(cfg, aws)
@@ -596,6 +621,64 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             not_a_photo = notebook.sample_not_a_photo()
             error_record = stack.ask(not_a_photo, cfg, aws, progress=notebook.say)
             notebook.show_side_by_side(not_a_photo, error_record)
+        """),
+        md("""
+            ## 6. Tune the answers: edit a preset
+
+            The presets live in the stack's DynamoDB table (`02_bucket_and_roles`), so
+            changing one changes the next answer, with no redeployment. First a preset of your
+            own, a copy of `family`, so that the seeded ones stay as they are (if it exists,
+            it is left as it is), and the answer `family` gives now.
+        """),
+        code("""
+            photo = IMAGES_DIR / "neuschwanstein.jpeg"
+            mine = notebook.copy_preset(cfg, aws, "family", "my-class")
+            before = notebook.compare_answers(cfg, aws, photo, "family")
+            before
+        """),
+        md("""
+            ### A change the model's container would refuse
+
+            Every change is checked against the active model profile's container before it is
+            written: TGI, for instance, refuses `top_p` of 1.0 (it wants 0 < top_p < 1), and
+            the message names the field and the allowed range. `check_edit` only checks;
+            nothing is written.
+        """),
+        code('notebook.show(notebook.check_edit(cfg, aws, "my-class", top_p=1.0))'),
+        md("""
+            ### Save a change, then ask again
+
+            `edit_preset` saves a new version (it refuses, writing nothing, if someone else
+            saved the preset since it was read). The answer is shown beside the one before, in
+            the language asked for. The record says which preset, version and language
+            answered: a warm Lambda function keeps a preset it has read for about a minute, so
+            right after an edit an answer may still come from the previous version (the note
+            under it says so).
+        """),
+        code("""
+            saved = notebook.edit_preset(
+                cfg, aws, "my-class", temperature=0.9, max_new_tokens=120,
+                instruction="You are a friendly guide for children. In 2 short sentences say "
+                            "what this place is and one fun fact about it.",
+            )
+            print(f"my-class saved: version {saved['version']}")
+            after = notebook.compare_answers(cfg, aws, photo, "my-class", language="French",
+                                             previous=before)
+            after
+        """),
+        md("""
+            ### The editor
+
+            The same with widgets: pick a preset, move the sliders (their ranges are what the
+            active profile's container accepts), edit the instruction and the examples'
+            answers, pick the answer language, then **Save** (checked first: a refused field is
+            named here, and nothing is written) and **Ask with this preset**: the new answer
+            appears beside the previous one. `visual-tourism presets list|show|set|delete` does
+            the same from a terminal.
+        """),
+        code("""
+            editor = notebook.preset_editor(cfg, aws, photo, preset="my-class")
+            editor
         """),
     ],
     "07_cleanup": [
@@ -641,7 +724,8 @@ NOTEBOOKS: dict[str, list[Cell]] = {
 
             Newest first: the trigger (no upload starts new work), the function and its log
             group, autoscaling, the endpoint (the part billed by the hour; deleting it takes a
-            minute or two on AWS), its models and configurations, the roles, then the bucket.
+            minute or two on AWS), its models and configurations, the roles, the presets table
+            with your edits, then the bucket.
         """),
         code("""
             removed = stack.down(cfg, aws, delete_bucket=not keep_bucket, progress=notebook.say)
@@ -651,9 +735,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             ## 3. Confirm that nothing billable is left
 
             Asks AWS directly, not the local record: no endpoint, model, endpoint configuration,
-            autoscaling target, function, log group or role of this stack, and no bucket unless
-            kept. Fails, listing what remains, if anything does. The settings file from
-            `01_setup` stays: `notebook.settings_path()` says where it is.
+            autoscaling target, function, log group, role or presets table of this stack, and
+            no bucket unless kept. Fails, listing what remains, if anything does. The settings
+            file from `01_setup` stays: `notebook.settings_path()` says where it is.
         """),
         code("notebook.confirm_clean(cfg, aws, keep_bucket=keep_bucket)"),
     ],

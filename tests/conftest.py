@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -56,8 +58,41 @@ _LEAKS = pytest.StashKey[list]()
 _AWS_VARS = (
     "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE",
     "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE",
+    "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", "AWS_ENDPOINT_URL_DYNAMODB", "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
 )
+
+# -- loopback only ------------------------------------------------------------------------------
+# Every stand-in (moto, the model server, the web front) listens on loopback. A client the
+# tests forgot to point at one would otherwise try the real AWS endpoint: in this process such
+# a connection fails at once, naming what it tried. (Subprocesses that install packages, such
+# as tests/test_old_sdk.py's pip, are separate processes and unaffected.)
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+def _loopback(address: object) -> bool:
+    if not isinstance(address, tuple):  # AF_UNIX paths and the like
+        return True
+    host = str(address[0])
+    try:
+        return ipaddress.ip_address(host.split("%")[0]).is_loopback
+    except ValueError:
+        return host == "localhost" or host.endswith(".localhost")
+
+
+def _guarded(real):  # noqa: ANN001, ANN202 - wraps socket.connect / connect_ex
+    def connect(self: socket.socket, address: object) -> object:
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _loopback(address):
+            raise ConnectionRefusedError(
+                f"tests may reach loopback only; something tried {address!r}: point that "
+                "client at a local stand-in (AWS_ENDPOINT_URL..., the model server)")
+        return real(self, address)
+    return connect
+
+
+socket.socket.connect = _guarded(_real_connect)  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded(_real_connect_ex)  # type: ignore[method-assign]
 
 
 @pytest.fixture(autouse=True)

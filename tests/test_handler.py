@@ -75,6 +75,8 @@ class FakeContext:
 @pytest.fixture
 def s3(moto_server: str, monkeypatch: pytest.MonkeyPatch) -> Any:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", moto_server)
+    # Any other service the handler may call (DynamoDB for presets) goes to moto too.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", moto_server)
     return boto3.client("s3", endpoint_url=moto_server)
 
 

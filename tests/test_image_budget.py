@@ -69,6 +69,7 @@ def deploy_env(monkeypatch: pytest.MonkeyPatch, bucket: str, profile: ModelProfi
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("CONTAINER_LIMITS", profile.limits.to_env())  # a profile made here
     monkeypatch.setenv("ENDPOINT_NAME", ENDPOINT)  # the local model server's
+    monkeypatch.setenv("PRESETS_TABLE", "")  # no presets table here: the built-in prompt
     return cfg
 
 

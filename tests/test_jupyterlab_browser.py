@@ -1,6 +1,7 @@
 """The notebooks in a real JupyterLab, driven in headless Chromium against local mode: the
-quickstart runs to its end (Run > Run All Cells), then the demo notebook, whose panel is used
-as a student would: choose a photo, press the button, see the photo and its answer.
+quickstart runs to its end (Run > Run All Cells), then the demo notebook (its preset editor
+included), whose panel is used as a student would: choose a photo, press the button, see the
+photo and its answer; its preset and language pickers are shown.
 
 JupyterLab runs as a separate server on a free loopback port, with a token, its own config,
 data, runtime and settings folders, a copy of the notebooks as its root, and the variables
@@ -213,6 +214,14 @@ def test_quickstart_then_the_demo_panel_in_jupyterlab(lab, browser):
     assert upload.text.startswith("Upload a photo")
     assert driver.execute_script("return arguments[0].scrollWidth <= arguments[0].clientWidth",
                                  upload), "the upload button's label is cut"
+    # The preset and language pickers, filled from the presets table (the default chosen).
+    pickers = [s for s in driver.find_elements(By.CSS_SELECTOR, ".widget-dropdown select")
+               if s.is_displayed()]
+    assert len(pickers) >= 3, "no preset and language pickers in the panel"
+    preset, language = Select(pickers[1]), Select(pickers[2])
+    assert "Family (for children)" in [o.text for o in preset.options]
+    assert preset.first_selected_option.text == "Travel agent"
+    assert {"English", "Japanese"} <= {o.text for o in language.options}
     note = driver.find_element(By.CSS_SELECTOR, "[id^=vt-panel-note-]")
     assert not note.is_displayed()  # the live panel hides the note for reopened notebooks
     driver.find_element(By.XPATH, "//button[contains(., 'Ask the travel agent')]").click()

@@ -95,7 +95,7 @@ def test_with_the_full_policy_every_call_is_authorized_and_answered(env, deploye
     # The handler's calls, each authorized against the role (the presigned photo URL the
     # model server fetches included: S3 authorizes it for the signer).
     assert set(seen) == {"s3:GetObject", "s3:PutObject", "s3:ListBucket",
-                         "sagemaker:InvokeEndpoint"}
+                         "sagemaker:InvokeEndpoint", "dynamodb:GetItem"}  # the default preset
     assert all(c["denied"] == 0 and c["allowed"] > 0 for c in seen.values()), seen
     security_tally["exercised"] = sorted(seen)
 
@@ -110,6 +110,8 @@ REMOVED = {
     "sagemaker:InvokeEndpoint": "model_request_failed",
     # The "already answered?" HEAD gets 403 instead of 404; the handler carries on.
     "s3:ListBucket": "ok",
+    # The preset cannot be read: answered with the function's built-in prompt, and a note.
+    "dynamodb:GetItem": "ok",
 }
 
 
@@ -128,6 +130,8 @@ def test_an_action_missing_from_the_role_fails_locally(env, deployed, action, se
         assert env.runtime.failures == failures + 1  # after Lambda's two retries
     if action == "sagemaker:InvokeEndpoint":
         assert "not authorized to perform: sagemaker:InvokeEndpoint" in record["error"]["message"]
+    if action == "dynamodb:GetItem":
+        assert "presets table could not be read" in record["preset"]["note"]
     security_tally["denied"][action] = outcome
 
 

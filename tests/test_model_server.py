@@ -618,3 +618,153 @@ def test_an_instance_over_capacity_refuses_the_extra_request(
         assert json.loads(response["OriginalMessage"])["error_type"] == "overloaded"
     assert (server.overloads, server.peak_in_flight) == (1, 1)
     assert invoke(client, request)[0]["generated_text"]  # room again once the first is done
+
+
+# -- constrained generation: grammar (TGI) and response_format (chat) ----------------------------
+
+
+def _post(server: ModelServer, body: dict[str, Any]) -> tuple[int, Any]:
+    request = urllib.request.Request(f"{server.url}/invocations", json.dumps(body).encode(),
+                                     {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        return error.code, json.loads(error.read())
+
+
+def _valid(value: Any, schema: dict[str, Any]) -> bool:
+    """The subset of JSON Schema presets_schema.structured_schema() uses."""
+    kinds = {"string": str, "boolean": bool, "object": dict}
+    if not isinstance(value, kinds[schema["type"]]):
+        return False
+    if schema["type"] != "object":
+        return True
+    properties = schema["properties"]
+    return (set(schema["required"]) <= set(value) and set(value) <= set(properties)
+            and all(_valid(value[k], properties[k]) for k in value))
+
+
+def _limits(name: str) -> Any:
+    from visual_tourism.profiles import PROFILES
+
+    return PROFILES[name].limits
+
+
+def test_stand_in_follows_a_json_grammar_and_the_answer_language() -> None:
+    import presets_schema
+
+    schema = presets_schema.structured_schema()
+    prompt = (f"User:Describe. {presets_schema.LANGUAGE_LINE.format(language='French')}"
+              "<end_of_utterance>\nAssistant:")
+    for limits in (None, _limits("idefics-9b-instruct")):
+        with ModelServer(limits=limits) as server:
+            status, body = _post(server, {"inputs": prompt, "parameters": {
+                "max_new_tokens": 300, "grammar": {"type": "json", "value": schema}}})
+        assert status == 200, body
+        answer = json.loads(body[0]["generated_text"].removeprefix(prompt))
+        assert _valid(answer, schema)
+        assert answer["place"] == "(stand-in: no model)" and answer["recognised"] is False
+        assert "[stand-in answer in French]" in answer["description"]
+    # Without the grammar: free text, in the language asked for, labelled.
+    text = StandInBackend().generate(
+        [Turn("user", (f"Describe. {presets_schema.LANGUAGE_LINE.format(language='Japanese')}",))],
+        generation_params(max_new_tokens=50))
+    assert STAND_IN_LABEL in text and "[stand-in answer in Japanese]" in text
+
+
+def test_a_constrained_answer_longer_than_max_new_tokens_is_cut_like_a_models() -> None:
+    import presets_schema
+
+    text = StandInBackend().generate([Turn("user", ("Describe",))], generation_params(
+        max_new_tokens=5, grammar={"type": "json", "schema": presets_schema.structured_schema()}))
+    with pytest.raises(ValueError):
+        json.loads(text)
+
+
+@pytest.mark.parametrize("profile, response_format, status", [
+    # TGI 3.3.6: its own shape; OpenAI's has no `value` and is refused.
+    ("qwen2.5-vl-7b-instruct", {"type": "json_object", "value": "SCHEMA"}, 200),
+    ("qwen2.5-vl-7b-instruct", {"type": "json_schema",
+                                "value": {"name": "answer", "schema": "SCHEMA"}}, 200),
+    ("qwen2.5-vl-7b-instruct", {"type": "json_schema",
+                                "json_schema": {"name": "answer", "schema": "SCHEMA"}}, 422),
+    ("qwen2.5-vl-7b-instruct", {"type": "json", "value": {"type": "object"}}, 422),
+    # vLLM: OpenAI's shapes.
+    ("smolvlm-instruct", {"type": "json_schema",
+                          "json_schema": {"name": "answer", "schema": "SCHEMA"}}, 200),
+    ("smolvlm-instruct", {"type": "json_schema"}, 400),
+    ("smolvlm-instruct", {"type": "grammar"}, 400),
+    # TGI 1.4.5's chat route has no response_format: ignored (free text).
+    ("idefics-9b-instruct", {"type": "json_schema", "json_schema": {}}, 200),
+])
+def test_response_format_is_taken_as_each_container_takes_it(
+    profile: str, response_format: dict, status: int,
+) -> None:
+    import presets_schema
+
+    schema = presets_schema.structured_schema()
+    response_format = json.loads(json.dumps(response_format).replace('"SCHEMA"',
+                                                                     json.dumps(schema)))
+    with ModelServer(limits=_limits(profile)) as server:
+        got, body = _post(server, {"messages": [{"role": "user", "content": "Describe"}],
+                                   "max_tokens": 300, "response_format": response_format})
+    assert got == status, body
+    if status == 200:
+        content = body["choices"][0]["message"]["content"]
+        if profile == "idefics-9b-instruct":
+            assert STAND_IN_LABEL in content and not content.lstrip().startswith("{")
+        else:
+            assert _valid(json.loads(content), schema)
+    elif status == 422:
+        assert "value" in json.dumps(body) or "properties" in json.dumps(body)
+
+
+@pytest.mark.parametrize("version_profile, grammar, status", [
+    ("idefics-9b-instruct", {"type": "json_object", "value": {"properties": {}}}, 422),  # 1.4.5
+    ("idefics-9b-instruct", {"type": "regex", "value": "[a-z]+"}, 200),
+    ("idefics-9b-instruct", {"type": "json"}, 422),
+    (None, {"type": "json", "value": {"type": "object"}}, 422),  # 3.x: needs properties
+    (None, {"type": "json_object", "value": {"properties": {"a": {"type": "string"}}}}, 200),
+])
+def test_tgi_grammar_is_checked_as_the_container_checks_it(
+    version_profile: str | None, grammar: dict, status: int,
+) -> None:
+    limits = _limits(version_profile) if version_profile else None
+    with ModelServer(limits=limits) as server:
+        got, body = _post(server, {"inputs": "User:Describe<end_of_utterance>\nAssistant:",
+                                   "parameters": {"max_new_tokens": 20, "grammar": grammar}})
+    assert got == status, body
+
+
+def test_the_transformers_backend_fills_in_a_flat_schema_or_says_it_cannot(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from visual_tourism.local import backends
+
+    class Fake(backends.TransformersBackend):
+        """The fill-in logic without a model: each value 'generated' is a fixed text."""
+
+        def __init__(self) -> None:
+            self.name = "fake"
+            self.prefixes: list[str] = []
+
+        def _inputs(self, conversation: Any, prefix: str = "") -> Any:
+            self.prefixes.append(prefix)
+            return prefix
+
+        def _run(self, inputs: Any, params: Any, max_new_tokens: int, stops: Any) -> str:
+            return 'Rome, "Italy"' if inputs.endswith('"') else " true"
+
+    import presets_schema
+
+    schema = presets_schema.structured_schema()
+    backend = Fake()
+    text = backend.generate([Turn("user", ("Describe",))], generation_params(
+        max_new_tokens=70, grammar={"type": "json", "schema": schema}))
+    assert _valid(json.loads(text), schema)
+    assert json.loads(text)["recognised"] is True
+    caplog.set_level("WARNING", logger=backends.__name__)
+    text = backend.generate([Turn("user", ("Describe",))], generation_params(
+        grammar={"type": "regex", "pattern": "[a-z]+"}))
+    assert "cannot be constrained locally" in caplog.text and "generating free text" in caplog.text

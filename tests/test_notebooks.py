@@ -23,6 +23,7 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
+import presets_schema
 from visual_tourism import iam, notebook, stack
 from visual_tourism.aws import Aws
 from visual_tourism.errors import ConfigError
@@ -153,6 +154,8 @@ def stack_resources(prefix: str) -> list[str]:
     found += [t["ResourceId"] for t in targets if f"/{prefix}-" in t["ResourceId"]]
     groups = boto3.client("logs").describe_log_groups()["logGroups"]
     found += [g["logGroupName"] for g in groups if f"/{prefix}-" in g["logGroupName"]]
+    found += [t for t in boto3.client("dynamodb").list_tables()["TableNames"]
+              if t.startswith(prefix + "-")]
     return found
 
 
@@ -169,7 +172,7 @@ def test_step_by_step_notebooks_run_in_order_then_clean_up_twice(local_env, tmp_
 
     # Before the clean-up, the whole stack really exists in the emulated account.
     built = stack_resources(prefix)
-    for part in ("-endpoint", "-handler", "-lambda-role", "-sagemaker-role"):
+    for part in ("-endpoint", "-handler", "-lambda-role", "-sagemaker-role", "-presets"):
         assert any(name.startswith(prefix + part) for name in built), (part, built)
     assert f"endpoint/{prefix}-endpoint/variant/AllTraffic" in built
     assert any(name.startswith(prefix + "-") and name.endswith("-us-east-1") for name in built)
@@ -199,7 +202,23 @@ def test_step_by_step_notebooks_run_in_order_then_clean_up_twice(local_env, tmp_
     assert "Offline stand-in" in demo  # the answer, beside the photo
     assert "data:image/jpeg;base64," in demo
     assert "No answer: not_an_image" in demo and "no GPU time" in demo  # the error explained
-    assert "application/vnd.jupyter.widget-view+json" in json.dumps(ran["06_demo"].cells[-3])
+    panel_cell = next(c for c in ran["06_demo"].cells if "notebook.demo_panel(" in c.source)
+    assert "application/vnd.jupyter.widget-view+json" in json.dumps(panel_cell.outputs)
+    # 01's preflight: every step listed; local mode's administrator credentials: cannot tell.
+    preflight = cell_text(next(c for c in ran["01_setup"].cells
+                               if "notebook.preflight(" in c.source))
+    for step in ("up: bucket", "up: roles", "up: presets", "up: trigger", "ask", "down"):
+        assert step in preflight, (step, preflight)
+    assert "cannot tell" in preflight and "IAM is not enforced here" in preflight
+    assert "visual-tourism admin-policy" in preflight
+    # 06's presets: the refused edit names top_p; the edited copy answers beside the seed's.
+    refused = cell_text(next(c for c in ran["06_demo"].cells if "check_edit(" in c.source))
+    assert "top_p=1.0 must satisfy 0 &lt; top_p &lt; 1" in refused or "top_p=1.0" in refused
+    edited = next(c for c in ran["06_demo"].cells if "notebook.edit_preset(" in c.source)
+    assert "my-class saved: version 2" in cell_text(edited)
+    assert 'class="vt-compare"' in html_of(edited) and ">Before" in html_of(edited)
+    editor_cell = next(c for c in ran["06_demo"].cells if "preset_editor(" in c.source)
+    assert "application/vnd.jupyter.widget-view+json" in json.dumps(editor_cell.outputs)
     assert re.search(r"trigger\s+true", output_text(ran["05_lambda_trigger"]))
 
     first = run_file("07_cleanup")
@@ -391,10 +410,138 @@ def test_demo_panel_uploads_and_explains_what_is_not_a_photo(deployed, tmp_path)
 def test_demo_panel_shows_a_failure_that_left_no_record(local_env):
     cfg = notebook.load_settings(prefix="nb-never-deployed")
     panel = notebook.DemoPanel(cfg, Aws(cfg.region), timeout=5)
+    assert panel.choice.layout.display == "none"  # no presets table: no pickers
     assert panel.on_ask() is None
     assert "does not exist" in panel.result_html and "visual-tourism up" in panel.result_html
     assert "failed:" in panel.progress.value
     assert not panel.button.disabled
+
+
+def _metadata(cfg, aws, record) -> dict[str, str]:
+    """The uploaded photo's S3 metadata, read back."""
+    return aws.s3.head_object(Bucket=stack.bucket_name(cfg, aws),
+                              Key=record["input"]["key"])["Metadata"]
+
+
+def test_demo_panel_passes_the_chosen_preset_and_language(deployed):
+    cfg, aws = deployed
+    panel = notebook.demo_panel(cfg, aws, timeout=60)
+    assert panel.choice.layout.display != "none"
+    names = [value for _, value in panel.preset.options]
+    assert names[0] == "default" and {"family", "history", "food"} <= set(names)
+    assert panel.chosen() == (None, None)  # the default preset in its language: no choice
+    panel.photo.value = str(IMAGES / "neuschwanstein.jpeg")
+    panel.preset.value = "family"
+    assert "Japanese" in panel.language.options and panel.language.value == "English"
+    panel.language.value = "Japanese"
+
+    record = panel.on_ask()
+
+    assert record is not None and record["status"] == "ok", record
+    assert _metadata(cfg, aws, record) == {"preset": "family", "language": "Japanese"}
+    assert record["input"]["key"] != "input/neuschwanstein.jpeg"  # not the default's answer
+    assert "preset family" in panel.progress.value
+    info = record.get("preset")
+    if isinstance(info, dict):  # the handler's side says what was asked for and answered
+        assert info.get("requested", info["name"]) == "family", info
+        assert info["language"] == "Japanese"
+        assert f"preset {info['name']}" in panel.result_html
+
+
+def test_preset_editor_functions_save_versions_and_refuse_naming_the_field(deployed):
+    from visual_tourism import presets
+
+    cfg, aws = deployed
+    assert cfg.profile.limits.engine == "tgi" and cfg.profile.request_style == "tgi"
+    said: list[str] = []
+    mine = notebook.copy_preset(cfg, aws, "family", "t-edit", progress=said.append)
+    assert mine["version"] == 1 and "created as a copy of family" in said[-1]
+    assert notebook.copy_preset(cfg, aws, "family", "t-edit", progress=said.append)[
+        "version"] == 1 and "left as it is" in said[-1]
+
+    answers = [f"Answer {i}." for i in range(len(mine["examples"]))]
+    saved = notebook.edit_preset(cfg, aws, "t-edit", temperature=0.8, answers=answers,
+                                 language="French")
+    assert saved["version"] == 2
+    stored = presets.get_preset(aws, cfg, "t-edit")
+    assert stored["version"] == 2 and stored["generation"]["temperature"] == 0.8
+    assert [e["answer"] for e in stored["examples"]] == answers and stored["language"] == "French"
+
+    # top_p = 1.0: TGI wants 0 < top_p < 1. Refused, naming it; nothing written.
+    check = notebook.check_edit(cfg, aws, "t-edit", top_p=1.0)
+    assert any("top_p=1.0" in p and "0 < top_p < 1" in p for p in check["problems"]), check
+    with pytest.raises(presets.PresetError, match=r"top_p=1\.0 must satisfy 0 < top_p < 1"):
+        notebook.edit_preset(cfg, aws, "t-edit", top_p=1.0)
+    with pytest.raises(presets.PresetError, match="nope"):
+        notebook.edit_preset(cfg, aws, "t-edit", nope=1)
+    assert presets.get_preset(aws, cfg, "t-edit") == stored
+    # Based on a version someone else has saved over since: refused, nothing overwritten.
+    with pytest.raises(presets.PresetConflictError, match="version 2"):
+        notebook.edit_preset(cfg, aws, "t-edit", expected_version=1, temperature=0.5)
+    assert presets.get_preset(aws, cfg, "t-edit") == stored
+
+    photo = IMAGES / "santiago_cathedral.jpeg"
+    first = notebook.compare_answers(cfg, aws, photo, "t-edit", progress=said.append)
+    second = notebook.compare_answers(cfg, aws, photo, "t-edit", language="German",
+                                      previous=first, progress=said.append)
+    for comparison, language in ((first, "French"), (second, "German")):
+        assert comparison.record["status"] == "ok", comparison.record
+        meta = _metadata(cfg, aws, comparison.record)
+        assert meta["preset"] == "t-edit" and meta.get("language", language) == language
+        info = comparison.record.get("preset")
+        if isinstance(info, dict):
+            assert info.get("requested", info["name"]) == "t-edit", info
+    assert second.previous == first.record and first.record["input"]["key"] != second.record[
+        "input"]["key"]  # a fresh upload each time: an edited preset is asked again
+    page = second.html()
+    assert page.count("<h4") == 2 and ">Before" in page and "Now (t-edit v2, German)" in page
+
+
+def test_preset_editor_widget_saves_refuses_and_asks(deployed):
+    from visual_tourism import presets
+
+    cfg, aws = deployed
+    notebook.copy_preset(cfg, aws, "history", "t-widget", progress=lambda _m: None)
+    editor = notebook.preset_editor(cfg, aws, IMAGES / "tour_eiffel.jpeg", preset="t-widget",
+                                    timeout=60)
+    limits = cfg.profile.limits
+    # The sliders' ranges: TGI's rules for the active profile.
+    assert (editor.temperature.min, editor.top_p.min, editor.top_p.max) == (0.05, 0.01, 0.99)
+    assert 1 <= editor.max_new_tokens.max <= limits.max_total_tokens - 1
+    assert editor.sampling.value and editor.top_p.value == 0.5
+    assert len(editor.answers) == 3 and editor.language.value == "English"
+    assert list(editor.language.options) == list(presets_schema.LANGUAGES)
+
+    editor.instruction.value = "   "  # refused: named in the widget, nothing written
+    assert editor.on_save() is None
+    assert "instruction" in editor.message.value and "not saved" in editor.message.value
+    assert presets.get_preset(aws, cfg, "t-widget")["version"] == 1
+
+    editor.load()
+    editor.temperature.value = 0.3
+    editor.answers[0].value = "The answer of a careful historian."
+    editor.language.value = "Italian"
+    editor.save.click()
+    stored = presets.get_preset(aws, cfg, "t-widget")
+    assert stored["version"] == 2 and "version 2" in editor.message.value
+    assert stored["generation"]["temperature"] == 0.3 and stored["language"] == "Italian"
+    assert stored["examples"][0]["answer"] == "The answer of a careful historian."
+
+    notebook.edit_preset(cfg, aws, "t-widget", max_new_tokens=100)  # someone else: version 3
+    editor.temperature.value = 0.4
+    assert editor.on_save() is None and "Reload" in editor.message.value
+    assert presets.get_preset(aws, cfg, "t-widget")["generation"]["temperature"] == 0.3
+    editor.reload.click()
+    assert editor.loaded["version"] == 3 and editor.max_new_tokens.value == 100
+
+    editor.ask.click()
+    first = editor.comparison
+    assert first is not None and first.record["status"] == "ok"
+    assert _metadata(cfg, aws, first.record) == {"preset": "t-widget", "language": "Italian"}
+    comparison = editor.on_ask()
+    assert comparison is not None and comparison.previous == first.record
+    assert 'class="vt-compare"' in editor.result_html and not editor.ask.disabled
+    assert editor.result.outputs[0]["data"]["text/html"] == editor.result_html
 
 
 def test_side_by_side_escapes_the_answer():
@@ -414,6 +561,30 @@ def test_local_mode_is_stated(local_env):
     text = notebook.describe_environment(cfg, Aws(cfg.region))
     assert text.startswith(f"local mode: AWS stand-in at {local_env.moto_url}")
     assert local_env.model_server.url in text
+
+
+def test_preflight_lists_each_step_with_what_it_lacks(local_env):
+    """A principal whose policies the local stand-in can read (an IAM user allowed to simulate
+    its own policies, and S3 only): the steps it may run, and what the others lack."""
+    admin = boto3.client("iam")  # the stand-in's administrator credentials
+    name = "student-" + os.urandom(3).hex()
+    admin.create_user(UserName=name)
+    admin.put_user_policy(UserName=name, PolicyName="some", PolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [
+            {"Effect": "Allow", "Action": "iam:SimulatePrincipalPolicy", "Resource": "*"},
+            {"Effect": "Allow", "Action": "s3:*", "Resource": "*"}]}))
+    key = admin.create_access_key(UserName=name)["AccessKey"]
+    session = boto3.session.Session(aws_access_key_id=key["AccessKeyId"],
+                                    aws_secret_access_key=key["SecretAccessKey"],
+                                    region_name="us-east-1")
+    cfg = notebook.load_settings()
+    table = notebook.preflight(cfg, Aws(cfg.region, session=session))
+    text = table.text()
+    assert table.info["principal"].endswith(f":user/{name}")
+    assert table.info["steps"]["up: bucket"] == "can run", text
+    assert "iam:CreateRole" in json.dumps(table.info["steps"]["up: roles"]), text
+    assert "cannot run" in table.info["checked"] and "admin-policy" in table.info["what to do"]
+    assert not ACCOUNT_DIGITS.search(text) and "<table" in table._repr_html_()
 
 
 def test_local_mode_that_is_not_running_is_explained(monkeypatch):

@@ -158,6 +158,40 @@ def test_family_in_french_answers_with_the_family_prompt_its_examples_and_french
         ["example", "no_landmark.jpg"], ["input", "a.jpg"]]
 
 
+def test_the_same_photo_asked_again_with_another_choice_is_answered_again(
+    s3: Any, bucket: str, server: RecordingServer, table: Table,
+) -> None:
+    """A redelivery is answered once; the same bytes uploaded again with another preset or
+    language, or after the preset was edited, are a new question (the ETag alone is not)."""
+    key = "input/same.jpg"
+    upload(s3, bucket, key, preset="family", language="French")
+    event = event_for(bucket, s3, key)
+    run(event)
+    assert run(event)["records"][0]["status"] == "duplicate"  # Lambda's redelivery
+    assert len(server.requests) == 1
+
+    upload(s3, bucket, key, preset="history", language="French")  # same bytes, same ETag
+    again = event_for(bucket, s3, key)
+    assert again["Records"][0]["s3"]["object"]["eTag"] == event["Records"][0]["s3"]["object"][
+        "eTag"]
+    run(again)
+    record = result(s3, bucket, "output/same.jpg.json")
+    assert record["preset"]["name"] == "history" and len(server.requests) == 2
+
+    upload(s3, bucket, key, preset="history", language="German")
+    run(event_for(bucket, s3, key))
+    assert result(s3, bucket, "output/same.jpg.json")["preset"]["language"] == "German"
+    assert len(server.requests) == 3
+
+    table.edit("history", max_new_tokens=150)  # version 2
+    lambda_code.clear_cache()  # past the cache time
+    run(event_for(bucket, s3, key))
+    assert result(s3, bucket, "output/same.jpg.json")["preset"]["version"] == 2
+    assert len(server.requests) == 4
+    assert run(event_for(bucket, s3, key))["records"][0]["status"] == "duplicate"
+    assert len(server.requests) == 4
+
+
 def test_default_in_english_sends_exactly_todays_request(
     s3: Any, bucket: str, server: RecordingServer, table: Table, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -453,8 +487,9 @@ def test_dynamodb_down_serves_the_copy_this_container_has_else_the_built_in_prom
 
     lambda_code.clear_cache()  # a new container: no copy
     fresh = ask(s3, bucket, "c.jpg", preset="food", language="French")
-    assert fresh["status"] == "ok", fresh
-    assert fresh["preset"]["name"] == "default" and fresh["preset"]["version"] is None, fresh["preset"]
+    assert fresh["status"] == "ok"
+    assert fresh["preset"]["name"] == "default" and fresh["preset"]["version"] is None
+    assert fresh["preset"]["requested"] == "food"
     assert "built-in prompt" in fresh["preset"]["note"]
     assert "Answer in French." in server.requests[-1]["inputs"]
     assert len(server.requests) == 3  # no photo lost
@@ -481,3 +516,80 @@ def test_structured_fields_find_the_object_anywhere() -> None:
     assert why is None and fields["place"] == "X" and fields["recognised"] is False
     assert fields["city"] is None
     assert lambda_code.structured_fields("{" * 500)[0] is None  # bounded work
+
+
+# -- local mode end to end ---------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from visual_tourism.local.stack import LocalStack
+
+    # Local IAM on: the function reads the preset with its role's credentials, and local mode
+    # authorizes DynamoDB on the table's ARN (iam_enforcement._dynamodb_table_arn).
+    with LocalStack(model="stand-in", work_dir=tmp_path_factory.mktemp("local")) as running:
+        yield running
+
+
+def test_local_mode_presets_end_to_end(local: Any, monkeypatch: pytest.MonkeyPatch,
+                                       tmp_path: Any) -> None:
+    """`up` makes the table and seeds; `ask --preset --language` uploads with metadata; the
+    function (its own process, its role) reads the preset and answers; an unknown preset
+    falls back; a preset broken by hand in the table is an error record without a model call."""
+    from visual_tourism import stack
+    from visual_tourism.aws import Aws
+    from visual_tourism.config import load_config
+
+    for key, value in local.env.items():
+        monkeypatch.setenv(key, value)
+    bodies: list[dict] = []
+    real = local.model_server.handle_post
+
+    def recording(path: str, headers: Any, body: bytes | None) -> Any:
+        if body is not None:
+            bodies.append(json.loads(body))
+        return real(path, headers, body)
+
+    monkeypatch.setattr(local.model_server, "handle_post", recording)
+    cfg = load_config(prefix="t" + os.urandom(3).hex(), state_dir=str(tmp_path / "state"))
+    aws = Aws(cfg.region)
+    stack.up(cfg, aws, endpoint_poll=0.1)
+    try:
+        record = stack.ask(IMAGES / PHOTO, cfg, aws, preset="family", language="French",
+                           timeout=60)
+        assert record["status"] == "ok", record.get("error")
+        assert record["preset"]["name"] == "family", record["preset"].get("note")
+        assert record["preset"]["language"] == "French"
+        assert isinstance(record["preset"]["version"], int)
+        assert "[stand-in answer in French]" in record["answer"]
+        family = presets_schema.from_dynamodb(aws.client("dynamodb").get_item(
+            TableName=cfg.presets_table, Key={"name": {"S": "family"}})["Item"])
+        prompt = bodies[-1]["inputs"]
+        assert f"{family['instruction']} Answer in French." in prompt
+        assert all(example["answer"] in prompt for example in family["examples"])
+        assert prompt.count("![](") == len(family["examples"]) + 1
+
+        bucket = cfg.bucket_name(aws.account_id)
+        aws.s3.put_object(Bucket=bucket, Key="input/pirate.jpeg",
+                          Body=(IMAGES / PHOTO).read_bytes(), Metadata={"preset": "pirate"})
+        assert local.runtime.wait_idle(60)
+        record = json.loads(aws.s3.get_object(Bucket=bucket,
+                                              Key="output/pirate.jpeg.json")["Body"].read())
+        assert record["status"] == "ok"
+        assert record["preset"]["name"] == "default" and record["preset"]["requested"] == "pirate"
+
+        history = presets_schema.from_dynamodb(aws.client("dynamodb").get_item(
+            TableName=cfg.presets_table, Key={"name": {"S": "history"}})["Item"])
+        history["generation"]["top_p"] = 1.0  # what TGI refuses
+        aws.client("dynamodb").put_item(TableName=cfg.presets_table,
+                                        Item=presets_schema.to_dynamodb(history))
+        calls = len(local.model_server.calls)
+        record = stack.ask(IMAGES / PHOTO, cfg, aws, preset="history", timeout=60,
+                           key="input/broken.jpeg")
+        assert record["error"]["code"] == "preset_invalid"
+        assert "'history'" in record["error"]["message"]
+        assert "generation: top_p=1.0" in record["error"]["message"]
+        assert len(local.model_server.calls) == calls
+    finally:
+        local.runtime.wait_idle(60)
+        stack.down(cfg, aws, delete_bucket=True)

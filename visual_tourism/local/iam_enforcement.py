@@ -26,6 +26,7 @@ policies. Enforcement is on while ``enable()`` is in force (``LocalStack(enforce
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import Mapping
@@ -163,6 +164,8 @@ def _authenticate_and_authorize_action(
     access_key, token = _credential(self.headers, query)
     if not is_principal(access_key, token):
         return
+    if resource == "*" and getattr(self, "service_name", None) == "dynamodb":
+        resource = _dynamodb_table_arn(self) or resource
     s3 = iam_request_cls is S3IAMRequest
     if "Credential=" not in (self.headers.get("Authorization") or ""):
         # A presigned URL: S3 authorizes it for the signer (moto would fail on it).
@@ -189,6 +192,23 @@ def _authenticate_and_authorize_action(
         _record(request._access_key.arn, request._action, True)
     if s3:
         _missing_object_needs_list_bucket(self, resource, access_key, token)
+
+
+def _dynamodb_table_arn(self: Any) -> str | None:
+    """DynamoDB authorizes a request on its table's ARN (moto passes "*", so a policy scoped
+    to one table, as the stack's roles are, would never match)."""
+    body = self.body  # moto's DynamoDB handler has parsed it already; others have not
+    if not isinstance(body, dict):
+        try:
+            body = json.loads(body or "{}")
+        except (TypeError, ValueError):
+            return None
+    table = body.get("TableName") if isinstance(body, dict) else None
+    if not isinstance(table, str) or not table:
+        return None
+    if table.startswith("arn:"):
+        return table
+    return f"arn:{self.partition}:dynamodb:{self.region}:{self.current_account}:table/{table}"
 
 
 def _missing_object_needs_list_bucket(

@@ -11,6 +11,7 @@ package only gathers their public names so that a cell reads ``notebook.save_set
 - ``settings``: notebook 01's settings, checked, saved and read back by every notebook
 - ``steps``: what each step creates, shown before (plans, costs) and after
 - ``demo``: notebook 06's side-by-side view, error explanations and the ipywidgets panel
+- ``presets``: notebook 06's answer preset editor (plain functions, and the widget)
 - ``cleanup``: notebook 07's check that nothing billable is left
 
 A new helper goes into the module it belongs to (or a new one) and its name is added here.
@@ -31,12 +32,23 @@ from .demo import (
 )
 from .display import Table, redact, say, show
 from .environment import NotReachableError, describe_environment, is_local, local_endpoints
+from .presets import (
+    Comparison,
+    PresetEditor,
+    check_edit,
+    compare_answers,
+    copy_preset,
+    edit_preset,
+    preset_editor,
+    slider_ranges,
+)
 from .settings import check_placeholders, load_settings, save_settings, settings_path
 from .steps import (
     autoscaling_plan,
     bucket_name,
     cost_warning,
     plan,
+    preflight,
     show_bucket,
     show_lambda_policy,
     show_model,
@@ -44,7 +56,9 @@ from .steps import (
 )
 
 __all__ = [
-    "DemoPanel", "LeftoverError", "NotReachableError", "Table", "autoscaling_plan",
+    "Comparison", "DemoPanel", "PresetEditor", "check_edit", "compare_answers", "copy_preset",
+    "edit_preset", "preflight", "preset_editor", "slider_ranges", "LeftoverError",
+    "NotReachableError", "Table", "autoscaling_plan",
     "bucket_name", "one_line_errors", "recorded_calls", "show_calls_under_cells",
     "check_placeholders", "confirm_clean", "cost_warning", "demo_panel", "demo_photos",
     "describe_environment", "explain_error", "is_local", "leftovers", "load_settings",

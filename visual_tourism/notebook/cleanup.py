@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from .. import async_inference, autoscaling, bucket, endpoint, iam, lambda_fn, schedule
+from .. import (
+    async_inference,
+    autoscaling,
+    bucket,
+    endpoint,
+    iam,
+    lambda_fn,
+    presets,
+    schedule,
+)
 from ..aws import Aws
 from ..config import Config
 from ..errors import VisualTourismError
@@ -36,6 +45,9 @@ def leftovers(cfg: Config, aws: Aws, keep_bucket: bool = False) -> list[str]:
     for role in (cfg.lambda_role_name, cfg.sagemaker_role_name, cfg.scheduler_role_name):
         if iam.get_role(aws, role) is not None:
             found.append(f"IAM role {role}")
+    if (cfg.presets_table and not cfg.keep_presets
+            and presets.describe_table(aws, cfg.presets_table) is not None):
+        found.append(f"DynamoDB table {cfg.presets_table} (answer presets)")
     name = bucket_name(cfg, aws)
     if not keep_bucket and bucket.bucket_state(aws, name) == "exists":
         found.append(f"bucket {name}")
@@ -68,8 +80,8 @@ def confirm_clean(cfg: Config, aws: Aws, keep_bucket: bool = False) -> None:
                    "clean-up again; if something stays, delete it in the AWS console.")
         )
     say(f"Nothing billable is left for stack {cfg.prefix!r} in {cfg.region}: no endpoint, "
-        "model, autoscaling target, Lambda function, log group, IAM role, stop deadline "
-        "or alarm.")
+        "model, autoscaling target, Lambda function, log group, IAM role, stop deadline, "
+        "alarm or presets table.")
     name = bucket_name(cfg, aws)
     if keep_bucket and bucket.bucket_state(aws, name) == "exists":
         say(f"Kept bucket {name} on purpose: its photos and results cost cents per GB-month.")

@@ -106,6 +106,12 @@ def side_by_side_html(image_path: str | Path, record: Mapping[str, Any] | None,
         if record.get("status") == "ok" or timing.get("attempts", 1):
             details += [f"model {model.get('model_id') or model.get('endpoint') or '?'}",
                         f"model time {timing.get('model_seconds', '?')} s"]
+        chosen = record.get("preset")
+        if isinstance(chosen, Mapping) and chosen.get("name"):
+            version = chosen.get("version")
+            details.append(f"preset {chosen['name']}"
+                           + (f" v{version}" if version is not None else "")
+                           + (f", {chosen['language']}" if chosen.get("language") else ""))
         details += [f"result seen {record.get('seen_after_seconds', '?')} s after upload",
                     f"record {record.get('result_key', '?')}"]
     footer = (f'<p style="color:gray;font-size:smaller">{html.escape("; ".join(details))}</p>'
@@ -178,12 +184,45 @@ class DemoPanel:
         # Rendered only with the live panel: it hides the note shown for a reopened notebook.
         hide_note = widgets.HTML(f"<style>#{self.note_id} {{display:none}}</style>",
                                  layout=widgets.Layout(height="0px", margin="0"))
+        # The answer presets and languages (hidden when the stack has no presets table).
+        from .presets import preset_choices
+
+        self.presets = {item["name"]: item for item in preset_choices(cfg, aws)}
+        self.preset = widgets.Dropdown(
+            options=[(str(item.get("title") or name), name) for name, item in self.presets.items()],
+            description="Answer as", layout=widgets.Layout(width="auto"))
+        self.language = widgets.Dropdown(description="in", layout=widgets.Layout(width="auto"),
+                                         style={"description_width": "2em"})
+        self.choice = widgets.HBox([self.preset, self.language])
+        if not self.presets:
+            self.choice.layout.display = "none"
+        self.preset.observe(lambda _change: self._languages(), names="value")
+        self._languages()
         self.upload.observe(self.on_upload, names="value")
         self.button.on_click(self.on_ask)
         self.widget = widgets.VBox([
-            widgets.HBox([self.photo, self.upload, self.button]), self.progress, self.result,
-            hide_note,
+            widgets.HBox([self.photo, self.upload, self.button]), self.choice, self.progress,
+            self.result, hide_note,
         ])
+
+    def _languages(self) -> None:
+        """The chosen preset's languages, its own answer language selected."""
+        item = self.presets.get(self.preset.value) or {}
+        offered = [v for v in item.get("languages") or [] if isinstance(v, str)]
+        self.language.options = offered
+        if item.get("language") in offered:
+            self.language.value = item["language"]
+
+    def chosen(self) -> tuple[str | None, str | None]:
+        """(preset, language) to ask with; (None, None) without presets or with the default
+        preset in its own language (the photo's upload carries no choice then)."""
+        if not self.presets or self.preset.value is None:
+            return None, None
+        item = self.presets.get(self.preset.value) or {}
+        preset, language = self.preset.value, self.language.value
+        if preset == "default" and language in (None, item.get("language")):
+            return None, None
+        return preset, language
 
     def note_html(self) -> str:
         """Shown under the panel where it cannot render (a saved notebook, reopened)."""
@@ -234,9 +273,19 @@ class DemoPanel:
         self.show_result("")
         self.report(f"asking about {path.name}")
         record: dict[str, Any] | None = None
+        preset, language = self.chosen()
         try:
+            key = None
+            if preset:
+                from .. import presets
+                from .presets import question_key
+
+                # The version read now: an edited preset is asked again, not its old answer.
+                version = (presets.get_preset(self.aws, self.cfg, preset) or {}).get("version")
+                key = question_key(self.cfg, path, preset, language, version)
+                self.report(f"preset {preset} (version {version}), answer in {language}")
             record = stack.ask(path, self.cfg, self.aws, timeout=self.timeout,
-                               progress=self.report)
+                               progress=self.report, preset=preset, language=language, key=key)
         except Exception as exc:
             # A button callback's exception would only reach the kernel's log, unseen: show it.
             log.warning("Demo panel: %s", exc, exc_info=not isinstance(exc, VisualTourismError))

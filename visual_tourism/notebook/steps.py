@@ -10,7 +10,7 @@ from .. import async_inference, autoscaling, bucket, iam, pricing, stack
 from ..aws import Aws
 from ..config import Config
 from ..profiles import PROFILES
-from .display import say, show
+from .display import Table, say, show
 from .environment import is_local
 
 bucket_name = stack.bucket_name  # the bucket this stack uses
@@ -130,3 +130,43 @@ def autoscaling_plan(cfg: Config) -> dict[str, Any]:
         "policy": autoscaling.target_tracking(cfg),
         "most per hour": most_text,
     }
+
+
+# -- 01: the permissions preflight ---------------------------------------------------------------
+
+
+def preflight(cfg: Config, aws: Aws) -> Table:
+    """Which steps the current principal may run and what each lacks, as a table
+    (permissions.preflight_report). Where it cannot tell (the principal may not simulate its
+    own policies, the root user, local mode's administrator credentials) it says why, and
+    lists the steps it could not check."""
+    from .. import permissions
+
+    rows = permissions.preflight_report(cfg, aws)
+    info: dict[str, Any] = {"principal": permissions.principal_arn(aws)}
+    verdicts: dict[str, Any] = {}
+    if len(rows) == 1 and rows[0]["step"] == "(all)":  # cannot tell
+        note = str(rows[0].get("note", ""))
+        if is_local():
+            note += (" In local mode the stand-in's administrator credentials may do "
+                     "everything; IAM is not enforced here.")
+        info["checked"] = "cannot tell"
+        info["why"] = note
+        for step in permissions.steps(cfg, aws.account_id, bucket_name(cfg, aws),
+                                      aws.partition):
+            if step.command in ("up", "status", "ask", "down"):
+                verdicts[step.name] = "cannot tell"
+    else:
+        for row in rows:
+            verdicts[row["step"]] = ("can run" if row["can_run"]
+                                     else {"MISSING": row["missing"]})
+        lacking = sum(1 for row in rows if not row["can_run"])
+        info["checked"] = (f"{len(rows)} steps: all can run" if not lacking else
+                           f"{len(rows)} steps: {lacking} cannot run")
+    info["steps"] = verdicts
+    missing = any(isinstance(v, Mapping) for v in verdicts.values())
+    if missing or (not is_local() and any(v != "can run" for v in verdicts.values())):
+        info["what to do"] = ("Hand your administrator the output of 'visual-tourism "
+                              "admin-policy' (the policy with every permission these steps "
+                              "need), then run this cell again.")
+    return Table(info)
