@@ -9,6 +9,7 @@ left is what the handler adds to every photo, its side of the model call include
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -57,8 +58,12 @@ def counted_calls(seconds: dict[str, list[float]] | None = None) -> Iterator[lis
 
     def client(self: Any, *args: Any, **kwargs: Any) -> Any:
         made = real_client(self, *args, **kwargs)
-        made.meta.events.register("before-call", before)
-        made.meta.events.register("after-call", after)
+        # Only the handler's own clients (lambda_code and the modules zipped beside it): in
+        # local mode the stand-ins' threads (the scheduler runner, ...) make clients too.
+        caller = sys._getframe(1).f_globals.get("__name__", "")
+        if caller.startswith("lambda_"):
+            made.meta.events.register("before-call", before)
+            made.meta.events.register("after-call", after)
         return made
 
     # The handler caches its clients per process; start from none, as a new container does.

@@ -137,7 +137,7 @@ def measure(model: str, label: str, sequential: int, burst: int,
         invocations, failures = local.runtime.invocations, local.runtime.failures
         log = local.log_path(cfg.function_name).read_text()
         # The burst's invocations end last: the last REPORT lines of the function's log.
-        durations = [float(v) / 1000 for v in re.findall(r"Duration: ([\d.]+) ms", log)][-burst:]
+        durations = [float(v) / 1000 for v in re.findall(r"\tDuration: ([\d.]+) ms", log)][-burst:]
         handler_seconds = [r["timing"]["total_seconds"] for r in records.values()]
         stack.down(cfg, aws, delete_bucket=True)
 
@@ -154,7 +154,7 @@ def measure(model: str, label: str, sequential: int, burst: int,
         Row(group, "upload to answer, one photo at a time (p50 / p95)", "",
             f"{percentile(latencies, 50):.2f} / {percentile(latencies, 95):.2f} s", None,
             percentile(latencies, 95), "s",
-            f"{len(latencies)} photos through stack.ask; a fresh Lambda process per photo"),
+            f"{len(latencies)} photos through stack.ask; the local Lambda's warm workers"),
         Row(group, "result written -> ask returns it (p50 / p95 / max)",
             f"< {SEEN_TARGET_SECONDS} s",
             f"{percentile(seen, 50):.3f} / {percentile(seen, 95):.3f} / {max(seen):.3f} s",
@@ -174,7 +174,7 @@ def measure(model: str, label: str, sequential: int, burst: int,
             f"upload; upload to result p50 {percentile(per_photo, 50):.1f} s, p95 "
             f"{percentile(per_photo, 95):.1f} s)" if per_photo else "no result",
             None, burst / elapsed if per_photo else None, "photos/s",
-            f"local Lambda: 4 invocations at once, each a new Python process; invocation "
+            f"local Lambda: warm workers up to the function's concurrency; invocation "
             f"p50 {percentile(durations, 50):.1f} s, of which the handler "
             f"{percentile(handler_seconds, 50):.1f} s" if durations and handler_seconds
             else ""),
