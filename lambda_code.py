@@ -9,33 +9,32 @@ S3 invokes ``lambda_handler`` for each upload. For every record of the event it
 4. writes one JSON result to ``OUTPUT_PREFIX + <key after INPUT_PREFIX> + ".json"``.
 
 With PRESETS_TABLE set, step 3's prompt comes from the answer preset and language the upload
-names in its S3 metadata (see "answer presets" below; presets_schema.py is zipped beside).
+names in its S3 metadata (lambda_presets.py, with presets_schema.py, zipped beside).
 
 Only a failed result write raises (so Lambda's asynchronous retry runs the photo again,
 inference included). Every other failure becomes an error result, so a model that fails or
 times out is not asked again by Lambda's retries on top of the handler's own.
 
-Standard library and boto3 only; Pillow is imported lazily, and only when an image has to be
-resized: for the data-uri transport's payload limit, or for the container's image token budget
-(CONTAINER_LIMITS; see "the image budget" below).
+Standard library and boto3 only. The parts only some paths need are modules zipped beside this
+one and imported where first needed, so that a cold start compiles no more than it uses:
+lambda_presets.py (PRESETS_TABLE set), lambda_images.py (an image sent inline or resized, with
+Pillow: for the data-uri transport's payload limit, or for the container's image token budget,
+CONTAINER_LIMITS; see "the image budget" below) and lambda_async.py (INFERENCE_MODE=async).
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import io
 import json
 import logging
-import math
 import os
 import random
 import re
 import struct
+import sys
 import time
 import traceback
 import urllib.parse
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
@@ -46,7 +45,6 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-import presets_schema  # zipped beside this file: answer presets (PRESETS_TABLE)
 import serving_limits  # zipped beside this file: the model container's limits and rules
 
 log = logging.getLogger(__name__)
@@ -83,12 +81,6 @@ MIN_ATTEMPT_SECONDS = 1.0  # an attempt with less time left than this is not sta
 MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
 ANSWER_MAX_CHARS = 4000  # longer answers are cut (a runaway generation, not a description)
 ERROR_TEXT_MAX_CHARS = 600  # foreign text (container, S3) kept in an error message or log line
-SHRINK_MAX_SIDE = 2048  # the data-uri transport sends at most this many pixels per side
-# Pillow decodes WebP through libwebp's animation decoder: two RGBA canvases, a copy handed to
-# Python and the image itself, about 16 bytes per pixel (a 49 MP WebP peaked at 790 MB). The
-# data-uri transport shrinks a WebP only up to this size (~200 MB), a 4096x3072 photo; a larger
-# one that does not fit the payload as it is gets an error record (export it as JPEG).
-WEBP_DECODE_MAX_PIXELS = 12_600_000
 
 
 class ConfigError(ValueError):
@@ -170,7 +162,8 @@ ENV_NAMES = {  # environment variable -> Settings field
     "INFERENCE_MODE": "inference_mode", "ASYNC_PREFIX": "async_prefix",
     "ASYNC_TTL_SECONDS": "async_ttl_seconds",
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "async_invocation_timeout_seconds",
-    presets_schema.ENV_VAR: "presets_table", "PRESET_CACHE_SECONDS": "preset_cache_seconds",
+    "PRESETS_TABLE": "presets_table",  # presets_schema.ENV_VAR
+    "PRESET_CACHE_SECONDS": "preset_cache_seconds",
 }
 
 
@@ -576,6 +569,8 @@ class Prompt:
 
     @property
     def name(self) -> str:
+        import presets_schema
+
         return str((self.preset or {}).get("name", presets_schema.DEFAULT_NAME))
 
     def label(self) -> str:
@@ -589,82 +584,18 @@ def environment_prompt(settings: Settings) -> Prompt:
                   settings.generation)
 
 
-def preset_prompt(settings: Settings, item: Mapping[str, Any], language: str | None,
-                  from_table: bool = True) -> Prompt:
-    """The Prompt of a valid preset ``item`` answered in ``language``."""
-    generation = presets_schema.generation_parameters(item)
-    if generation == settings.generation:  # the environment's parameters in its own order,
-        generation = settings.generation   # so that `default` sends exactly today's bytes
-    examples = tuple((str(e["photo"]), str(e["answer"])) for e in item.get("examples") or [])
-    return Prompt(str(item.get("instruction", "")), examples, generation, item,
-                  language or str(item.get("language") or presets_schema.PROMPT_LANGUAGE),
-                  bool(item.get("structured")), from_table)
-
-
-def _builtin_preset(settings: Settings) -> dict[str, Any]:
-    """The `default` preset as the function's environment defines it (the original prompt)."""
-    generation = dict(settings.generation)
-    max_new = generation.pop("max_new_tokens", None)
-    return {
-        "name": presets_schema.DEFAULT_NAME, "instruction": settings.instruction,
-        "examples": [{"photo": settings.example_key, "answer": settings.example_answer}],
-        "language": presets_schema.PROMPT_LANGUAGE, "languages": list(presets_schema.LANGUAGES),
-        "generation": generation, "max_new_tokens": max_new, "structured": False,
-    }
-
-
-def structured_request(limits: serving_limits.ContainerLimits | None, style: str,
-                       ) -> dict[str, Any] | None:
-    """The request fields that constrain the answer to presets_schema.structured_schema(),
-    as this container takes them; None: it cannot, the answer is parsed from text.
-
-    - TGI prompt style: ``parameters.grammar = {"type": "json", "value": <schema>}``, from
-      TGI 1.4 (router GrammarType; on by default, --disable-grammar-support opts out).
-    - Messages on TGI (>= 2; 3.3.6 checked): ``response_format = {"type": "json_object",
-      "value": <schema>}``, TGI's own shape ("json_object" is an alias of "json").
-    - Messages on vLLM: OpenAI's ``{"type": "json_schema", "json_schema": {"name", "schema"}}``.
-    """
-    schema = presets_schema.structured_schema()
-    engine = limits.engine if limits is not None else "tgi"
-    version = limits.container_version if limits is not None else ""
-    major_minor = tuple(int(p) for p in re.findall(r"\d+", version)[:2]) or (99, 0)
-    if style == "tgi":
-        if engine != "tgi" or major_minor < (1, 4):
-            return None
-        return {"grammar": {"type": "json", "value": schema}}
-    if engine == "vllm":
-        return {"response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "answer", "schema": schema}}}
-    if major_minor < (2, 0):  # TGI 1.x's chat route has no response_format
-        return None
-    return {"response_format": {"type": "json_object", "value": schema}}
-
-
 def prompt_request(settings: Settings, prompt: Prompt, example_urls: list[str],
                    image_url: str) -> dict[str, Any]:
     """The request body for ``prompt``: build_request's one-shot prompt without a preset;
-    with one, presets_schema's prompt (up to three examples, the answer language), its
-    parameters and, for a structured answer, the container's constraint."""
+    with one, presets_schema's prompt (lambda_presets.preset_request)."""
     style = settings.request_style
     if prompt.preset is None:
         (_, answer), = prompt.examples
         return build_request(style, prompt.instruction, answer, example_urls[0], image_url,
                              prompt.generation)
-    item, generation = prompt.preset, prompt.generation
-    constraint = (structured_request(settings.container_limits, style)
-                  if prompt.structured else None)
-    if style == "tgi":
-        parameters = {"return_full_text": False, "stop": list(TGI_STOP), **generation}
-        parameters.update(constraint or {})
-        return {"inputs": presets_schema.tgi_prompt(item, prompt.language, example_urls,
-                                                    image_url), "parameters": parameters}
-    body: dict[str, Any] = {"messages": presets_schema.chat_messages(
-        item, prompt.language, example_urls, image_url)}
-    body.update({_CHAT_PARAMETERS[k]: v for k, v in generation.items() if k in _CHAT_PARAMETERS})
-    if generation.get("do_sample") is False:
-        body["temperature"] = 0
-    body.update(constraint or {})
-    return body
+    import lambda_presets  # a preset's prompt: presets_schema's (PRESETS_TABLE set)
+
+    return lambda_presets.preset_request(settings, prompt, example_urls, image_url)
 
 
 def _strip_stops(text: str, stops: list[str]) -> str:
@@ -717,55 +648,6 @@ def _clean_answer(answer: str) -> str:
     return answer
 
 
-# -- structured answers -----------------------------------------------------------------------
-
-_TEXT_FIELDS = ("description", "story", "where_to_eat")  # joined, they are the text answer
-_JSON_TRIES = 64  # a "{" that does not start a JSON object: at most this many are tried
-
-
-def structured_fields(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(fields, None) from the first JSON object in ``text`` that has any of the structured
-    fields (presets_schema.STRUCTURED_FIELDS), or (None, why not).
-
-    Lenient: the object may sit anywhere (in a code fence, after a sentence); a missing field
-    is None, and so is a field of the wrong type (a number for ``city``, "yes" for
-    ``recognised``); other keys are ignored.
-    """
-    decoder = json.JSONDecoder()
-    found: dict[str, Any] | None = None
-    any_object = False
-    for tries, match in enumerate(re.finditer(r"\{", text)):
-        if tries >= _JSON_TRIES:
-            break
-        try:
-            value, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            any_object = True
-            if any(name in value for name in presets_schema.STRUCTURED_FIELDS):
-                found = value
-                break
-    if found is None:
-        why = ("the JSON object in the answer has none of the fields "
-               f"{', '.join(presets_schema.STRUCTURED_FIELDS)}" if any_object else
-               "the answer holds no complete JSON object (cut off by max_new_tokens, or the "
-               "model did not follow the format)")
-        return None, why
-    fields: dict[str, Any] = {}
-    for name, kind in presets_schema.STRUCTURED_FIELDS.items():
-        value = found.get(name)
-        if kind == "boolean":
-            fields[name] = value if isinstance(value, bool) else None
-        elif isinstance(value, str) and value.strip():
-            value = _CONTROL.sub("", value).strip()
-            fields[name] = (value if len(value) <= ANSWER_MAX_CHARS
-                            else value[: ANSWER_MAX_CHARS - 1].rstrip() + "\u2026")
-        else:
-            fields[name] = None
-    return fields, None
-
-
 def parse_result(style: str, payload: Any, request: Mapping[str, Any],
                  structured: bool = False) -> dict[str, Any]:
     """The record's answer fields: ``answer``, and for a structured answer ``fields`` (None
@@ -773,13 +655,9 @@ def parse_result(style: str, payload: Any, request: Mapping[str, Any],
     text = _model_text(style, payload, request)
     if not structured:
         return {"answer": _clean_answer(text)}
-    fields, why = structured_fields(text)
-    parts = [fields[name] for name in _TEXT_FIELDS if fields and fields[name]]
-    out: dict[str, Any] = {"answer": _clean_answer(" ".join(parts) if parts else text),
-                           "fields": fields}
-    if why:
-        out["fields_error"] = why
-    return out
+    import lambda_presets  # a structured answer comes only with a preset
+
+    return lambda_presets.structured_result(text)
 
 
 # -- images for the request ----------------------------------------------------------------
@@ -791,146 +669,6 @@ def _presign(bucket: str, key: str, settings: Settings) -> str:
     return _client("s3").generate_presigned_url(
         "get_object", Params={"Bucket": bucket, "Key": key},
         ExpiresIn=settings.url_expires_seconds,
-    )
-
-
-def _data_uri(data: bytes, fmt: str, budget: int, max_pixels: int = 50_000_000) -> str:
-    """``data:`` URI of at most ``budget`` characters; re-encoded smaller when needed."""
-    prefix = f"data:image/{fmt};base64,"
-    if len(prefix) + _base64_size(len(data)) > budget:
-        prefix = "data:image/jpeg;base64,"
-        data = _shrink(data, (budget - len(prefix)) * 3 // 4, max_pixels)
-    return prefix + base64.b64encode(data).decode("ascii")
-
-
-def _base64_size(length: int) -> int:
-    return 4 * math.ceil(length / 3)  # base64: 4 characters per 3 bytes
-
-
-# EXIF orientation -> the Image.transpose method that makes the photo upright.
-_ORIENTATION = {2: 0, 3: 3, 4: 1, 5: 5, 6: 4, 7: 6, 8: 2}  # FLIP_LEFT_RIGHT=0 ... TRANSVERSE=6
-
-
-def _decode_small(data: bytes, max_side: int, max_pixels: int) -> Any:
-    """Decode ``data`` to an upright RGB image no larger than needed for ``max_side``.
-
-    Memory is what the function can afford (512 MB): nothing decodes more than the image's
-    own pixels once, in its own mode (WebP aside: see WEBP_DECODE_MAX_PIXELS). JPEG decodes
-    at 1/2, 1/4 or 1/8 scale through draft() (a 50 MP photo then takes ~40 MB instead of
-    150 MB); the other formats (PNG, GIF, WebP,
-    BMP) cannot decode at a smaller scale, so they are reduced in place right after decoding
-    (box filter, or nearest for palette images) and the full-size pixels are freed before any
-    conversion or resampling copy is made. Pillow's own bomb check is set to the handler's
-    pixel limit, and a size over it is refused before anything is decoded.
-    """
-    from PIL import Image
-
-    fmt, width, height = sniff_image(data)
-    if fmt == "webp" and width * height > WEBP_DECODE_MAX_PIXELS:  # checked before Pillow
-        raise BadImage(  # allocates the decoder's canvases
-            "image_too_large",
-            f"This WebP image is {width}x{height} pixels, too large to shrink within the "
-            f"function's memory (WebP up to {WEBP_DECODE_MAX_PIXELS / 1e6:g} megapixels) so "
-            "that it fits the request: export it as JPEG, or resize it, and upload again.",
-        )
-    limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            width, height = image.size
-            if width * height > max_pixels:
-                raise BadImage(
-                    "image_too_large",
-                    f"The image decodes to {width}x{height} pixels, over the "
-                    f"{max_pixels / 1e6:g} megapixel limit: resize it and upload again.",
-                )
-            scale = min(1.0, max_side / max(width, height))
-            if image.format == "JPEG":  # decode at a reduced scale, no smaller than needed
-                image.draft("RGB", (math.ceil(width * scale), math.ceil(height * scale)))
-            orientation = image.getexif().get(0x0112, 1)
-            image.load()
-    finally:
-        Image.MAX_IMAGE_PIXELS = limit
-    factor = max(image.size) // max_side
-    if factor >= 2:  # the reduced copy replaces the full-size pixels, which are freed
-        if image.mode in ("P", "1", "I;16", "I;16B", "I;16L"):  # reduce() takes no palette
-            image = image.resize((max(1, image.width // factor), max(1, image.height // factor)),
-                                 Image.Resampling.NEAREST)
-        else:
-            image = image.reduce(factor)
-    if image.mode == "P" and "transparency" in image.info:
-        image = image.convert("RGBA")
-    if image.mode != "RGB":
-        image = image.convert("RGB")
-    if orientation in _ORIENTATION:  # keep it upright
-        image = image.transpose(Image.Transpose(_ORIENTATION[orientation]))
-    return image
-
-
-def _pillow() -> Any:
-    """Pillow's Image module, or a configuration error when the package lacks it."""
-    try:
-        from PIL import Image
-    except ImportError:
-        raise Failure(
-            "configuration_error",
-            "This photo must be resized (to fit the payload limit, or the model container's "
-            "image token budget) and the function's package has no Pillow: redeploy with "
-            "`visual-tourism up`, which adds Pillow for every profile that resizes images.",
-        ) from None
-    return Image
-
-
-def _shrink(data: bytes, max_bytes: int, max_pixels: int = 50_000_000) -> bytes:
-    """Downscale to a JPEG of at most ``max_bytes`` (Pillow, imported only when needed)."""
-    return _resized(data, max_bytes, max_pixels)[0]
-
-
-def _resized(
-    data: bytes, max_bytes: int, max_pixels: int = 50_000_000,
-    size: tuple[int, int] | None = None,
-) -> tuple[bytes, tuple[int, int]]:
-    """(JPEG of at most ``max_bytes``, its width and height), upright.
-
-    ``size``: (width, height) in the stored image's frame, as ``fit_image`` gives it; the
-    JPEG is that size unless the byte limit needs it smaller. None: at most SHRINK_MAX_SIDE
-    pixels per side, smaller only for the byte limit.
-    """
-    Image = _pillow()
-    try:
-        image = _decode_small(data, max(size) if size else SHRINK_MAX_SIDE, max_pixels)
-        if size:
-            width, height = size
-            if (image.width > image.height) != (width > height) and width != height:
-                width, height = height, width  # EXIF turned it upright: same tokens, turned
-            if image.size != (width, height):
-                image = image.resize((width, height), Image.Resampling.LANCZOS,
-                                     reducing_gap=3.0)
-        side = min(max(image.size), max(size) if size else SHRINK_MAX_SIDE)
-        while side >= 64:
-            image.thumbnail((side, side), reducing_gap=2.0)  # never enlarges
-            out = io.BytesIO()
-            image.save(out, "JPEG", quality=85, optimize=True)
-            if out.tell() <= max_bytes:
-                return out.getvalue(), image.size
-            side = int(side * min(0.9, math.sqrt(max_bytes / out.tell())))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadImage(
-            "image_too_large",
-            f"The image is too large to decode ({_scrub(str(exc), 200)}): resize it (e.g. 4000 "
-            "pixels wide) and upload again.",
-        ) from None
-    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
-        raise BadImage(
-            "corrupt_image",
-            f"The image cannot be decoded ({_scrub(str(exc), 200)}): export it again as JPEG "
-            "and upload that.",
-        ) from None
-    raise BadImage(
-        "image_too_large",
-        f"The image cannot be made small enough ({max_bytes} bytes) to send inline: upload a "
-        "smaller photo, or raise MAX_PAYLOAD_BYTES (and the endpoint's PAYLOAD_LIMIT).",
     )
 
 
@@ -971,7 +709,7 @@ def _read_pinned(s3: Any, bucket: str, key: str, etag: str | None, size: int) ->
 #
 # The url transport: an image whose stored size fits its allowance is sent as a presigned URL
 # of the original, as before (nothing decoded here, nothing more uploaded). One that does not
-# fit is resized here (the bounded decoder, _decode_small) and sent inline as a data: URI,
+# fit is resized here (lambda_images: the bounded decoder) and sent inline as a data: URI,
 # within the container's payload limit, rather than as a resized copy under a private prefix:
 # that copy would cost a PUT per photo plus a DELETE (or a lifecycle rule, and a stale copy
 # that outlives the upload, ETag pinning lost), and the endpoint would download it again; the
@@ -1004,6 +742,14 @@ _examples: dict[tuple[Any, ...], _Example] = {}  # warm-container cache of the s
 _examples_seen: dict[tuple[str, str], float] = {}  # preset example photo -> checked until
 
 
+def clear_cache() -> None:
+    """Forget every preset read (lambda_presets) and example photo checked by this container
+    (tests)."""
+    _examples_seen.clear()
+    if "lambda_presets" in sys.modules:  # nothing was read unless it was imported
+        sys.modules["lambda_presets"].clear_cache()
+
+
 def _formula(settings: Settings) -> str:
     """How the container counts an image's tokens; "idefics" (1 per image) without limits."""
     limits = settings.container_limits
@@ -1021,6 +767,8 @@ def _max_new_tokens(settings: Settings, prompt: Prompt | None = None) -> int:
 def request_texts(settings: Settings, prompt: Prompt | None = None) -> tuple[list[str], int]:
     """(texts of the request, number of chat messages) by which the container counts text."""
     if prompt is not None and prompt.preset is not None:
+        import presets_schema
+
         return presets_schema.request_texts(prompt.preset, prompt.language,
                                             settings.request_style)
     if settings.request_style == "tgi":  # every ![](url) is an image, counted apart
@@ -1079,23 +827,6 @@ def _payload_room(settings: Settings, prompt: Prompt) -> int:
     """Bytes the images' URLs may take in the body (under MAX_PAYLOAD_BYTES)."""
     bare = prompt_request(settings, prompt, [""] * len(prompt.examples), "")
     return settings.max_payload_bytes - len(json.dumps(bare).encode()) - 64
-
-
-def _sized(
-    data: bytes, fmt: str, stored: tuple[int, int], target: tuple[int, int], budget: int,
-    settings: Settings,
-) -> SentImage:
-    """``data`` inline as a data: URI of at most ``budget`` characters, at most ``target``."""
-    prefix = f"data:image/{fmt};base64,"
-    if target == stored and len(prefix) + _base64_size(len(data)) <= budget:
-        return SentImage(prefix + base64.b64encode(data).decode("ascii"), *stored)
-    prefix = "data:image/jpeg;base64,"
-    max_bytes = (budget - len(prefix)) * 3 // 4
-    if target == stored:  # within its tokens, over its bytes: SHRINK_MAX_SIDE and bytes rule
-        jpeg, size = _resized(data, max_bytes, settings.max_image_pixels)
-    else:  # the size its tokens allow, smaller only if the bytes need it
-        jpeg, size = _resized(data, max_bytes, settings.max_image_pixels, target)
-    return SentImage(prefix + base64.b64encode(jpeg).decode("ascii"), *size, resized=True)
 
 
 def _example_failure(settings: Settings, prompt: Prompt, index: int, detail: str) -> Failure:
@@ -1183,7 +914,9 @@ def _example_image(settings: Settings, prompt: Prompt, index: int,
                                    f"to cost at most {allowance} tokens")
             sent = None
             if settings.image_transport == "data-uri" or target != (width, height):
-                sent = _sized(data, fmt, (width, height), target, budget, settings)
+                import lambda_images  # zipped beside this file: data: URIs, Pillow
+
+                sent = lambda_images.inline(data, fmt, (width, height), target, budget, settings)
             example = _Example(response["ETag"].strip('"'), width, height, sent)
             if len(_examples) >= 24:
                 _examples.clear()
@@ -1229,7 +962,9 @@ def _image_urls(
         return examples, SentImage(_presign(bucket, key, settings), *stored)
     photo = head if size <= len(head) else _read_pinned(_client("s3"), bucket, key, etag, size)
     used = sum(len(example.url) for example in examples)
-    return examples, _sized(photo, fmt, stored, target, room - used, settings)
+    import lambda_images  # zipped beside this file: data: URIs, Pillow
+
+    return examples, lambda_images.inline(photo, fmt, stored, target, room - used, settings)
 
 
 def check_request(settings: Settings, prompt: Prompt, body: bytes,
@@ -1399,165 +1134,6 @@ def _permanent_failure(exc: Exception, settings: Settings, attempts: int) -> Fai
         f"The endpoint call was refused ({message}): check ENDPOINT_NAME and the Lambda role's "
         "sagemaker:InvokeEndpoint permission, then upload the photo again.", attempts,
     )
-
-
-# -- answer presets -----------------------------------------------------------------------
-#
-# With PRESETS_TABLE set, the uploader picks a preset and a language with the photo's S3
-# metadata (x-amz-meta-preset, x-amz-meta-language: in the GetObject response the handler
-# already makes), and the preset is read with one DynamoDB GetItem, kept by a warm container
-# for PRESET_CACHE_SECONDS (monotonic clock; an unknown name for PRESET_MISS_SECONDS at most).
-# A preset is checked again here (presets_schema.validate_preset: someone may have edited it
-# in the console): a broken one is an error record naming it and the field, without a model
-# call. An unknown name is answered with `default`; an unreadable table with the copy this
-# container has (however old), else with the function's built-in prompt; the record says so.
-
-PRESET_MISS_SECONDS = 10.0  # an unknown preset name is asked for again after this long
-PRESET_ERROR_SECONDS = 5.0  # after a failed read, the table is not asked again for this long
-PRESET_READ_TIMEOUT = 3  # seconds; one attempt (the photo is answered anyway)
-# Without CONTAINER_LIMITS (deployed before the limits were passed) a preset is checked
-# against TGI's parameter rules only: its token budget is the container's to check.
-_RULES_ONLY = serving_limits.ContainerLimits(
-    engine="tgi", container_version="1.4.5", max_input_tokens=10**9 - 1,
-    max_total_tokens=10**9, payload_limit_bytes=2_000_000, max_stop_sequences=4,
-    image_formula="idefics")
-
-_presets: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
-_presets_down: dict[str, float] = {}  # table -> monotonic time until which it is not asked
-
-
-def clear_cache() -> None:
-    """Forget every preset read (and example photo checked) by this container (tests)."""
-    _presets.clear()
-    _presets_down.clear()
-    _examples_seen.clear()
-
-
-class _PresetsUnavailable(Exception):
-    """The presets table cannot be read, and this container has no copy of the preset."""
-
-
-def _read_preset(settings: Settings, name: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(the preset, None when the table has no such item; a note when it is a stale copy).
-
-    One GetItem unless this container read it less than PRESET_CACHE_SECONDS ago.
-    """
-    table, now = settings.presets_table, time.monotonic()
-    cached = _presets.get((table, name))
-    if cached is not None:
-        age = now - cached[0]
-        fresh = settings.preset_cache_seconds
-        if cached[1] is None:
-            fresh = min(fresh, PRESET_MISS_SECONDS)
-        if age < fresh:
-            return cached[1], None
-    if _presets_down.get(table, 0.0) > now:
-        error = "it failed moments ago"
-    else:
-        try:
-            response = _client("dynamodb", PRESET_READ_TIMEOUT).get_item(
-                TableName=table, Key={presets_schema.KEY: {"S": name}})
-        except (ClientError, BotoCoreError) as exc:
-            error = _describe(exc)
-            _presets_down[table] = now + PRESET_ERROR_SECONDS
-            log.warning("Cannot read preset %s from %s: %s", name, table, error)
-        else:
-            _presets_down.pop(table, None)
-            raw = response.get("Item")
-            try:
-                item = presets_schema.from_dynamodb(raw) if raw else None
-            except (ValueError, TypeError) as exc:  # an attribute type no preset uses
-                item = {"name": name, "__unreadable__": _scrub(str(exc), 200)}
-            if len(_presets) >= 64:
-                _presets.clear()
-            _presets[(table, name)] = (now, item)
-            return item, None
-    if cached is not None and cached[1] is not None:
-        return cached[1], (f"the presets table could not be read ({error}): answered with this "
-                           f"function's copy of the preset, read {now - cached[0]:.0f} s ago")
-    raise _PresetsUnavailable(error)
-
-
-def _pick_language(item: Mapping[str, Any], asked: str | None,
-                   notes: list[str]) -> str:
-    preset_language = str(item.get("language") or presets_schema.PROMPT_LANGUAGE)
-    if not asked:
-        return preset_language
-    offered = [str(v) for v in item.get("languages") or [preset_language]]
-    match = next((v for v in offered if v.casefold() == asked.casefold()), None)
-    if match is None:
-        notes.append(f"language {asked!r} is not offered by preset {item.get('name')!r} "
-                     f"({', '.join(offered)}): answered in {preset_language}")
-        return preset_language
-    return match
-
-
-def choose_prompt(settings: Settings, metadata: Mapping[str, str],
-                  result: dict[str, Any]) -> Prompt:
-    """The Prompt for a photo with this S3 metadata; sets the record's ``preset``.
-
-    Failure ("preset_invalid") when the preset breaks the container's rules: the record
-    names the preset and says which field; the model is not called.
-    """
-    requested = _scrub((metadata.get(presets_schema.METADATA[0]) or "").strip(), 80)
-    asked = _scrub((metadata.get(presets_schema.METADATA[1]) or "").strip(), 40) or None
-    default = presets_schema.DEFAULT_NAME
-    name, notes = requested or default, []
-    info: dict[str, Any] = {}
-    try:
-        item, stale = (_read_preset(settings, name) if presets_schema.NAME_RE.match(name)
-                       else (None, None))
-        if item is None and name != default:
-            notes.append(f"preset {requested!r} does not exist: answered with {default}")
-            name = default
-            item, stale = _read_preset(settings, default)
-        if item is None:
-            notes.append(f"the presets table has no {default} preset: answered with the "
-                         "function's built-in prompt (run 'visual-tourism up' to seed it)")
-        from_table = item is not None
-    except _PresetsUnavailable as exc:
-        notes.append(f"the presets table could not be read ({exc}): answered with the "
-                     "function's built-in prompt")
-        item, stale, from_table, name = None, None, False, default
-    if stale:
-        notes.append(stale)
-    if item is None:
-        item = _builtin_preset(settings)
-    info["name"] = name
-    info["version"] = item.get("version")
-    if requested and requested != name:
-        info["requested"] = requested
-    result["preset"] = info
-    limits = settings.container_limits or _RULES_ONLY
-    if not from_table:  # the environment's prompt: checked by load_settings and the budget
-        problems = []
-    elif "__unreadable__" in item:
-        problems = [f"preset: an attribute cannot be read ({item['__unreadable__']})"]
-    else:
-        prefix = settings.example_key.rpartition("/")[0] + "/" if "/" in settings.example_key \
-            else "example/"
-        problems = presets_schema.validate_preset(item, limits, settings.request_style,
-                                                  example_prefix=prefix)
-    if problems:
-        if notes:
-            info["note"] = "; ".join(notes)
-        label = f"preset {name!r}" + (f" (version {info['version']})"
-                                      if info["version"] is not None else "")
-        raise Failure(
-            "preset_invalid",
-            f"The {label} cannot be sent to the model ({limits.engine} "
-            f"{limits.container_version}, {settings.request_style} requests), so the model was "
-            f"not called: {'; '.join(problems)}. Fix it (visual-tourism presets set {name} ...) "
-            "and upload the photo again.")
-    language = _pick_language(item, asked, notes)
-    info["language"] = language
-    if asked and asked != language:
-        info["requested_language"] = asked
-    if item.get("structured"):
-        info["structured"] = True
-    if notes:
-        info["note"] = "; ".join(notes)
-    return preset_prompt(settings, item, language, from_table)
 
 
 # -- one record ----------------------------------------------------------------------------
@@ -1756,7 +1332,9 @@ def process_record(
 
         prompt = environment_prompt(settings)
         if settings.presets_table:  # the preset and language the uploader chose
-            prompt = choose_prompt(settings, metadata, result)
+            import lambda_presets  # zipped beside this file: read only with PRESETS_TABLE
+
+            prompt = lambda_presets.choose_prompt(settings, metadata, result)
             if done is not None and done == answer_key(etag, _choice(result)):
                 return _log({**summary, "status": "duplicate", "etag": etag})
         examples, photo = _image_urls(settings, prompt, bucket, key, head, size, fmt, etag,

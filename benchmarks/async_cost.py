@@ -105,7 +105,7 @@ def measured(quick: bool) -> tuple[list[Row], dict[str, Any]]:
                           state_dir=str(Path(work) / "state"))
         aws = Aws(cfg.region)
         real_vendor = lambda_fn.vendor_pillow
-        lambda_fn.vendor_pillow = lambda _cfg, _cache=None: None  # the photos fit inline as they are
+        lambda_fn.vendor_pillow = lambda _cfg, _cache=None: None  # photos fit inline as they are
         try:
             stack.up(cfg, aws, endpoint_poll=0.1)
         finally:

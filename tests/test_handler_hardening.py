@@ -35,6 +35,7 @@ from test_handler import (  # noqa: F401 - fixtures
 from werkzeug.exceptions import HTTPException
 
 import lambda_code
+import lambda_images
 from visual_tourism.local import model_server, moto_patches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not installed
@@ -170,7 +171,7 @@ def test_pillow_is_held_to_the_handler_pixel_limit() -> None:
     # the one Pillow decodes, says 20000x20000: refused before decoding, not decoded.
     lying = _jpeg_header(100, 100)[:-2] + _jpeg_header(20_000, 20_000)[2:]
     with pytest.raises(lambda_code.BadImage) as refused:
-        lambda_code._shrink(lying, 10_000, 50_000_000)
+        lambda_images._shrink(lying, 10_000, 50_000_000)
     assert refused.value.code == "image_too_large"
     from PIL import Image
 

@@ -27,6 +27,7 @@ from PIL import Image
 from test_handler import ENDPOINT, IMAGES, RecordingServer, event_for, result, run
 
 import lambda_code
+import lambda_images
 import serving_limits
 from serving_limits import ContainerLimits
 from visual_tourism import lambda_fn
@@ -161,7 +162,7 @@ def test_every_request_fits_its_profile_by_the_containers_accounting(
             allowance = room - example_tokens
             if serving_limits.image_tokens(*stored, limits.image_formula) <= allowance:
                 # Resized for bytes only (data-uri): the payload rule, at most 2048 pixels.
-                assert transport == "data-uri" and max(sent) <= lambda_code.SHRINK_MAX_SIDE
+                assert transport == "data-uri" and max(sent) <= lambda_images.SHRINK_MAX_SIDE
             else:  # as large as the token budget allows, unless the payload made it smaller
                 by_bytes = raw_size > limits.payload_limit_bytes // 2
                 assert by_bytes or photo_tokens >= 0.97 * allowance, (key, sent)
@@ -287,7 +288,7 @@ def test_idefics_needs_no_pillow_and_no_extra_s3_call(
 ) -> None:
     deploy_env(monkeypatch, bucket, PROFILES["idefics-9b-instruct"], "url")
     # As without Pillow in the zip (the model server, in this process, needs the real one).
-    monkeypatch.setattr(lambda_code, "_pillow", lambda: pytest.fail("Pillow was needed"))
+    monkeypatch.setattr(lambda_images, "_pillow", lambda: pytest.fail("Pillow was needed"))
     s3.put_object(Bucket=bucket, Key="input/big.jpg", Body=big_photo)
 
     run(event_for(bucket, s3, "input/big.jpg"))
@@ -304,14 +305,14 @@ def test_the_sized_example_is_made_once_per_example_etag(
 ) -> None:
     deploy_env(monkeypatch, bucket, PROFILES["qwen2.5-vl-7b-instruct"], "url")
     resized: list[tuple[int, int] | None] = []
-    real = lambda_code._resized
+    real = lambda_images._resized
 
     def spy(data: bytes, *args: Any, **kwargs: Any) -> Any:
         out = real(data, *args, **kwargs)
         resized.append(out[1])
         return out
 
-    monkeypatch.setattr(lambda_code, "_resized", spy)
+    monkeypatch.setattr(lambda_images, "_resized", spy)
     small = PHOTOS[-1].read_bytes()  # fits its allowance: sent by URL
     for name in ("a.jpg", "b.jpg"):
         s3.put_object(Bucket=bucket, Key=f"input/{name}", Body=small)

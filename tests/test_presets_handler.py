@@ -24,6 +24,7 @@ from test_handler import ENDPOINT, IMAGES, RecordingServer, event_for, result, r
 
 import lambda_async
 import lambda_code
+import lambda_presets
 import presets_schema
 from visual_tourism.local.backends import STAND_IN_VALUE, Backend
 from visual_tourism.profiles import PROFILES
@@ -124,7 +125,7 @@ def get_items(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The presets read with GetItem by the handler's own DynamoDB client (botocore events)."""
     names: list[str] = []
     monkeypatch.setattr(lambda_code, "_clients", {})
-    client = lambda_code._client("dynamodb", lambda_code.PRESET_READ_TIMEOUT)
+    client = lambda_code._client("dynamodb", lambda_presets.PRESET_READ_TIMEOUT)
     client.meta.events.register(
         "before-parameter-build.dynamodb.GetItem",
         lambda params, **_: names.append(params["Key"]["name"]["S"]))
@@ -208,7 +209,7 @@ def test_default_in_english_sends_exactly_todays_request(
     default = table.get("default")
     for style in lambda_code.STYLES:
         styled = lambda_code.Settings(**{**settings.__dict__, "request_style": style})
-        prompt = lambda_code.preset_prompt(styled, default, None)
+        prompt = lambda_presets.preset_prompt(styled, default, None)
         urls = (["https://example/e.jpeg"], "https://example/p.jpeg")
         assert json.dumps(lambda_code.prompt_request(styled, prompt, *urls)) == json.dumps(
             lambda_code.build_request(style, styled.instruction, styled.example_answer,
@@ -500,22 +501,22 @@ def test_dynamodb_down_serves_the_copy_this_container_has_else_the_built_in_prom
 
 def test_structured_request_per_container() -> None:
     schema = presets_schema.structured_schema()
-    assert lambda_code.structured_request(IDEFICS.limits, "tgi") == {
+    assert lambda_presets.structured_request(IDEFICS.limits, "tgi") == {
         "grammar": {"type": "json", "value": schema}}
-    assert lambda_code.structured_request(QWEN_TGI.limits, "messages") == {
+    assert lambda_presets.structured_request(QWEN_TGI.limits, "messages") == {
         "response_format": {"type": "json_object", "value": schema}}
-    assert lambda_code.structured_request(SMOLVLM.limits, "messages")["response_format"][
+    assert lambda_presets.structured_request(SMOLVLM.limits, "messages")["response_format"][
         "json_schema"] == {"name": "answer", "schema": schema}
-    assert lambda_code.structured_request(IDEFICS.limits, "messages") is None  # TGI 1.x chat
-    assert lambda_code.structured_request(None, "tgi") is not None
+    assert lambda_presets.structured_request(IDEFICS.limits, "messages") is None  # TGI 1.x chat
+    assert lambda_presets.structured_request(None, "tgi") is not None
 
 
 def test_structured_fields_find_the_object_anywhere() -> None:
-    fields, why = lambda_code.structured_fields(
+    fields, why = lambda_presets.structured_fields(
         'Here: {"note": 1} then {"place": "X", "recognised": false} done')
     assert why is None and fields["place"] == "X" and fields["recognised"] is False
     assert fields["city"] is None
-    assert lambda_code.structured_fields("{" * 500)[0] is None  # bounded work
+    assert lambda_presets.structured_fields("{" * 500)[0] is None  # bounded work
 
 
 # -- local mode end to end ---------------------------------------------------------------------
@@ -593,3 +594,8 @@ def test_local_mode_presets_end_to_end(local: Any, monkeypatch: pytest.MonkeyPat
     finally:
         local.runtime.wait_idle(60)
         stack.down(cfg, aws, delete_bucket=True)
+
+
+def test_the_handler_reads_the_table_name_from_presets_schemas_variable() -> None:
+    # lambda_code names PRESETS_TABLE itself (presets_schema is imported only with presets).
+    assert lambda_code.ENV_NAMES[presets_schema.ENV_VAR] == "presets_table"

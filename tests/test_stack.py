@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import zipfile
 from typing import Any
 
@@ -485,15 +487,28 @@ def test_config_layers(tmp_path, monkeypatch):
         load_config(path)
 
 
+def test_the_handler_imports_the_modules_beside_it_only_where_needed():
+    # A cold start compiles lambda_code.py (and serving_limits.py) only: presets, inline images
+    # and async inference are imported by the paths that use them.
+    code = ("import sys, lambda_code; "
+            "print(sorted({'lambda_presets', 'presets_schema', 'lambda_images', 'lambda_async',"
+            " 'PIL'} & set(sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          check=True)
+    assert done.stdout.split() == ["[]"]
+
+
 def test_lambda_zip_is_deterministic():
     first, second = lambda_fn.build_zip(), lambda_fn.build_zip()
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
         infos = archive.infolist()
         # The handler; the container rules it shares with the package (serving_limits); the
-        # async-inference part it imports in async mode.
+        # parts it imports only where needed: async inference, presets (and their schema),
+        # inline and resized images.
         assert [i.filename for i in infos] == [
-            "lambda_async.py", "lambda_code.py", "presets_schema.py", "serving_limits.py"]
+            "lambda_async.py", "lambda_code.py", "lambda_images.py", "lambda_presets.py",
+            "presets_schema.py", "serving_limits.py"]
         for info in infos:
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
             assert info.external_attr >> 16 == 0o100644

@@ -374,11 +374,12 @@ def _page_explanations() -> set[str]:
 
 def _record_error_codes() -> set[str]:
     """Every error code a result record can carry, read from the code that writes them: the
-    handler (lambda_code.py), its async completion (lambda_async.py), and this API's own
-    stand-in for a record it cannot read (web_api.py)."""
+    handler (lambda_code.py, with its presets and images beside it), its async completion
+    (lambda_async.py), and this API's own stand-in for a record it cannot read (web_api.py)."""
     root = Path(web_api.__file__).parent
     codes: set[str] = set()
-    for name in ("lambda_code.py", "lambda_async.py", "web_api.py"):
+    for name in ("lambda_code.py", "lambda_presets.py", "lambda_images.py", "lambda_async.py",
+                 "web_api.py"):
         text = (root / name).read_text()
         codes |= set(re.findall(r'(?:Failure|BadImage)\(\s*"([a-z_]+)"', text))
         codes |= set(re.findall(r'"code":\s*"([a-z_]+)"', text))

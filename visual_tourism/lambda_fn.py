@@ -30,9 +30,11 @@ _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 
 # The top-level modules the function's zip carries: the handler; the stdlib-only rules of the
-# model container it shares with visual_tourism.profiles; the asynchronous-inference part it
-# imports only in async mode; the answer presets' schema and prompts (PRESETS_TABLE).
-MODULES = ("lambda_code", "serving_limits", "lambda_async", "presets_schema")
+# model container it shares with visual_tourism.profiles; the parts it imports only where
+# first needed: asynchronous inference (async mode), reading presets and the presets' schema
+# and prompts (PRESETS_TABLE), and images sent inline or resized with Pillow.
+MODULES = ("lambda_code", "serving_limits", "lambda_async", "presets_schema", "lambda_presets",
+           "lambda_images")
 
 
 def handler_source(module: str = "lambda_code") -> Path:
