@@ -239,6 +239,11 @@ def test_compare_deploys_each_removes_it_and_restores_what_ran(env, tmp_path, ca
     cfg = load_config()
     aws = Aws(cfg.region)
     stack.up(cfg, aws, endpoint_poll=0.1)  # a stack of the default profile runs already
+    from visual_tourism import presets
+
+    edited = presets.get_preset(aws, cfg, "food")  # a teacher's edit must survive the run
+    presets.put_preset(aws, cfg, {**edited, "title": "Food, for class 4B"},
+                       expected_version=edited["version"])
     out_file = tmp_path / "cmp.json"
     try:
         capsys.readouterr()
@@ -259,6 +264,7 @@ def test_compare_deploys_each_removes_it_and_restores_what_ran(env, tmp_path, ca
         fn = aws.lambda_.get_function_configuration(FunctionName=cfg.function_name)
         assert fn["Environment"]["Variables"]["MODEL_PROFILE"] == cfg.model_profile
         assert stack.status(cfg, aws)["endpoint"]["state"] == "InService"
+        assert presets.get_preset(aws, cfg, "food")["title"] == "Food, for class 4B"
     finally:
         env.runtime.wait_idle(60)
         stack.down(cfg, aws, delete_bucket=True)
@@ -276,7 +282,8 @@ def test_compare_with_nothing_running_leaves_only_the_bucket(env, tmp_path, caps
         info = stack.status(cfg, aws)
         assert info["endpoint"]["state"] == "absent"
         assert info["bucket"]["state"] == "exists"  # photos and results kept
-        assert stack.down(cfg, aws) == []  # nothing else left to remove
+        # ...and the presets table with any edits; nothing else is left to remove.
+        assert stack.down(cfg, aws) == [f"presets table {cfg.presets_table}"]
     finally:
         env.runtime.wait_idle(60)
         stack.down(cfg, aws, delete_bucket=True)

@@ -358,7 +358,8 @@ def compare(names: Sequence[str], cfg: Config, aws: Any = None, *, yes: bool = F
             # new instances at once (and needs quota for both) for as long as a deployment.
             progress(f"\n== the stack {cfg.prefix!r} runs {original}: down first (the bucket "
                      "stays); it is redeployed at the end")
-            stack.down(cfg, aws, delete_bucket=False, progress=progress)
+            # The presets table (a teacher's edits) is kept, like the bucket.
+            stack.down(cfg, aws, delete_bucket=False, progress=progress, keep_presets=True)
         for each in configs:
             progress(f"\n== {each.model_profile}: up")
             try:
@@ -372,7 +373,8 @@ def compare(names: Sequence[str], cfg: Config, aws: Any = None, *, yes: bool = F
                 reports.append({"profile": each.model_profile, "error": str(exc)})
             finally:
                 progress(f"== {each.model_profile}: down (the bucket stays)")
-                stack.down(each, aws, delete_bucket=False, progress=progress)
+                stack.down(each, aws, delete_bucket=False, progress=progress,
+                           keep_presets=True)
     except KeyboardInterrupt:
         interrupted = True
         raise
