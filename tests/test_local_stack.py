@@ -47,8 +47,12 @@ def test_moto_private_names():
     ]
     from moto.s3 import notifications
 
-    # S3's notification path must still end in LambdaFunction.invoke -> _invoke_lambda.
-    assert "func.invoke(" in inspect.getsource(notifications._invoke_awslambda)
+    # S3's notification path must still end in LambdaFunction.invoke -> _invoke_lambda, with
+    # empty headers (how moto_patches tells a service's event from a synchronous API call).
+    assert "func.invoke(json.dumps(event_body), {}, {})" in inspect.getsource(
+        notifications._invoke_awslambda)
+    assert list(inspect.signature(LambdaFunction.invoke).parameters) == [
+        "self", "body", "request_headers", "response_headers"]
     assert "self._invoke_lambda(" in inspect.getsource(LambdaFunction.invoke)
     # The runtime reads the stored asynchronous settings and reserved concurrency.
     from moto.awslambda.models import EventInvokeConfig, LambdaBackend
@@ -294,3 +298,61 @@ def test_local_mode_takes_the_instance_types_the_real_api_takes(env, tmp_path):
                 client.create_endpoint_config(EndpointConfigName=name,
                                               ProductionVariants=[variant])
     client.delete_model(ModelName=model)
+
+
+SYNC_HANDLER = '''
+import os
+CALLS = 0
+
+def handler(event, context):
+    global CALLS
+    CALLS += 1
+    if event.get("fail"):
+        raise ValueError("asked to fail")
+    return {"echo": event.get("x"), "calls": CALLS, "pid": os.getpid()}
+'''
+
+
+def test_a_synchronous_invoke_returns_the_handlers_result_like_lambda(env, tmp_path):
+    """RequestResponse runs now, on a warm worker, and answers the handler's result (or its
+    error with X-Amz-Function-Error); at the concurrency limit it is refused with a 429."""
+    import io
+    import zipfile
+
+    aws = Aws("us-east-1")
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("fn.py", SYNC_HANDLER)
+    name = "t" + os.urandom(3).hex() + "-sync"
+    role = aws.iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({
+        "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                "Principal": {"Service": "lambda.amazonaws.com"}}
+                                               ]}))["Role"]["Arn"]
+    lam = aws.lambda_
+    lam.create_function(FunctionName=name, Runtime="python3.12", Role=role, Handler="fn.handler",
+                        Code={"ZipFile": buffer.getvalue()}, Timeout=30)
+    try:
+        first = lam.invoke(FunctionName=name, Payload=json.dumps({"x": 1}))
+        assert first["StatusCode"] == 200 and "FunctionError" not in first
+        answer = json.loads(first["Payload"].read())
+        assert (answer["echo"], answer["calls"]) == (1, 1)
+        second = json.loads(lam.invoke(FunctionName=name, Payload=b'{"x": 2}')["Payload"].read())
+        assert (second["echo"], second["calls"], second["pid"]) == (2, 2, answer["pid"])  # warm
+
+        failed = lam.invoke(FunctionName=name, Payload=b'{"fail": true}')
+        assert failed["FunctionError"] == "Unhandled"
+        error = json.loads(failed["Payload"].read())
+        assert "asked to fail" in error["errorMessage"]
+
+        queued = lam.invoke(FunctionName=name, InvocationType="Event", Payload=b'{"x": 3}')
+        assert queued["StatusCode"] == 202
+
+        lam.put_function_concurrency(FunctionName=name, ReservedConcurrentExecutions=0)
+        with pytest.raises(ClientError) as refused:
+            lam.invoke(FunctionName=name, Payload=b'{"x": 4}')
+        assert refused.value.response["Error"]["Code"] == "TooManyRequestsException"
+        assert refused.value.response["ResponseMetadata"]["HTTPStatusCode"] == 429
+    finally:
+        env.runtime.wait_idle(30)
+        lam.delete_function(FunctionName=name)
+        aws.iam.delete_role(RoleName=name)

@@ -109,6 +109,10 @@ class AsyncEvent:
     last_error: dict[str, Any] | None = None
 
 
+class TooManyRequests(RuntimeError):
+    """A synchronous invoke beyond the function's concurrency (Lambda's 429)."""
+
+
 @dataclass
 class Outcome:
     ok: bool
@@ -274,10 +278,15 @@ class LambdaRuntime:
     # -- the hook moto calls ------------------------------------------------------------
     def invoke_from_moto(self, function: Any, event: Any) -> tuple[str, bool, str]:
         """Replaces moto's ``LambdaFunction._invoke_lambda``: queue and return at once."""
+        self.submit(self._invocation(function, event))
+        return "", False, ""
+
+    @staticmethod
+    def _invocation(function: Any, event: Any) -> Invocation:
         event_config = _event_invoke_config(function)
         on_failure = event_config.get("DestinationConfig", {}).get("OnFailure", {})
         reserved = getattr(function, "reserved_concurrency", None)
-        invocation = Invocation(
+        return Invocation(
             function_name=function.function_name,
             function_arn=function.function_arn,
             handler=function.handler,
@@ -294,8 +303,35 @@ class LambdaRuntime:
                                                DEFAULT_MAX_EVENT_AGE)),
             on_failure=on_failure.get("Destination") or None,
         )
-        self.submit(invocation)
-        return "", False, ""
+
+    def invoke_sync(self, invocation: Invocation) -> Outcome:
+        """A synchronous invoke (RequestResponse): runs now on a warm worker or a cold start,
+        within the function's concurrency like an event; at the limit Lambda refuses it
+        (429 TooManyRequestsException) rather than queueing it."""
+        name = invocation.function_name
+        with self._changed:
+            if self._closed:
+                raise RuntimeError("the local Lambda runtime is stopped")
+            self._reserved[name] = invocation.reserved_concurrency
+            self._latest_key[name] = invocation.config_key
+            limit, in_use = self._limit(name)
+            if in_use() >= limit:
+                self.throttles += 1
+                raise TooManyRequests(f"Rate Exceeded. (function {name}: concurrency {limit})")
+            self._running[name] = self._running.get(name, 0) + 1
+        seen: list[Outcome] = []
+        try:
+            self._run_once(invocation, 0, None, seen)
+        finally:
+            with self._changed:
+                self._running[name] -= 1
+                self._changed.notify_all()
+        return seen[0] if seen else Outcome(False, error={"errorMessage": "runtime stopped",
+                                                           "errorType": "Runtime.Stopped"})
+
+    def invoke_sync_from_moto(self, function: Any, event: Any) -> Outcome:
+        """moto's RequestResponse invoke (see moto_patches.patch_lambda_invoke)."""
+        return self.invoke_sync(self._invocation(function, event))
 
     def submit(self, invocation: Invocation) -> Future[None]:
         """Put an event in the function's asynchronous queue; done once it is settled."""
@@ -544,8 +580,9 @@ class LambdaRuntime:
         return worker, lines, None
 
     def _run_once(self, invocation: Invocation, attempt: int,
-                  event: AsyncEvent | None = None) -> bool:
-        """One invocation on a warm worker, or on a new one. True when the handler returned."""
+                  event: AsyncEvent | None = None, seen: list[Outcome] | None = None) -> bool:
+        """One invocation on a warm worker, or on a new one. True when the handler returned.
+        ``seen`` receives the Outcome (a synchronous invoke returns its result)."""
         request_id = event.request_id if event else str(uuid.uuid4())
         with self._lock:
             if self._closed:
@@ -584,6 +621,8 @@ class LambdaRuntime:
         self._write_log(invocation, worker, request_id, attempt, lines, body, outcome,
                         answer.get("duration_ms", elapsed_ms), answer.get("max_memory_mb"))
         self._release(worker, reusable=outcome.status in ("ok", "error"))
+        if seen is not None:
+            seen.append(outcome)
         return outcome.ok
 
     def _write_log(

@@ -16,6 +16,10 @@ tests/test_local_stack.py::test_moto_private_names fails loudly if a release mov
 4. Endpoint instance types: moto checks CreateEndpointConfig against an old allow-list that
    refuses ml.g5 and newer GPUs; local mode checks against botocore's SageMaker service model
    (ProductionVariantInstanceType), the list the real API validates with.
+5. Synchronous invokes: moto answers ``RequestResponse`` with canned text (or Docker);
+   ``LambdaFunction.invoke`` is replaced so an API call's RequestResponse runs on the local
+   Lambda service and returns the handler's result, while moto's own services' events (empty
+   headers) keep going to the asynchronous queue through ``_invoke_lambda``.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from moto.awslambda.exceptions import LambdaClientError
 from moto.awslambda.models import EventInvokeConfig, LambdaBackend, LambdaFunction
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, S3Backend
@@ -33,6 +38,7 @@ from moto.sagemaker.models import FakeEndpointConfig
 from werkzeug.exceptions import HTTPException
 
 _original_invoke = LambdaFunction._invoke_lambda
+_original_function_invoke = LambdaFunction.invoke
 _original_permission = FakeBucket.get_permission
 _original_put_object = S3Backend.put_object
 _original_put_event_config = LambdaBackend.put_function_event_invoke_config
@@ -92,11 +98,44 @@ def patch_event_invoke_config() -> None:
         _put_event_invoke_config)
 
 
-def patch_lambda_invoke(invoker: Invoker) -> None:
+def patch_lambda_invoke(invoker: Invoker, sync_invoker: Callable[..., Any] | None = None,
+                        ) -> None:
+    """``invoker`` takes asynchronous invocations (S3's, ``InvocationType=Event``);
+    ``sync_invoker`` (returns the runtime's Outcome) answers ``RequestResponse`` invokes with
+    the handler's result, ``X-Amz-Function-Error`` and the log tail, as Lambda does."""
     def _invoke(self: LambdaFunction, event: Any = None) -> tuple[str, bool, str]:
         return invoker(self, event)
 
     LambdaFunction._invoke_lambda = _invoke  # type: ignore[method-assign]
+    if sync_invoker is None:
+        return
+
+    def invoke(self: LambdaFunction, body: str, request_headers: Any,
+               response_headers: Any) -> str | bytes:
+        # moto's own services (S3's notifications, SNS, ...) call invoke with empty headers:
+        # those are asynchronous events. An API call carries its HTTP request's headers.
+        kind = request_headers.get("x-amz-invocation-type", "RequestResponse")
+        if not request_headers or kind != "RequestResponse":
+            return _original_function_invoke(self, body, request_headers, response_headers)
+        from .lambda_runtime import TooManyRequests
+
+        event = json.loads(body) if body else {}
+        try:
+            outcome = sync_invoker(self, event)
+        except TooManyRequests as exc:
+            raise _TooManyRequests(str(exc)) from None
+        if not outcome.ok:
+            response_headers["x-amz-function-error"] = "Unhandled"
+            return json.dumps(outcome.error or {}).encode()
+        return json.dumps(outcome.result).encode()
+
+    LambdaFunction.invoke = invoke  # type: ignore[method-assign]
+
+
+class _TooManyRequests(LambdaClientError):
+    def __init__(self, message: str) -> None:
+        super().__init__("TooManyRequestsException", message)
+        self.code = 429
 
 
 def hook_put_object(before: PutHook | None = None, after: PutHook | None = None) -> None:
@@ -171,6 +210,7 @@ def patch_instance_types() -> None:
 
 
 def restore() -> None:
+    LambdaFunction.invoke = _original_function_invoke  # type: ignore[method-assign]
     FakeEndpointConfig.validate_instance_type = (  # type: ignore[method-assign]
         _original_instance_check)
     LambdaFunction._invoke_lambda = _original_invoke  # type: ignore[method-assign]

@@ -292,7 +292,8 @@ class LocalStack:
         # Browser uploads: S3 checks POST policies; moto does not (see moto_patches).
         moto_patches.patch_post_policies(
             {CREDENTIALS["AWS_ACCESS_KEY_ID"]: CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})
-        moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto)
+        moto_patches.patch_lambda_invoke(self.runtime.invoke_from_moto,
+                                         self.runtime.invoke_sync_from_moto)
         log.info("Local stack up: AWS at %s, model at %s", self.moto_url, self.model_server.url)
         return self
 
