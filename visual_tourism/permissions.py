@@ -495,9 +495,11 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
              tuple(role_needs(lam_role) + ([] if studio_role else role_needs(sm_role)))),
         *([Step("up: presets", "the answer presets table (encrypted, point-in-time recovery), "
                 "its seeds and their example photos",
-                tuple(_n("dynamodb:DescribeTable dynamodb:ListTagsOfResource "
+                tuple(_n("dynamodb:DescribeTable "
                          "dynamodb:DescribeContinuousBackups dynamodb:PutItem dynamodb:Scan",
                          table)
+                      + _n("dynamodb:ListTagsOfResource", table,
+                           when="only when the table exists already (its ownership is checked)")
                       + _n("dynamodb:CreateTable dynamodb:TagResource", table, when=_STATE)
                       + _n("dynamodb:UpdateTable", table,
                            when="only when our table exists without encryption")
