@@ -2,7 +2,8 @@
 
 S3 invokes ``lambda_handler`` for each upload. For every record of the event it
 
-1. ignores keys outside INPUT_PREFIX, and photos already answered (same ETag, one HEAD);
+1. ignores keys outside INPUT_PREFIX, and photos already answered (same ETag, one HEAD;
+   with presets also the same preset, version and language, known after step 2);
 2. reads the first 256 KiB of the photo and checks its content with the standard library;
 3. asks the SageMaker endpoint (Hugging Face TGI) to describe it, retrying transient failures
    within the time this invocation has left;
