@@ -9,6 +9,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -108,6 +109,15 @@ def fake_aws_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
+
+
+@pytest.fixture
+def env(local: Any, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The environment `visual-tourism local serve` prints, for the requesting module's
+    `local` stack (a module-scoped LocalStack each local-mode test module defines)."""
+    for key, value in local.env.items():
+        monkeypatch.setenv(key, value)
+    return local
 
 
 @pytest.fixture(scope="session")

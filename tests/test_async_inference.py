@@ -32,13 +32,11 @@ def local(tmp_path_factory):
 
 
 @pytest.fixture
-def env(local, monkeypatch):
-    for key, value in local.env.items():
-        monkeypatch.setenv(key, value)
+def env(env, monkeypatch):  # conftest's, plus:
     # The photos fit the data-URI budget as they are: no Pillow for the Lambda's platform
     # needs downloading (that path is the data-uri transport's, tested elsewhere).
     monkeypatch.setattr(lambda_fn, "vendor_pillow", lambda cfg, cache=None: None)
-    return local
+    return env
 
 
 def _deploy(env, tmp_path, **settings):

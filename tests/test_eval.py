@@ -196,12 +196,10 @@ def local(tmp_path_factory):
 
 
 @pytest.fixture
-def env(local, monkeypatch, tmp_path):
-    for key, value in local.env.items():
-        monkeypatch.setenv(key, value)
+def env(env, monkeypatch, tmp_path):  # conftest's, with a stack prefix of its own
     monkeypatch.setenv("VT_PREFIX", "e" + os.urandom(3).hex())
     monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
-    return local
+    return env
 
 
 def test_eval_against_local_mode_end_to_end(env, tmp_path, capsys):

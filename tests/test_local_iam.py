@@ -39,13 +39,6 @@ def local(tmp_path_factory):
 
 
 @pytest.fixture
-def env(local, monkeypatch):
-    for key, value in local.env.items():
-        monkeypatch.setenv(key, value)
-    return local
-
-
-@pytest.fixture
 def deployed(env, tmp_path):
     """`up` under enforcement, with the stack's own (root-like) credentials: it must work."""
     cfg = load_config(prefix="i" + os.urandom(3).hex(), state_dir=str(tmp_path / "state"))

@@ -72,13 +72,6 @@ def local(tmp_path_factory):
 
 
 @pytest.fixture
-def env(local, monkeypatch):
-    for key, value in local.env.items():
-        monkeypatch.setenv(key, value)
-    return local
-
-
-@pytest.fixture
 def deployed(env, tmp_path):
     """A fresh stack per test (own prefix), removed afterwards."""
     prefix = "t" + os.urandom(3).hex()

@@ -73,15 +73,13 @@ def jupyter_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
-def local_env(local: LocalStack, jupyter_path: Path, monkeypatch: pytest.MonkeyPatch,
+def local_env(env: LocalStack, jupyter_path: Path, monkeypatch: pytest.MonkeyPatch,
               tmp_path: Path) -> LocalStack:
     """The environment `visual-tourism local serve` prints, with a stack prefix of its own."""
-    for key, value in local.env.items():
-        monkeypatch.setenv(key, value)
     monkeypatch.setenv("JUPYTER_PATH", str(jupyter_path))
     monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
     monkeypatch.setenv("VT_PREFIX", "nb-" + os.urandom(3).hex())
-    return local
+    return env
 
 
 @pytest.fixture

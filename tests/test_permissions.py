@@ -185,13 +185,6 @@ def local(tmp_path_factory):
         yield running
 
 
-@pytest.fixture
-def env(local, monkeypatch):
-    for key, value in local.env.items():
-        monkeypatch.setenv(key, value)
-    return local
-
-
 UP_STEPS = {"create_bucket": "up: bucket", "create_roles": "up: roles",
             "start_endpoint": "up: endpoint", "deploy_function": "up: function",
             "wait_for_endpoint": "up: wait", "attach_autoscaling": "up: autoscaling",
