@@ -101,7 +101,7 @@ class AsyncEndpoints:
         self._stopping.set()
         self._wakeup.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            self._thread.join(timeout=2)  # a daemon thread: never hold up the stack's exit
         self._thread = None
 
     @property

@@ -55,7 +55,9 @@ class SchedulerRunner:
     def stop(self) -> None:
         self._stopping.set()
         if self._thread is not None:
-            self._thread.join(timeout=10)
+            # A daemon thread: a poll still in flight (its first one loads moto's Scheduler
+            # backend, seconds on a busy machine) must not hold up `local serve`'s exit.
+            self._thread.join(timeout=2)
         self._thread = None
 
     def _run(self) -> None:
@@ -63,6 +65,8 @@ class SchedulerRunner:
             try:
                 self.run_due()
             except Exception:  # keep the clock running whatever one schedule does
+                if self._stopping.is_set():  # the stack is going away under this poll
+                    return
                 log.exception("local scheduler: unexpected failure")
 
     def run_due(self, now: datetime | None = None) -> list[dict[str, Any]]:
