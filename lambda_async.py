@@ -13,8 +13,9 @@ Submit (an upload under INPUT_PREFIX, after the same checks as real-time mode):
 
 Complete (SageMaker wrote the output or failure object; its S3 notification brings us here):
 the marker for that location gives the photo; the usual record is written under OUTPUT_PREFIX
-with the same rules as real-time mode (ETag metadata, conditional write, one record per
-upload); the request, markers and SageMaker's object are then deleted.
+with the same rules as real-time mode (ETag metadata, one record per upload, written only if
+the photo is still the upload that was queued, conditional on the result read at submit), else
+the request ends "superseded"; the request, markers and SageMaker's object are then deleted.
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ MARKER_WAIT_SECONDS = 10.0  # an output can land before the submit has written i
 SUBMIT_ATTEMPTS = 3
 
 
-def inference_id(bucket: str, key: str, etag: str | None) -> str:
-    """Tied to the upload (1-64 characters, as InvokeEndpointAsync allows)."""
-    return hashlib.sha256(f"{bucket}/{key}#{etag}".encode()).hexdigest()[:40]
+def inference_id(bucket: str, key: str, etag: str | None, variant: str = "") -> str:
+    """Tied to the upload (1-64 characters, as InvokeEndpointAsync allows). ``variant`` tells
+    apart requests for the same bytes (same ETag) asked again with another preset, language
+    or preset version: each needs its own request object until SageMaker has read it."""
+    tail = f"|{variant}" if variant else ""
+    return hashlib.sha256(f"{bucket}/{key}#{etag}{tail}".encode()).hexdigest()[:40]
 
 
 def marker_key(settings: core.Settings, location: str) -> str:
@@ -82,15 +86,19 @@ def _invoke(settings: core.Settings, **params: Any) -> dict[str, Any]:
 def submit(
     s3: Any, settings: core.Settings, bucket: str, key: str, out_key: str,
     request: dict[str, Any], result: dict[str, Any], summary: dict[str, Any],
-    structured: bool = False,
+    structured: bool = False, upload: Mapping[str, Any] | None = None,
+    seen: str | None = None,
 ) -> dict[str, Any]:
     """Queue the request; return the summary line ("queued").
 
     ``structured``: the preset asked for a structured answer; the completion parses it as
-    real-time mode does (core.parse_result), from the marker.
+    real-time mode does (core.parse_result), from the marker. ``upload`` (core._upload_of)
+    and ``seen`` (the result's ETag when the photo was read) go in the marker: the
+    completion writes under the same rules as a real-time answer that took this long.
     """
     etag = result["input"]["etag"]
-    iid = inference_id(bucket, key, etag)
+    iid = inference_id(bucket, key, etag, json.dumps(
+        [upload, core._choice(result)], sort_keys=True) if upload else "")
     payload_key = f"{settings.async_prefix}requests/{iid}.json"
     s3.put_object(Bucket=bucket, Key=payload_key, Body=json.dumps(request).encode(),
                   ContentType="application/json")
@@ -108,7 +116,7 @@ def submit(
         "output_location": output, "failure_location": failure,
         "submitted_at": submitted, "ttl_seconds": settings.async_ttl_seconds,
         "request_style": settings.request_style, "stops": _stops(request), "result": result,
-        "structured": structured,
+        "structured": structured, "upload": upload, "seen": seen,
     }
     body = json.dumps(marker).encode()
     for location in filter(None, (output, failure)):
@@ -197,7 +205,7 @@ def complete(
     result["written_at"] = core._now()
     result = {name: result[name] for name in core.RESULT_FIELDS if name in result}
     etag = marker["etag"]
-    done, seen = core._earlier_result(s3, bucket, out_key)
+    done, seen_now = core._earlier_result(s3, bucket, out_key)
     choice = core._choice(result)  # the marker's record carries the preset that answered
     if done is not None and done == core.answer_key(etag, choice):
         status = "duplicate"
@@ -205,10 +213,14 @@ def complete(
         metadata = {"input-etag": etag or "", "final": str(final).lower()}
         if choice:
             metadata["choice"] = choice
+        # The result's ETag when the photo was read, as in real-time mode (read now, IfMatch
+        # would always hold); markers queued before these fields existed: what is known.
+        seen = marker.get("seen", seen_now)
         try:
             written = core._write_result(
                 s3, marker["bucket"], photo, out_key, etag, seen,
                 json.dumps(result, ensure_ascii=False, indent=2).encode(), metadata,
+                marker.get("upload") or {"etag": etag},
             )
         except Exception as exc:  # Lambda's retry runs this completion again
             core._log({**summary, "status": "write_failed", "error_code": "result_write_failed"})

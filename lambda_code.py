@@ -4,10 +4,14 @@ S3 invokes ``lambda_handler`` for each upload. For every record of the event it
 
 1. ignores keys outside INPUT_PREFIX, and photos already answered (same ETag, one HEAD;
    with presets also the same preset, version and language, known after step 2);
-2. reads the first 256 KiB of the photo and checks its content with the standard library;
+2. reads the first 256 KiB of the photo and checks its content with the standard library (a
+   photo from the web page, under INPUT_PREFIX + "web/" with THUMBNAIL_PREFIX set, then gets
+   its small copy without metadata, once per upload form: claim_web_photo);
 3. asks the SageMaker endpoint (Hugging Face TGI) to describe it, retrying transient failures
    within the time this invocation has left;
-4. writes one JSON result to ``OUTPUT_PREFIX + <key after INPUT_PREFIX> + ".json"``.
+4. writes one JSON result to ``OUTPUT_PREFIX + <key after INPUT_PREFIX> + ".json"``, only if
+   the photo is still the upload read in step 2 (ETag, metadata, date: _write_result) and
+   conditionally on the result seen in step 1; else the photo's newer upload answers it.
 
 With PRESETS_TABLE set, step 3's prompt comes from the answer preset and language the upload
 names in its S3 metadata (lambda_presets.py, with presets_schema.py, zipped beside).
@@ -147,6 +151,9 @@ class Settings:
     # above as it is. A preset read is kept this many seconds by a warm container.
     presets_table: str = ""
     preset_cache_seconds: float = 60.0
+    # Set when the web page is on (visual_tourism/web.py): photos under INPUT_PREFIX + "web/"
+    # get a small copy without metadata here, for the gallery, and answer once per upload form.
+    thumbnail_prefix: str = ""
 
 
 ENV_NAMES = {  # environment variable -> Settings field
@@ -165,6 +172,7 @@ ENV_NAMES = {  # environment variable -> Settings field
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "async_invocation_timeout_seconds",
     "PRESETS_TABLE": "presets_table",  # presets_schema.ENV_VAR
     "PRESET_CACHE_SECONDS": "preset_cache_seconds",
+    "THUMBNAIL_PREFIX": "thumbnail_prefix",
 }
 
 
@@ -1191,9 +1199,17 @@ def _choice(result: Mapping[str, Any]) -> str:
 
 def _write_result(
     s3: Any, bucket: str, key: str, out_key: str, etag: str | None, seen: str | None,
-    body: bytes, metadata: dict[str, str],
+    body: bytes, metadata: dict[str, str], upload: Mapping[str, Any] | None = None,
 ) -> bool:
-    """Write the result unless a newer upload of the photo has been answered meanwhile."""
+    """Write the result if it answers the photo's current upload (``upload``, from
+    _upload_of; None: only its ETag is known) and no newer upload has been answered since the
+    result was read (``seen``); False: superseded, nothing written."""
+    # A HEAD of the photo first: the result's ETag (IfMatch) only tells that nobody wrote
+    # since we read it. A newer upload may still be unanswered, or have ended without a write
+    # (a duplicate of the record there), and the same bytes re-asked with another preset or
+    # language keep the ETag: only the photo's own ETag, metadata and date tell.
+    if upload is not None and not _is_current(s3, bucket, key, upload, strict=False):
+        return False
     args = {"Bucket": bucket, "Key": out_key, "ContentType": "application/json",
             "Metadata": metadata, "Body": body}
     condition = {} if seen == _UNKNOWN else (
@@ -1209,6 +1225,7 @@ def _write_result(
             if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict",
                                         "412"):
                 raise
+        other = None
     else:
         # An SDK without conditional writes (botocore < 1.35.69, as bundled with older Lambda
         # runtimes): the same test by a HEAD of the result right before an unconditional PUT.
@@ -1217,57 +1234,181 @@ def _write_result(
         # overwritten. It takes two invocations for the same key finishing inference within
         # that window; each still writes a complete record, and the later upload's own
         # invocation usually comes last. Bundle botocore >= 1.35.69 to close it.
-        now = _earlier_result(s3, bucket, out_key)[1]
+        other = _result_head(s3, bucket, out_key)
+        now = _UNKNOWN if other is None else other.get("ETag")
         if now == _UNKNOWN or _same_etag(now, seen):
             s3.put_object(**args)
             return True
-    # Someone wrote this result since we looked: ours only counts if the photo is still ours.
-    try:
-        current = s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
-    except ClientError as exc:
-        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return False
-        raise
-    if current != etag:
+    # Someone wrote this result since we looked: ours only counts if the photo is still ours,
+    # and if that writer did not answer this same upload with a newer version of our preset
+    # (two uploads within the same second with the same bytes and metadata look alike).
+    if not _is_current(s3, bucket, key, upload or {"etag": etag}, strict=True):
+        return False
+    if metadata.get("choice") and _newer_preset_there(
+            metadata, other if other is not None else _result_head(s3, bucket, out_key)):
         return False
     s3.put_object(**args)
     return True
+
+
+def _result_head(s3: Any, bucket: str, out_key: str) -> dict[str, Any] | None:
+    """HeadObject of a result: {} when there is none, None when it cannot be told."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=out_key)
+    except ClientError as exc:
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return {}
+        log.warning("Cannot check the result %s: %s", out_key, _describe(exc))
+    except BotoCoreError as exc:
+        log.warning("Cannot check the result %s: %s", out_key, _describe(exc))
+    return None
+
+
+def _newer_preset_there(ours: Mapping[str, str], head: Mapping[str, Any] | None) -> bool:
+    """Whether the result there answers the same upload and preset/language as ``ours`` (the
+    metadata we would write) with a higher preset version (presets only go up on edits)."""
+    theirs = (head or {}).get("Metadata") or {}
+    if not _same_etag(theirs.get("input-etag"), ours.get("input-etag")):
+        return False
+    mine, other = _split_choice(ours.get("choice", "")), _split_choice(theirs.get("choice", ""))
+    if mine is None or other is None or mine[0::2] != other[0::2]:
+        return False
+    return other[1] > mine[1]
+
+
+def _split_choice(choice: str) -> tuple[str, int, str] | None:
+    """_choice's ``name@version:language`` (names have no '@' or ':') as its three parts."""
+    name, at, rest = choice.partition("@")
+    version, colon, language = rest.partition(":")
+    if not (at and colon):
+        return None
+    return name, int(version) if version.isdigit() else -1, language
 
 
 def _same_etag(a: str | None, b: str | None) -> bool:
     return (a or "").strip('"') == (b or "").strip('"')
 
 
-def _current_etag(s3: Any, bucket: str, key: str) -> str | None:
-    """The photo's ETag now (None: deleted, or it cannot be told)."""
+def _upload_of(response: Mapping[str, Any]) -> dict[str, Any]:
+    """What tells one upload of a key from another, from a GetObject or HeadObject response:
+    its ETag, its user metadata (the preset and language asked for), when it was written
+    (LastModified: to the second) and, in a versioned bucket, its version. JSON-safe, so that
+    a queued request's marker can carry it."""
+    modified = response.get("LastModified")
+    return {
+        "etag": str(response.get("ETag") or "").strip('"'),
+        "modified": modified.isoformat() if hasattr(modified, "isoformat") else str(
+            modified or ""),
+        "version": str(response.get("VersionId") or ""),
+        "metadata": dict(sorted((response.get("Metadata") or {}).items())),
+    }
+
+
+def _is_current(s3: Any, bucket: str, key: str, upload: Mapping[str, Any],
+                strict: bool) -> bool:
+    """Whether the photo is still ``upload`` (only its ETag is compared when that is all
+    ``upload`` holds). A deleted photo is not. When S3 cannot tell (an error other than 404):
+    ``strict`` raises (the caller's retry asks again), else True (the conditional write
+    still guards the result)."""
     try:
-        return s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        now = _upload_of(s3.head_object(Bucket=bucket, Key=key))
     except (ClientError, BotoCoreError) as exc:
-        if not isinstance(exc, ClientError) or _error_code(exc) not in ("404", "NoSuchKey",
-                                                                         "NotFound"):
-            log.warning("Cannot check the photo %s after inference: %s", key, _describe(exc))
-        return None
+        if isinstance(exc, ClientError) and _error_code(exc) in ("404", "NoSuchKey",
+                                                                 "NotFound"):
+            return False
+        if strict:
+            raise
+        log.warning("Cannot check the photo %s before writing its result: %s", key,
+                    _describe(exc))
+        return True
+    return all(now[name] == value for name, value in upload.items())
 
 
 def _read_head(s3: Any, bucket: str, key: str,
-               ) -> tuple[bytes, str | None, int, dict[str, str]]:
-    """First HEAD_BYTES of the object with its ETag, total size and user metadata
-    (x-amz-meta-*: the preset and language asked for), in one ranged GET."""
+               ) -> tuple[bytes, str | None, int, dict[str, str], dict[str, Any] | None]:
+    """First HEAD_BYTES of the object with its ETag, total size, user metadata
+    (x-amz-meta-*: the preset and language asked for) and which upload it is (_upload_of;
+    None for an empty object), in one ranged GET."""
     try:
         response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{HEAD_BYTES - 1}")
     except ClientError as exc:
         if _error_code(exc) == "InvalidRange":  # S3's answer for a range of an empty object
-            return b"", None, 0, {}
+            return b"", None, 0, {}, None
         raise
     content_range = response.get("ContentRange") or ""  # "bytes 0-262143/4500000"
     size = int(content_range.rpartition("/")[2]) if "/" in content_range else None
     data = response["Body"].read()
     return (data, response["ETag"].strip('"'), size if size is not None else len(data),
-            dict(response.get("Metadata") or {}))
+            dict(response.get("Metadata") or {}), _upload_of(response))
 
 
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+# -- photos from the web page: one photo per upload form, and the gallery's small copy --------
+WEB_FOLDER = "web/"  # under INPUT_PREFIX: the web page's uploads (visual_tourism/web.py)
+THUMBNAIL_SIDE = 480  # the gallery's copies: at most this many pixels on the long side
+THUMBNAIL_CACHE = "private, max-age=86400, immutable"  # one copy per key, never rewritten
+
+
+def _claimed_by(s3: Any, bucket: str, key: str) -> str | None:
+    """The input ETag the small copy at ``key`` was made from (None: no copy yet)."""
+    try:
+        return s3.head_object(Bucket=bucket, Key=key).get("Metadata", {}).get("input-etag", "")
+    except ClientError as exc:
+        if _error_code(exc) in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+
+
+def claim_web_photo(s3: Any, settings: Settings, bucket: str, key: str, etag: str | None,
+                    size: int) -> str | None:
+    """For a photo from the web page: make its small copy (the claim of its upload form), or
+    refuse a later photo posted with the same form. Returns the copy's key (None: not a web
+    photo, or the page is off).
+
+    An upload form signs one key, and S3 lets a form be posted again and again for its
+    lifetime. The copy is written only if none exists (a conditional write), with the ETag of
+    the photo it was made from: the first photo through a form claims it; a later one finds
+    another ETag there and raises BadImage("upload_form_used") before any model call, so it
+    ends with a final record saying so (and an invocation still answering the first photo,
+    replaced meanwhile, ends as superseded). A redelivery of the first photo's event finds its
+    own ETag and goes on. The copy is a JPEG of at most THUMBNAIL_SIDE pixels, upright, made
+    from the pixels alone: no EXIF (GPS position, camera serial, owner), XMP, ICC or comment.
+    """
+    web = settings.input_prefix + WEB_FOLDER
+    if not settings.thumbnail_prefix or not key.startswith(web):
+        return None
+    copy_key = settings.thumbnail_prefix + key[len(settings.input_prefix):] + ".jpg"
+    claimed = _claimed_by(s3, bucket, copy_key)
+    if claimed is None:
+        import lambda_images  # zipped beside this file, with Pillow when the page is on
+
+        data = _read_pinned(s3, bucket, key, etag, size)
+        small = lambda_images.thumbnail(data, THUMBNAIL_SIDE, settings.max_image_pixels)
+        args = {"Bucket": bucket, "Key": copy_key, "Body": small, "ContentType": "image/jpeg",
+                "CacheControl": THUMBNAIL_CACHE, "Metadata": {"input-etag": etag or ""}}
+        if not _accepts(s3, "PutObject", "IfNoneMatch"):
+            # An SDK without conditional writes: checked by the HEAD above, a small race left.
+            s3.put_object(**args)
+            return copy_key
+        try:
+            s3.put_object(**args, IfNoneMatch="*")
+            return copy_key
+        except ClientError as exc:
+            if _error_code(exc) not in ("PreconditionFailed", "ConditionalRequestConflict",
+                                        "412"):
+                raise
+        claimed = _claimed_by(s3, bucket, copy_key)  # another upload's, written meanwhile
+    if claimed is not None and not _same_etag(claimed, etag):
+        raise BadImage(
+            "upload_form_used",
+            "This upload form was already used for another photo, and each form takes one "
+            "photo: this one was not sent to the model. Take or pick the photo again on the "
+            "page (it asks for a new form for every photo).",
+        )
+    return copy_key
 
 
 def process_record(
@@ -1311,10 +1452,11 @@ def process_record(
         },
     }
     attempts, model_seconds, final = 0, 0.0, False
+    upload: dict[str, Any] | None = None  # which upload of the key this answers (_upload_of)
     try:
         if broken is not None:
             raise Failure("configuration_error", f"{broken} Then upload the photo again.")
-        head, etag, size, metadata = _read_head(s3, bucket, key)
+        head, etag, size, metadata, upload = _read_head(s3, bucket, key)
         etag = etag or event_etag
         result["input"].update(etag=etag, size=size)
         if done is not None and done == etag and not settings.presets_table:
@@ -1330,6 +1472,7 @@ def process_record(
             fmt, width, height = sniff_image(head)
         result["image"] = {"format": fmt, "width": width, "height": height}
         check_limits(width, height, size, settings)
+        claim_web_photo(s3, settings, bucket, key, etag, size)  # the web page's photos only
 
         prompt = environment_prompt(settings)
         if settings.presets_table:  # the preset and language the uploader chose
@@ -1351,7 +1494,8 @@ def process_record(
             import lambda_async
 
             return _log(lambda_async.submit(s3, settings, bucket, key, out_key, request, result,
-                                            summary, structured=prompt.structured))
+                                            summary, structured=prompt.structured,
+                                            upload=upload, seen=seen))
         model_started = time.monotonic()
         try:
             payload, attempts = invoke_model(body, settings, deadline)
@@ -1359,13 +1503,9 @@ def process_record(
                                        prompt.structured))
         finally:
             model_seconds = time.monotonic() - model_started
-        if settings.image_transport == "url":
-            # The endpoint fetched the photo by URL, which is not pinned to the ETag read: if the
-            # photo was replaced meanwhile, the answer may describe the newer upload, whose own
-            # event answers it. (data-uri sends the very bytes read, pinned by _read_pinned.)
-            current = _current_etag(s3, bucket, key)
-            if current is not None and etag and current != etag:
-                raise PhotoChanged()
+        # With the url transport the endpoint fetched the photo itself, unpinned: if it was
+        # replaced meanwhile the answer may describe the newer upload. _write_result's HEAD of
+        # the photo, right after this, tells (and the newer upload's own event answers it).
         result["status"], final = "ok", True
     except PhotoChanged:
         return _log({**summary, "status": "superseded", "etag": result["input"]["etag"],
@@ -1408,7 +1548,7 @@ def process_record(
     try:
         written = _write_result(
             s3, bucket, key, out_key, result["input"]["etag"], seen,
-            json.dumps(result, ensure_ascii=False, indent=2).encode(), metadata,
+            json.dumps(result, ensure_ascii=False, indent=2).encode(), metadata, upload,
         )
     except Exception as exc:
         _log({**summary, "status": "write_failed", "error_code": "result_write_failed"})

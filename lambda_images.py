@@ -129,6 +129,34 @@ def _pillow() -> Any:
     return Image
 
 
+def thumbnail(data: bytes, max_side: int, max_pixels: int = 50_000_000) -> bytes:
+    """A small JPEG of the photo for the web page's gallery: at most ``max_side`` pixels on
+    the long side, upright, and nothing but pixels (no EXIF, and so no GPS position or camera
+    serial number; no XMP, ICC profile or comment): the image is copied into a new one before
+    it is saved, so nothing of the original's ``info`` can follow it."""
+    Image = _pillow()
+    try:
+        image = _decode_small(data, max_side, max_pixels)
+        image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
+        clean = Image.new("RGB", image.size)
+        clean.paste(image)
+        out = io.BytesIO()
+        clean.save(out, "JPEG", quality=80, optimize=True, progressive=True)
+        return out.getvalue()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise core.BadImage(
+            "image_too_large",
+            f"The image is too large to decode ({core._scrub(str(exc), 200)}): resize it (e.g. "
+            "4000 pixels wide) and upload again.",
+        ) from None
+    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
+        raise core.BadImage(
+            "corrupt_image",
+            f"The image cannot be decoded ({core._scrub(str(exc), 200)}): export it again as JPEG "
+            "and upload that.",
+        ) from None
+
+
 def _shrink(data: bytes, max_bytes: int, max_pixels: int = 50_000_000) -> bytes:
     """Downscale to a JPEG of at most ``max_bytes`` (Pillow, imported only when needed)."""
     return _resized(data, max_bytes, max_pixels)[0]

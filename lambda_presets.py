@@ -101,7 +101,7 @@ def _pick_language(item: Mapping[str, Any], asked: str | None,
     if not asked:
         return preset_language
     offered = [str(v) for v in item.get("languages") or [preset_language]]
-    match = next((v for v in offered if v.casefold() == asked.casefold()), None)
+    match = presets_schema.offered_language(offered, asked)  # "fr", "French", "french"
     if match is None:
         notes.append(f"language {asked!r} is not offered by preset {item.get('name')!r} "
                      f"({', '.join(offered)}): answered in {preset_language}")
@@ -167,9 +167,9 @@ def choose_prompt(settings: core.Settings, metadata: Mapping[str, str],
             f"not called: {'; '.join(problems)}. Fix it (visual-tourism presets set {name} ...) "
             "and upload the photo again.")
     language = _pick_language(item, asked, notes)
-    info["language"] = language
-    if asked and asked != language:
-        info["requested_language"] = asked
+    info["language"] = language  # as the preset names it, whatever code was asked
+    if asked and presets_schema.language_id(asked) != presets_schema.language_id(language):
+        info["requested_language"] = asked  # not honoured (the note says why)
     if item.get("structured"):
         info["structured"] = True
     if notes:

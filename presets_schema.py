@@ -17,8 +17,10 @@ A preset (one DynamoDB item, key ``name``)::
     instruction     str   the user turn's text, repeated before every photo
     examples        list  0-3 in-context examples: {"photo": "example/<file>", "answer": str}
     language        str   the answer language when the uploader names none
-    languages       list  the answer languages offered (the pickers list them)
-    generation      map   sampling parameters (GENERATION_KEYS; no max_new_tokens)
+    languages       list  the answer languages offered (the pickers list them); an uploader
+                          may name one by name or code in any case (offered_language)
+    generation      map   sampling parameters (GENERATION_KEYS; no max_new_tokens), each of
+                          the type and range the container reads it as (_generation_types)
     max_new_tokens  int   the answer length limit, in tokens
     structured      bool  ask for a JSON answer with STRUCTURED_FIELDS as well as the text
     version         int   1 on creation, +1 on each write (conditional: no lost updates)
@@ -73,6 +75,38 @@ GENERATION_KEYS = (
     "frequency_penalty", "presence_penalty", "seed", "stop",
 )
 TGI_STOP = ("User:", "<end_of_utterance>")  # lambda_code.TGI_STOP: added unless `stop` is set
+# The JSON types the containers read these into (a value they cannot read is refused, 422 or
+# 400, after the photo was already paid for): TGI router/src/lib.rs at v1.4.5 and v3.3.6,
+# GenerateParameters (do_sample: bool, seed: Option<u64>, top_k: Option<i32>, stop:
+# Vec<String>, the rest Option<f32>) and v3.3.6 ChatRequest (seed: Option<u64>, stop:
+# Option<Vec<String>>); vLLM's OpenAI protocol: seed int64, stop a string or a list.
+_FLOATS = ("temperature", "top_p", "typical_p", "repetition_penalty", "frequency_penalty",
+           "presence_penalty")
+_I32_MAX = 2**31 - 1
+_SEED_RANGE = {"tgi": (0, 2**64 - 1), "vllm": (-(2**63), 2**63 - 1)}
+
+# Language names (as presets offer them, in English) and the codes people type for them:
+# ISO 639-1, then ISO 639-2 (terminology and bibliographic). A BCP 47 tag with a region or
+# script (fr-CA, zh_Hant) counts as its language.
+LANGUAGE_CODES: dict[str, tuple[str, ...]] = {
+    "English": ("en", "eng"), "French": ("fr", "fra", "fre"), "Spanish": ("es", "spa"),
+    "German": ("de", "deu", "ger"), "Italian": ("it", "ita"), "Japanese": ("ja", "jpn"),
+    "Portuguese": ("pt", "por"), "Dutch": ("nl", "nld", "dut"),
+    "Chinese": ("zh", "zho", "chi"), "Korean": ("ko", "kor"), "Russian": ("ru", "rus"),
+    "Arabic": ("ar", "ara"), "Hindi": ("hi", "hin"), "Turkish": ("tr", "tur"),
+    "Polish": ("pl", "pol"), "Swedish": ("sv", "swe"), "Norwegian": ("no", "nor"),
+    "Danish": ("da", "dan"), "Finnish": ("fi", "fin"), "Greek": ("el", "ell", "gre"),
+    "Czech": ("cs", "ces", "cze"), "Hungarian": ("hu", "hun"),
+    "Romanian": ("ro", "ron", "rum"), "Ukrainian": ("uk", "ukr"), "Hebrew": ("he", "heb"),
+    "Indonesian": ("id", "ind"), "Vietnamese": ("vi", "vie"), "Thai": ("th", "tha"),
+    "Catalan": ("ca", "cat"), "Irish": ("ga", "gle"), "Welsh": ("cy", "cym", "wel"),
+    "Basque": ("eu", "eus", "baq"), "Galician": ("gl", "glg"), "Croatian": ("hr", "hrv"),
+    "Bulgarian": ("bg", "bul"), "Persian": ("fa", "fas", "per"),
+    "Malay": ("ms", "msa", "may"), "Bengali": ("bn", "ben"), "Tamil": ("ta", "tam"),
+    "Urdu": ("ur", "urd"), "Swahili": ("sw", "swa"), "Latin": ("la", "lat"),
+}
+_LANGUAGE_IDS = {key.casefold(): name for name, codes in LANGUAGE_CODES.items()
+                 for key in (name, *codes)}
 
 # Editable fields and their kinds (the CLI's --field key=value parses by these).
 FIELDS: dict[str, str] = {
@@ -179,6 +213,28 @@ def prompt_tokens(item: Mapping[str, Any], limits: ContainerLimits, style: str,
             "input": needed, "max_new_tokens_allowed": limits.max_total_tokens - needed}
 
 
+# -- languages ------------------------------------------------------------------------------------
+
+
+def language_id(text: str) -> str:
+    """What identifies a language however it is written: "fr", "FR", "fr-FR", "fra", "French"
+    and "french" all give "French"; a name not in LANGUAGE_CODES gives itself, casefolded."""
+    key = text.strip().casefold().replace("_", "-")
+    if key in _LANGUAGE_IDS:
+        return _LANGUAGE_IDS[key]
+    primary = key.partition("-")[0]
+    return _LANGUAGE_IDS.get(primary, key) if primary != key else key
+
+
+def offered_language(offered: Sequence[str], asked: str) -> str | None:
+    """The language of ``offered`` (spelt as the preset spells it) that ``asked`` names, by
+    name or code in any case; None when it names none of them."""
+    if not asked.strip():
+        return None
+    wanted = language_id(asked)
+    return next((str(v) for v in offered if language_id(str(v)) == wanted), None)
+
+
 # -- validation ---------------------------------------------------------------------------------
 
 
@@ -200,8 +256,15 @@ def _languages(item: Mapping[str, Any], problems: list[str]) -> list[str]:
         problems.append("languages: must be a non-empty list of language names (letters, "
                         f"digits, '-' or '_', at most 40), e.g. {list(LANGUAGES)}")
         return []
-    if len(set(offered)) != len(offered):
-        problems.append("languages: a language is listed twice")
+    seen: dict[str, str] = {}
+    for value in offered:  # "French" and "fr" would be one choice to an uploader: say so
+        earlier = seen.get(language_id(value))
+        if earlier is not None:
+            same = ("is listed twice" if earlier == value
+                    else f"and {value} are the same language")
+            problems.append(f"languages: {earlier} {same}; list each language once")
+            break
+        seen[language_id(value)] = value
     language = item.get("language")
     if not isinstance(language, str) or language not in offered:
         problems.append(f"language: {language!r} must be one of the languages offered "
@@ -242,6 +305,60 @@ def _examples(item: Mapping[str, Any], limits: ContainerLimits, example_prefix: 
         elif len(answer) > MAX_ANSWER:
             problems.append(f"{where}.answer: {len(answer)} characters, at most {MAX_ANSWER}")
     return ok
+
+
+def _generation_types(generation: Mapping[str, Any], limits: ContainerLimits,
+                      style: str) -> tuple[list[str], dict[str, Any]]:
+    """(problems, the parameters without them): every generation parameter of a type or range
+    the container cannot take, named as ``name=value``. What is left goes on to
+    serving_limits.generation_problems for the ranges it rules on (one message per field)."""
+    problems: list[str] = []
+    where = f"({limits.engine} {limits.container_version}, {style} requests)"
+    for name, value in generation.items():
+        said = f"{name}={value!r}"
+        if name not in GENERATION_KEYS:
+            continue  # refused as unknown by validate_preset
+        if value is None:
+            problems.append(f"{said}: leave the parameter out rather than set it to null "
+                            f"(presets set NAME --field generation.{name}=)")
+        elif name == "do_sample":
+            if not isinstance(value, bool):
+                problems.append(f"{said} must be true or false")
+        elif name in _FLOATS:
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                problems.append(f"{said} must be a number")
+            elif not math.isfinite(value):
+                problems.append(f"{said} must be a finite number")
+            elif (name == "presence_penalty" and limits.engine == "tgi"
+                  and style != "tgi" and value <= -2):
+                # v3.3.6 ChatRequest::try_into_generate sends repetition_penalty =
+                # presence_penalty + 2, which must be > 0.
+                problems.append(f"{said} must be > -2 and <= 2 {where}: TGI turns it into "
+                                "repetition_penalty = presence_penalty + 2, which must be > 0")
+        elif name == "top_k":
+            if isinstance(value, bool) or not isinstance(value, int) or not (
+                    1 <= value <= _I32_MAX):
+                problems.append(f"{said} must be a whole number from 1 to {_I32_MAX}; leave it "
+                                "out to disable top-k sampling")
+        elif name == "seed":
+            low, high = _SEED_RANGE[limits.engine]
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                unsigned = " (an unsigned 64-bit integer)" if low == 0 else ""
+                problems.append(f"{said} must be a whole number from {low} to {high}{unsigned} "
+                                f"{where}; leave it out for a new random seed per photo")
+        elif name == "stop":
+            # TGI reads only a list; vLLM also a single string.
+            stops = [value] if isinstance(value, str) and limits.engine == "vllm" else value
+            if not isinstance(stops, list) or not all(isinstance(v, str) for v in stops):
+                kind = "a string or a list" if limits.engine == "vllm" else "a list"
+                problems.append(f"{said} must be {kind} of strings {where}, e.g. "
+                                '["User:"]')
+            elif not all(stops):
+                # TGI's StopSequenceCriteria matches "" at once: every answer one token long.
+                problems.append(f"{said}: a stop sequence must not be empty (the model would "
+                                "stop after its first token); remove the empty one")
+    refused = {problem.partition("=")[0] for problem in problems}
+    return problems, {k: v for k, v in generation.items() if k not in refused}
 
 
 def validate_preset(item: Mapping[str, Any], limits: ContainerLimits, request_style: str, *,
@@ -285,6 +402,8 @@ def validate_preset(item: Mapping[str, Any], limits: ContainerLimits, request_st
         if extra:
             problems.append(f"generation: {', '.join(extra)} cannot be set in a preset; "
                             f"allowed: {', '.join(GENERATION_KEYS)}")
+    typed, generation = _generation_types(generation, limits, request_style)
+    problems += [f"generation: {problem}" for problem in typed]
     for problem in serving_limits.generation_problems(
             {**generation, "max_new_tokens": max_new}, limits, request_style):
         field = "max_new_tokens" if problem.startswith("max_new_tokens") else "generation"

@@ -11,7 +11,9 @@ Routes (the HTTP API has exactly these; visual_tourism/web.py creates them from 
 Every route but the page needs the class access code in the ``x-access-code`` header. The
 code lives in an SSM SecureString; it is compared in constant time and never logged. Photos
 go straight from the browser to S3 (never through Lambda's 6 MB payload limit); the upload
-trigger then answers them as any other photo under input/.
+trigger then answers them as any other photo under input/, once per upload form, and writes a
+small copy without metadata under thumbnails/web/: the only image this function hands out
+(its role cannot read the originals).
 
 Standard library and boto3 only.
 """
@@ -19,6 +21,7 @@ Standard library and boto3 only.
 from __future__ import annotations
 
 import base64
+import hashlib
 import hmac
 import json
 import logging
@@ -33,6 +36,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import boto3
 from botocore.config import Config
@@ -43,11 +47,15 @@ log = logging.getLogger(__name__)
 PAGE = Path(__file__).with_name("web_page.html")
 ROUTES = ("GET /", "GET /presets", "POST /uploads", "GET /results", "GET /results/{id}")
 CODE_HEADER = "x-access-code"
-# Image types a phone may send, with the extension the key gets (the handler reads the
-# content, not the name; the extension only helps a person browsing the bucket).
+# The image types the page offers (its file field's ``accept``, the same list) and the handler
+# reads, with the extension the key gets (the handler reads the content, not the name; the
+# extension only helps a person browsing the bucket). Each upload form is signed for exactly
+# the one type asked for: S3 stores the photo with that type, so nothing else (an SVG with a
+# script, HTML) can be uploaded through a form. HEIC is not offered: phones' browsers convert
+# it to JPEG for a field that does not accept it.
 EXTENSIONS = {
     "image/jpeg": "jpg", "image/png": "png", "image/webp": "webp", "image/gif": "gif",
-    "image/bmp": "bmp", "image/heic": "heic", "image/heif": "heif",
+    "image/bmp": "bmp",
 }
 ID_RE = re.compile(r"^(\d{8}T\d{6}Z)-[0-9a-f]{20}\.(?:" + "|".join(
     sorted(set(EXTENSIONS.values()) | {"img"})) + r")$")
@@ -64,9 +72,12 @@ class Settings:
     output_prefix: str = "output/"
     web_folder: str = "web/"
     max_photo_bytes: int = 20_000_000  # the handler's max_image_bytes
-    upload_expires_seconds: int = 300
-    photo_url_expires_seconds: int = 900
+    # The page asks for a form just before it sends (after any downscaling): two minutes
+    # carry a 20 MB photo at 1.5 Mbit/s; a photo answers once per form anyway (the handler).
+    upload_expires_seconds: int = 120
     gallery_size: int = 24
+    # The handler's small copies of web photos, without metadata: what the gallery shows.
+    thumbnail_prefix: str = "thumbnails/"
     presets_table: str = ""
     code_cache_seconds: float = 60.0
 
@@ -78,12 +89,16 @@ class Settings:
     def output_folder(self) -> str:
         return self.output_prefix + self.web_folder
 
+    @property
+    def thumbnail_folder(self) -> str:
+        return self.thumbnail_prefix + self.web_folder
+
 
 _ENV = {
     "BUCKET_NAME": "bucket", "CODE_PARAMETER": "code_parameter", "INPUT_PREFIX": "input_prefix",
     "OUTPUT_PREFIX": "output_prefix", "WEB_FOLDER": "web_folder",
     "MAX_PHOTO_BYTES": "max_photo_bytes", "UPLOAD_EXPIRES_SECONDS": "upload_expires_seconds",
-    "PHOTO_URL_EXPIRES_SECONDS": "photo_url_expires_seconds", "GALLERY_SIZE": "gallery_size",
+    "THUMBNAIL_PREFIX": "thumbnail_prefix", "GALLERY_SIZE": "gallery_size",
     "PRESETS_TABLE": "presets_table", "CODE_CACHE_SECONDS": "code_cache_seconds",
 }
 
@@ -118,7 +133,22 @@ _CLIENT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SSM"
                "AWS_ENDPOINT_URL_DYNAMODB", "AWS_REGION", "AWS_DEFAULT_REGION",
                "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _clients: dict[tuple[Any, ...], Any] = {}
+_sessions: dict[tuple[Any, ...], Any] = {}
 _clients_lock = threading.Lock()
+
+
+def _session(env: Mapping[str, str]) -> Any:
+    """The boto3 session of ``env``'s credentials (local mode), else boto3's defaults
+    (Lambda's role). Call with ``_clients_lock`` held."""
+    values = tuple(env.get(name) for name in _CLIENT_ENV)
+    if values not in _sessions:
+        _sessions[values] = boto3.session.Session(
+            aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
+            aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
+            aws_session_token=env.get("AWS_SESSION_TOKEN"),
+            region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+        )
+    return _sessions[values]
 
 
 def _client(service: str, env: Mapping[str, str]) -> Any:
@@ -129,20 +159,19 @@ def _client(service: str, env: Mapping[str, str]) -> Any:
     with _clients_lock:
         if key not in _clients:
             specific = f"AWS_ENDPOINT_URL_{service.upper()}"
-            region = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION")
-            session = boto3.session.Session(
-                aws_access_key_id=env.get("AWS_ACCESS_KEY_ID"),
-                aws_secret_access_key=env.get("AWS_SECRET_ACCESS_KEY"),
-                aws_session_token=env.get("AWS_SESSION_TOKEN"),
-                region_name=region,
-            )
             config = Config(signature_version="s3v4", retries={"mode": "standard"},
                             max_pool_connections=16)
-            _clients[key] = session.client(
+            _clients[key] = _session(env).client(
                 service, endpoint_url=env.get(specific) or env.get("AWS_ENDPOINT_URL"),
                 config=config,
             )
         return _clients[key]
+
+
+def _frozen_credentials(env: Mapping[str, str]) -> Any:
+    with _clients_lock:
+        session = _session(env)
+    return session.get_credentials().get_frozen_credentials()
 
 
 def _code_of(exc: ClientError) -> str:
@@ -232,10 +261,11 @@ def _json_body(event: Mapping[str, Any]) -> dict[str, Any]:
 def create_upload(event: Mapping[str, Any], settings: Settings,
                   env: Mapping[str, str]) -> tuple[int, dict[str, Any]]:
     body = _json_body(event)
-    content_type = str(body.get("content_type") or "").lower()
-    if not content_type.startswith("image/"):
+    content_type = str(body.get("content_type") or "")
+    if content_type not in EXTENSIONS:
+        shown = content_type[:60] or "of an unknown type"
         raise ApiError(415, "not_an_image", f"Only photos can be uploaded (this file is "
-                       f"{content_type or 'of an unknown type'}). Pick a JPEG, PNG or WebP.")
+                       f"{shown}). Pick a JPEG, PNG or WebP photo.")
     size = body.get("size")
     if not isinstance(size, int) or size < 1:
         raise ApiError(400, "bad_request", "Say the photo's size in bytes (size: a number).")
@@ -256,8 +286,7 @@ def create_upload(event: Mapping[str, Any], settings: Settings,
     key = settings.input_folder + photo_id
     conditions: list[Any] = [
         ["content-length-range", 1, settings.max_photo_bytes],
-        ["starts-with", "$Content-Type", "image/"],
-        *({name: value} for name, value in fields.items() if name != "Content-Type"),
+        *({name: value} for name, value in fields.items()),  # Content-Type: exactly this one
     ]
     form = _client("s3", env).generate_presigned_post(
         Bucket=settings.bucket, Key=key, Fields=fields, Conditions=conditions,
@@ -282,11 +311,66 @@ def public_record(record: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+# Photo URLs are signed for a fixed window (SigV4 with the window's start as its time), so
+# that every gallery refresh within a window hands out the same URL and the browser serves
+# the image from its cache; each URL stays valid for at least a window after it was last
+# handed out. 15 minutes: well within the role session's credentials, which sign it.
+PHOTO_URL_WINDOW_SECONDS = 900
+_clock = time.time  # tests set it
+
+
+def _quote(text: str) -> str:
+    return quote(text, safe="-_.~")
+
+
+def presign_get(env: Mapping[str, str], bucket: str, key: str, signed_at: int,
+                expires: int, params: Mapping[str, str]) -> str:
+    """A SigV4 query-string signed GET of ``key`` as S3 checks it (host header signed,
+    UNSIGNED-PAYLOAD), with ``signed_at`` (epoch seconds) as its time: botocore always signs
+    with the current time. ``params``: response-* overrides, signed with the rest."""
+    s3 = _client("s3", env)
+    # The object's address as botocore writes it (endpoint, addressing style, key encoding).
+    address = urlsplit(s3.generate_presigned_url(
+        "get_object", Params={"Bucket": bucket, "Key": key}, ExpiresIn=1))
+    creds = _frozen_credentials(env)
+    region = s3.meta.region_name
+    stamp = datetime.fromtimestamp(signed_at, UTC).strftime("%Y%m%dT%H%M%SZ")
+    scope = f"{stamp[:8]}/{region}/s3/aws4_request"
+    query = {"X-Amz-Algorithm": "AWS4-HMAC-SHA256",
+             "X-Amz-Credential": f"{creds.access_key}/{scope}", "X-Amz-Date": stamp,
+             "X-Amz-Expires": str(expires), "X-Amz-SignedHeaders": "host", **params}
+    if creds.token:
+        query["X-Amz-Security-Token"] = creds.token
+    canonical_query = "&".join(f"{_quote(k)}={_quote(v)}" for k, v in sorted(query.items()))
+    canonical = "\n".join(["GET", address.path or "/", canonical_query,
+                           f"host:{address.netloc}", "", "host", "UNSIGNED-PAYLOAD"])
+    to_sign = "\n".join(["AWS4-HMAC-SHA256", stamp, scope,
+                         hashlib.sha256(canonical.encode()).hexdigest()])
+    signing_key = ("AWS4" + creds.secret_key).encode()
+    for part in (stamp[:8], region, "s3", "aws4_request"):
+        signing_key = hmac.new(signing_key, part.encode(), hashlib.sha256).digest()
+    signature = hmac.new(signing_key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return (f"{address.scheme}://{address.netloc}{address.path}?{canonical_query}"
+            f"&X-Amz-Signature={signature}")
+
+
 def _photo_url(settings: Settings, env: Mapping[str, str], photo_id: str) -> str:
-    return _client("s3", env).generate_presigned_url(
-        "get_object", Params={"Bucket": settings.bucket, "Key": settings.input_folder + photo_id},
-        ExpiresIn=settings.photo_url_expires_seconds,
-    )
+    """The photo's small copy (the handler's thumbnail: JPEG, no metadata), served as an
+    inline JPEG whatever the object says, cacheable for the signing window."""
+    window = PHOTO_URL_WINDOW_SECONDS
+    start = int(_clock()) // window * window
+    params = {"response-cache-control": f"private, max-age={window}, immutable",
+              "response-content-disposition": f'inline; filename="{photo_id}.jpg"',
+              "response-content-type": "image/jpeg"}
+    return presign_get(env, settings.bucket, settings.thumbnail_folder + photo_id + ".jpg",
+                       start, 2 * window, params)
+
+
+# How S3 answers a GetObject of a key that does not exist: 404 NoSuchKey when the caller may
+# list the bucket, else 403 AccessDenied. This role may list only under its web folders (an
+# s3:prefix condition), which a GetObject does not carry, so on AWS a result not written yet
+# is 403. The role may read every key under output/web/, so here a 403 means "not there".
+_ABSENT = ("NoSuchKey", "404", "NotFound", "AccessDenied", "403")
 
 
 def _read_record(settings: Settings, env: Mapping[str, str], photo_id: str
@@ -296,7 +380,7 @@ def _read_record(settings: Settings, env: Mapping[str, str], photo_id: str
         body = s3.get_object(Bucket=settings.bucket,
                              Key=settings.output_folder + photo_id + ".json")["Body"].read()
     except ClientError as exc:
-        if _code_of(exc) in ("NoSuchKey", "404"):
+        if _code_of(exc) in _ABSENT:
             return None
         raise
     try:
@@ -307,19 +391,17 @@ def _read_record(settings: Settings, env: Mapping[str, str], photo_id: str
     return record if isinstance(record, dict) else {"status": "error"}
 
 
-def _exists(settings: Settings, env: Mapping[str, str], key: str) -> bool:
-    try:
-        _client("s3", env).head_object(Bucket=settings.bucket, Key=key)
-    except ClientError as exc:
-        if _code_of(exc) in ("NoSuchKey", "404", "NotFound"):
-            return False
-        raise
-    return True
+def _uploaded(settings: Settings, env: Mapping[str, str], photo_id: str) -> bool:
+    """Whether the photo was uploaded: one listing of its own key (the role may list under
+    input/web/ but never reads an original)."""
+    key = settings.input_folder + photo_id
+    listed = _client("s3", env).list_objects_v2(Bucket=settings.bucket, Prefix=key, MaxKeys=1)
+    return any(item["Key"] == key for item in listed.get("Contents", []))
 
 
 def _unknown(photo_id: str) -> ApiError:
     return ApiError(404, "unknown_id", f"No photo with the id {photo_id[:60]!r}: it was never "
-                    "uploaded, or its upload did not finish (upload forms expire after a few "
+                    "uploaded, or its upload did not finish (upload forms expire after two "
                     "minutes). Take or pick the photo again.")
 
 
@@ -329,7 +411,7 @@ def get_result(photo_id: str, settings: Settings, env: Mapping[str, str]
         raise _unknown(photo_id or "")
     record = _read_record(settings, env, photo_id)
     if record is None:
-        if not _exists(settings, env, settings.input_folder + photo_id):
+        if not _uploaded(settings, env, photo_id):
             raise _unknown(photo_id)
         return 200, {"id": photo_id, "status": "pending"}
     return 200, {"id": photo_id, "status": record.get("status", "error"),

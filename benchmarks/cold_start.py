@@ -107,7 +107,8 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
     ]
     if with_pillow is not None:
         rows.append(Row(
-            "cold start", "Lambda zip with Pillow (data-uri transport), approximate",
+            "cold start", "Lambda zip with Pillow (data-uri, resizing profiles, web page on: "
+            "the default), approximate",
             "<= 50 MB", f"{with_pillow / 1e6:.1f} MB", with_pillow <= LAMBDA_ZIP_LIMIT,
             with_pillow, "B",
             "this machine's Pillow wheel stands in for the manylinux one `up` downloads; "

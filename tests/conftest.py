@@ -25,18 +25,28 @@ pytest_plugins = ["browser"]
 # workers, notebook kernels); at the end whatever is still in it is a leak, reported by name
 # and failing the run, and the folder goes. pytest's own tmp_path folders stay where pytest
 # keeps and prunes them. A private folder also keeps concurrent runs from seeing each other.
+# Under pytest-xdist each worker gets its own folder beside the controller's (not inside it:
+# Chromium refuses a profile path as deep as that) and hands its leaks, with the reliability
+# and security tallies below, to the controller when it finishes (xdist's workeroutput), so a
+# leak on any worker fails the run and the summaries cover every worker.
 _TEMP = pytest.StashKey[str]()
 _CACHES = "caches-of-libraries"
 
 
+def _worker(config: pytest.Config) -> str | None:
+    workerinput = getattr(config, "workerinput", None)
+    return workerinput["workerid"] if workerinput else None
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
-    folder = tempfile.mkdtemp(prefix="visual-tourism-tests-")
+    root = os.environ.setdefault("PYTEST_DEBUG_TEMPROOT", tempfile.gettempdir())
+    worker = _worker(config)
+    folder = tempfile.mkdtemp(prefix=f"vt-tests-{worker}-" if worker else "vt-tests-", dir=root)
     os.environ["TMPDIR"] = folder
     tempfile.tempdir = None  # recomputed from TMPDIR on next use
     # torch keeps its compile cache in the temp folder (torchinductor_<user>) on purpose; the
     # run gives it a folder of its own, removed with the run, so it is not counted as a leak.
-    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", os.path.join(folder, _CACHES, "torch"))
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = os.path.join(folder, _CACHES, "torch")
     config.stash[_TEMP] = folder
 
 
@@ -47,10 +57,36 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     shutil.rmtree(os.path.join(folder, _CACHES), ignore_errors=True)
     left = sorted(os.listdir(folder))
     shutil.rmtree(folder, ignore_errors=True)
+    if _worker(session.config) is not None:  # the controller reports for every worker
+        session.config.workeroutput["visual_tourism"] = {  # type: ignore[attr-defined]
+            "leaks": left, "reliability": session.config.stash.get(RELIABILITY, None),
+            "security": session.config.stash.get(SECURITY, None)}
+        return
+    left += session.config.stash.get(_LEAKS, [])
     if left:
         session.config.stash[_LEAKS] = left
         if exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: object) -> None:
+    """On the controller: one worker's leaks and tallies, added to the run's."""
+    got = getattr(node, "workeroutput", {}).get("visual_tourism")
+    if not got:
+        return
+    config = node.config
+    config.stash[_LEAKS] = config.stash.get(_LEAKS, []) + got["leaks"]
+    if got["reliability"]:
+        tally = config.stash.setdefault(RELIABILITY, _new_reliability())
+        for key, value in got["reliability"].items():
+            tally[key] += value
+    if got["security"]:
+        tally = config.stash.setdefault(SECURITY, _new_security())
+        tally["exercised"] = sorted({*tally["exercised"], *got["security"]["exercised"]})
+        tally["denied"].update(got["security"]["denied"])
+        for tool, counts in got["security"]["findings"].items():
+            tally["findings"].setdefault(tool, {}).update(counts)
 
 
 _LEAKS = pytest.StashKey[list]()
@@ -156,9 +192,11 @@ RELIABILITY = pytest.StashKey[dict]()
 @pytest.fixture(scope="session")
 def reliability_tally(request: pytest.FixtureRequest) -> dict:
     """What the reliability tests tried and lost; shown at the end of the terminal report."""
-    return request.config.stash.setdefault(
-        RELIABILITY, {"photos": 0, "faults": 0, "bad_inputs": 0, "lost": 0, "lines": []}
-    )
+    return request.config.stash.setdefault(RELIABILITY, _new_reliability())
+
+
+def _new_reliability() -> dict:
+    return {"photos": 0, "faults": 0, "bad_inputs": 0, "lost": 0, "lines": []}
 
 
 # -- the security figures (tests/test_local_iam.py, tests/test_policy_lint.py) -------------------
@@ -169,9 +207,11 @@ SECURITY = pytest.StashKey[dict]()
 @pytest.fixture(scope="session")
 def security_tally(request: pytest.FixtureRequest) -> dict:
     """IAM actions exercised locally and denied when removed; linter/scanner findings."""
-    return request.config.stash.setdefault(
-        SECURITY, {"exercised": [], "denied": {}, "findings": {}}
-    )
+    return request.config.stash.setdefault(SECURITY, _new_security())
+
+
+def _new_security() -> dict:
+    return {"exercised": [], "denied": {}, "findings": {}}
 
 
 def _security_summary(terminalreporter: pytest.TerminalReporter) -> None:

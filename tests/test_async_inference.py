@@ -1,6 +1,7 @@
 """Asynchronous inference and the stop deadline, in local mode: the unchanged stack helpers,
 the real handler fired by S3 notifications (input/, then SageMaker's output or failure object),
-the local async queue in front of the model server, and the local Scheduler."""
+the local async queue in front of the model server, and the local Scheduler; then, in this
+process, which upload a late completion may answer."""
 
 from __future__ import annotations
 
@@ -10,9 +11,12 @@ import time
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
+import test_handler
 
+import lambda_async
 from visual_tourism import async_inference, lambda_fn, schedule, stack
 from visual_tourism.aws import Aws
 from visual_tourism.config import load_config, parse_duration
@@ -424,3 +428,80 @@ def test_parsing_the_capacity_from_activities():
     assert pricing.capacity_changes([_activity(2, now), unfinished,
                                      {**_activity(1, now), "Description": "?"}]) == [
         (now, 2), (now, 1)]  # StatusMessage when the Description says nothing
+
+
+# -- in-process: which upload a late completion may answer ------------------------------------
+# lambda_handler in this process against moto's server (test_handler's fixtures), with
+# InvokeEndpointAsync answered as SageMaker answers it; the test writes SageMaker's output and
+# failure objects itself, in the order it wants, and delivers their events.
+
+s3, bucket = test_handler.s3, test_handler.bucket
+
+
+class FakeQueue:
+    """InvokeEndpointAsync (lambda_async._invoke): every request gets its own output and failure
+    location, named by SageMaker (here: by the order of submission); what was queued is kept."""
+
+    def __init__(self, s3: Any, bucket: str) -> None:
+        self.s3, self.bucket, self.queued = s3, bucket, []
+
+    def __call__(self, settings: Any, **params: Any) -> dict[str, Any]:
+        number = len(self.queued)
+        self.queued.append(params)
+        return {"OutputLocation": f"s3://{self.bucket}/async/outputs/{number}.out",
+                "FailureLocation": f"s3://{self.bucket}/async/failures/{number}-error.out",
+                "InferenceId": params["InferenceId"]}
+
+    def finish(self, number: int, answer: str | None = None,
+               failure: str | None = None) -> dict[str, Any]:
+        """SageMaker writes request ``number``'s output (or failure) object; its S3 event
+        runs the handler. Returns the handler's summary line."""
+        if failure is None:
+            key = f"async/outputs/{number}.out"
+            body = json.dumps([{"generated_text": answer}]).encode()
+        else:
+            key, body = f"async/failures/{number}-error.out", failure.encode()
+        self.s3.put_object(Bucket=self.bucket, Key=key, Body=body)
+        return test_handler.run(test_handler.event_for(self.bucket, self.s3, key))["records"][0]
+
+
+@pytest.fixture
+def queue(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
+    monkeypatch.setenv("INFERENCE_MODE", "async")
+    monkeypatch.setenv("IMAGE_TRANSPORT", "data-uri")  # as `up` sets it for async
+    fake = FakeQueue(s3, bucket)
+    monkeypatch.setattr(lambda_async, "_invoke", fake)
+    return fake
+
+
+def _queue_upload(s3: Any, bucket: str, key: str, photo: str, **metadata: str) -> str:
+    """Upload ``photo`` under ``key`` and run its event (the handler queues it); its ETag."""
+    s3.put_object(Bucket=bucket, Key=key, Body=(test_handler.IMAGES / photo).read_bytes(),
+                  Metadata=metadata)
+    event = test_handler.event_for(bucket, s3, key)
+    assert test_handler.run(event)["records"][0]["status"] == "queued"
+    return event["Records"][0]["s3"]["object"]["eTag"]
+
+
+@pytest.mark.parametrize("late", ["answer", "model_failed", "queue_expired"])
+def test_a_late_completion_for_a_replaced_upload_never_replaces_the_newer_record(
+    s3: Any, bucket: str, queue: FakeQueue, late: str,
+) -> None:
+    older = _queue_upload(s3, bucket, "input/p.jpeg", "tour_eiffel.jpeg")
+    newer = _queue_upload(s3, bucket, "input/p.jpeg", "trevi.jpeg")  # replaced while queued
+    assert older != newer
+    # SageMaker finishes the newer request first...
+    assert queue.finish(1, answer="The Trevi Fountain.")["status"] == "ok"
+    # ...then the older one: an answer, a failure, or the queue's TTL passing.
+    line = (queue.finish(0, answer="The Eiffel Tower.") if late == "answer" else
+            queue.finish(0, failure="Request expired" if late == "queue_expired"
+                         else "Received server error (500) from model"))
+    assert line["status"] == "superseded"
+    record = test_handler.result(s3, bucket, "output/p.jpeg.json")
+    assert record["status"] == "ok" and record["answer"] == "The Trevi Fountain."
+    assert record["input"]["etag"] == newer
+    head = s3.head_object(Bucket=bucket, Key="output/p.jpeg.json")
+    assert head["Metadata"]["input-etag"] == newer and head["Metadata"]["final"] == "true"
+    # The superseded request is tidied like any other: nothing of either is left queued.
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="async/").get("Contents", [])
+    assert [o["Key"] for o in listed] == []

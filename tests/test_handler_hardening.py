@@ -9,7 +9,6 @@ import json
 import logging
 import struct
 import sys
-import time
 import uuid
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -70,15 +69,14 @@ def test_without_conditional_writes_a_slow_older_answer_does_not_overwrite_a_new
     monkeypatch.setenv("IMAGE_TRANSPORT", "data-uri")  # bytes pinned: the write decides
     s3.put_object(Bucket=bucket, Key="input/a.jpg", Body=photo_jpeg())
     older = event_for(bucket, s3, "input/a.jpg")
-    server.faults.delay(2.0, n=1)
+    hold = server.faults.hold(n=1)  # the older upload's answer comes when released
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(run, older)
-        until = time.monotonic() + 20
-        while not server.requests and time.monotonic() < until:
-            time.sleep(0.05)
+        assert hold.arrived.wait(30)
         s3.put_object(Bucket=bucket, Key="input/a.jpg", Body=image_bytes("PNG", (90, 60)))
         newer = event_for(bucket, s3, "input/a.jpg")
         assert run(newer)["records"][0]["status"] == "ok"
+        hold.release()
         assert slow.result()["records"][0]["status"] == "superseded"
     body = result(s3, bucket, "output/a.jpg.json")
     assert body["image"]["format"] == "png"
@@ -336,13 +334,12 @@ def test_an_answer_about_a_photo_replaced_during_inference_is_not_kept(
     # would store an answer about the newer photo under the older ETag.
     s3.put_object(Bucket=bucket, Key="input/a.jpg", Body=photo_jpeg())
     older = event_for(bucket, s3, "input/a.jpg")
-    server.faults.delay(2.0, n=1)  # the endpoint fetches the images after this delay
+    hold = server.faults.hold(n=1)  # the endpoint fetches the images once released
     with ThreadPoolExecutor(1) as pool:
         slow = pool.submit(run, older)
-        until = time.monotonic() + 20
-        while not server.requests and time.monotonic() < until:
-            time.sleep(0.05)
+        assert hold.arrived.wait(30)
         s3.put_object(Bucket=bucket, Key="input/a.jpg", Body=image_bytes("PNG", (90, 60)))
+        hold.release()
         assert slow.result()["records"][0]["status"] == "superseded"
     assert output_keys(s3, bucket) == []
     newer = event_for(bucket, s3, "input/a.jpg")

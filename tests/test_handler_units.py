@@ -294,14 +294,14 @@ def test_every_variable_is_read() -> None:
         "RESULT_MARGIN_SECONDS": "2", "MAX_IMAGE_BYTES": "10", "MAX_IMAGE_PIXELS": "20",
         "MIN_IMAGE_SIDE": "3", "INFERENCE_MODE": "async", "ASYNC_PREFIX": "q/",
         "ASYNC_TTL_SECONDS": "120", "ASYNC_INVOCATION_TIMEOUT_SECONDS": "30",
-        "PRESETS_TABLE": "t-presets", "PRESET_CACHE_SECONDS": "5",
+        "PRESETS_TABLE": "t-presets", "PRESET_CACHE_SECONDS": "5", "THUMBNAIL_PREFIX": "th/",
     }
     s = lc.load_settings(env)
     assert set(lc.ENV_NAMES) == set(env)
     assert [getattr(s, lc.ENV_NAMES[var]) for var in env] == [
         "b", "e", "in/", "out/", "ex/x.png", "A.", "I.", "messages", {"max_new_tokens": 64},
         "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3, "async", "q/", 120, 30,
-        "t-presets", 5.0,
+        "t-presets", 5.0, "th/",
     ]
 
 

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "visual_tourism"
 
@@ -90,25 +92,28 @@ def test_cleans_up():
 '''
 
 
-def _run_suite(folder: Path, selection: str) -> subprocess.CompletedProcess[str]:
+def _run_suite(folder: Path, selection: str, *more: str) -> subprocess.CompletedProcess[str]:
     # The suite's conftest and the plugin it names (pytest_plugins), exactly as the run uses them.
     for name in ("conftest.py", "browser.py"):
         shutil.copy(ROOT / "tests" / name, folder / name)
     (folder / "test_sample.py").write_text(LEAKY)
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-k", selection,
-         str(folder)], capture_output=True, text=True, cwd=folder, timeout=120,
+         *more, str(folder)], capture_output=True, text=True, cwd=folder, timeout=120,
     )
 
 
-def test_a_run_that_leaves_a_temp_folder_fails_and_names_it(tmp_path):
-    run = _run_suite(tmp_path, "leaks")
+# Also across pytest-xdist's workers (as the suite runs): a worker's leak fails the whole run.
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["one process", "xdist worker"])
+def test_a_run_that_leaves_a_temp_folder_fails_and_names_it(tmp_path, workers):
+    run = _run_suite(tmp_path, "leaks", *workers)
     assert run.returncode == 1, run.stdout + run.stderr
     assert "left in the temp folder" in run.stdout
     assert re.search(r"left-behind-\w+", run.stdout)
 
 
-def test_a_run_that_cleans_up_passes(tmp_path):
-    run = _run_suite(tmp_path, "cleans_up")
+@pytest.mark.parametrize("workers", [[], ["-n", "1"]], ids=["one process", "xdist worker"])
+def test_a_run_that_cleans_up_passes(tmp_path, workers):
+    run = _run_suite(tmp_path, "cleans_up", *workers)
     assert run.returncode == 0, run.stdout + run.stderr
     assert "left in the temp folder" not in run.stdout

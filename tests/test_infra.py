@@ -4,16 +4,15 @@
 - One source of truth: the template, resolved with the parameters `infra package` derives from
   a Config, carries exactly the policies, settings and names of the helpers behind
   `visual-tourism up` (iam.py, bucket.py, lambda_fn.py, endpoint.py, autoscaling.py).
-- A real create, update and delete on moto's CloudFormation through deploy() / delete().
-  moto skips some resource types and properties (listed at MOTO_SKIPS); those are covered by
-  the resolved-template test instead.
+- A real create, update and delete of the default configuration on moto's CloudFormation as
+  local mode extends it (visual_tourism/local/cfn_resources.py) through deploy() / delete();
+  a failed creation rolls back, and delete after it is clean.
 - The failure report, from CloudFormation events scripted with botocore's Stubber (moto
   raises instead of recording CREATE_FAILED events).
 """
 
 from __future__ import annotations
 
-import ast
 import dataclasses
 import functools
 import json
@@ -47,24 +46,22 @@ from visual_tourism.aws import Aws
 from visual_tourism.cli import main
 from visual_tourism.config import STACK_TAG, Config, load_config
 from visual_tourism.errors import ConfigError, DeployError, NotDeployedError, StackFailedError
+from visual_tourism.local import moto_patches
 from visual_tourism.profiles import PROFILES
 
 TEMPLATE_TEXT = infra.TEMPLATE.read_text()
 # Template parameters that only `infra package` can know: no defaults in the template.
 PACKAGE_ONLY = {"ImageUri", "CodeS3Bucket", "CodeS3Key", "WebCodeS3Key"}
 
-# What moto 5.2.5 does with this template, found by deploying it (see README "moto"):
-# - not created at all (a warning, then skipped): AWS::S3::BucketPolicy,
-#   AWS::ApplicationAutoScaling::ScalableTarget, AWS::ApplicationAutoScaling::ScalingPolicy;
-# - bucket properties ignored: PublicAccessBlockConfiguration, OwnershipControls,
-#   NotificationConfiguration, and BucketKeyEnabled inside BucketEncryption;
-# - Lambda Tags ignored; SageMaker EndpointName ignored (moto generates the name).
-# (pytest's filter syntax splits on ':', so the message is matched up to "AWS".)
-MOTO_SKIPS = pytest.mark.filterwarnings("ignore:Tried to parse AWS")
-MOTO_CREATES = {
-    "Bucket", "LambdaRole", "SageMakerRole", "LogGroup", "Function", "BucketInvokePermission",
-    "Model", "EndpointConfig", "Endpoint", "EndpointLogGroup", "PresetsTable",
-}
+# What moto 5.2.5's CloudFormation lacks (resource types it skips with a warning, bucket
+# properties it ignores) local mode teaches it (visual_tourism/local/cfn_resources.py, applied
+# by moto_patches.patch_cloudformation, as `local serve` does); the deploy tests here run with
+# it. What stays moto's own: Lambda Tags are ignored.
+def created_resources(cfg: Config) -> set[str]:
+    """The template's resources whose condition holds for ``cfg``: what a deploy creates."""
+    res, _ = rendered(cfg)
+    return {name for name, resource in res.resources.items()
+            if "Condition" not in resource or res.condition(resource["Condition"])}
 
 
 def no_sleep(_: float) -> None:
@@ -648,20 +645,20 @@ def test_every_profile_container_env_fits_the_template(profile):
 # -- package, deploy, delete on moto ----------------------------------------------------------
 @pytest.fixture
 def cfg() -> Config:
-    # moto 5.2.5's CloudFormation has no AWS::ApiGatewayV2 resources (a GetAtt of one fails
-    # the whole stack), so the stacks deployed on moto leave the web page out; its part of
-    # the template is checked by cfn-lint and test_resolved_web_resources_equal_the_web_helpers.
-    return load_config(web_api="off")
+    return load_config()  # the default configuration: the web page and the presets included
 
 
 @pytest.fixture
 def aws(mocked_aws, cfg) -> Aws:
+    # Local mode's CloudFormation (the resource types moto lacks, rollback on failure);
+    # mocked_aws's moto_patches.restore() removes it again.
+    moto_patches.patch_cloudformation()
     return Aws(cfg.region, sleep=no_sleep)
 
 
 def test_package_uploads_the_code_once_to_a_private_artifacts_bucket(cfg, aws, tmp_path):
     first = infra.package(cfg, aws, tmp_path)
-    zip_bytes = lambda_fn.build_zip()
+    zip_bytes = lambda_fn.build_zip(lambda_fn.vendor_dir(cfg))  # Pillow: the web page's copies
     assert first.code_key == infra.code_key(zip_bytes)
     assert re.fullmatch(r"lambda/[0-9a-f]{64}\.zip", first.code_key)
     art = first.code_bucket
@@ -689,14 +686,9 @@ def test_package_uploads_the_code_once_to_a_private_artifacts_bucket(cfg, aws, t
 
 
 def _role_policy(aws: Aws, role: str, policy: str) -> Any:
-    raw = aws.iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
-    if isinstance(raw, str):
-        # moto keeps a template's inline policy as the dict CloudFormation parsed and answers
-        # with its Python repr, not JSON (a moto quirk: AWS returns the JSON document).
-        raw = ast.literal_eval(raw)
-    # moto keeps a list item that is !If [..., ..., !Ref AWS::NoValue] as null (the async-only
-    # statements in real-time mode); CloudFormation removes it.
-    return {**raw, "Statement": [s for s in raw["Statement"] if s is not None]}
+    # Local mode stores a template's inline policy as JSON without the !Ref AWS::NoValue
+    # items, as CloudFormation does (moto alone keeps a Python repr with nulls).
+    return aws.iam.get_role_policy(RoleName=role, PolicyName=policy)["PolicyDocument"]
 
 
 def _stack_resources(aws: Aws, name: str) -> dict[str, str]:
@@ -708,7 +700,6 @@ def _stack_resources(aws: Aws, name: str) -> dict[str, str]:
     }
 
 
-@MOTO_SKIPS
 def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path):
     infra.package(cfg, aws, tmp_path)
     said: list[str] = []
@@ -719,18 +710,29 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
     assert stack and stack["StackStatus"] == "CREATE_COMPLETE"
     assert any("CREATE_COMPLETE" in line for line in said)  # events were printed
     physical = _stack_resources(aws, infra.stack_name(cfg))
-    assert set(physical) == MOTO_CREATES  # BucketPolicy and autoscaling: see MOTO_SKIPS
+    assert set(physical) == created_resources(cfg)  # every part, the web page included
     assert out["BucketName"] == name
     assert out["FunctionName"] == cfg.function_name
 
-    # Bucket: encryption and tag (moto ignores the public access block, ownership controls,
-    # policy and notification; the resolved-template test checks those).
+    # Bucket: encryption, tag, public access block, ownership, TLS-only policy, the trigger.
     encryption = aws.s3.get_bucket_encryption(Bucket=name)["ServerSideEncryptionConfiguration"]
     assert encryption["Rules"][0]["ApplyServerSideEncryptionByDefault"] == {
         "SSEAlgorithm": "AES256"
     }
     tags = aws.s3.get_bucket_tagging(Bucket=name)["TagSet"]
     assert tags == [{"Key": STACK_TAG, "Value": cfg.prefix}]
+    assert aws.s3.get_public_access_block(Bucket=name)[
+        "PublicAccessBlockConfiguration"] == bucket.PUBLIC_ACCESS_BLOCK
+    assert aws.s3.get_bucket_ownership_controls(Bucket=name)["OwnershipControls"][
+        "Rules"] == [{"ObjectOwnership": "BucketOwnerEnforced"}]
+    assert json.loads(aws.s3.get_bucket_policy(Bucket=name)["Policy"]) == (
+        bucket.bucket_policy(name))
+    (trigger,) = aws.s3.get_bucket_notification_configuration(Bucket=name)[
+        "LambdaFunctionConfigurations"]
+    assert trigger["LambdaFunctionArn"] == out["FunctionArn"]
+    assert trigger["Events"] == ["s3:ObjectCreated:*"]
+    assert trigger["Filter"]["Key"]["FilterRules"] == [
+        {"Name": "prefix", "Value": cfg.input_prefix}]
     keys = {o["Key"] for o in aws.s3.list_objects_v2(Bucket=name)["Contents"]}
     photos = set(presets.example_photos(cfg, presets.seeds(cfg)))
     assert keys == {cfg.input_prefix, cfg.example_prefix, cfg.output_prefix, cfg.example_key,
@@ -740,13 +742,10 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
     assert [i["name"] for i in presets.list_presets(aws, cfg)] == [
         "default", "family", "food", "history"]
 
-    # Roles with iam.py's statements. moto names the endpoint itself (it ignores
-    # EndpointName), so the invoke statement names moto's endpoint; on AWS it is
-    # cfg.endpoint_name, as the resolved-template test shows.
+    # Roles with iam.py's statements, naming the endpoint `up` names.
+    assert out["EndpointName"] == cfg.endpoint_name
     uri = image_uri(cfg.model_profile, cfg.region)
     expected = iam.lambda_policy(cfg, account=account, bucket=name)
-    (invoke,) = [s for s in expected["Statement"] if s["Sid"] == "InvokeThisEndpoint"]
-    invoke["Resource"] = out["EndpointArn"]
     assert _role_policy(aws, cfg.lambda_role_name, iam.LAMBDA_POLICY_NAME) == expected
     assert _role_policy(aws, cfg.sagemaker_role_name, iam.SAGEMAKER_POLICY_NAME) == (
         iam.sagemaker_policy(cfg, account=account, image_uri=uri)
@@ -756,7 +755,8 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
 
     # Function: code from the artifact, settings and environment of the helpers.
     fn = aws.lambda_.get_function(FunctionName=cfg.function_name)["Configuration"]
-    assert fn["CodeSha256"] == lambda_fn.code_sha256(lambda_fn.build_zip())
+    assert fn["CodeSha256"] == lambda_fn.code_sha256(lambda_fn.build_zip(
+        lambda_fn.vendor_dir(cfg)))
     assert (fn["Handler"], fn["Runtime"], fn["Timeout"], fn["MemorySize"], fn["Role"]) == (
         lambda_fn.HANDLER, cfg.lambda_runtime, cfg.lambda_timeout, cfg.lambda_memory,
         role["Arn"],
@@ -777,6 +777,37 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
         logGroupNamePrefix=f"/aws/lambda/{cfg.function_name}"
     )["logGroups"]
     assert group["retentionInDays"] == logs.RETENTION_DAYS
+    # Retries, event age and the on-failure destination (what the local runtime obeys).
+    invoke_config = aws.lambda_.get_function_event_invoke_config(
+        FunctionName=cfg.function_name)
+    assert (invoke_config["MaximumRetryAttempts"],
+            invoke_config["MaximumEventAgeInSeconds"]) == (cfg.retry_attempts,
+                                                           cfg.max_event_age)
+    assert invoke_config["DestinationConfig"]["OnFailure"]["Destination"] == (
+        f"arn:aws:s3:::{name}")
+
+    # The web page: HTTP API, its routes to the web function, the throttled stage.
+    apigw = aws.client("apigatewayv2")
+    (api,) = apigw.get_apis()["Items"]
+    assert api["Name"] == web.api_name(cfg) and out["WebUrl"] == api["ApiEndpoint"] + "/"
+    assert api["Tags"] == {STACK_TAG: cfg.prefix}
+    (integration,) = apigw.get_integrations(ApiId=api["ApiId"])["Items"]
+    web_arn = aws.lambda_.get_function(FunctionName=web.function_name(cfg))[
+        "Configuration"]["FunctionArn"]
+    assert (integration["IntegrationUri"], integration["PayloadFormatVersion"]) == (
+        web_arn, "2.0")
+    routes = apigw.get_routes(ApiId=api["ApiId"])["Items"]
+    assert sorted(r["RouteKey"] for r in routes) == sorted(web_api.ROUTES)
+    assert {r["Target"] for r in routes} == {f"integrations/{integration['IntegrationId']}"}
+    (stage,) = apigw.get_stages(ApiId=api["ApiId"])["Items"]
+    assert stage["StageName"] == "$default" and stage["AutoDeploy"] is True
+    assert {k: stage["DefaultRouteSettings"][k] for k in web.throttling(cfg)} == (
+        web.throttling(cfg))
+    assert stage["RouteSettings"] == {
+        route: {**settings} for route, settings in web.route_throttling(cfg).items()}
+    # CORS for the page's origin, as web.ensure_cors sets it for `up`.
+    (cors,) = aws.s3.get_bucket_cors(Bucket=name)["CORSRules"]
+    assert cors == web.cors_rule(web.origin_of(out["WebUrl"]))
 
     # SageMaker: model, configuration and endpoint wired to each other.
     model = aws.sagemaker.describe_model(ModelName=physical["Model"].split("/")[-1])
@@ -793,6 +824,18 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
     assert variant["InstanceType"] == cfg.effective_instance_type
     assert variant["InitialInstanceCount"] == cfg.min_instances
     assert variant["ContainerStartupHealthCheckTimeoutInSeconds"] == 900
+    # Autoscaling: the scalable target and the target-tracking policy of autoscaling.py.
+    scaling = aws.client("application-autoscaling")
+    (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+        "ScalableTargets"]
+    assert target["ResourceId"] == autoscaling.resource_id(cfg)
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (cfg.min_instances,
+                                                              cfg.max_instances)
+    (policy,) = scaling.describe_scaling_policies(ServiceNamespace="sagemaker")[
+        "ScalingPolicies"]
+    assert policy["PolicyName"] == autoscaling.policy_name(cfg)
+    assert policy["TargetTrackingScalingPolicyConfiguration"] == autoscaling.target_tracking(
+        cfg)
 
     # A second deploy is an update (moto performs one even when nothing changed).
     assert infra.deploy(cfg, aws, tmp_path, poll=0) == out
@@ -800,9 +843,10 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
 
     removed = infra.delete(cfg, aws, delete_bucket=True, delete_artifacts=True, poll=0)
     assert removed == [
-        f"stack {infra.stack_name(cfg)}", f"bucket {name}",
+        f"stack {infra.stack_name(cfg)}", "access code parameter", f"bucket {name}",
         f"bucket {infra.artifacts_bucket_name(cfg, account)}",
     ]
+    assert aws.client("ssm").describe_parameters()["Parameters"] == []
     assert infra.describe_stack(aws, infra.stack_name(cfg)) is None
     assert aws.s3.list_buckets()["Buckets"] == []
     assert aws.iam.list_roles()["Roles"] == []
@@ -811,21 +855,63 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
     assert aws.sagemaker.list_endpoints()["Endpoints"] == []
     assert aws.sagemaker.list_endpoint_configs()["EndpointConfigs"] == []
     assert aws.sagemaker.list_models()["Models"] == []
+    assert aws.client("apigatewayv2").get_apis()["Items"] == []
+    assert aws.client("application-autoscaling").describe_scalable_targets(
+        ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    assert aws.client("dynamodb").list_tables()["TableNames"] == []
     assert infra.delete(cfg, aws, poll=0) == []  # safe to run twice
 
 
-@MOTO_SKIPS
-def test_delete_keeps_the_bucket_unless_asked_through_the_cli(cfg, aws, tmp_path, capsys,
-                                                             monkeypatch):
-    monkeypatch.setenv("VT_WEB_API", "off")  # as the cfg fixture, for the CLI
+def test_async_mode_with_a_deadline_deploys_every_part_and_delete_removes_it(aws, tmp_path):
+    """The parts only async mode and the stop deadline add: the backlog policies and their
+    alarm, the schedule in its group with its role, the lifecycle rules and the notifications
+    on SageMaker's output and failure folders."""
+    cfg = load_config(inference_mode="async", stop_after="3h")
+    infra.package(cfg, aws, tmp_path)
+    out = infra.deploy(cfg, aws, tmp_path, poll=0)
+    assert set(_stack_resources(aws, infra.stack_name(cfg))) == created_resources(cfg)
+    scaling = aws.client("application-autoscaling")
+    (target,) = scaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+        "ScalableTargets"]
+    assert (target["MinCapacity"], target["MaxCapacity"]) == (0, cfg.max_instances)
+    policies = {p["PolicyName"]: p for p in scaling.describe_scaling_policies(
+        ServiceNamespace="sagemaker")["ScalingPolicies"]}
+    assert sorted(policies) == [f"{cfg.prefix}-backlog-per-instance",
+                                f"{cfg.prefix}-scale-out-from-zero"]
+    (alarm,) = aws.client("cloudwatch").describe_alarms()["MetricAlarms"]
+    assert alarm["MetricName"] == "HasBacklogWithoutCapacity"
+    assert alarm["AlarmActions"] == [policies[f"{cfg.prefix}-scale-out-from-zero"]["PolicyARN"]]
+    scheduler = aws.client("scheduler")
+    (deadline,) = scheduler.list_schedules(GroupName=cfg.prefix)["Schedules"]
+    assert deadline["Name"] == f"{cfg.prefix}-stop-deadline"
+    assert scheduler.get_schedule(GroupName=cfg.prefix, Name=deadline["Name"])[
+        "ScheduleExpression"].startswith("at(")
+    name = out["BucketName"]
+    rules = aws.s3.get_bucket_lifecycle_configuration(Bucket=name)["Rules"]
+    assert {r["ID"] for r in rules} == {f"{cfg.prefix}-async-{kind}-expiry" for kind in
+                                        ("requests", "pending", "outputs", "failures")}
+    triggers = aws.s3.get_bucket_notification_configuration(Bucket=name)[
+        "LambdaFunctionConfigurations"]
+    assert sorted(t["Filter"]["Key"]["FilterRules"][0]["Value"] for t in triggers) == sorted(
+        [cfg.input_prefix, f"{cfg.async_prefix}outputs/", f"{cfg.async_prefix}failures/"])
+
+    infra.delete(cfg, aws, delete_bucket=True, delete_artifacts=True, poll=0)
+    assert scaling.describe_scalable_targets(ServiceNamespace="sagemaker")[
+        "ScalableTargets"] == []
+    assert aws.client("cloudwatch").describe_alarms()["MetricAlarms"] == []
+    assert [g["Name"] for g in scheduler.list_schedule_groups()["ScheduleGroups"]] == [
+        "default"]
+    assert aws.iam.list_roles()["Roles"] == [] and aws.s3.list_buckets()["Buckets"] == []
+
+
+def test_delete_keeps_the_bucket_unless_asked_through_the_cli(cfg, aws, tmp_path, capsys):
     out_dir = str(tmp_path / "build")
     assert main(["infra", "package", "--out-dir", out_dir]) == 0
     assert main(["infra", "deploy", "--out-dir", out_dir, "--poll", "0"]) == 0
     name = cfg.bucket_name(aws.account_id)
     function_arn = aws.lambda_.get_function(FunctionName=cfg.function_name)[
         "Configuration"]["FunctionArn"]
-    # What CloudFormation sets on AWS (moto ignores NotificationConfiguration), plus
-    # another notification of the user's that must survive.
+    # What CloudFormation sets, plus another notification of the user's that must survive.
     other = {"Id": "theirs", "LambdaFunctionArn": function_arn + "-other",
              "Events": ["s3:ObjectCreated:*"]}
     ours = {"Id": "cfn-generated", "LambdaFunctionArn": function_arn,
@@ -847,6 +933,41 @@ def test_delete_keeps_the_bucket_unless_asked_through_the_cli(cfg, aws, tmp_path
         infra.deploy(cfg, aws, Path(out_dir), poll=0)
     assert main(["infra", "delete", "--delete-bucket", "--delete-artifacts", "--poll", "0"]) == 0
     assert aws.s3.list_buckets()["Buckets"] == []
+
+
+def test_a_failed_creation_rolls_back_and_delete_after_it_is_clean(cfg, aws, tmp_path, capsys):
+    """A resource that cannot be created: CloudFormation's report of it, nothing left
+    half-built (ROLLBACK_COMPLETE), and `infra delete` afterwards is one clear message."""
+    out_dir = tmp_path / "build"
+    infra.package(cfg, aws, out_dir)
+    # A role of that name exists already (made by hand, or by half an `up`): CreateRole fails.
+    aws.iam.create_role(RoleName=cfg.lambda_role_name, AssumeRolePolicyDocument=json.dumps(
+        iam.trust_policy("lambda.amazonaws.com")))
+    with pytest.raises(StackFailedError) as failure:
+        infra.deploy(cfg, aws, out_dir, poll=0)
+    report = str(failure.value)
+    assert f"{infra.stack_name(cfg)} failed: it is now ROLLBACK_COMPLETE" in report
+    assert "LambdaRole (AWS::IAM::Role) CREATE_FAILED" in report and "already exists" in report
+    assert "deletes the failed stack" in report
+    stack = infra.describe_stack(aws, infra.stack_name(cfg))
+    assert stack["StackStatus"] == "ROLLBACK_COMPLETE" and not stack.get("Outputs")
+    # Rolled back: what the stack had created is gone again.
+    assert aws.lambda_.list_functions()["Functions"] == []
+    assert [r["RoleName"] for r in aws.iam.list_roles()["Roles"]] == [cfg.lambda_role_name]
+    assert aws.client("logs").describe_log_groups()["logGroups"] == []
+    assert aws.client("apigatewayv2").get_apis()["Items"] == []
+    assert aws.client("dynamodb").list_tables()["TableNames"] == []
+    assert aws.sagemaker.list_models()["Models"] == []
+    artifacts = infra.artifacts_bucket_name(cfg, aws.account_id)
+    assert [b["Name"] for b in aws.s3.list_buckets()["Buckets"]] == [artifacts]
+
+    assert main(["infra", "delete", "--delete-artifacts", "--poll", "0"]) == 0
+    said = capsys.readouterr()
+    assert "Traceback" not in said.err and "Error" not in said.out
+    assert f"delete: removed stack {infra.stack_name(cfg)}, bucket {artifacts}" in said.out
+    assert infra.describe_stack(aws, infra.stack_name(cfg)) is None
+    assert aws.s3.list_buckets()["Buckets"] == []
+    assert [r["RoleName"] for r in aws.iam.list_roles()["Roles"]] == [cfg.lambda_role_name]
 
 
 def test_deploy_needs_a_package_for_this_prefix(cfg, aws, tmp_path):

@@ -8,7 +8,6 @@ import json
 import socket
 import struct
 import threading
-import time
 import urllib.error
 import urllib.request
 import zlib
@@ -104,16 +103,16 @@ def test_the_default_fetches_nothing_but_data_uris(sites):
 
 def test_a_huge_content_length_is_refused_without_reading_the_body():
     """10 GB announced, nothing sent: the answer comes at once, from the header alone."""
-    with ModelServer() as server:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
-            conn.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n"
-                         b"Content-Type: application/json\r\n"
-                         b"Content-Length: 10000000000\r\n\r\n{")
-            start = time.monotonic()
-            reply = b""
-            while chunk := conn.recv(65536):
-                reply += chunk
-        assert time.monotonic() - start < 3
+    # A server that waited for the body would never answer (one byte of it is sent): the
+    # reply itself, before the socket's generous timeout, is the proof.
+    with ModelServer() as server, \
+            socket.create_connection(("127.0.0.1", server.port), timeout=60) as conn:
+        conn.sendall(b"POST /invocations HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Type: application/json\r\n"
+                     b"Content-Length: 10000000000\r\n\r\n{")
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
     head, _, body = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.0 413")
     assert body == b"Failed to buffer the request body: length limit exceeded"

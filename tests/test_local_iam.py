@@ -279,3 +279,77 @@ def test_model_server_checks_invoke_endpoint_before_the_endpoint_exists(env):
 
 def test_the_local_model_server_fetches_from_the_local_s3_only(env):
     assert env.model_server.fetch_origins == [env.moto_url]
+
+
+def test_a_list_grant_limited_to_prefixes_does_not_tell_missing_objects_apart(env):
+    """S3 evaluates s3:ListBucket for a missing object's 403-or-404 with no s3:prefix in the
+    request: a ListBucket limited by an s3:prefix condition (the web role's) does not apply,
+    so a missing object is 403 AccessDenied. A listing is allowed only under those prefixes."""
+    s3 = _root(env, "s3")
+    bucket = "iam-prefix-" + os.urandom(3).hex()
+    s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket=bucket, Key="out/web/a.json", Body=b"{}")
+    lister = _role(env, "prefix-" + bucket[-6:], [
+        {"Effect": "Allow", "Action": ["s3:GetObject"], "Resource": f"arn:aws:s3:::{bucket}/*"},
+        {"Effect": "Allow", "Action": ["s3:ListBucket"], "Resource": f"arn:aws:s3:::{bucket}",
+         "Condition": {"StringLike": {"s3:prefix": ["out/web/*", "in/web/*"]}}},
+    ])
+    as_lister = _as(env, env.credentials.for_role(lister, "test"), "s3")
+    assert as_lister.get_object(Bucket=bucket, Key="out/web/a.json")["Body"].read() == b"{}"
+    for call in (as_lister.get_object, as_lister.head_object):
+        with pytest.raises(ClientError) as caught:
+            call(Bucket=bucket, Key="out/web/missing.json")
+        assert caught.value.response["Error"]["Code"] in ("AccessDenied", "403")
+    listed = as_lister.list_objects_v2(Bucket=bucket, Prefix="out/web/a")
+    assert [o["Key"] for o in listed["Contents"]] == ["out/web/a.json"]
+    for prefix in ("out/", None):  # outside the condition's prefixes, or none at all
+        with pytest.raises(ClientError) as caught:
+            as_lister.list_objects_v2(Bucket=bucket, **({"Prefix": prefix} if prefix else {}))
+        assert caught.value.response["Error"]["Code"] == "AccessDenied"
+
+
+def test_the_web_function_runs_with_its_role_and_pending_or_unknown_photos_are_not_500(
+        env, deployed):
+    """Local mode's front calls the web function with its execution role's temporary
+    credentials (as Lambda would): under that role a result that does not exist yet reads 403,
+    and the API still answers `pending` for an uploaded photo and 404 for an unknown id."""
+    import requests
+
+    from visual_tourism import web
+    from visual_tourism.local.web_front import serve_local
+
+    cfg, aws = deployed
+    bucket = cfg.bucket_name(aws.account_id)
+    front, link = serve_local(cfg, env)
+    try:
+        code = {"x-access-code": link.split("#code=")[1]}
+        unknown = requests.get(f"{front.url}results/20260101T000000Z-{'0' * 20}.jpg",
+                               headers=code, timeout=10)
+        assert (unknown.status_code, unknown.json()["error"]) == (404, "unknown_id")
+        # The trigger held back, so that the photo stays pending while we look.
+        wiring = aws.s3.get_bucket_notification_configuration(Bucket=bucket)
+        wiring.pop("ResponseMetadata", None)
+        aws.s3.put_bucket_notification_configuration(
+            Bucket=bucket, NotificationConfiguration={})
+        try:
+            form = requests.post(front.url + "uploads", headers=code, timeout=10, json={
+                "content_type": "image/jpeg", "size": PHOTO.stat().st_size}).json()
+            sent = requests.post(form["upload"]["url"], data=form["upload"]["fields"],
+                                 files={"file": ("a.jpg", PHOTO.read_bytes())}, timeout=10)
+            assert sent.status_code == 204, sent.text
+            pending = requests.get(front.url + form["result"].lstrip("/"), headers=code,
+                                   timeout=10)
+            assert pending.status_code == 200, pending.text
+            assert pending.json() == {"id": form["id"], "status": "pending"}
+        finally:
+            aws.s3.put_bucket_notification_configuration(
+                Bucket=bucket, NotificationConfiguration=wiring)
+    finally:
+        front.stop()
+    web_role = decisions(web.role_name(cfg))
+    # The result not there yet: no list right without a prefix, so 403 (as on AWS) ...
+    assert web_role["s3:ListBucket"]["denied"] >= 1
+    # ... and the photo found by a listing under input/web/; the code read with the role.
+    assert web_role["s3:ListBucket"]["allowed"] >= 1
+    assert web_role["ssm:GetParameter"]["allowed"] >= 1
+    assert web_role["s3:PutObject"]["allowed"] >= 1  # the upload form, signed by the role

@@ -452,14 +452,13 @@ def test_dropped_connection_is_retried_by_default(server: ModelServer) -> None:
     assert [call["status"] for call in server.calls] == [None, 200]
 
 
-def test_delay_past_the_read_timeout(server: ModelServer) -> None:
+def test_delay_past_the_read_timeout(server: ModelServer, runtime: Any) -> None:
     client = runtime_client(server, read_timeout=0.3)
     server.faults.delay(3.0, n=1)
     with pytest.raises(ReadTimeoutError):
         invoke(client, {"inputs": "hi"})
-    started = time.perf_counter()
-    assert invoke(client, {"inputs": "hi"})  # only one request was delayed
-    assert time.perf_counter() - started < 0.3
+    assert invoke(runtime, {"inputs": "hi"})
+    assert server.faults.delayed == 1  # only one request was delayed
 
 
 def test_delay_for_all_requests_until_cleared(server: ModelServer, runtime: Any) -> None:
@@ -467,11 +466,25 @@ def test_delay_for_all_requests_until_cleared(server: ModelServer, runtime: Any)
     for _ in range(2):
         started = time.perf_counter()
         invoke(runtime, {"inputs": "hi"})
-        assert time.perf_counter() - started >= 0.2
+        assert time.perf_counter() - started >= 0.2  # a lower bound: no machine beats it
     server.faults.clear()
-    started = time.perf_counter()
     invoke(runtime, {"inputs": "hi"})
-    assert time.perf_counter() - started < 0.2
+    assert server.faults.delayed == 0 and len(server.calls) == 3
+
+
+def test_a_held_request_stays_in_flight_until_released(server: ModelServer) -> None:
+    """The hold lets a test decide when an answer comes, without a timer to race."""
+    client = runtime_client(server)
+    hold = server.faults.hold(n=1)
+    answers: list[Any] = []
+    first = threading.Thread(target=lambda: answers.append(invoke(client, {"inputs": "hi"})))
+    first.start()
+    assert hold.arrived.wait(30)
+    assert answers == [] and server.calls == []
+    assert invoke(client, {"inputs": "hi"})  # n=1: the next request is not held
+    hold.release()
+    first.join(30)
+    assert len(answers) == 1 and hold.held == 1 and len(server.calls) == 2
 
 
 def test_faults_do_not_touch_the_container_path(server: ModelServer) -> None:
@@ -576,16 +589,12 @@ def test_stand_in_reads_exif_orientation() -> None:
     assert "portrait photo of 300x400 pixels, mostly red" in stand_in_answer(Image.open(buffer))
 
 
-def test_stand_in_is_fast_on_a_12_megapixel_photo() -> None:
+def test_stand_in_describes_a_12_megapixel_photo() -> None:
+    # How fast it does so is a benchmark (benchmarks/local_mode.py), not a test.
     big = Image.open(io.BytesIO(_jpeg(open_photo("neuschwanstein.jpeg").resize((4000, 3000)))))
     big.load()  # the server hands over decoded images
-    timings = []
-    for _ in range(3):
-        started = time.perf_counter()
-        answer = stand_in_answer(big)
-        timings.append(time.perf_counter() - started)
-    assert "4000x3000" in answer
-    assert min(timings) < 0.05
+    answer = stand_in_answer(big)
+    assert "landscape photo of 4000x3000 pixels" in answer
 
 
 def test_importing_the_server_does_not_import_torch() -> None:
@@ -601,15 +610,19 @@ def test_an_instance_over_capacity_refuses_the_extra_request(
     server: ModelServer, photos: str, status: int
 ) -> None:
     """One instance with room for one request: a second one at the same time is refused."""
-    server.capacity, server.service_seconds, server.overload_status = 1, 0.5, status
+    server.capacity, server.overload_status = 1, status
     client = runtime_client(server)
     request = tgi_request(f"{photos}/trevi.jpeg")
+    hold = server.faults.hold(n=1)  # the first request keeps the instance busy until released
     first = threading.Thread(target=invoke, args=(client, request))
     first.start()
-    time.sleep(0.2)
+    assert hold.arrived.wait(30)
     code = "ModelError" if status == 429 else "ServiceUnavailable"
-    with pytest.raises(client.exceptions.ClientError) as caught:
-        invoke(client, request)
+    try:
+        with pytest.raises(client.exceptions.ClientError) as caught:
+            invoke(client, request)
+    finally:
+        hold.release()
     first.join()
     response = caught.value.response
     assert response["Error"]["Code"] == code

@@ -232,6 +232,69 @@ def test_each_problem_names_its_field(changes, start):
     assert problems and problems[0].startswith(start), problems
 
 
+# Every generation field by the types and ranges each container takes (issue 23, item 3):
+# TGI router/src/lib.rs GenerateParameters at v1.4.5 and v3.3.6 (do_sample: bool, seed:
+# Option<u64>, top_k: Option<i32>, stop: Vec<String>; a value serde cannot read is a 422) and
+# ChatRequest at v3.3.6 (seed: Option<u64>, stop: Option<Vec<String>>); vLLM's seed is int64.
+SMOLVLM = PROFILES["smolvlm-instruct"]
+ALL_ENGINES = [IDEFICS, QWEN_TGI, SMOLVLM]
+TGI_PROFILES = [IDEFICS, QWEN_TGI]
+
+
+@pytest.mark.parametrize("profile", ALL_ENGINES, ids=lambda p: p.name)
+@pytest.mark.parametrize(("generation", "name"), [
+    ({"do_sample": "yes"}, "do_sample"),
+    ({"do_sample": 1}, "do_sample"),
+    ({"do_sample": None}, "do_sample"),
+    ({"seed": 1.5}, "seed"),
+    ({"seed": "abc"}, "seed"),
+    ({"seed": True}, "seed"),
+    ({"seed": 2**64}, "seed"),
+    ({"stop": [""]}, "stop"),
+    ({"stop": ["User:", ""]}, "stop"),
+    ({"top_k": 1.5}, "top_k"),
+    ({"top_k": True}, "top_k"),
+    ({"top_k": 0}, "top_k"),
+    ({"top_k": 2**31}, "top_k"),
+    ({"temperature": float("nan")}, "temperature"),
+    ({"temperature": "hot"}, "temperature"),
+    ({"top_p": float("inf")}, "top_p"),
+    ({"temperature": None}, "temperature"),
+])
+def test_a_generation_field_of_the_wrong_type_is_refused_naming_it(profile, generation, name):
+    problems = validate(a_preset(generation={"do_sample": True, **generation}), profile)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"generation: {name}="), problems
+
+
+@pytest.mark.parametrize("profile", TGI_PROFILES, ids=lambda p: p.name)
+def test_tgi_takes_an_unsigned_seed_and_a_list_of_stops(profile):
+    (problem,) = validate(a_preset(generation={"seed": -1}), profile)
+    assert problem.startswith("generation: seed=-1 must be a whole number from 0 to "
+                              "18446744073709551615"), problem
+    (problem,) = validate(a_preset(generation={"stop": "User:"}), profile)
+    assert problem.startswith("generation: stop='User:' must be a list"), problem
+    for fine in ({"seed": 0}, {"seed": 2**64 - 1}, {"do_sample": False}, {"stop": ["\n"]},
+                 {"top_k": 2**31 - 1}):
+        assert validate(a_preset(generation=fine), profile) == [], fine
+
+
+def test_vllm_takes_a_signed_seed_and_a_single_stop_string():
+    for fine in ({"seed": -1}, {"seed": -(2**63)}, {"stop": "User:"}):
+        assert validate(a_preset(generation=fine), SMOLVLM) == [], fine
+    (problem,) = validate(a_preset(generation={"seed": 2**63}), SMOLVLM)
+    assert problem.startswith("generation: seed=9223372036854775808 must be a whole number "
+                              "from -9223372036854775808 to 9223372036854775807"), problem
+
+
+def test_tgi_chat_refuses_a_presence_penalty_of_minus_two():
+    # v3.3.6 ChatRequest::try_into_generate: repetition_penalty = presence_penalty + 2 > 0.
+    (problem,) = validate(a_preset(generation={"presence_penalty": -2}), QWEN_TGI)
+    assert problem.startswith("generation: presence_penalty=-2"), problem
+    assert validate(a_preset(generation={"presence_penalty": -2}), SMOLVLM) == []
+    assert validate(a_preset(generation={"presence_penalty": -1.5}), QWEN_TGI) == []
+
+
 def test_vllm_takes_one_example_image_besides_the_photo():
     two = [{"photo": "example/a.jpg", "answer": "A."}, {"photo": "example/b.jpg", "answer": "B."}]
     (problem,) = validate(a_preset(examples=two), PROFILES["smolvlm-instruct"])
@@ -445,6 +508,35 @@ def test_cli_list_show_set_delete(cfg, aws, table, capsys, tmp_path):
     assert presets.get_preset(aws, cfg, "quiz") is None
 
 
+@pytest.mark.parametrize(("field", "shown"), [
+    ("generation.do_sample=yes", "generation: do_sample='yes' must be true or false"),
+    ("generation.seed=-1", "generation: seed=-1 must be a whole number from 0"),
+    ("generation.seed=1.5", "generation: seed=1.5 must be a whole number"),
+    ("generation.seed=abc", "generation: seed='abc' must be a whole number"),
+    ('generation.stop=[""]', "generation: stop=['']: a stop sequence must not be empty"),
+])
+def test_cli_set_refuses_what_the_container_would_refuse_naming_the_field(
+        cfg, aws, table, capsys, field, shown):
+    assert main(["presets", "set", "food", "--field", field]) == 2
+    err = capsys.readouterr().err
+    assert shown in err and "was not saved" in err, err
+    assert presets.get_preset(aws, cfg, "food")["version"] == 1
+
+
+def test_seeding_skips_a_seed_the_container_would_refuse(cfg, aws, monkeypatch):
+    family = {**presets_schema._RICHER[0], "generation": {"do_sample": "yes", "seed": -1}}
+    monkeypatch.setattr(presets_schema, "_RICHER", (family, *presets_schema._RICHER[1:]))
+    bucket = cfg.bucket_name(aws.account_id)
+    aws.s3.create_bucket(Bucket=bucket)
+    presets.ensure_table(aws, cfg)
+    notes: list[str] = []
+    written = presets.seed(aws, cfg, bucket, notes.append)
+    assert "family" not in written and "food" in written
+    (note,) = [n for n in notes if "family" in n]
+    assert "generation: do_sample='yes'" in note, note
+    assert presets.get_preset(aws, cfg, "family") is None
+
+
 def test_cli_help_lists_the_subcommands_and_ask_flags(capsys):
     with pytest.raises(SystemExit):
         main(["presets", "--help"])
@@ -488,6 +580,45 @@ def test_ask_sends_the_preset_and_language_as_metadata(cfg, mocked_aws):
         stack.ask(IMAGES / "trevi.jpeg", cfg, aws, language="Klingon")
     name = cfg.bucket_name(aws.account_id)
     assert "Contents" not in aws.s3.list_objects_v2(Bucket=name, Prefix="input/trevi")
+
+
+def test_a_language_is_chosen_by_name_or_code_in_any_case(cfg, mocked_aws):
+    """People type codes: `ask --language fr` (and the notebook's ask_with_preset, through
+    the same check) sends the preset's own name for it."""
+    seen: list[dict[str, Any]] = []
+
+    def handler_stand_in(_: float) -> None:
+        name = cfg.bucket_name(aws.account_id)
+        head = aws.s3.head_object(Bucket=name, Key="input/tour_eiffel.jpeg")
+        seen.append(head["Metadata"])
+        aws.s3.put_object(Bucket=name, Key="output/tour_eiffel.jpeg.json",
+                          Body=json.dumps({"status": "ok", "answer": "Paris."}).encode(),
+                          Metadata={"input-etag": head["ETag"].strip('"'), "final": "true"})
+
+    aws = Aws(cfg.region, sleep=handler_stand_in)
+    stack.up(cfg, Aws(cfg.region, sleep=no_sleep), endpoint_poll=0)
+    stack.ask(IMAGES / "tour_eiffel.jpeg", cfg, aws, timeout=30, preset="family", language="fr")
+    assert seen == [{"preset": "family", "language": "French"}]
+    for asked, named in [("FR", "French"), ("french", "French"), ("French", "French"),
+                         ("fr-FR", "French"), ("fra", "French"), ("ja", "Japanese"),
+                         ("de_DE", "German"), ("en", "English"), ("Es", "Spanish")]:
+        assert presets.check_choice(aws, cfg, "family", asked) == {
+            "preset": "family", "language": named}, asked
+    assert presets.check_choice(aws, cfg, None, "it") == {"language": "Italian"}
+    with pytest.raises(PresetError, match="does not offer 'pt': it offers English, French"):
+        presets.check_choice(aws, cfg, "family", "pt")
+
+
+def test_a_language_and_its_code_are_one_language_in_a_preset():
+    (problem,) = validate(a_preset(languages=["English", "French", "fr"]))
+    assert problem.startswith("languages: French and fr are the same language"), problem
+    (problem,) = validate(a_preset(languages=["English", "French", "French"]))
+    assert problem.startswith("languages: French is listed twice"), problem
+    assert presets_schema.offered_language(["English", "French"], "FR") == "French"
+    assert presets_schema.offered_language(["en", "fr"], "French") == "fr"
+    assert presets_schema.offered_language(["English", "Klingon"], "klingon") == "Klingon"
+    assert presets_schema.offered_language(["English", "French"], "de") is None
+    assert presets_schema.offered_language(["English", "French"], "") is None
 
 
 def test_ask_without_a_table_says_so(mocked_aws, cfg):

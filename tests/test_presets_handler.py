@@ -19,7 +19,9 @@ from typing import Any
 
 import boto3
 import pytest
+import test_async_inference
 import test_handler
+from test_async_inference import FakeQueue, _queue_upload
 from test_handler import ENDPOINT, IMAGES, RecordingServer, event_for, result, run
 
 import lambda_async
@@ -31,6 +33,7 @@ from visual_tourism.profiles import PROFILES
 
 # test_handler's fixtures: the bucket (holding example/trevi.jpeg) on moto's S3, image fetches.
 s3, bucket, fetched = test_handler.s3, test_handler.bucket, test_handler.fetched
+queue = test_async_inference.queue  # InvokeEndpointAsync as SageMaker answers it
 
 IDEFICS = PROFILES["idefics-9b-instruct"]  # TGI 1.4.5, prompt style
 QWEN_TGI = PROFILES["qwen2.5-vl-7b-instruct"]  # TGI 3.3.6, messages
@@ -193,6 +196,86 @@ def test_the_same_photo_asked_again_with_another_choice_is_answered_again(
     assert len(server.requests) == 4
 
 
+
+def _while_answering_the_first(monkeypatch: pytest.MonkeyPatch, meanwhile: Any) -> list[int]:
+    """Run ``meanwhile()`` inside the first model call, before its answer comes back (that
+    invocation then finishes last); later calls go straight to the endpoint."""
+    real, calls = lambda_code.invoke_model, []
+
+    def gated(body: bytes, settings: Any, deadline: float) -> Any:
+        calls.append(len(calls))
+        if len(calls) == 1:
+            meanwhile()
+        return real(body, settings, deadline)
+
+    monkeypatch.setattr(lambda_code, "invoke_model", gated)
+    return calls
+
+
+@pytest.mark.parametrize("first, second, edit", [
+    ({"preset": "family"}, {"preset": "history"}, False),
+    ({"preset": "history", "language": "French"}, {"preset": "history", "language": "German"},
+     False),
+    ({"preset": "history"}, {"preset": "history"}, True),  # the same choice, preset edited
+    ({"preset": "history"}, {"preset": "history"}, "same second"),
+], ids=["preset", "language", "edited-preset", "edited-preset-same-second"])
+@pytest.mark.parametrize("transport", ["url", "data-uri"])
+def test_a_reask_with_another_choice_ends_with_the_newest_choice_when_the_first_ends_last(
+    s3: Any, bucket: str, server: RecordingServer, table: Table,
+    monkeypatch: pytest.MonkeyPatch, first: dict[str, str], second: dict[str, str],
+    edit: bool | str, transport: str,
+) -> None:
+    """The same bytes (same ETag) asked again while the first answer is still being made."""
+    monkeypatch.setenv("IMAGE_TRANSPORT", transport)
+    if edit == "same second":  # S3 dates uploads to the second: both uploads then look alike
+        real_upload_of = lambda_code._upload_of
+        monkeypatch.setattr(lambda_code, "_upload_of",
+                            lambda response: {**real_upload_of(response), "modified": ""})
+    key = "input/reask.jpg"
+    newest: list[dict[str, Any]] = []
+
+    def reask() -> None:
+        if edit:
+            table.edit("history", max_new_tokens=150)  # version 2
+            lambda_code.clear_cache()
+        upload(s3, bucket, key, **second)
+        assert run(event_for(bucket, s3, key))["records"][0]["status"] == "ok"
+        newest.append(result(s3, bucket, "output/reask.jpg.json"))
+
+    calls = _while_answering_the_first(monkeypatch, reask)
+    upload(s3, bucket, key, **first)
+    older = run(event_for(bucket, s3, key))["records"][0]
+    assert len(calls) == 2 and older["status"] == "superseded"
+    record = result(s3, bucket, "output/reask.jpg.json")
+    assert record == newest[0]  # the newer choice's record, untouched
+    assert record["preset"]["name"] == second["preset"]
+    assert record["preset"]["language"] == second.get("language", "English")
+    assert record["preset"]["version"] == (2 if edit else 1)
+
+
+def test_asking_again_for_the_answer_already_there_is_not_undone_by_an_older_choice(
+    s3: Any, bucket: str, server: RecordingServer, table: Table,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """history, then family (still being answered), then history again: the last upload is a
+    duplicate of the record there (no model call), and family's late answer must not win."""
+    key = "input/back.jpg"
+    upload(s3, bucket, key, preset="history")
+    run(event_for(bucket, s3, key))
+    answered = result(s3, bucket, "output/back.jpg.json")
+    assert answered["preset"]["name"] == "history"
+
+    def back_to_history() -> None:
+        upload(s3, bucket, key, preset="history")
+        assert run(event_for(bucket, s3, key))["records"][0]["status"] == "duplicate"
+
+    calls = _while_answering_the_first(monkeypatch, back_to_history)
+    upload(s3, bucket, key, preset="family")
+    assert run(event_for(bucket, s3, key))["records"][0]["status"] == "superseded"
+    assert len(calls) == 1
+    assert result(s3, bucket, "output/back.jpg.json") == answered
+
+
 def test_default_in_english_sends_exactly_todays_request(
     s3: Any, bucket: str, server: RecordingServer, table: Table, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -256,6 +339,19 @@ def test_a_language_the_preset_does_not_offer_is_answered_in_its_own_with_a_note
                language="german")["preset"]["language"] == "German"
 
 
+@pytest.mark.parametrize("asked", ["fr", "FR", "fr-FR"])
+def test_a_language_code_is_answered_in_the_language_the_preset_names(
+    s3: Any, bucket: str, server: RecordingServer, table: Table, asked: str,
+) -> None:
+    """x-amz-meta-language as a code (a web client, a script): the record says "French"."""
+    record = ask(s3, bucket, preset="family", language=asked)
+
+    assert record["status"] == "ok"
+    assert record["preset"]["language"] == "French"
+    assert "requested_language" not in record["preset"] and "note" not in record["preset"]
+    assert "Answer in French." in server.requests[0]["inputs"]
+
+
 # -- a preset edited by hand -------------------------------------------------------------------
 
 
@@ -264,6 +360,13 @@ def test_a_language_the_preset_does_not_offer_is_answered_in_its_own_with_a_note
     ({"max_new_tokens": 5000}, "max_new_tokens"),
     ({"examples": [{"photo": "input/secret.jpg", "answer": "x"}]}, "examples[0].photo"),
     ({"language": "Latin"}, "language: 'Latin'"),
+    # Types the container refuses (TGI GenerateParameters: do_sample bool, seed u64, and an
+    # empty stop ends every answer at once): refused here, not by a 422 after a model call.
+    ({"generation": {"do_sample": "yes"}}, "generation: do_sample='yes'"),
+    ({"generation": {"seed": -1}}, "generation: seed=-1"),
+    ({"generation": {"seed": 1.5}}, "generation: seed=1.5"),
+    ({"generation": {"seed": "abc"}}, "generation: seed='abc'"),
+    ({"generation": {"stop": [""]}}, "generation: stop=['']"),
 ])
 def test_a_broken_preset_is_an_error_record_naming_it_and_the_field_without_a_model_call(
     s3: Any, bucket: str, server: RecordingServer, table: Table, change: dict, field: str,
@@ -437,6 +540,24 @@ def test_async_mode_sends_the_same_request_and_parses_the_answer_the_same_way(
     assert record["fields"]["city"] == "Rome" and record["fields"]["recognised"] is True
     assert record["answer"] == "A fountain. Coins. Nearby."
     assert record["preset"]["name"] == "history" and record["preset"]["structured"] is True
+
+
+
+def test_async_a_reask_with_another_preset_ends_with_the_newest_whatever_finishes_last(
+    s3: Any, bucket: str, server: RecordingServer, table: Table, queue: FakeQueue,
+) -> None:
+    """The same bytes queued twice, family then history: each request keeps its own payload,
+    and SageMaker finishing family last does not bring family back."""
+    first = _queue_upload(s3, bucket, "input/q.jpg", PHOTO, preset="family")
+    second = _queue_upload(s3, bucket, "input/q.jpg", PHOTO, preset="history")
+    assert first == second  # same bytes, same ETag
+    locations = [params["InputLocation"] for params in queue.queued]
+    assert len(set(locations)) == 2  # the first request is not overwritten by the second
+    assert queue.finish(1, answer="History.")["status"] == "ok"
+    assert queue.finish(0, answer="Family.")["status"] == "superseded"
+    record = result(s3, bucket, "output/q.jpg.json")
+    assert record["answer"] == "History." and record["preset"]["name"] == "history"
+    assert s3.list_objects_v2(Bucket=bucket, Prefix="async/").get("KeyCount") == 0
 
 
 # -- the cache ---------------------------------------------------------------------------------

@@ -103,10 +103,15 @@ def test_an_upload_form_is_for_one_new_key_under_input_web_with_size_and_type_li
     assert fields["Content-Type"] == "image/jpeg"
     policy = json.loads(base64.b64decode(fields["policy"]))
     assert ["content-length-range", 1, 5000000] in policy["conditions"]
-    assert ["starts-with", "$Content-Type", "image/"] in policy["conditions"]
+    # Exactly the type asked for (S3 then stores and serves it as that type), never a prefix.
+    assert {"Content-Type": "image/jpeg"} in policy["conditions"]
+    assert not any(isinstance(c, list) and c[0] == "starts-with" and "Content-Type" in c[1]
+                   for c in policy["conditions"])
     assert {"key": f"input/web/{photo_id}"} in policy["conditions"]
+    # As short as a phone upload needs: the page asks for the form just before it sends.
     expires = datetime.fromisoformat(policy["expiration"].replace("Z", "+00:00"))
-    assert timedelta(minutes=4) < expires - before <= timedelta(minutes=5, seconds=5)
+    assert timedelta(seconds=100) < expires - before <= timedelta(seconds=125)
+    assert answer["expires_in"] == 120
     assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
     # Two forms never share a key.
     again = body(web_api.handle(event("api_post_upload.json"), env))
@@ -120,6 +125,26 @@ def test_a_base64_body_with_preset_and_language_signs_them_as_metadata(env):
     assert fields["x-amz-meta-preset"] == "food" and fields["x-amz-meta-language"] == "French"
     policy = json.loads(base64.b64decode(fields["policy"]))
     assert {"x-amz-meta-preset": "food"} in policy["conditions"]
+
+
+def test_only_the_image_types_the_page_offers_get_a_form_each_signed_exactly(env):
+    page = web_api.PAGE.read_text()
+    offered = re.search(r'<input id="photo"[^>]*accept="([^"]+)"', page).group(1).split(",")
+    assert offered == list(web_api.EXTENSIONS) and "image/svg+xml" not in offered
+    for content_type in offered:
+        response = web_api.handle(event("api_post_upload.json", body=json.dumps(
+            {"content_type": content_type, "size": 10})), env)
+        assert response["statusCode"] == 201, content_type
+        fields = body(response)["upload"]["fields"]
+        policy = json.loads(base64.b64decode(fields["policy"]))
+        assert fields["Content-Type"] == content_type
+        assert {"Content-Type": content_type} in policy["conditions"]
+    for refused in ("image/svg+xml", "image/svg+xml; charset=utf-8", "image/", "image/x-icon",
+                    "image/jpeg; x=<script>", "text/html", "IMAGE/SVG+XML"):
+        response = web_api.handle(event("api_post_upload.json", body=json.dumps(
+            {"content_type": refused, "size": 10})), env)
+        assert response["statusCode"] == 415, refused
+        assert body(response)["error"] == "not_an_image" and "upload" not in body(response)
 
 
 @pytest.mark.parametrize("request_body, status, error", [
@@ -159,7 +184,57 @@ def test_a_result_is_unknown_then_pending_then_answered_without_naming_the_accou
     assert answered["status"] == "ok" and answered["record"]["answer"] == "The Eiffel Tower."
     assert BUCKET not in json.dumps(answered["record"]) and "endpoint" not in answered["record"]
     assert answered["record"]["model"] == {"profile": "smolvlm", "model_id": "m/x"}
-    assert answered["photo_url"].split("?")[0].endswith(f"input/web/{photo_id}")
+    # The gallery's small copy (made by the handler, without metadata), never the original.
+    assert answered["photo_url"].split("?")[0].endswith(f"thumbnails/web/{photo_id}.jpg")
+
+
+def _query(url: str) -> dict[str, str]:
+    from urllib.parse import parse_qsl, urlsplit
+
+    return dict(parse_qsl(urlsplit(url).query))
+
+
+def test_photo_urls_are_safe_typed_and_stable_for_a_window_so_browsers_cache_them(
+        env, monkeypatch):
+    """Each URL names the small copy, is served as image/jpeg inline (whatever the object
+    says), says how long to cache it, and is the same URL for the whole signing window, so a
+    gallery refreshed every 60 s finds its images in the browser's cache."""
+    import botocore.auth
+
+    s3 = boto3.client("s3", region_name=REGION)
+    photo_id = web_api.new_id("image/jpeg")
+    s3.put_object(Bucket=BUCKET, Key=f"output/web/{photo_id}.json",
+                  Body=json.dumps({"status": "ok", "answer": "x"}))
+    window = web_api.PHOTO_URL_WINDOW_SECONDS
+    start = 1_700_000_000 // window * window
+    urls = []
+    for offset in (5, 65, window - 1, window + 5):
+        monkeypatch.setattr(web_api, "_clock", lambda offset=offset: start + offset)
+        listed = body(web_api.handle(event("api_get_results.json"), env))["results"]
+        single = body(web_api.handle(result_event(photo_id), env))
+        assert listed[0]["photo_url"] == single["photo_url"]
+        urls.append(single["photo_url"])
+    assert urls[0] == urls[1] == urls[2] != urls[3]  # one URL per window
+    query = _query(urls[0])
+    assert query["response-content-type"] == "image/jpeg"
+    assert query["response-content-disposition"] == f'inline; filename="{photo_id}.jpg"'
+    assert query["response-cache-control"] == f"private, max-age={window}, immutable"
+    signed_at = datetime.strptime(query["X-Amz-Date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    assert signed_at.timestamp() == start
+    # Valid for at least a window after it was last handed out.
+    assert int(query["X-Amz-Expires"]) >= 2 * window
+    # The very URL botocore signs at that instant: a valid SigV4 signature.
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at.replace(
+        tzinfo=None))
+    expected = boto3.client("s3", region_name=REGION, config=web_api.Config(
+        signature_version="s3v4")).generate_presigned_url("get_object", Params={
+            "Bucket": BUCKET, "Key": f"thumbnails/web/{photo_id}.jpg",
+            "ResponseContentType": "image/jpeg",
+            "ResponseContentDisposition": f'inline; filename="{photo_id}.jpg"',
+            "ResponseCacheControl": f"private, max-age={window}, immutable"},
+        ExpiresIn=int(query["X-Amz-Expires"]))
+    assert _query(expected) == query
+    assert expected.split("?")[0] == urls[0].split("?")[0]
 
 
 def test_an_error_record_is_passed_on_as_the_handler_wrote_it(env):
@@ -283,8 +358,11 @@ def test_the_role_may_upload_only_under_input_web_and_read_only_web_folders(stac
     policy = web.web_policy(cfg, account="000000000000", bucket=BUCKET)
     by_sid = {s["Sid"]: s for s in policy["Statement"]}
     assert by_sid["SignUploadFormsForWebPhotos"]["Resource"].endswith(f"{BUCKET}/input/web/*")
-    assert all(r.split(BUCKET)[1].startswith(("/input/web/", "/output/web/"))
-               for r in by_sid["ReadWebPhotosAndResults"]["Resource"])
+    # The results and the small copies; never the originals (they may carry a position).
+    assert sorted(r.split(BUCKET)[1] for r in by_sid["ReadResultsAndSmallCopies"]["Resource"]
+                  ) == ["/output/web/*", "/thumbnails/web/*"]
+    assert not any("input/" in str(s["Resource"]) for s in policy["Statement"]
+                   if "s3:GetObject" in s["Action"])
     assert "ReadPresets" not in by_sid
     with_table = web.web_policy(cfg, account="000000000000", bucket=BUCKET, table="t")
     assert with_table["Statement"][-1]["Action"] == ["dynamodb:Scan"]

@@ -43,7 +43,7 @@ def site() -> Iterator[dict[str, Any]]:
         front, link = serve_local(cfg, local)
         try:
             yield {"link": link, "url": front.url, "code": link.split("#code=")[1],
-                   "front": front, "cfg": cfg, "env": local.env}
+                   "front": front, "cfg": cfg, "env": local.env, "local": local}
         finally:
             front.stop()
             local.runtime.wait_idle(30)
@@ -100,6 +100,15 @@ def test_the_printed_link_opens_the_page_and_a_photo_gets_its_answer(site, chrom
     assert status == "ok", text
     assert "stand-in" in text  # the local model server's labelled answer
     _wait(chromium, lambda d: len(d.find_elements("css selector", "#gallery li")) >= 1)
+    # The gallery shows the handler's small copy (read with the web role's rights, which no
+    # longer reach the originals), loaded from the bucket as an inline JPEG.
+    image = chromium.find_element("css selector", "#gallery li img")
+    assert "/thumbnails/web/" in image.get_attribute("src")
+    _wait(chromium, lambda d: d.execute_script(
+        "return arguments[0].complete && arguments[0].naturalWidth", image), timeout=20)
+    width, height = chromium.execute_script(
+        "return [arguments[0].naturalWidth, arguments[0].naturalHeight]", image)
+    assert max(width, height) == 480
     shots = os.environ.get("WEB_SCREENSHOTS")
     if shots:
         full_page_screenshot(chromium, Path(shots) / "web-phone.png", PHONE[0])
@@ -164,15 +173,17 @@ def _front(site: dict[str, Any], *, settings: dict[str, str] | None = None,
     from visual_tourism import stack, web
     from visual_tourism.aws import Aws
     from visual_tourism.local.stack import environment
-    from visual_tourism.local.web_front import WebFront, function_env
+    from visual_tourism.local.web_front import WebFront, as_its_role, function_env
 
     with environment(site["env"]):  # each test's fixtures unset the stack's variables
         aws = Aws("us-east-1")
         env = function_env(site["cfg"], aws, site["env"], **(settings or {}))
         bucket = stack.bucket_name(site["cfg"], aws)
         rules = aws.s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
-    call = handler or web_api.handle
-    with environment(site["env"]), WebFront(lambda event: call(event, env), web_api.ROUTES,
+        # As Lambda runs it: with the web role's credentials.
+        invoke = as_its_role(site["cfg"], aws, env, site["local"].credentials.for_function,
+                             handler or web_api.handle)
+    with environment(site["env"]), WebFront(invoke, web_api.ROUTES,
                   route_limits=route_limits) as front:
         # One rule naming both origins: moto's preflight refuses if any rule does not match.
         both = web.cors_rule(web.origin_of(site["url"]))

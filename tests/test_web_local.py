@@ -169,3 +169,42 @@ def test_an_unsigned_post_is_refused(s3_form):
     r = requests.post(form()["url"], data={"key": "input/web/x.jpg"},
                       files={"file": ("a.jpg", b"x")}, timeout=10)
     assert (r.status_code, _code(r)) == (403, "AccessDenied") and _stored(s3, name) == []
+
+
+@pytest.mark.parametrize("condition", [
+    {"Content-Type": "image/jpeg"}, ["eq", "$Content-Type", "image/jpeg"],
+    ["eq", "$content-type", "image/jpeg"],
+])
+@pytest.mark.parametrize("fields, files", [
+    ({"Content-Type": "image/svg+xml"}, None),
+    ({"Content-Type": "image/jpeg; charset=utf-8"}, None),
+    ({"Content-Type": "IMAGE/JPEG"}, None),
+    ({"Content-Type": None}, None),  # no type at all: S3 would store the default one
+    # The form's type plus another spelling of the field: S3 refuses a repeated field.
+    ({"content-type": "image/svg+xml"}, None),
+    ({"CONTENT-TYPE": "image/svg+xml"}, None),
+])
+def test_an_exact_content_type_condition_is_as_strict_as_s3s(s3_form, condition, fields, files):
+    """The web API signs each form for exactly one type: a POST with any other type, a
+    missing one or a second Content-Type field stores nothing (S3 answers 403 or 400)."""
+    s3, name, _ = s3_form
+    form = s3.generate_presigned_post(
+        name, "input/web/b.jpg", Fields={"Content-Type": "image/jpeg"},
+        Conditions=[["content-length-range", 1, 1000], condition], ExpiresIn=60)
+    sent = {**form["fields"]}
+    for field, value in fields.items():
+        if value is None:
+            sent.pop(field, None)
+        elif field == "Content-Type":
+            sent[field] = value
+        else:
+            sent[field] = value  # beside the form's own "Content-Type"
+    refused = requests.post(form["url"], data=sent, files={"file": ("b.svg", b"<svg/>")},
+                            headers={"Origin": "http://page.test"}, timeout=10)
+    assert refused.status_code in (400, 403), refused.text
+    assert _code(refused) in ("AccessDenied", "InvalidArgument")
+    assert _stored(s3, name) == []
+    ok = requests.post(form["url"], data=form["fields"], files={"file": ("b.jpg", b"x")},
+                       headers={"Origin": "http://page.test"}, timeout=10)
+    assert ok.status_code == 204
+    assert s3.head_object(Bucket=name, Key="input/web/b.jpg")["ContentType"] == "image/jpeg"

@@ -85,17 +85,28 @@ def test_down_forgets_the_web_step_in_the_state_file(aws, tmp_path):
     assert State(cfg.state_path).get("web", "url") is None
 
 
-def test_status_shows_the_page_url_and_its_link(aws, tmp_path, capsys, monkeypatch):
+def test_status_shows_the_page_url_and_how_to_get_the_link_never_the_code(
+        aws, tmp_path, capsys, monkeypatch):
+    """The access code appears only where it is asked for (`visual-tourism web`, `local
+    serve`, the demo notebook's QR cell): `status` (and so the quickstart notebook's output,
+    which shows it) gives the page's address and the command that prints the link."""
     monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
     cfg = load_config(state_dir=str(tmp_path / "state"))
     names = stack.up(cfg, aws, endpoint_poll=0)
+    code = web.get_code(aws, cfg)
     info = stack.status(cfg, aws)["web"]
     api = aws.client("apigatewayv2").get_apis()["Items"][0]
     assert info["state"] == "ready"
     assert info["url"] == api["ApiEndpoint"].rstrip("/") + "/" == names["web_url"]
-    assert info["link"] == f"{info['url']}#code={web.get_code(aws, cfg)}"
-    assert main(["status", "--region", REGION]) == 0
-    assert info["url"] in capsys.readouterr().out
+    assert "link" not in info and "visual-tourism web" in info["link_with_code"]
+    assert code not in json.dumps(info)
+    for args in (["status"], ["status", "--json"]):
+        assert main([*args, "--region", REGION]) == 0
+        out = capsys.readouterr().out
+        assert info["url"] in out and "visual-tourism web" in out
+        assert code not in out and "#code=" not in out
+    assert main(["web", "--no-qr", "--region", REGION]) == 0  # asked for: there it is
+    assert f"{info['url']}#code={code}" in capsys.readouterr().out
     stack.down(cfg, aws, delete_bucket=True)
 
 
@@ -151,7 +162,8 @@ def test_in_local_mode_web_and_status_print_the_served_page_not_motos_address(
             assert link.startswith(front.url) and front.url.startswith("http://127.0.0.1:")
             assert main(["status", "--json", *args]) == 0
             shown = json.loads(capsys.readouterr().out)["web"]
-            assert (shown["state"], shown["url"], shown["link"]) == ("ready", front.url, link)
+            assert (shown["state"], shown["url"]) == ("ready", front.url)
+            assert "link" not in shown and link.split("#code=")[1] not in json.dumps(shown)
             # `up` again while it serves: the bucket's CORS rule keeps the served origin.
             web.deploy(aws, cfg, bucket)
             rule = next(r for r in aws.s3.get_bucket_cors(Bucket=bucket)["CORSRules"]

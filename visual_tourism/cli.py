@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "handler answers with 'default'; 'visual-tourism presets list' shows "
                         "them)")
     p.add_argument("--language", metavar="NAME",
-                   help="answer language offered by the preset, e.g. French (default: none "
-                        "sent: the preset's own language)")
+                   help="answer language offered by the preset, by name or code in any "
+                        "case, e.g. French, french or fr (default: none sent: the preset's "
+                        "own language)")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("replay", parents=[common],

@@ -148,10 +148,12 @@ class Config:
     @property
     def needs_pillow(self) -> bool:
         """Whether the handler may resize images, so its zip must carry Pillow: the data-uri
-        transport (the payload limit), or a container that counts an image's tokens by its
-        size (every formula but Idefics v1's one token per image)."""
+        transport (the payload limit), a container that counts an image's tokens by its
+        size (every formula but Idefics v1's one token per image), or the web page (the
+        gallery's small copies of its photos, lambda_images.thumbnail)."""
         return (self.effective_image_transport == "data-uri"
-                or self.profile.limits.image_formula != "idefics")
+                or self.profile.limits.image_formula != "idefics"
+                or self.web_api == "on")  # the web photos' small copies (lambda_images)
 
     @property
     def presets_table(self) -> str:

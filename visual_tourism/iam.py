@@ -106,8 +106,24 @@ def lambda_policy(
             },
             *_lambda_presets_statements(cfg, account, partition),
             *_lambda_async_statements(cfg, objects),
+            *_lambda_web_statements(cfg, objects),
         ],
     }
+
+
+def _lambda_web_statements(cfg: Config, objects: str) -> list[dict[str, Any]]:
+    """With the web page: the small copy of each web photo (the gallery's, without metadata),
+    written once per upload form; GetObject for the HEAD that finds an earlier one."""
+    if cfg.web_api != "on":
+        return []
+    from .web import THUMBNAIL_PREFIX, WEB_FOLDER
+
+    return [{
+        "Sid": "WriteWebPhotoCopies",
+        "Effect": "Allow",
+        "Action": ["s3:GetObject", "s3:PutObject"],
+        "Resource": f"{objects}/{THUMBNAIL_PREFIX}{WEB_FOLDER}*",
+    }]
 
 
 def _lambda_presets_statements(cfg: Config, account: str, partition: str) -> list[dict[str, Any]]:

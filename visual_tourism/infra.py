@@ -71,7 +71,8 @@ LAMBDA_ENV_PARAMETERS = {
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
     "CONTAINER_LIMITS": "ContainerLimits",
 }
-LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME", "PRESETS_TABLE"})
+LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME", "PRESETS_TABLE",
+                                 "THUMBNAIL_PREFIX"})  # the last: from WebPage
 # Container variables the template can set (CloudFormation maps cannot have parameter keys,
 # so each variable a profile may use has its own optional parameter).
 MODEL_ENV_PARAMETERS = {
@@ -213,7 +214,8 @@ def package(
 ) -> Packaged:
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
     aws = aws or Aws(cfg.region)
-    zip_bytes = lambda_fn.build_zip(lambda_fn.vendor_dir(cfg))  # Pillow when it may resize
+    # Pillow when it may resize (locally: the one that imports in local mode's Lambda).
+    zip_bytes = lambda_fn.build_zip(lambda_fn.vendor_dir(cfg, local=aws.is_local))
     code_bucket = ensure_artifacts_bucket(aws, cfg)
     key = code_key(zip_bytes)
     if bucket.object_exists(aws, code_bucket, key):  # same key, same bytes

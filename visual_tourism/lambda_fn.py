@@ -60,17 +60,26 @@ def build_zip(vendor_dir: Path | None = None, modules: tuple[str, ...] = MODULES
     return buffer.getvalue()
 
 
-def vendor_dir(cfg: Config, cache: Path | None = None) -> Path | None:
+def vendor_dir(cfg: Config, cache: Path | None = None, local: bool = False) -> Path | None:
     """What build_zip vendors for this configuration: Pillow when the handler may resize
-    images (``Config.needs_pillow``), else nothing."""
-    return vendor_pillow(cfg, cache) if cfg.needs_pillow else None
+    images (``Config.needs_pillow``), else nothing.
+
+    ``local``: for local mode's Lambda service, which runs the handler with this interpreter
+    (and its Pillow). A wheel for the runtime's Python imports there only when this
+    interpreter is that version; otherwise it would shadow the working one, so nothing."""
+    if not cfg.needs_pillow:
+        return None
+    if local and cfg.lambda_runtime != f"python{sys.version_info[0]}.{sys.version_info[1]}":
+        return None
+    return vendor_pillow(cfg, cache)
 
 
 def vendor_pillow(cfg: Config, cache: Path | None = None) -> Path:
     """Pillow for the Lambda's platform (manylinux x86_64, its Python), cached by version.
 
-    The handler downscales images with it: for the data-uri transport's payload limit, and
-    for a profile whose container counts image tokens by size (``Config.needs_pillow``).
+    The handler downscales images with it: for the data-uri transport's payload limit, for
+    a profile whose container counts image tokens by size, and for the small copies of the
+    web page's photos that its gallery shows (``Config.needs_pillow``).
     """
     version = cfg.lambda_runtime.removeprefix("python")
     target = (cache or PROJECT_ROOT / "build") / f"pillow-py{version}"
@@ -86,7 +95,8 @@ def vendor_pillow(cfg: Config, cache: Path | None = None) -> Path:
     if result.returncode != 0:
         raise DeployError(
             "Could not download Pillow for the Lambda (needed to resize images: "
-            f"image_transport={cfg.effective_image_transport}, profile {cfg.model_profile}): "
+            f"image_transport={cfg.effective_image_transport}, profile {cfg.model_profile}, "
+            f"web_api={cfg.web_api}): "
             f"{result.stderr.strip()[-400:]}. Check the network."
         )
     return target
@@ -121,7 +131,15 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "CONTAINER_LIMITS": profile.limits.to_env(),
         # The answer presets (presets_schema.py): one GetItem per photo; empty when off.
         "PRESETS_TABLE": cfg.presets_table,
+        # With the web page: the gallery's small copies of web photos (empty: none made).
+        "THUMBNAIL_PREFIX": web_thumbnail_prefix(cfg),
     }
+
+
+def web_thumbnail_prefix(cfg: Config) -> str:
+    from .web import THUMBNAIL_PREFIX
+
+    return THUMBNAIL_PREFIX if cfg.web_api == "on" else ""
 
 
 def _function_settings(cfg: Config, role_arn: str, bucket: str) -> dict[str, Any]:

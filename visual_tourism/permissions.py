@@ -622,8 +622,8 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
               + (_n("scheduler:GetSchedule", a.schedule(schedule.group_name(cfg),
                                                          cfg.schedule_name))
                  if cfg.stop_after else [])
+              # The page's address only: the access code is read where it is asked for.
               + (_n("apigateway:GET", a.apigateway("/apis")) if cfg.web_api == "on" else [])
-              + _n("ssm:GetParameter", a.parameter(web.code_parameter(cfg)), when=_EXISTING)
               + (_n("dynamodb:DescribeTable", table)
                  + _n("dynamodb:Scan dynamodb:DescribeContinuousBackups", table, when=_EXISTING)
                  if table else []))))

@@ -228,7 +228,9 @@ def require_preset(aws: Aws, cfg: Config, name: str) -> dict[str, Any]:
 def check_choice(aws: Aws, cfg: Config, preset: str | None,
                  language: str | None) -> dict[str, str]:
     """The S3 metadata an upload carries to pick ``preset`` and ``language``; PresetError when
-    the preset does not exist or does not offer the language. Nothing is uploaded here."""
+    the preset does not exist or does not offer the language. The language may be a name or
+    a code in any case ("fr", "French", "french"); the metadata names it as the preset does.
+    Nothing is uploaded here."""
     metadata: dict[str, str] = {}
     if preset is None and language is None:
         return metadata
@@ -238,15 +240,28 @@ def check_choice(aws: Aws, cfg: Config, preset: str | None,
             raise PresetError(f"The {what} name {value!r} is not valid: use letters, digits, "
                               "'-' or '_' (at most 40).")
     item = require_preset(aws, cfg, preset or presets_schema.DEFAULT_NAME)
-    if language is not None and language not in (item.get("languages") or []):
-        offered = ", ".join(item.get("languages") or []) or "none"
-        raise PresetError(f"Preset {item[KEY]!r} does not offer {language!r}: it offers "
-                          f"{offered}.")
+    if language is not None:
+        offered = [str(v) for v in item.get("languages") or []]
+        named = presets_schema.offered_language(offered, language)
+        if named is None:
+            raise PresetError(f"Preset {item[KEY]!r} does not offer {language!r}: it offers "
+                              f"{', '.join(offered) or 'none'} (a name or its code, e.g. "
+                              f"{_example_code(offered)}).")
+        language = named
     if preset is not None:
         metadata["preset"] = preset
     if language is not None:
         metadata["language"] = language
     return metadata
+
+
+def _example_code(offered: list[str]) -> str:
+    """'French or fr' for the first offered language with a known code (for messages)."""
+    for name in offered:
+        codes = presets_schema.LANGUAGE_CODES.get(presets_schema.language_id(name))
+        if codes:
+            return f"{name} or {codes[0]}"
+    return offered[0] if offered else "English"
 
 
 # -- validating and writing ---------------------------------------------------------------------

@@ -163,7 +163,8 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
     """Zip lambda_code.py, create or update the function and its log group."""
     name = bucket_name(cfg, aws)
     role = iam.ensure_lambda_role(aws, cfg, name)
-    vendor = lambda_fn.vendor_dir(cfg)  # Pillow when the handler may resize images
+    # Pillow when the handler may resize images (locally: the one that imports here).
+    vendor = lambda_fn.vendor_dir(cfg, local=aws.is_local)
     zip_bytes = lambda_fn.build_zip(vendor)
     lambda_fn.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.function_log_group(cfg))

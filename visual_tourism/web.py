@@ -36,6 +36,9 @@ POLICY_NAME = "visual-tourism-web"
 PERMISSION_ID = "visual-tourism-apigateway-invoke"
 CORS_RULE_ID = "visual-tourism-web-uploads"
 WEB_FOLDER = "web/"
+# Where the handler writes a small copy of each web photo, without metadata (THUMBNAIL_PREFIX
+# of both functions): what the gallery shows. Outside output/, so results stay records only.
+THUMBNAIL_PREFIX = "thumbnails/"
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off a projector
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 LOCAL_FRONT_SERVER = "visual-tourism-local-api"  # the Server header of local/web_front.py
@@ -70,7 +73,8 @@ def presets_table(cfg: Config) -> str:
 
 def web_policy(cfg: Config, *, account: str, bucket: str, partition: str = "aws",
                table: str = "") -> dict[str, Any]:
-    """Upload forms for input/web/ only, reads of input/web/ and output/web/, the code."""
+    """Upload forms for input/web/ only; reads of the results (output/web/) and of the
+    handler's small copies (thumbnails/web/), never of the originals; the code."""
     objects = f"arn:{partition}:s3:::{bucket}"
     group = f"arn:{partition}:logs:{cfg.region}:{account}:log-group:{log_group(cfg)}"
     statements: list[dict[str, Any]] = [
@@ -83,11 +87,16 @@ def web_policy(cfg: Config, *, account: str, bucket: str, partition: str = "aws"
             "Sid": "SignUploadFormsForWebPhotos", "Effect": "Allow",
             "Action": ["s3:PutObject"], "Resource": f"{objects}/{cfg.input_prefix}{WEB_FOLDER}*",
         },
-        {"Sid": "ReadWebPhotosAndResults", "Effect": "Allow", "Action": ["s3:GetObject"],
-         "Resource": [f"{objects}/{cfg.input_prefix}{WEB_FOLDER}*",
-                      f"{objects}/{cfg.output_prefix}{WEB_FOLDER}*"]},
         {
-            # Listing for the gallery, and so that a missing result reads 404, not 403.
+            # The originals (input/web/) stay the handler's: they may carry the photo's
+            # position and the camera's serial number. The gallery shows the small copies.
+            "Sid": "ReadResultsAndSmallCopies", "Effect": "Allow", "Action": ["s3:GetObject"],
+            "Resource": [f"{objects}/{cfg.output_prefix}{WEB_FOLDER}*",
+                         f"{objects}/{THUMBNAIL_PREFIX}{WEB_FOLDER}*"]},
+        {
+            # The gallery's listing of results, and whether a photo was uploaded (a listing of
+            # its key under input/web/). A GetObject carries no s3:prefix, so this does not
+            # make a missing result 404: it is 403 for this role (web_api reads it so).
             "Sid": "ListWebFolders", "Effect": "Allow", "Action": ["s3:ListBucket"],
             "Resource": objects,
             "Condition": {"StringLike": {"s3:prefix": [
@@ -113,7 +122,8 @@ def function_environment(cfg: Config, bucket: str, table: str = "") -> dict[str,
         "OUTPUT_PREFIX": cfg.output_prefix,
         "WEB_FOLDER": WEB_FOLDER,
         "MAX_PHOTO_BYTES": str(cfg.web_max_photo_bytes),
-        "UPLOAD_EXPIRES_SECONDS": "300",
+        "THUMBNAIL_PREFIX": THUMBNAIL_PREFIX,
+        "UPLOAD_EXPIRES_SECONDS": str(web_api.Settings.upload_expires_seconds),
         "PRESETS_TABLE": table,
     }
 
@@ -432,6 +442,8 @@ def delete_code(aws: Aws, cfg: Config) -> bool:
 
 
 LOCAL_SERVE = "visual-tourism local serve --web"
+LINK_COMMAND = ("run 'visual-tourism web' (it prints the link with the access code and its "
+                "QR code)")
 NOT_SERVED = ("in local mode the page is served by '" + LOCAL_SERVE + "' on this machine, "
               "and it is not running: start it (it prints the link), then run this again "
               "with the variables it prints exported")
@@ -478,7 +490,10 @@ def describe(aws: Aws, cfg: Config) -> dict[str, Any]:
     url = page_url(aws, cfg)
     if url is None:  # local mode, `local serve --web` not running
         return {"state": "not served", "note": NOT_SERVED}
-    return {"state": "ready", "url": url, "link": link(aws, cfg, url),
+    # Never the link itself: it carries the access code, which appears only where it is
+    # asked for (`visual-tourism web`, `local serve`, the demo notebook's QR cell), not in
+    # `status` (nor in a notebook that shows status).
+    return {"state": "ready", "url": url, "link_with_code": LINK_COMMAND,
             "throttle": f"{cfg.web_rate_limit:g} requests/s (bursts of {cfg.web_burst_limit}); "
                         f"upload forms {cfg.web_upload_rate_limit:g}/s (bursts of "
                         f"{cfg.web_upload_burst_limit})"}

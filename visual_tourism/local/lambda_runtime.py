@@ -12,6 +12,14 @@ What it keeps of Lambda's execution model:
   retired once idle.
 - **Timeouts.** An invocation past the function's timeout is killed with its worker (only
   that one); the next invocation starts a new one, as Lambda resets the sandbox.
+- **Memory.** ``REPORT`` gives the worker's own peak resident memory during the invocation
+  (see ``lambda_worker``). A worker whose peak goes over the function's memory size is
+  killed, as Lambda's sandbox is: the invocation fails with ``Runtime.OutOfMemory`` ("Error:
+  Runtime exited with error: signal: killed") and the next one gets a new worker. The
+  watchdog reads the worker's high-water mark from ``/proc/<pid>/status`` every
+  ``MEMORY_POLL_SECONDS`` while it works, and once more from its answer, so a spike between
+  two looks still counts. (Not RLIMIT_AS: Python's virtual size is far above its resident
+  size. Not a cgroup: creating one needs rights that a laptop's user does not have.)
 - **Concurrency.** A function with reserved concurrency never runs more than that many
   invocations at once; the others share ``max_concurrency`` (the account's unreserved pool).
   Reserved concurrency 0 sends events straight to the on-failure destination.
@@ -63,6 +71,22 @@ DEFAULT_MAX_EVENT_AGE = 21600  # Lambda's default: six hours
 DEFAULT_RETRY_ATTEMPTS = 2  # Lambda's default for asynchronous invocations
 # Where Lambda's S3 on-failure destination writes (fixed by AWS, not configurable).
 DESTINATION_PREFIX = "aws/lambda/async/"
+MEMORY_POLL_SECONDS = 0.02  # how often the watchdog looks at a working worker's memory
+# What Lambda reports when a function goes over its memory size: the sandbox is killed.
+OUT_OF_MEMORY = "Runtime.OutOfMemory"
+KILLED = "Runtime exited with error: signal: killed"
+_SIGNALS = {6: "aborted", 9: "killed", 11: "segmentation fault", 15: "terminated"}
+
+
+def exit_description(returncode: int | None) -> str:
+    """How Lambda words a runtime's end: ``exit status 3`` or ``signal: killed``."""
+    if returncode is not None and returncode < 0:
+        return f"signal: {_SIGNALS.get(-returncode, str(-returncode))}"
+    return f"exit status {returncode}"
+
+
+def out_of_memory_error(request_id: str) -> dict[str, Any]:
+    return {"errorType": OUT_OF_MEMORY, "errorMessage": f"RequestId: {request_id} Error: {KILLED}"}
 
 
 @dataclass(frozen=True)
@@ -128,6 +152,7 @@ class Worker:
                  number: int, tmp_root: Path) -> None:
         self.function_name = invocation.function_name
         self.key = invocation.config_key
+        self.memory_kib = invocation.memory * 1024  # Lambda's MB are MiB
         self.number = number
         self.created = self.last_used = time.monotonic()
         self.invocations = 0
@@ -186,14 +211,37 @@ class Worker:
             lines, self._lines = self._lines, []
         return lines
 
-    def wait_ready(self, timeout: float) -> dict[str, Any] | None:
-        try:
-            return self._answers.get(timeout=timeout)
-        except queue.Empty:
-            return None
+    def peak_kib(self) -> int | None:
+        """The worker's resident high-water mark since its invocation began (None: unknown,
+        e.g. no /proc). The worker resets it at the start of each invocation."""
+        return lambda_worker.status_kib("VmHWM", f"/proc/{self.process.pid}/status")
+
+    def over_memory(self) -> bool:
+        peak = self.peak_kib()
+        return peak is not None and peak > self.memory_kib
+
+    def _next_answer(self, timeout: float) -> dict[str, Any] | str:
+        """The next answer, watching memory meanwhile: "timeout", "exited" or "oom"."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return "timeout"
+            try:
+                answer = self._answers.get(timeout=min(left, MEMORY_POLL_SECONDS))
+            except queue.Empty:
+                if self.over_memory():
+                    self.kill()
+                    return "oom"
+                continue
+            return "exited" if answer is None else answer
+
+    def wait_ready(self, timeout: float) -> dict[str, Any] | str:
+        return self._next_answer(timeout)
 
     def invoke(self, request_id: str, event: Any, timeout: float) -> dict[str, Any] | str:
-        """Send one event: the answer, or "timeout", or "exited" (the process died)."""
+        """Send one event: the answer, or "timeout", "exited" (the process died) or "oom"
+        (killed for going over the function's memory size)."""
         request = {"request_id": request_id, "deadline": time.time() + timeout, "event": event}
         assert self.process.stdin is not None
         try:
@@ -201,11 +249,13 @@ class Worker:
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             return "exited"
-        try:
-            answer = self._answers.get(timeout=timeout)
-        except queue.Empty:
-            return "timeout"
-        return "exited" if answer is None else answer
+        answer = self._next_answer(timeout)
+        if isinstance(answer, dict) and (answer.get("max_memory_mb") or 0) * 1024 > (
+                self.memory_kib):
+            # Over the limit between two looks of the watchdog: Lambda would have killed it.
+            self.kill()
+            return "oom"
+        return answer
 
     def kill(self) -> None:
         if self.alive:
@@ -267,6 +317,7 @@ class LambdaRuntime:
         self.cold_starts = 0
         self.throttles = 0  # events that found no free concurrency at least once
         self.timeouts = 0
+        self.out_of_memory = 0  # invocations killed for going over the memory size
         self.failures = 0  # events given up: sent to the destination, or dropped
         self.destination_records = 0
         self.peak_concurrency: dict[str, int] = {}
@@ -570,11 +621,15 @@ class LambdaRuntime:
         ready = worker.wait_ready(max(10.0, float(invocation.timeout)))
         lines = [f"INIT_START Runtime Version: {invocation.runtime.replace('python', 'python:')}"
                  f".local\tRuntime Version ARN: local"]
-        lines += worker.take_lines()
-        if ready is None or "ready" not in ready:
-            error = (ready or {}).get("init_error") or {
-                "errorMessage": "the runtime exited or timed out during init",
-                "errorType": "Runtime.ExitError"}
+        lines += worker.take_lines() if isinstance(ready, dict) else worker.take_lines(wait=0.1)
+        if not isinstance(ready, dict) or "ready" not in ready:
+            if ready == "oom":
+                error = {"errorType": OUT_OF_MEMORY, "errorMessage": f"Error: {KILLED}"}
+                lines += [error["errorMessage"], OUT_OF_MEMORY]
+            else:
+                error = (ready if isinstance(ready, dict) else {}).get("init_error") or {
+                    "errorMessage": "the runtime exited or timed out during init",
+                    "errorType": "Runtime.ExitError"}
             return worker, lines, Outcome(False, error=error, status="init_error")
         worker.init_ms = float(ready["ready"])
         return worker, lines, None
@@ -604,11 +659,16 @@ class LambdaRuntime:
                 worker.kill()  # only this environment; the others carry on
                 with self._lock:
                     self.timeouts += 1
+            elif got == "oom":
+                outcome = Outcome(False, status="error", error=out_of_memory_error(request_id))
+                answer = {"max_memory_mb": invocation.memory}  # Lambda: the size it stopped at
+                with self._lock:
+                    self.out_of_memory += 1
             elif got == "exited":
                 worker.kill()
                 outcome = Outcome(False, status="error", error={
-                    "errorMessage": "Runtime exited with error: exit status "
-                                    f"{worker.process.returncode}",
+                    "errorMessage": "Runtime exited with error: "
+                                    f"{exit_description(worker.process.returncode)}",
                     "errorType": "Runtime.ExitError"})
             else:
                 answer = got  # type: ignore[assignment]
@@ -636,6 +696,9 @@ class LambdaRuntime:
         if outcome.status == "timeout":
             block.append(f"{datetime.now(UTC):%Y-%m-%dT%H:%M:%S.%f}"[:-3] + "Z "
                          f"{request_id} Task timed out after {invocation.timeout:.2f} seconds")
+        elif outcome.status == "error" and (outcome.error or {}).get("errorType") == (
+                OUT_OF_MEMORY):
+            block += [outcome.error["errorMessage"], OUT_OF_MEMORY]  # as Lambda logs it
         block.append(f"END RequestId: {request_id}")
         report = (f"REPORT RequestId: {request_id}\tDuration: {duration_ms:.2f} ms\t"
                   f"Billed Duration: {int(duration_ms) + 1} ms\t"

@@ -19,7 +19,6 @@ import importlib
 import json
 import logging
 import os
-import resource
 import sys
 import time
 import traceback
@@ -67,8 +66,43 @@ def _done() -> None:
     sys.stderr.flush()
 
 
-def _max_memory_mb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024  # KiB on Linux
+# Memory, as Lambda's REPORT line gives it: this environment's own peak resident memory during
+# one invocation. Read from the kernel's high-water mark (VmHWM in /proc/self/status), reset
+# before each invocation by writing 5 to /proc/self/clear_refs (Linux >= 4.0). Not
+# ru_maxrss: on Linux it survives exec, so a worker started by a 400 MB `local serve` would
+# report 400+ MB whatever it used itself. Not a sampled VmRSS either: the kernel updates the
+# high-water mark on every page it maps, so a spike between two samples still counts, and the
+# runtime's watchdog (lambda_runtime.Worker) reads the same figure from outside to enforce the
+# function's memory size.
+_CLEAR_REFS = "/proc/self/clear_refs"
+_STATUS = "/proc/self/status"
+
+
+def reset_peak_memory() -> bool:
+    """Start a new peak from the current resident size; False where the kernel cannot."""
+    try:
+        with open(_CLEAR_REFS, "w") as handle:
+            handle.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def status_kib(field: str, path: str = _STATUS) -> int | None:
+    """A ``kB`` field of a /proc/<pid>/status file (VmHWM, VmRSS), or None."""
+    try:
+        with open(path) as handle:
+            for line in handle:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def _max_memory_mb() -> int | None:
+    peak = status_kib("VmHWM")
+    return None if peak is None else -(-peak // 1024)  # MB as Lambda counts them, rounded up
 
 
 def main() -> int:
@@ -107,6 +141,7 @@ def main() -> int:
     for line in sys.stdin:
         request = json.loads(line)
         request_filter.request_id = request["request_id"]
+        reset_peak_memory()  # this invocation's peak, not the init's or an earlier one's
         started = time.monotonic()
         try:
             result = handler(request["event"], Context(request["request_id"],

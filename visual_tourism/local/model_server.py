@@ -141,11 +141,30 @@ def _aws_error(status: int, code: str, message: str, **fields: Any) -> _Response
 # -- fault injection ----------------------------------------------------------------------------
 
 
+class Hold:
+    """Requests kept in flight (holding their share of the instance's capacity) until
+    ``release()``: a test decides when a slow answer comes instead of racing a timer.
+
+    ``arrived`` is set once the first held request is waiting. A held request is let go by
+    ``release()``, when the server stops, or after ``timeout`` seconds at the latest, so a
+    test that never releases ends instead of hanging.
+    """
+
+    def __init__(self, n: int | None, timeout: float) -> None:
+        self.left, self.timeout = n, timeout
+        self.arrived, self.released = threading.Event(), threading.Event()
+        self.held = 0
+
+    def release(self) -> None:
+        self.released.set()
+
+
 @dataclass
 class _Plan:
     delay: float = 0.0
     drop: bool = False
     fail: int | None = None
+    hold: Hold | None = None
 
 
 class Faults:
@@ -179,6 +198,13 @@ class Faults:
         with self._lock:
             self._delay, self._delays_left = seconds, n
 
+    def hold(self, n: int | None = 1, timeout: float = 120.0) -> Hold:
+        """Keep the next ``n`` requests (all when None) in flight until the hold's release."""
+        hold = Hold(n, timeout)
+        with self._lock:
+            self._hold = hold
+        return hold
+
     def drop(self, n: int = 1) -> None:
         """Close the connection of the next ``n`` requests without answering."""
         with self._lock:
@@ -189,6 +215,8 @@ class Faults:
             self._failures: list[int] = []
             self._delay, self._delays_left = 0.0, 0
             self._drops = 0
+            self._hold: Hold | None = None
+            self.delayed = 0  # requests that were given a delay
 
     def take(self) -> _Plan:
         """What to do to one request (used by the server)."""
@@ -196,8 +224,14 @@ class Faults:
             plan = _Plan()
             if self._delay and (self._delays_left is None or self._delays_left > 0):
                 plan.delay = self._delay
+                self.delayed += 1
                 if self._delays_left is not None:
                     self._delays_left -= 1
+            hold = self._hold
+            if hold is not None and (hold.left is None or hold.left > 0):
+                plan.hold = hold
+                if hold.left is not None:
+                    hold.left -= 1
             if self._drops:
                 self._drops -= 1
                 plan.drop = True
@@ -918,6 +952,15 @@ class ModelServer:
                     path, outcome.style, outcome.images, status, seconds)
         return outcome.response
 
+    def _wait_held(self, hold: Hold) -> None:
+        with self._capacity_lock:
+            hold.held += 1
+        hold.arrived.set()
+        until = time.monotonic() + hold.timeout
+        while not hold.released.wait(0.05):
+            if self._stopping.is_set() or time.monotonic() > until:
+                return
+
     def _runtime(self, endpoint: str, headers: Any, body: bytes | None) -> _Outcome:
         """What SageMaker adds in front of the container."""
         found = _CREDENTIAL_REGION.search(headers.get("Authorization", ""))
@@ -949,6 +992,8 @@ class ModelServer:
             self._in_flight += 1
             self.peak_in_flight = max(self.peak_in_flight, self._in_flight)
         try:
+            if plan.hold is not None:
+                self._wait_held(plan.hold)
             if self.service_seconds:
                 self._stopping.wait(self.service_seconds)
             outcome = self._container(body, content_type, self.limits_of(endpoint))

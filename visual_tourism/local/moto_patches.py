@@ -20,6 +20,13 @@ tests/test_local_stack.py::test_moto_private_names fails loudly if a release mov
    ``LambdaFunction.invoke`` is replaced so an API call's RequestResponse runs on the local
    Lambda service and returns the handler's result, while moto's own services' events (empty
    headers) keep going to the asynchronous queue through ``_invoke_lambda``.
+6. CloudFormation: moto's lacks resource types the template uses (the web page's HTTP API,
+   the bucket policy, the asynchronous invocation settings, autoscaling, the alarm, the
+   deadline's schedule) and ignores bucket properties (the notification that triggers the
+   function among them); ``parsing.get_model_map`` is widened with local models of them
+   (``cfn_resources``), and a failed creation rolls back to ROLLBACK_COMPLETE as on AWS
+   instead of leaving a half-built stack (``parsing.parse_and_create_resource``,
+   ``Stack.create_resources``).
 """
 
 from __future__ import annotations
@@ -160,6 +167,7 @@ def hook_put_object(before: PutHook | None = None, after: PutHook | None = None)
 
 def patch_post_policies(secrets_by_key: dict[str, str]) -> None:
     """Refuse browser uploads that break their POST policy (see post_policy.check)."""
+    from . import iam_enforcement
     from .post_policy import PolicyViolation, check
 
     def post(self: S3Response, request: Any, bucket_name: str) -> Any:
@@ -169,9 +177,16 @@ def patch_post_policies(secrets_by_key: dict[str, str]) -> None:
         fields = {k: v for k, v in self.form_data.items() if k != "file"}
         body = self.raw_body if isinstance(self.raw_body, bytes) else str(self.body).encode()
         cors = self._get_cors_headers_other()
+        # A form signed with a role's session (the web function's): its key, and its rights.
+        known = {**secrets_by_key, **iam_enforcement.form_secrets(fields, self.current_account)}
         try:
-            check(fields, len(body), bucket_name, secrets_by_key)
+            check(fields, len(body), bucket_name, known)
+            iam_enforcement.authorize_form(fields, bucket_name, fields.get("key", ""),
+                                           self.current_account)
         except PolicyViolation as refusal:
+            return refusal.status, {**cors, "content-type": "application/xml"}, refusal.xml()
+        except iam_enforcement.Denied:
+            refusal = PolicyViolation(403, "AccessDenied", "Access Denied")
             return refusal.status, {**cors, "content-type": "application/xml"}, refusal.xml()
         status, headers, text = _original_post(self, request, bucket_name)
         return status, {**headers, **cors}, text
@@ -209,7 +224,54 @@ def patch_instance_types() -> None:
         _instance_type_of_the_api)
 
 
+_cfn_originals: dict[str, Any] = {}
+
+
+def patch_cloudformation() -> None:
+    """Teach moto's CloudFormation the template's missing resource types, and rollback."""
+    from moto.cloudformation import parsing
+    from moto.cloudformation.models import Stack
+
+    from . import cfn_resources
+
+    if _cfn_originals:
+        return
+    _cfn_originals.update(
+        get_model_map=parsing.get_model_map, get_name_type_map=parsing.get_name_type_map,
+        parse_and_create_resource=parsing.parse_and_create_resource,
+        create_resources=Stack.create_resources)
+    model_map, name_map = _cfn_originals["get_model_map"], _cfn_originals["get_name_type_map"]
+
+    def get_model_map() -> dict[str, Any]:
+        return {**model_map(), **cfn_resources.MODELS}
+
+    def get_name_type_map() -> dict[str, Any]:
+        return {**name_map(), **{kind: model.cloudformation_name_type()
+                                 for kind, model in cfn_resources.MODELS.items()}}
+
+    parsing.get_model_map = get_model_map  # type: ignore[assignment]
+    parsing.get_name_type_map = get_name_type_map  # type: ignore[assignment]
+    parsing.parse_and_create_resource = cfn_resources.guarded_create(
+        _cfn_originals["parse_and_create_resource"])
+    Stack.create_resources = cfn_resources.guarded_create_resources(  # type: ignore[method-assign]
+        _cfn_originals["create_resources"])
+
+
+def unpatch_cloudformation() -> None:
+    if not _cfn_originals:
+        return
+    from moto.cloudformation import parsing
+    from moto.cloudformation.models import Stack
+
+    parsing.get_model_map = _cfn_originals["get_model_map"]
+    parsing.get_name_type_map = _cfn_originals["get_name_type_map"]
+    parsing.parse_and_create_resource = _cfn_originals["parse_and_create_resource"]
+    Stack.create_resources = _cfn_originals["create_resources"]  # type: ignore[method-assign]
+    _cfn_originals.clear()
+
+
 def restore() -> None:
+    unpatch_cloudformation()
     LambdaFunction.invoke = _original_function_invoke  # type: ignore[method-assign]
     FakeEndpointConfig.validate_instance_type = (  # type: ignore[method-assign]
         _original_instance_check)

@@ -289,6 +289,7 @@ class LocalStack:
         moto_patches.patch_bucket_policies()
         moto_patches.patch_event_invoke_config()
         moto_patches.patch_instance_types()  # current GPUs, as the real API takes
+        moto_patches.patch_cloudformation()  # the template's resource types; rollback
         # Browser uploads: S3 checks POST policies; moto does not (see moto_patches).
         moto_patches.patch_post_policies(
             {CREDENTIALS["AWS_ACCESS_KEY_ID"]: CREDENTIALS["AWS_SECRET_ACCESS_KEY"]})

@@ -261,10 +261,33 @@ def function_env(cfg: Any, aws: Any, local_env: Mapping[str, str],
     return {**conf.get("Environment", {}).get("Variables", {}), **local_env, **overrides}
 
 
+def as_its_role(cfg: Any, aws: Any, env: Mapping[str, str],
+               credentials: Callable[[str], Mapping[str, str]] | None,
+               handle: Callable[[Mapping[str, Any], Mapping[str, str]], Any] | None = None,
+               ) -> Invoke:
+    """The web function called as Lambda calls it: with its execution role's temporary
+    credentials (``credentials``: function ARN -> AWS_* variables, local.credentials), so that
+    with IAM enforcement on it can do locally only what its role allows on AWS. None: with
+    ``env``'s own credentials (a stack without a local Lambda service)."""
+    import web_api
+
+    from .. import web
+
+    call = handle or web_api.handle
+    if credentials is None:
+        return lambda event: call(event, env)
+    arn = aws.lambda_.get_function_configuration(
+        FunctionName=web.function_name(cfg))["FunctionArn"]
+    # Per request: the credentials are cached, and renewed before they expire.
+    return lambda event: call(event, {**env, **credentials(arn)})
+
+
 def front_for_stack(cfg: Any, aws: Any, local_env: Mapping[str, str], host: str = "127.0.0.1",
-                    port: int = 0, public_host: str | None = None) -> WebFront:
+                    port: int = 0, public_host: str | None = None,
+                    credentials: Callable[[str], Mapping[str, str]] | None = None) -> WebFront:
     """A front for the web function that `up` deployed into the local stack: its routes,
-    its environment and the stage's throttling, calling the same code in this process."""
+    its environment, its role's credentials and the stage's throttling, calling the same
+    code in this process."""
     import web_api
 
     from .. import web
@@ -272,7 +295,7 @@ def front_for_stack(cfg: Any, aws: Any, local_env: Mapping[str, str], host: str 
     env = function_env(cfg, aws, local_env)
     limits = {route: (s["ThrottlingRateLimit"], s["ThrottlingBurstLimit"])
               for route, s in web.route_throttling(cfg).items()}
-    return WebFront(lambda event: web_api.handle(event, env), web_api.ROUTES, host=host,
+    return WebFront(as_its_role(cfg, aws, env, credentials), web_api.ROUTES, host=host,
                     port=port, rate=cfg.web_rate_limit, burst=cfg.web_burst_limit,
                     route_limits=limits, public_host=public_host)
 
@@ -286,7 +309,9 @@ def serve_local(cfg: Any, local: Any, port: int = 0) -> tuple[WebFront, str]:
     from ..state import State
 
     aws = Aws(cfg.region)
-    front = front_for_stack(cfg, aws, local.env, port=port).start()
+    role = getattr(local, "credentials", None)  # the local Lambda service's, as for any function
+    front = front_for_stack(cfg, aws, local.env, port=port,
+                            credentials=role.for_function if role is not None else None).start()
     # Here the API's origin is this front's: the bucket's CORS rule names it, as on AWS.
     web.ensure_cors(aws, bucket_name(cfg, aws), web.origin_of(front.url))
     state = State(cfg.state_path)  # where the notebooks find the page (never the code)
