@@ -2,7 +2,7 @@
 
 Three kinds of figure, each labelled as what it is:
 
-- **list prices** (``visual_tourism/pricing.py``, dated): endpoint cost per day and per photo,
+- **list prices** (``visual_tourism/prices.py``, dated): endpoint cost per day and per photo,
   and idle cost per day, at 10, 100 and 1,000 photos a day, for the default profile. The async
   figures use a stated model of the day (below) and the documented wake time; neither was
   measured on AWS (no AWS from this machine).
@@ -46,13 +46,13 @@ def async_instance_hours(photos_per_day: int) -> float:
 
 
 def cost_table() -> tuple[list[Row], list[dict[str, Any]]]:
-    from visual_tourism import pricing
+    from visual_tourism import prices
     from visual_tourism.config import load_config
 
     cfg = load_config(region="us-east-1")
-    price = pricing.HOURLY_USD[cfg.effective_instance_type]
-    label = (f"list price {cfg.effective_instance_type} ${price}/h ({pricing.PRICE_REGION}, "
-             f"{pricing.PRICE_DATE}); S3, Lambda and CloudWatch cents excluded")
+    price = prices.HOURLY_USD[cfg.effective_instance_type]
+    label = (f"list price {cfg.effective_instance_type} ${price}/h ({prices.PRICE_REGION}, "
+             f"{prices.PRICE_DATE}); S3, Lambda and CloudWatch cents excluded")
     realtime_day = price * cfg.min_instances * 24
     rows = [
         Row("async-cost", "idle cost per day: realtime / async", "async $0",
@@ -91,7 +91,7 @@ def _complete_event(s3: Any, bucket: str, prefix: str, timeout: float = 30.0) ->
 
 def measured(quick: bool) -> tuple[list[Row], dict[str, Any]]:
     import lambda_code
-    from visual_tourism import async_inference, lambda_fn, stack
+    from visual_tourism import async_inference, lambda_fn, packaging, stack
     from visual_tourism.aws import Aws
     from visual_tourism.config import load_config
     from visual_tourism.local.stack import LocalStack
@@ -104,12 +104,12 @@ def measured(quick: bool) -> tuple[list[Row], dict[str, Any]]:
         cfg = load_config(prefix="bench-async", inference_mode="async",
                           state_dir=str(Path(work) / "state"))
         aws = Aws(cfg.region)
-        real_vendor = lambda_fn.vendor_pillow
-        lambda_fn.vendor_pillow = lambda _cfg, _cache=None: None  # photos fit inline as they are
+        real_vendor = packaging.vendor_pillow
+        packaging.vendor_pillow = lambda _cfg, _cache=None: None  # photos fit inline as they are
         try:
             stack.up(cfg, aws, endpoint_poll=0.1)
         finally:
-            lambda_fn.vendor_pillow = real_vendor
+            packaging.vendor_pillow = real_vendor
         bucket = cfg.bucket_name(aws.account_id)
         awake = [stack.ask(pictures[i % len(pictures)], cfg, aws, timeout=60,
                            key=f"input/awake-{i}.jpeg")["seen_after_seconds"]

@@ -4,9 +4,9 @@ Each measurement is a fresh interpreter that imports boto3, then ``lambda_code``
 the ratio is taken within each run, so machine load that drifts between runs cancels out.
 The handler is imported from the deployment zip extracted to a folder without bytecode
 (``-B``), as on Lambda, where the package is read-only and ``lambda_code.py`` is compiled at
-every cold start, with serving_limits.py, which it imports at load; the modules zipped beside it
-for some paths only (lambda_presets, presets_schema, lambda_images, lambda_async) are imported
-where first needed, not here. boto3 comes precompiled in both cases. Interpreters importing
+every cold start, with the ``photo_handler`` modules it imports at load; the ones only some
+configurations use (presets, presets_schema, resize, asynchronous) are imported where first
+needed, not here. boto3 comes precompiled in both cases. Interpreters importing
 boto3 alone alternate with them, as a cross-check that importing the handler changes nothing
 else.
 """
@@ -70,10 +70,10 @@ def _pillow_zip_size(build_zip: Any) -> int | None:
 
 
 def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    from visual_tourism import lambda_fn
+    from visual_tourism import packaging
 
     runs = 8 if quick else 20
-    zip_bytes = lambda_fn.build_zip()
+    zip_bytes = packaging.build_zip("photo")
     boto3_only, boto3_first, handler_alone = [], [], []
     with tempfile.TemporaryDirectory() as folder:
         with zipfile.ZipFile(io.BytesIO(zip_bytes)) as archive:
@@ -92,7 +92,7 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
     base, alone = statistics.median(boto3_first), statistics.median(handler_alone)
     separate = (statistics.median(boto3_only) + alone) / statistics.median(boto3_only)
     zipped, unzipped = _zip_sizes(zip_bytes)
-    with_pillow = _pillow_zip_size(lambda_fn.build_zip)
+    with_pillow = _pillow_zip_size(lambda vendor: packaging.build_zip("photo", vendor))
     rows = [
         Row("cold start", "import boto3 + lambda_code vs boto3 alone (median of runs)",
             f"<= {TARGET_RATIO}x",
@@ -102,8 +102,8 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
             f"vs separate boto3-only interpreters: {separate:.3f}x"),
         Row("cold start", "Lambda zip (url transport)", "<= 50 MB (Lambda's zip upload limit)",
             f"{zipped:,} B ({unzipped:,} B unzipped)", zipped <= LAMBDA_ZIP_LIMIT, zipped, "B",
-            "lambda_code.py and the modules zipped beside it (lambda_fn.MODULES); boto3 is in "
-            "the Lambda runtime"),
+            "lambda_code.py and photo_handler/ (packaging.FUNCTION_CODE); boto3 is in the "
+            "Lambda runtime"),
     ]
     if with_pillow is not None:
         rows.append(Row(

@@ -115,7 +115,7 @@ def handler_rig(backend: Any, server_class: type | None = None,
     import boto3
     from moto.server import ThreadedMotoServer
 
-    import lambda_code
+    from photo_handler import clients
     from visual_tourism.local.model_server import ModelServer
 
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per request otherwise
@@ -137,7 +137,7 @@ def handler_rig(backend: Any, server_class: type | None = None,
             s3.create_bucket(Bucket=bucket)
             s3.put_object(Bucket=bucket, Key="example/trevi.jpeg",
                           Body=(IMAGES / "trevi.jpeg").read_bytes())
-            lambda_code._clients.clear()  # no client left over from another endpoint
+            clients._clients.clear()  # no client left over from another endpoint
             yield HandlerRig(s3, bucket, server, moto_url)
     finally:
         server.stop()

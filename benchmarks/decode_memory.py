@@ -3,7 +3,7 @@
 The Lambda has 512 MB. Each format's photo (as large as the handler accepts: 7000x7000 =
 49 MP under the 50 MP limit; BMP, which is not compressed, as large as the 20 MB file limit
 allows) is written to a file, then a fresh Python process imports the handler, reads the
-file and runs ``lambda_images._shrink`` on it, as the handler does for an upload too large to
+file and runs ``photo_handler.resize._shrink`` on it, as the handler does for an upload too large to
 send inline. The figure is that process's peak resident set (``resource.getrusage``
 ``ru_maxrss``), the interpreter and Pillow included; the baseline is the same process just
 before shrinking.
@@ -25,7 +25,7 @@ FUNCTION_MB = 512
 TARGET_MB = 300  # "well under" the function's memory
 SIDE = 7000  # 49 MP: the largest square under MAX_IMAGE_PIXELS (50 MP)
 BMP_SIDE = 2500  # 24-bit BMP: 18.75 MB, under MAX_IMAGE_BYTES (20 MB)
-# WebP is shrunk up to lambda_images.WEBP_DECODE_MAX_PIXELS (4096x3072); a 7000x7000 WebP too
+# WebP is shrunk up to resize.WEBP_DECODE_MAX_PIXELS (4096x3072); a 7000x7000 WebP too
 # large to send as it is gets an error record without being decoded (measured too).
 SIZES = {"JPEG": (SIDE, SIDE), "PNG": (SIDE, SIDE), "GIF": (SIDE, SIDE), "WEBP": (4096, 3072),
          "WEBP-refused": (SIDE, SIDE), "BMP": (BMP_SIDE, BMP_SIDE)}
@@ -40,14 +40,14 @@ import json, os, resource, sys
 pid = os.fork()
 if pid == 0:
     sys.path.insert(0, sys.argv[2])
-    import lambda_code
-    import lambda_images
+    from photo_handler import resize
+    from photo_handler.errors import BadImage
     from PIL import Image  # imported before the baseline
     data = open(sys.argv[1], "rb").read()
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     try:
-        out, refused = lambda_images._shrink(data, int(sys.argv[3]), 50_000_000), None
-    except lambda_code.BadImage as exc:
+        out, refused = resize._shrink(data, int(sys.argv[3]), 50_000_000), None
+    except BadImage as exc:
         out, refused = b"", exc.code
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"baseline_kb": before, "peak_kb": peak, "out_bytes": len(out),

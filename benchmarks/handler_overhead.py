@@ -36,13 +36,13 @@ TARGET_CALLS = 5
 
 @contextmanager
 def counted_calls(seconds: dict[str, list[float]] | None = None) -> Iterator[list[str]]:
-    """Names of the AWS operations made by clients created meanwhile (lambda_code's included).
+    """Names of the AWS operations made by clients created meanwhile (the handler's included).
 
     ``seconds``, when given, collects each operation's duration (signing, HTTP, parsing).
     """
     import boto3
 
-    import lambda_code
+    from photo_handler import clients
 
     operations: list[str] = []
     real_client = boto3.session.Session.client
@@ -58,24 +58,24 @@ def counted_calls(seconds: dict[str, list[float]] | None = None) -> Iterator[lis
 
     def client(self: Any, *args: Any, **kwargs: Any) -> Any:
         made = real_client(self, *args, **kwargs)
-        # Only the handler's own clients (lambda_code and the modules zipped beside it): in
-        # local mode the stand-ins' threads (the scheduler runner, ...) make clients too.
+        # Only the handler's own clients (photo_handler.clients makes them all): in local
+        # mode the stand-ins' threads (the scheduler runner, ...) make clients too.
         caller = sys._getframe(1).f_globals.get("__name__", "")
-        if caller.startswith("lambda_"):
+        if caller.startswith("photo_handler."):
             made.meta.events.register("before-call", before)
             made.meta.events.register("after-call", after)
         return made
 
     # The handler caches its clients per process; start from none, as a new container does.
-    lambda_code._clients.clear()
-    lambda_code._sessions.clear()
+    clients._clients.clear()
+    clients._sessions.clear()
     boto3.session.Session.client = client  # type: ignore[method-assign]
     try:
         yield operations
     finally:
         boto3.session.Session.client = real_client  # type: ignore[method-assign]
-        lambda_code._clients.clear()
-        lambda_code._sessions.clear()
+        clients._clients.clear()
+        clients._sessions.clear()
 
 
 def presets_table(rig: Any) -> str:
@@ -84,8 +84,7 @@ def presets_table(rig: Any) -> str:
 
     import boto3
 
-    import lambda_code
-    import presets_schema
+    from photo_handler import presets_schema, settings
 
     name = "vt-bench-presets"
     db = boto3.client("dynamodb", endpoint_url=rig.moto_url)
@@ -93,15 +92,23 @@ def presets_table(rig: Any) -> str:
                     KeySchema=[{"AttributeName": presets_schema.KEY, "KeyType": "HASH"}],
                     AttributeDefinitions=[{"AttributeName": presets_schema.KEY,
                                            "AttributeType": "S"}])
-    env = {"INSTRUCTION": lambda_code.DEFAULT_INSTRUCTION, "EXAMPLE_KEY": "example/trevi.jpeg",
-           "EXAMPLE_ANSWER": lambda_code.DEFAULT_EXAMPLE_ANSWER,
-           "GENERATION_PARAMETERS": json.dumps(lambda_code.DEFAULT_GENERATION)}
+    env = {"INSTRUCTION": settings.DEFAULT_INSTRUCTION, "EXAMPLE_KEY": "example/trevi.jpeg",
+           "EXAMPLE_ANSWER": settings.DEFAULT_EXAMPLE_ANSWER,
+           "GENERATION_PARAMETERS": json.dumps(settings.DEFAULT_GENERATION)}
     for item in presets_schema.seed_presets(env):
         db.put_item(TableName=name, Item=presets_schema.to_dynamodb({**item, "version": 1}))
         for example in item["examples"]:
             rig.s3.put_object(Bucket=rig.bucket, Key=example["photo"],
                               Body=(IMAGES / example["photo"].split("/", 1)[1]).read_bytes())
     return name
+
+
+def new_container() -> None:
+    """Forget what a warm container keeps: the presets read, the example photos checked."""
+    from photo_handler import budget, presets
+
+    budget.clear_cache()
+    presets.clear_cache()
 
 
 def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
@@ -161,16 +168,16 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
                           Metadata={"preset": "family", "language": "French"})
         family_event = s3_event(rig.s3, rig.bucket, family_key)
         with environment({"PRESETS_TABLE": table}):
-            lambda_code.clear_cache()  # a new container: no preset read yet
+            new_container()  # no preset read yet
             with counted_calls() as operations:
                 preset_cold = invoke(preset_events[0], operations)
             with counted_calls() as operations:
                 invoke(preset_events[1], operations)  # creates the clients again
                 preset_runs = [invoke(event, operations) for event in preset_events[2:]]
-            lambda_code.clear_cache()
+            new_container()
             with counted_calls() as operations:
                 family_cold = invoke(family_event, operations)
-            lambda_code.clear_cache()
+            new_container()
 
     if any(r["status"] != "ok" for r in [first, *runs, *data_uri_runs, preset_cold,
                                          *preset_runs, family_cold]):

@@ -241,8 +241,9 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
 
     from tiny_model import build_tiny_model  # from tests/, put on the path by common
 
-    import lambda_code
-    generation = {**lambda_code.DEFAULT_GENERATION, "max_new_tokens": TINY_MODEL_TOKENS}
+    from photo_handler.settings import DEFAULT_GENERATION
+
+    generation = {**DEFAULT_GENERATION, "max_new_tokens": TINY_MODEL_TOKENS}
     with tempfile.TemporaryDirectory() as folder:
         model = build_tiny_model(Path(folder) / "tiny-idefics3")
         more, tiny = measure(str(model), label, sequential=3 if quick else 5,

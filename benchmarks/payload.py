@@ -75,6 +75,7 @@ def _profile_env(name: str, transport: str, bucket: str, endpoint: str) -> dict[
 
 def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
     import lambda_code
+    from photo_handler.settings import TRANSPORTS
     from visual_tourism.profiles import DEFAULT_PROFILE, PROFILES
 
     from .common import ENDPOINT
@@ -92,7 +93,7 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
         rig.s3.put_object(Bucket=rig.bucket, Key="input/12-megapixels.jpg", Body=photo)
         for name in sorted(PROFILES, key=lambda n: (n != DEFAULT_PROFILE, n)):
             limits = PROFILES[name].limits
-            for transport in lambda_code.TRANSPORTS:
+            for transport in TRANSPORTS:
                 with environment(_profile_env(name, transport, rig.bucket, ENDPOINT)):
                     # The bundled photos and the 12 MP one once (warms the function and its
                     # cached example), counting the images resized...

@@ -371,7 +371,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             {where_next("02_bucket_and_roles", "04_autoscaling")}
         """),
         SETUP_TEXT,
-        setup("notebook", "notebook_cost", "stack"),
+        setup("notebook", "stack"),
         md("""
             ## 1. The model profile
 
@@ -392,9 +392,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             notebooks (autoscaling, the function and its triggers follow it).
         """),
         code("""
-            print(notebook_cost.mode_tradeoff(cfg))
+            print(notebook.mode_tradeoff(cfg))
             inference_mode = cfg.inference_mode  # "realtime" or "async"
-            cfg = notebook_cost.use_inference_mode(inference_mode)
+            cfg = notebook.use_inference_mode(inference_mode)
         """),
         md("""
             ## 2. Request the endpoint
@@ -409,7 +409,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         code("""
             print(notebook.cost_warning(cfg))
-            print(notebook_cost.cost_before(cfg))
+            print(notebook.cost_before(cfg))
             names = stack.start_endpoint(cfg, aws, progress=notebook.say)
         """),
         md("""
@@ -422,7 +422,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             photos wait until `visual-tourism wake`). It fires even if nobody runs
             `07_cleanup`, which removes it with everything else.
         """),
-        code("notebook_cost.arm_deadline(cfg, aws)"),
+        code("notebook.arm_deadline(cfg, aws)"),
         md("""
             ## 4. Wait until it is in service
 
@@ -507,8 +507,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         md(f"""
             # 5. The Lambda function and its S3 trigger
 
-            Deploys `lambda_code.py` as a Lambda function and connects it to the bucket, so
-            that every photo uploaded under `input/` gets an answer under `output/`.
+            Deploys the photo function (`lambda_code.py` and its `photo_handler/` folder) and
+            connects it to the bucket, so that every photo uploaded under `input/` gets an
+            answer under `output/`.
 
             1. The function
             2. Connect the trigger
@@ -521,8 +522,9 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         md("""
             ## 1. The function
 
-            The zip holds `lambda_code.py` alone and is built byte-for-byte the same each time,
-            so an unchanged handler is not re-uploaded. The function runs under the Lambda role
+            The zip holds `lambda_code.py` and `photo_handler/` (with Pillow when the function
+            may resize images) and is built byte-for-byte the same each time, so an unchanged
+            function is not re-uploaded. The function runs under the Lambda role
             from `02_bucket_and_roles`, with the bucket, endpoint and prompt in its environment,
             a 300 s timeout (one model call may take 60 s, and it retries) and a log group kept
             14 days. A
@@ -594,9 +596,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             leaked link cannot run up the bill.
         """),
         code("""
-            from visual_tourism import web_notebook
-
-            web_notebook.show_web_link(cfg, aws)
+            notebook.show_web_link(cfg, aws)
         """),
         md("""
             ## 4. Try your own
@@ -697,7 +697,7 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             {where_next("06_demo", None)}
         """),
         SETUP_TEXT,
-        setup("notebook", "notebook_cost", "stack"),
+        setup("notebook", "stack"),
         md("""
             ## 1. Keep the bucket?
 
@@ -716,8 +716,8 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             is incomplete it says "at least"; Cost Explorer has the billed figure.
         """),
         code("""
-            notebook_cost.show_deadline(cfg, aws)
-            notebook_cost.show_cost_so_far(cfg, aws)
+            notebook.show_deadline(cfg, aws)
+            notebook.show_cost_so_far(cfg, aws)
         """),
         md("""
             ## 2. Remove the stack

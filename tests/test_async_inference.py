@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import test_handler
 
-import lambda_async
-from visual_tourism import async_inference, lambda_fn, schedule, stack
+from photo_handler import asynchronous
+from visual_tourism import async_inference, packaging, schedule, stack
 from visual_tourism.aws import Aws
 from visual_tourism.config import load_config, parse_duration
 from visual_tourism.errors import ConfigError
@@ -39,7 +39,7 @@ def local(tmp_path_factory):
 def env(env, monkeypatch):  # conftest's, plus:
     # The photos fit the data-URI budget as they are: no Pillow for the Lambda's platform
     # needs downloading (that path is the data-uri transport's, tested elsewhere).
-    monkeypatch.setattr(lambda_fn, "vendor_pillow", lambda cfg, cache=None: None)
+    monkeypatch.setattr(packaging, "vendor_pillow", lambda cfg, cache=None: None)
     return env
 
 
@@ -387,7 +387,7 @@ def _activity(count, ended, status="Successful"):
 
 
 def test_cost_so_far_adds_up_instance_time_from_the_scaling_history():
-    from visual_tourism import pricing
+    from visual_tourism import costs
 
     now = datetime.now(UTC)
     cfg = load_config(region="us-east-1", inference_mode="async")
@@ -397,7 +397,7 @@ def test_cost_so_far_adds_up_instance_time_from_the_scaling_history():
     history = [_activity(1, now - 2 * hour), _activity(0, now - 4 * hour),
                _activity(0, now - hour), _activity(3, now - 3 * hour, status="Failed")]
     aws = _FakeAws(now - 5 * hour, now - hour, history)
-    info = pricing.cost_so_far(aws, cfg, ep)
+    info = costs.cost_so_far(aws, cfg, ep)
     assert info["complete"] is True
     assert info["instance_hours"] == pytest.approx(2.0, abs=0.01)
     assert info["so_far_usd"] == pytest.approx(2 * 4.89, abs=0.02)  # not $0 at 0 instances
@@ -406,7 +406,7 @@ def test_cost_so_far_adds_up_instance_time_from_the_scaling_history():
 
     # `sleep` changed it 30 min ago, outside Application Auto Scaling: only what is certain.
     aws = _FakeAws(now - 5 * hour, now - hour / 2, history[:2])
-    info = pricing.cost_so_far(aws, cfg, ep)
+    info = costs.cost_so_far(aws, cfg, ep)
     assert info["complete"] is False
     assert info["instance_hours"] == pytest.approx(1.0, abs=0.01)  # 5 h..4 h; 2 h..now unknown
     assert "at least $4.89" in info["note"]
@@ -414,18 +414,18 @@ def test_cost_so_far_adds_up_instance_time_from_the_scaling_history():
     # No history to read (as in local mode's moto): a real-time endpoint counts its 1 instance.
     ep_rt = {**ep, "instances": 2}
     aws = _FakeAws(now - 5 * hour, now - hour, NotImplementedError("no"), is_async=False)
-    info = pricing.cost_so_far(aws, load_config(region="us-east-1"), ep_rt)
+    info = costs.cost_so_far(aws, load_config(region="us-east-1"), ep_rt)
     assert info["complete"] is False and "at least" in info["note"]
     assert info["instance_hours"] == pytest.approx(4 * 1 + 1 * 2, abs=0.01)
     assert info["next_hour_usd"] == pytest.approx(2 * 4.89, abs=0.01)
 
 
 def test_parsing_the_capacity_from_activities():
-    from visual_tourism import pricing
+    from visual_tourism import costs
 
     now = datetime.now(UTC)
     unfinished = {**_activity(2, now), "EndTime": None}
-    assert pricing.capacity_changes([_activity(2, now), unfinished,
+    assert costs.capacity_changes([_activity(2, now), unfinished,
                                      {**_activity(1, now), "Description": "?"}]) == [
         (now, 2), (now, 1)]  # StatusMessage when the Description says nothing
 
@@ -439,7 +439,7 @@ s3, bucket = test_handler.s3, test_handler.bucket
 
 
 class FakeQueue:
-    """InvokeEndpointAsync (lambda_async._invoke): every request gets its own output and failure
+    """InvokeEndpointAsync (asynchronous._invoke): every request gets its own output and failure
     location, named by SageMaker (here: by the order of submission); what was queued is kept."""
 
     def __init__(self, s3: Any, bucket: str) -> None:
@@ -470,7 +470,7 @@ def queue(s3: Any, bucket: str, monkeypatch: pytest.MonkeyPatch) -> FakeQueue:
     monkeypatch.setenv("INFERENCE_MODE", "async")
     monkeypatch.setenv("IMAGE_TRANSPORT", "data-uri")  # as `up` sets it for async
     fake = FakeQueue(s3, bucket)
-    monkeypatch.setattr(lambda_async, "_invoke", fake)
+    monkeypatch.setattr(asynchronous, "_invoke", fake)
     return fake
 
 

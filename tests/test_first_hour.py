@@ -106,10 +106,10 @@ def test_local_mode_says_nothing_is_billed(cfg, monkeypatch):
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")
     local = Aws(cfg.region)
     assert local.is_local
-    from visual_tourism import pricing
+    from visual_tourism import prices
 
-    text = pricing.describe_cost("ml.g4dn.12xlarge", 1, "us-east-1", local=local.is_local)
+    text = prices.describe_cost("ml.g4dn.12xlarge", 1, "us-east-1", local=local.is_local)
     assert text.startswith("nothing is billed in local mode")
     assert "$4.89/hour" in text  # still says what it would cost on AWS
-    # One month, one convention (730 hours, as describe_plan and the README use).
-    assert f"about ${4.89 * pricing.HOURS_PER_MONTH:,.0f} a month" in text
+    # One month, one convention (730 hours, as describe_plan and docs/aws.md use).
+    assert f"about ${4.89 * prices.HOURS_PER_MONTH:,.0f} a month" in text

@@ -1,6 +1,6 @@
 """lambda_handler end to end: captured S3 events, S3 on moto's server, the local model server.
 
-Nothing is faked inside lambda_code: it talks HTTP to moto (S3) and to ModelServer (the
+Nothing is faked inside the handler: it talks HTTP to moto (S3) and to ModelServer (the
 SageMaker Runtime API in front of a TGI-like container), which fetches the presigned URLs or
 decodes the data URIs it is given, as the real endpoint does.
 """
@@ -33,6 +33,14 @@ from photos import twelve_megapixel_jpeg
 from PIL import Image
 
 import lambda_code
+from photo_handler import (
+    clients,
+    errors,
+    logs,
+)
+from photo_handler import model as handler_model
+from photo_handler import request as handler_request
+from photo_handler import settings as handler_settings
 from visual_tourism.local import model_server
 from visual_tourism.local.model_server import ModelServer
 
@@ -232,7 +240,7 @@ def test_tgi_request_is_exactly_the_one_shot_prompt(
     run(load_event("s3_put.json", bucket, s3))
 
     (request,) = server.requests
-    settings = lambda_code.load_settings()
+    settings = handler_settings.load_settings()
     match = re.fullmatch(
         re.escape(f"User:{settings.instruction}![](") + r"(?P<example>[^)\s]+)"
         + re.escape(f")<end_of_utterance>\nAssistant: {settings.example_answer}<end_of_utterance>"
@@ -262,7 +270,7 @@ def test_messages_style(
     run(load_event("s3_put.json", bucket, s3))
 
     (request,) = server.requests
-    settings = lambda_code.load_settings()
+    settings = handler_settings.load_settings()
     example_url = request["messages"][0]["content"][1]["image_url"]["url"]
     photo_url = request["messages"][2]["content"][1]["image_url"]["url"]
     assert request == {
@@ -668,7 +676,7 @@ def test_an_unexpected_failure_still_leaves_a_record(
     def broken(*args: Any, **kwargs: Any) -> Any:
         raise KeyError("a bug")
 
-    monkeypatch.setattr(lambda_code, "build_request", broken)
+    monkeypatch.setattr(handler_request, "build_request", broken)
     s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
 
     run(event_for(bucket, s3, "input/colosseum.jpg"))
@@ -839,7 +847,7 @@ def test_an_older_upload_answered_last_does_not_undo_a_newer_upload_of_earlier_b
     s3.put_object(Bucket=bucket, Key=key, Body=b_bytes)
     run(event_for(bucket, s3, key))
     answered = result(s3, bucket, "output/aba.jpg.json")
-    real, calls = lambda_code.invoke_model, []
+    real, calls = handler_model.invoke_model, []
 
     def b_again_meanwhile(body: bytes, settings: Any, deadline: float) -> Any:
         calls.append(1)
@@ -847,7 +855,7 @@ def test_an_older_upload_answered_last_does_not_undo_a_newer_upload_of_earlier_b
         assert run(event_for(bucket, s3, key))["records"][0]["status"] == "duplicate"
         return real(body, settings, deadline)
 
-    monkeypatch.setattr(lambda_code, "invoke_model", b_again_meanwhile)
+    monkeypatch.setattr(handler_model, "invoke_model", b_again_meanwhile)
     s3.put_object(Bucket=bucket, Key=key, Body=photo_jpeg())
     assert run(event_for(bucket, s3, key))["records"][0]["status"] == "superseded"
     assert calls == [1]
@@ -868,7 +876,7 @@ def test_happy_path_makes_five_aws_calls(
             "before-call", lambda model, **_: operations.append(model.name))
         return client
 
-    monkeypatch.setattr(lambda_code, "_clients", {})
+    monkeypatch.setattr(clients, "_clients", {})
     monkeypatch.setattr(boto3.session.Session, "client", counting_client)
 
     run(event)
@@ -898,10 +906,10 @@ def test_a_failed_result_write_raises(
             return AWSResponse(request.url, 403, {"Content-Type": "application/xml"}, Raw())
         return None
 
-    monkeypatch.setattr(lambda_code, "_clients", {})  # the hooked client dies with this test
-    lambda_code._client("s3").meta.events.register("before-send.s3.PutObject", deny_a)
+    monkeypatch.setattr(clients, "_clients", {})  # the hooked client dies with this test
+    clients.client("s3").meta.events.register("before-send.s3.PutObject", deny_a)
 
-    with pytest.raises(lambda_code.ResultWriteError, match="a.jpg.json"):
+    with pytest.raises(errors.ResultWriteError, match="a.jpg.json"):
         run(event)
     # The other photo's result was still written; Lambda's retry will skip it (same ETag).
     assert output_keys(s3, bucket) == ["output/b.jpg.json"]
@@ -934,18 +942,18 @@ def test_one_json_log_line_per_photo(
 
 
 def test_logging_is_configured_only_inside_lambda(monkeypatch: pytest.MonkeyPatch) -> None:
-    root, own = logging.getLogger(), lambda_code.log
+    root, own = logging.getLogger(), logs.log
     monkeypatch.setattr(root, "level", logging.WARNING)
     monkeypatch.setattr(own, "level", logging.NOTSET)
     handlers = list(root.handlers)
-    lambda_code._configure_logging()  # not in Lambda: untouched
+    logs.configure_logging()  # not in Lambda: untouched
     assert own.level == logging.NOTSET
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_NAME", "visual-tourism-handler")
     monkeypatch.setenv("AWS_LAMBDA_LOG_LEVEL", "WARN")
-    lambda_code._configure_logging()  # the function's own log level wins
+    logs.configure_logging()  # the function's own log level wins
     assert own.level == logging.NOTSET
     monkeypatch.delenv("AWS_LAMBDA_LOG_LEVEL")
-    lambda_code._configure_logging()
+    logs.configure_logging()
     # Only the handler's own logger is raised: its one line per photo shows, while the
     # runtime's root logger (and so botocore's INFO chatter) stays at WARNING.
     assert own.level == logging.INFO

@@ -33,8 +33,8 @@ from test_handler import (  # noqa: F401 - fixtures
 )
 from werkzeug.exceptions import HTTPException
 
-import lambda_code
-import lambda_images
+from photo_handler import answer as handler_answer
+from photo_handler import clients, errors, records, resize, sniff
 from visual_tourism.local import model_server, moto_patches
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # benchmarks/ is not installed
@@ -44,20 +44,20 @@ from benchmarks import decode_memory  # noqa: E402
 
 
 def test_feature_detection_reads_the_service_model() -> None:
-    client = lambda_code._client("s3")
-    assert lambda_code._accepts(client, "PutObject", "IfMatch", "IfNoneMatch")
-    assert not lambda_code._accepts(client, "PutObject", "IfNoSuchParameter")
+    client = clients.client("s3")
+    assert clients.accepts(client, "PutObject", "IfMatch", "IfNoneMatch")
+    assert not clients.accepts(client, "PutObject", "IfNoSuchParameter")
 
 
 @pytest.fixture
 def old_put(monkeypatch: pytest.MonkeyPatch) -> list[dict[str, Any]]:
-    """lambda_code sees an SDK without IfMatch/IfNoneMatch; every PutObject's kwargs kept."""
-    real = lambda_code._accepts
-    monkeypatch.setattr(lambda_code, "_accepts", lambda client, op, *names: (
+    """The handler sees an SDK without IfMatch/IfNoneMatch; every PutObject's kwargs kept."""
+    real = clients.accepts
+    monkeypatch.setattr(clients, "accepts", lambda client, op, *names: (
         False if op == "PutObject" else real(client, op, *names)))
     puts: list[dict[str, Any]] = []
-    monkeypatch.setattr(lambda_code, "_clients", {})
-    lambda_code._client("s3").meta.events.register(
+    monkeypatch.setattr(clients, "_clients", {})
+    clients.client("s3").meta.events.register(
         "provide-client-params.s3.PutObject", lambda params, **_: puts.append(dict(params)))
     return puts
 
@@ -168,8 +168,8 @@ def test_pillow_is_held_to_the_handler_pixel_limit() -> None:
     # A JPEG whose first frame header says 100x100 (what the sniff reads) but whose last one,
     # the one Pillow decodes, says 20000x20000: refused before decoding, not decoded.
     lying = _jpeg_header(100, 100)[:-2] + _jpeg_header(20_000, 20_000)[2:]
-    with pytest.raises(lambda_code.BadImage) as refused:
-        lambda_images._shrink(lying, 10_000, 50_000_000)
+    with pytest.raises(errors.BadImage) as refused:
+        resize._shrink(lying, 10_000, 50_000_000)
     assert refused.value.code == "image_too_large"
     from PIL import Image
 
@@ -221,11 +221,11 @@ def test_a_result_key_over_1024_bytes_is_shortened_deterministically(
                f"bytes, {1 - lost} record, {lost} lost")
     assert line["status"] == "ok"
     assert len(out.encode()) <= 1024 and out.startswith("output/éé") and out.endswith(".json")
-    assert out == lambda_code.result_key(key)  # the CLI and a redelivery find the same key
+    assert out == records.result_key(key)  # the CLI and a redelivery find the same key
     assert result(s3, bucket, out)["input"]["key"] == key
     assert run(event)["records"][0]["status"] == "duplicate"
     assert len(server.calls) == 1
-    other = lambda_code.result_key(key[:-8] + "-abc.jpg")
+    other = records.result_key(key[:-8] + "-abc.jpg")
     assert other != out and len(other.encode()) <= 1024
 
 
@@ -263,13 +263,13 @@ def test_container_error_text_is_scrubbed_and_capped(
                        "123456789012", "X-Amz-Credential=ASIA"):
             assert secret not in text
     assert "https://vt-bucket.s3.amazonaws.com/input/a.jpg?<query removed>" in message
-    assert len(message) <= 2 * lambda_code.ERROR_TEXT_MAX_CHARS
+    assert len(message) <= 2 * errors.ERROR_TEXT_MAX_CHARS
 
 
 def test_scrub_units() -> None:
-    text = lambda_code._scrub("a\x1b[31m 210987654321 X-Amz-Signature=abc&b=1 " + "z" * 900)
+    text = errors.scrub("a\x1b[31m 210987654321 X-Amz-Signature=abc&b=1 " + "z" * 900)
     assert "\x1b" not in text and "210987654321" not in text and "abc" not in text
-    assert len(text) == lambda_code.ERROR_TEXT_MAX_CHARS and text.endswith("\u2026")
+    assert len(text) == errors.ERROR_TEXT_MAX_CHARS and text.endswith("\u2026")
 
 
 class RunawayServer(RecordingServer):
@@ -287,7 +287,7 @@ def test_the_answer_is_capped_and_has_no_control_characters(
         run(event_for(bucket, s3, "input/a.jpg"))
     answer = result(s3, bucket, "output/a.jpg.json")["answer"]
     assert answer.startswith("Rome.[2J\nLine\ttwo more")
-    assert len(answer) <= lambda_code.ANSWER_MAX_CHARS
+    assert len(answer) <= handler_answer.ANSWER_MAX_CHARS
     assert not any(ord(c) < 32 and c not in "\n\t" for c in answer)
 
 
@@ -310,8 +310,8 @@ def test_a_re_read_is_pinned_to_the_etag_and_bounded(
                 s3.put_object(Bucket=bucket, Key="input/a.bmp",
                               Body=image_bytes("BMP", (500, 300)))
 
-    monkeypatch.setattr(lambda_code, "_clients", {})
-    lambda_code._client("s3").meta.events.register(
+    monkeypatch.setattr(clients, "_clients", {})
+    clients.client("s3").meta.events.register(
         "provide-client-params.s3.GetObject", replace_before_the_second_read)
 
     line = run(older)["records"][0]
@@ -363,8 +363,8 @@ def test_records_for_another_bucket_are_ignored_without_touching_it(
     event = event_for(other, s3, "input/a.jpg")
     event["Records"] += event_for(bucket, s3, "input/b.jpg")["Records"]
     touched: list[str] = []
-    monkeypatch.setattr(lambda_code, "_clients", {})
-    lambda_code._client("s3").meta.events.register(
+    monkeypatch.setattr(clients, "_clients", {})
+    clients.client("s3").meta.events.register(
         "provide-client-params.s3.*", lambda params, **_: touched.append(params.get("Bucket")))
     caplog.set_level(logging.INFO, logger="lambda_code")
 
@@ -393,4 +393,4 @@ def tally(reliability: dict[str, Any], line: str, **counts: int) -> None:
 def test_png_header_helper_is_valid() -> None:  # the bombs above are well-formed headers
     data = png_header(10, 10)
     assert zlib.crc32(data[12:29]) == struct.unpack(">I", data[29:33])[0]
-    assert json.dumps(lambda_code.sniff_image(_webp_header(100, 50))) == '["webp", 100, 50]'
+    assert json.dumps(sniff.sniff_image(_webp_header(100, 50))) == '["webp", 100, 50]'

@@ -1,4 +1,5 @@
-"""lambda_code.py's pure helpers: image sniffing, limits, keys, requests, answers, settings."""
+"""The photo handler's pure helpers (photo_handler/): image sniffing, limits, keys, requests,
+answers, settings."""
 
 from __future__ import annotations
 
@@ -18,7 +19,17 @@ from botocore.exceptions import (
 )
 from PIL import Image
 
-import lambda_code as lc
+from photo_handler import answer as handler_answer
+from photo_handler import (
+    clients,
+    errors,
+    model,
+    records,
+    request,
+    sniff,
+    upload,
+)
+from photo_handler import settings as handler_settings
 
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 
@@ -33,8 +44,8 @@ def photo(size: tuple[int, int] = (640, 480), mode: str = "RGB") -> Image.Image:
     return Image.linear_gradient("L").resize(size).convert(mode)
 
 
-def settings(**changes: object) -> lc.Settings:
-    return lc.Settings(bucket="b", endpoint="e", **changes)  # type: ignore[arg-type]
+def settings(**changes: object) -> handler_settings.Settings:
+    return handler_settings.Settings(bucket="b", endpoint="e", **changes)  # type: ignore[arg-type]
 
 
 # -- sniff_image: accepted formats ----------------------------------------------------------
@@ -58,7 +69,7 @@ def test_sniff_reads_the_size_of_each_accepted_format(
     fmt: str, options: dict[str, object], mode: str, expected: str
 ) -> None:
     data = encode(photo((641, 479), mode), fmt, **options)
-    assert lc.sniff_image(data) == (expected, 641, 479)
+    assert sniff.sniff_image(data) == (expected, 641, 479)
 
 
 @pytest.mark.parametrize("name", ["trevi.jpeg", "tour_eiffel.jpeg", "neuschwanstein.jpeg",
@@ -66,21 +77,21 @@ def test_sniff_reads_the_size_of_each_accepted_format(
 def test_sniff_agrees_with_pillow_on_the_project_photos(name: str) -> None:
     data = (IMAGES / name).read_bytes()
     with Image.open(io.BytesIO(data)) as image:
-        assert lc.sniff_image(data[: lc.HEAD_BYTES]) == ("jpeg", *image.size)
+        assert sniff.sniff_image(data[: upload.HEAD_BYTES]) == ("jpeg", *image.size)
 
 
 def test_sniff_reads_top_down_and_os2_bitmaps() -> None:
     data = bytearray(encode(photo((40, 30)), "BMP"))
     struct.pack_into("<i", data, 22, -30)  # top-down rows
-    assert lc.sniff_image(bytes(data)) == ("bmp", 40, 30)
+    assert sniff.sniff_image(bytes(data)) == ("bmp", 40, 30)
     os2 = b"BM" + b"\x00" * 12 + struct.pack("<IHHHH", 12, 50, 60, 1, 24)
-    assert lc.sniff_image(os2) == ("bmp", 50, 60)
+    assert sniff.sniff_image(os2) == ("bmp", 50, 60)
 
 
 def test_sniff_skips_fill_bytes_before_a_jpeg_marker() -> None:
     data = encode(photo((64, 48)), "JPEG")
     padded = data[:2] + b"\xff\xff" + data[2:]
-    assert lc.sniff_image(padded) == ("jpeg", 64, 48)
+    assert sniff.sniff_image(padded) == ("jpeg", 64, 48)
 
 
 # -- sniff_image: rejected content ----------------------------------------------------------
@@ -110,8 +121,8 @@ MP4 = struct.pack(">I", 24) + b"ftypisom" + b"\x00\x00\x02\x00" + b"isomiso2" + 
 def test_sniff_rejects_what_the_model_server_cannot_read(
     data: bytes, code: str, words: str
 ) -> None:
-    with pytest.raises(lc.BadImage) as caught:
-        lc.sniff_image(data)
+    with pytest.raises(errors.BadImage) as caught:
+        sniff.sniff_image(data)
     assert caught.value.code == code
     assert words in caught.value.message
     assert "upload" in caught.value.message  # every message says what to do
@@ -124,8 +135,8 @@ def test_truncated_headers_are_told_apart_from_short_files() -> None:
     webp = encode(photo(), "WEBP")
     for cut in (jpeg[:3], jpeg[: sof - 10], jpeg[: sof + 5], png[:20], webp[:22],
                 encode(photo(mode="P"), "GIF")[:8]):
-        with pytest.raises(lc.BadImage) as caught:
-            lc.sniff_image(cut)
+        with pytest.raises(errors.BadImage) as caught:
+            sniff.sniff_image(cut)
         assert caught.value.code == "truncated_image", cut[:12]
 
 
@@ -140,22 +151,22 @@ def test_truncated_headers_are_told_apart_from_short_files() -> None:
     ],
 )
 def test_damaged_headers_are_corrupt(data: bytes) -> None:
-    with pytest.raises(lc.BadImage) as caught:
-        lc.sniff_image(data)
+    with pytest.raises(errors.BadImage) as caught:
+        sniff.sniff_image(data)
     assert caught.value.code == "corrupt_image"
 
 
 def test_limits() -> None:
     s = settings(max_image_bytes=1000, max_image_pixels=100 * 100, min_image_side=32)
-    lc.check_limits(100, 100, 1000, s)
+    sniff.check_limits(100, 100, 1000, s)
     for width, height, size, code, words in [
         (100, 100, 1001, "image_too_large", "MB"),
         (101, 100, 10, "image_too_large", "megapixel"),
         (31, 100, 10, "image_too_small", "31x100"),
         (100, 1, 10, "image_too_small", "100x1"),
     ]:
-        with pytest.raises(lc.BadImage) as caught:
-            lc.check_limits(width, height, size, s)
+        with pytest.raises(errors.BadImage) as caught:
+            sniff.check_limits(width, height, size, s)
         assert caught.value.code == code
         assert words in caught.value.message
 
@@ -177,15 +188,15 @@ def test_limits() -> None:
     ],
 )
 def test_result_key(key: str, expected: str | None) -> None:
-    assert lc.result_key(key, "input/", "output/") == expected
+    assert records.result_key(key, "input/", "output/") == expected
 
 
 # -- requests and answers ---------------------------------------------------------------------
 
 
 def test_tgi_request_is_the_one_shot_idefics_prompt() -> None:
-    body = lc.build_request("tgi", "Describe.", "A fountain.", "https://ex", "https://ph",
-                            lc.DEFAULT_GENERATION)
+    body = request.build_request("tgi", "Describe.", "A fountain.", "https://ex", "https://ph",
+                            handler_settings.DEFAULT_GENERATION)
     assert body["inputs"] == (
         "User:Describe.![](https://ex)<end_of_utterance>\n"
         "Assistant: A fountain.<end_of_utterance>\n"
@@ -198,8 +209,8 @@ def test_tgi_request_is_the_one_shot_idefics_prompt() -> None:
 
 
 def test_messages_request_maps_the_generation_parameters() -> None:
-    body = lc.build_request("messages", "Describe.", "A fountain.", "https://ex", "https://ph",
-                            {**lc.DEFAULT_GENERATION, "stop": ["\nUser"], "seed": 7})
+    body = request.build_request("messages", "Describe.", "A fountain.", "https://ex", "https://ph",
+                            {**handler_settings.DEFAULT_GENERATION, "stop": ["\nUser"], "seed": 7})
     assert body == {
         "messages": [
             {"role": "user", "content": [
@@ -214,11 +225,11 @@ def test_messages_request_maps_the_generation_parameters() -> None:
         ],
         "max_tokens": 512, "temperature": 0.4, "top_p": 0.2, "stop": ["\nUser"], "seed": 7,
     }
-    greedy = lc.build_request("messages", "i", "a", "u", "v", {"do_sample": False})
+    greedy = request.build_request("messages", "i", "a", "u", "v", {"do_sample": False})
     assert greedy["temperature"] == 0
 
 
-TGI_REQUEST = lc.build_request("tgi", "Describe.", "A.", "https://ex", "https://ph", {})
+TGI_REQUEST = request.build_request("tgi", "Describe.", "A.", "https://ex", "https://ph", {})
 
 
 @pytest.mark.parametrize(
@@ -233,13 +244,14 @@ TGI_REQUEST = lc.build_request("tgi", "Describe.", "A.", "https://ex", "https://
     ],
 )
 def test_tgi_answer_is_the_text_alone(generated: str, answer: str) -> None:
-    assert lc.parse_answer("tgi", [{"generated_text": generated}], TGI_REQUEST) == answer
+    parsed = handler_answer.parse_answer("tgi", [{"generated_text": generated}], TGI_REQUEST)
+    assert parsed == answer
 
 
 def test_messages_answer() -> None:
     payload = {"choices": [{"index": 0, "message": {"role": "assistant",
                                                     "content": " Big Ben.\n"}}]}
-    assert lc.parse_answer("messages", payload, {"messages": []}) == "Big Ben."
+    assert handler_answer.parse_answer("messages", payload, {"messages": []}) == "Big Ben."
 
 
 @pytest.mark.parametrize(
@@ -254,15 +266,15 @@ def test_messages_answer() -> None:
     ],
 )
 def test_wrong_shapes_are_bad_model_responses(style: str, payload: object) -> None:
-    with pytest.raises(lc.Failure) as caught:
-        lc.parse_answer(style, payload, TGI_REQUEST)
+    with pytest.raises(errors.Failure) as caught:
+        handler_answer.parse_answer(style, payload, TGI_REQUEST)
     assert caught.value.code == "bad_model_response"
     assert "REQUEST_STYLE" in caught.value.message
 
 
 def test_an_answer_of_only_a_stop_sequence_is_empty() -> None:
-    with pytest.raises(lc.Failure) as caught:
-        lc.parse_answer("tgi", [{"generated_text": "<end_of_utterance>"}], TGI_REQUEST)
+    with pytest.raises(errors.Failure) as caught:
+        handler_answer.parse_answer("tgi", [{"generated_text": "<end_of_utterance>"}], TGI_REQUEST)
     assert caught.value.code == "empty_answer"
 
 
@@ -270,7 +282,7 @@ def test_an_answer_of_only_a_stop_sequence_is_empty() -> None:
 
 
 def test_two_variables_give_the_original_design() -> None:
-    s = lc.load_settings({"BUCKET_NAME": "b", "ENDPOINT_NAME": "e"})
+    s = handler_settings.load_settings({"BUCKET_NAME": "b", "ENDPOINT_NAME": "e"})
     assert (s.input_prefix, s.output_prefix, s.example_key) == (
         "input/", "output/", "example/trevi.jpeg")
     assert s.instruction.startswith("You are a travel agent. Describe in 1 sentence")
@@ -296,9 +308,9 @@ def test_every_variable_is_read() -> None:
         "ASYNC_TTL_SECONDS": "120", "ASYNC_INVOCATION_TIMEOUT_SECONDS": "30",
         "PRESETS_TABLE": "t-presets", "PRESET_CACHE_SECONDS": "5", "THUMBNAIL_PREFIX": "th/",
     }
-    s = lc.load_settings(env)
-    assert set(lc.ENV_NAMES) == set(env)
-    assert [getattr(s, lc.ENV_NAMES[var]) for var in env] == [
+    s = handler_settings.load_settings(env)
+    assert set(handler_settings.ENV_NAMES) == set(env)
+    assert [getattr(s, handler_settings.ENV_NAMES[var]) for var in env] == [
         "b", "e", "in/", "out/", "ex/x.png", "A.", "I.", "messages", {"max_new_tokens": 64},
         "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3, "async", "q/", 120, 30,
         "t-presets", 5.0, "th/",
@@ -321,8 +333,8 @@ def test_every_variable_is_read() -> None:
     ],
 )
 def test_bad_configuration_names_the_variable(env: dict[str, str], words: str) -> None:
-    with pytest.raises(lc.ConfigError, match=words):
-        lc.load_settings({"BUCKET_NAME": "b", "ENDPOINT_NAME": "e", **env})
+    with pytest.raises(errors.ConfigError, match=words):
+        handler_settings.load_settings({"BUCKET_NAME": "b", "ENDPOINT_NAME": "e", **env})
 
 
 # -- retries --------------------------------------------------------------------------------
@@ -356,7 +368,7 @@ def client_error(code: str, status: int, **extra: object) -> ClientError:
     ],
 )
 def test_what_is_retried(exc: Exception, retry: bool) -> None:
-    assert lc._retryable(exc) is retry
+    assert model.retryable(exc) is retry
 
 
 class FlakyEndpoint:
@@ -374,10 +386,10 @@ class FlakyEndpoint:
 
 def test_backoff_is_exponential_with_jitter(monkeypatch: pytest.MonkeyPatch) -> None:
     endpoint = FlakyEndpoint(3, client_error("ThrottlingException", 400))
-    monkeypatch.setattr(lc, "_client", lambda service, timeout=None: endpoint)
+    monkeypatch.setattr(clients, "client", lambda service, timeout=None: endpoint)
     sleeps: list[float] = []
     s = settings(retry_base_seconds=1.0, result_margin_seconds=0)
-    payload, attempts = lc.invoke_model(b"{}", s, time.monotonic() + 600, sleep=sleeps.append)
+    payload, attempts = model.invoke_model(b"{}", s, time.monotonic() + 600, sleep=sleeps.append)
     assert (payload, attempts) == ([{"generated_text": " Fine."}], 4)
     assert [0.5 <= d / 2**n <= 1.0 for n, d in enumerate(sleeps)] == [True] * 3
     assert len(set(sleeps)) == 3
@@ -387,9 +399,9 @@ def test_retries_stop_at_max_attempts_and_at_the_deadline(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     endpoint = FlakyEndpoint(99, client_error("ServiceUnavailable", 503))
-    monkeypatch.setattr(lc, "_client", lambda service, timeout=None: endpoint)
-    with pytest.raises(lc.Failure) as caught:
-        lc.invoke_model(b"{}", settings(max_attempts=3), time.monotonic() + 600,
+    monkeypatch.setattr(clients, "client", lambda service, timeout=None: endpoint)
+    with pytest.raises(errors.Failure) as caught:
+        model.invoke_model(b"{}", settings(max_attempts=3), time.monotonic() + 600,
                         sleep=lambda _: None)
     assert (caught.value.code, caught.value.attempts, endpoint.calls) == (
         "model_unavailable", 3, 3)
@@ -406,10 +418,10 @@ def test_retries_stop_at_max_attempts_and_at_the_deadline(
             self.now += seconds
 
     clock = Clock()
-    monkeypatch.setattr(lc, "time", clock)
+    monkeypatch.setattr(model, "time", clock)
     endpoint.calls = 0
-    with pytest.raises(lc.Failure) as caught:
-        lc.invoke_model(b"{}", settings(retry_base_seconds=1, result_margin_seconds=2),
+    with pytest.raises(errors.Failure) as caught:
+        model.invoke_model(b"{}", settings(retry_base_seconds=1, result_margin_seconds=2),
                         clock.now + 6, sleep=clock.sleep)
     assert (caught.value.code, caught.value.attempts, endpoint.calls) == (
         "model_timeout", 3, 3)
@@ -424,19 +436,21 @@ def test_container_limits_set_the_payload_limit() -> None:
     from visual_tourism.profiles import PROFILES
 
     base = {"BUCKET_NAME": "b", "ENDPOINT_NAME": "e"}
-    assert lc.load_settings(base).container_limits is None  # deployed before limits: as ever
+    # A deployment without CONTAINER_LIMITS: no limits, images sized by bytes only.
+    assert handler_settings.load_settings(base).container_limits is None
     for profile in PROFILES.values():
         env = {**base, "CONTAINER_LIMITS": profile.limits.to_env(),
                "REQUEST_STYLE": profile.request_style}
-        s = lc.load_settings(env)
+        s = handler_settings.load_settings(env)
         assert s.container_limits == profile.limits
         assert s.max_payload_bytes == profile.limits.payload_limit_bytes * 95 // 100
         # MAX_PAYLOAD_BYTES may lower it, never raise it past the container's limit.
-        assert lc.load_settings({**env, "MAX_PAYLOAD_BYTES": "1000"}).max_payload_bytes == 1000
-        assert lc.load_settings({**env, "MAX_PAYLOAD_BYTES": "99000000"}).max_payload_bytes == (
-            s.max_payload_bytes)
-    with pytest.raises(lc.ConfigError, match="CONTAINER_LIMITS"):
-        lc.load_settings({**base, "CONTAINER_LIMITS": "{not json"})
+        lower = handler_settings.load_settings({**env, "MAX_PAYLOAD_BYTES": "1000"})
+        assert lower.max_payload_bytes == 1000
+        higher = handler_settings.load_settings({**env, "MAX_PAYLOAD_BYTES": "99000000"})
+        assert higher.max_payload_bytes == s.max_payload_bytes
+    with pytest.raises(errors.ConfigError, match="CONTAINER_LIMITS"):
+        handler_settings.load_settings({**base, "CONTAINER_LIMITS": "{not json"})
 
 
 def model_error(original_status: int, message: str) -> ClientError:
@@ -461,9 +475,9 @@ def test_idefics_image_failures_are_told_apart(status: int, message: str,
                                                kind: str | None) -> None:
     from visual_tourism.profiles import PROFILES
 
-    settings = lc.Settings(bucket="b", endpoint="e",
+    settings = handler_settings.Settings(bucket="b", endpoint="e",
                            container_limits=PROFILES["idefics-9b-instruct"].limits)
-    assert lc._image_failure(model_error(status, message), settings) == kind
+    assert model.image_failure(model_error(status, message), settings) == kind
 
 
 def test_a_vllm_image_failure_is_a_refused_request() -> None:
@@ -471,7 +485,7 @@ def test_a_vllm_image_failure_is_a_refused_request() -> None:
 
     limits = PROFILES["smolvlm-instruct"].limits
     assert limits.image_failure_status == 400
-    settings = lc.Settings(bucket="b", endpoint="e", container_limits=limits)
+    settings = handler_settings.Settings(bucket="b", endpoint="e", container_limits=limits)
     error = model_error(400, "cannot decode image: cannot identify image file")
-    assert lc._image_failure(error, settings) == "decode"
-    assert not lc._retryable(error)  # and never retried either way
+    assert model.image_failure(error, settings) == "decode"
+    assert not model.retryable(error)  # and never retried either way

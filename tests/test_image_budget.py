@@ -26,11 +26,10 @@ from photos import twelve_megapixel_jpeg
 from PIL import Image
 from test_handler import ENDPOINT, IMAGES, RecordingServer, event_for, result, run
 
-import lambda_code
-import lambda_images
-import serving_limits
-from serving_limits import ContainerLimits
-from visual_tourism import lambda_fn
+from photo_handler import budget as handler_budget
+from photo_handler import resize, serving_limits
+from photo_handler.serving_limits import ContainerLimits
+from visual_tourism import lambda_fn, packaging
 from visual_tourism.config import Config
 from visual_tourism.profiles import PROFILES, ModelProfile
 
@@ -59,7 +58,7 @@ def big_photo() -> bytes:
 
 @pytest.fixture(autouse=True)
 def fresh_example_cache() -> None:
-    lambda_code._examples.clear()  # each test's bucket holds its own example
+    handler_budget._examples.clear()  # each test's bucket holds its own example
 
 
 def deploy_env(monkeypatch: pytest.MonkeyPatch, bucket: str, profile: ModelProfile,
@@ -162,7 +161,7 @@ def test_every_request_fits_its_profile_by_the_containers_accounting(
             allowance = room - example_tokens
             if serving_limits.image_tokens(*stored, limits.image_formula) <= allowance:
                 # Resized for bytes only (data-uri): the payload rule, at most 2048 pixels.
-                assert transport == "data-uri" and max(sent) <= lambda_images.SHRINK_MAX_SIDE
+                assert transport == "data-uri" and max(sent) <= resize.SHRINK_MAX_SIDE
             else:  # as large as the token budget allows, unless the payload made it smaller
                 by_bytes = raw_size > limits.payload_limit_bytes // 2
                 assert by_bytes or photo_tokens >= 0.97 * allowance, (key, sent)
@@ -288,13 +287,13 @@ def test_idefics_needs_no_pillow_and_no_extra_s3_call(
 ) -> None:
     deploy_env(monkeypatch, bucket, PROFILES["idefics-9b-instruct"], "url")
     # As without Pillow in the zip (the model server, in this process, needs the real one).
-    monkeypatch.setattr(lambda_images, "_pillow", lambda: pytest.fail("Pillow was needed"))
+    monkeypatch.setattr(resize, "_pillow", lambda: pytest.fail("Pillow was needed"))
     s3.put_object(Bucket=bucket, Key="input/big.jpg", Body=big_photo)
 
     run(event_for(bucket, s3, "input/big.jpg"))
 
     assert result(s3, bucket, "output/big.jpg.json")["status"] == "ok"
-    assert lambda_code._examples == {}  # the example went by URL, never read
+    assert handler_budget._examples == {}  # the example went by URL, never read
 
 
 # -- the sized example is kept by a warm container ---------------------------------------------
@@ -305,14 +304,14 @@ def test_the_sized_example_is_made_once_per_example_etag(
 ) -> None:
     deploy_env(monkeypatch, bucket, PROFILES["qwen2.5-vl-7b-instruct"], "url")
     resized: list[tuple[int, int] | None] = []
-    real = lambda_images._resized
+    real = resize._resized
 
     def spy(data: bytes, *args: Any, **kwargs: Any) -> Any:
         out = real(data, *args, **kwargs)
         resized.append(out[1])
         return out
 
-    monkeypatch.setattr(lambda_images, "_resized", spy)
+    monkeypatch.setattr(resize, "_resized", spy)
     small = PHOTOS[-1].read_bytes()  # fits its allowance: sent by URL
     for name in ("a.jpg", "b.jpg"):
         s3.put_object(Bucket=bucket, Key=f"input/{name}", Body=small)
@@ -340,7 +339,7 @@ def test_pillow_is_vendored_whenever_the_handler_may_resize(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     vendored: list[str] = []
-    monkeypatch.setattr(lambda_fn, "vendor_pillow",
+    monkeypatch.setattr(packaging, "vendor_pillow",
                         lambda cfg, cache=None: vendored.append(cfg.model_profile) or tmp_path)
     formula = PROFILES[name].limits.image_formula
     for transport, mode in (("url", "realtime"), ("data-uri", "realtime"), ("url", "async")):
@@ -348,7 +347,7 @@ def test_pillow_is_vendored_whenever_the_handler_may_resize(
                      web_api="off")
         needs = formula != "idefics" or cfg.effective_image_transport == "data-uri"
         assert cfg.needs_pillow is needs
-        assert (lambda_fn.vendor_dir(cfg) == tmp_path) is needs
+        assert (packaging.vendor_dir(cfg) == tmp_path) is needs
         # With the web page on, always: the gallery's small copies of its photos.
         with_web = Config(model_profile=name, image_transport=transport, inference_mode=mode)
         assert with_web.web_api == "on" and with_web.needs_pillow

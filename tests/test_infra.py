@@ -27,7 +27,6 @@ from botocore.stub import Stubber
 from cfnlint.decode import cfn_yaml
 from moto.core import DEFAULT_ACCOUNT_ID
 
-import web_api
 from visual_tourism import (
     async_inference,
     autoscaling,
@@ -38,6 +37,7 @@ from visual_tourism import (
     infra,
     lambda_fn,
     logs,
+    packaging,
     presets,
     schedule,
     web,
@@ -48,6 +48,7 @@ from visual_tourism.config import STACK_TAG, Config, load_config
 from visual_tourism.errors import ConfigError, DeployError, NotDeployedError, StackFailedError
 from visual_tourism.local import moto_patches
 from visual_tourism.profiles import PROFILES
+from web_function import app
 
 TEMPLATE_TEXT = infra.TEMPLATE.read_text()
 # Template parameters that only `infra package` can know: no defaults in the template.
@@ -575,7 +576,7 @@ def test_resolved_web_resources_equal_the_web_helpers(case):
     assert {k: fn[k] for k in settings} == settings
     assert fn["FunctionName"] == web.function_name(cfg) and fn["Tags"] == tag
     assert fn["Code"] == {"S3Bucket": "artifacts-bucket",
-                          "S3Key": infra.code_key(web.build_zip())}
+                          "S3Key": infra.code_key(packaging.build_zip("web"))}
     assert res.properties("WebLogGroup") == {"LogGroupName": web.log_group(cfg),
                                              "RetentionInDays": logs.RETENTION_DAYS,
                                              "Tags": tag}
@@ -588,7 +589,7 @@ def test_resolved_web_resources_equal_the_web_helpers(case):
             integration["PayloadFormatVersion"]) == ("AWS_PROXY", function_arn, "2.0")
     routes = [res.properties(k) for k, v in res.resources.items()
               if v["Type"] == "AWS::ApiGatewayV2::Route"]
-    assert sorted(r["RouteKey"] for r in routes) == sorted(web_api.ROUTES)
+    assert sorted(r["RouteKey"] for r in routes) == sorted(app.ROUTES)
     stage = res.properties("WebStage")
     assert stage["StageName"] == "$default" and stage["AutoDeploy"] is True
     assert stage["DefaultRouteSettings"] == web.throttling(cfg)
@@ -658,7 +659,7 @@ def aws(mocked_aws, cfg) -> Aws:
 
 def test_package_uploads_the_code_once_to_a_private_artifacts_bucket(cfg, aws, tmp_path):
     first = infra.package(cfg, aws, tmp_path)
-    zip_bytes = lambda_fn.build_zip(lambda_fn.vendor_dir(cfg))  # Pillow: the web page's copies
+    zip_bytes = packaging.build_zip("photo", packaging.vendor_dir(cfg))  # Pillow: web copies
     assert first.code_key == infra.code_key(zip_bytes)
     assert re.fullmatch(r"lambda/[0-9a-f]{64}\.zip", first.code_key)
     art = first.code_bucket
@@ -673,7 +674,7 @@ def test_package_uploads_the_code_once_to_a_private_artifacts_bucket(cfg, aws, t
 
     second = infra.package(cfg, aws, tmp_path)
     assert second == first  # deterministic zip: same key, nothing new uploaded
-    web_key = infra.code_key(web.build_zip())  # the web page's zip, beside the handler's
+    web_key = infra.code_key(packaging.build_zip("web"))  # the web page's zip, beside the handler's
     assert sorted(o["Key"] for o in aws.s3.list_objects_v2(Bucket=art)["Contents"]) == sorted(
         [first.code_key, web_key])
     assert first.template.read_text() == TEMPLATE_TEXT
@@ -755,8 +756,8 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
 
     # Function: code from the artifact, settings and environment of the helpers.
     fn = aws.lambda_.get_function(FunctionName=cfg.function_name)["Configuration"]
-    assert fn["CodeSha256"] == lambda_fn.code_sha256(lambda_fn.build_zip(
-        lambda_fn.vendor_dir(cfg)))
+    assert fn["CodeSha256"] == packaging.code_sha256(packaging.build_zip("photo",
+        packaging.vendor_dir(cfg)))
     assert (fn["Handler"], fn["Runtime"], fn["Timeout"], fn["MemorySize"], fn["Role"]) == (
         lambda_fn.HANDLER, cfg.lambda_runtime, cfg.lambda_timeout, cfg.lambda_memory,
         role["Arn"],
@@ -797,7 +798,7 @@ def test_deploy_creates_updates_and_delete_removes_everything(cfg, aws, tmp_path
     assert (integration["IntegrationUri"], integration["PayloadFormatVersion"]) == (
         web_arn, "2.0")
     routes = apigw.get_routes(ApiId=api["ApiId"])["Items"]
-    assert sorted(r["RouteKey"] for r in routes) == sorted(web_api.ROUTES)
+    assert sorted(r["RouteKey"] for r in routes) == sorted(app.ROUTES)
     assert {r["Target"] for r in routes} == {f"integrations/{integration['IntegrationId']}"}
     (stage,) = apigw.get_stages(ApiId=api["ApiId"])["Items"]
     assert stage["StageName"] == "$default" and stage["AutoDeploy"] is True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import inspect
 import json
 import os
+import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -209,10 +210,15 @@ def test_model_server_down_or_slow_gives_error_records(env, deployed):
     assert slow["status"] == "error"
     assert slow["timing"]["attempts"] == 2
 
-    # A model server that is down: connection refused on every attempt.
-    set_function_env(cfg, aws, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME="http://127.0.0.1:9")
-    aws.s3.put_object(Bucket=bucket, Key="input/server down.jpeg", Body=PHOTOS[1].read_bytes())
-    assert env.runtime.wait_idle(60)
+    # A model server that is down: connection refused on every attempt (a port of our own,
+    # bound but never listening, so nothing else can be there).
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        down_url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        set_function_env(cfg, aws, AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME=down_url)
+        aws.s3.put_object(Bucket=bucket, Key="input/server down.jpeg",
+                          Body=PHOTOS[1].read_bytes())
+        assert env.runtime.wait_idle(60)
     down = results(cfg, aws)["output/server down.jpeg.json"]
     assert down["status"] == "error"
     assert down["error"]["message"]

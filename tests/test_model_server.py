@@ -665,7 +665,7 @@ def _limits(name: str) -> Any:
 
 
 def test_stand_in_follows_a_json_grammar_and_the_answer_language() -> None:
-    import presets_schema
+    from photo_handler import presets_schema
 
     schema = presets_schema.structured_schema()
     prompt = (f"User:Describe. {presets_schema.LANGUAGE_LINE.format(language='French')}"
@@ -687,7 +687,7 @@ def test_stand_in_follows_a_json_grammar_and_the_answer_language() -> None:
 
 
 def test_a_constrained_answer_longer_than_max_new_tokens_is_cut_like_a_models() -> None:
-    import presets_schema
+    from photo_handler import presets_schema
 
     text = StandInBackend().generate([Turn("user", ("Describe",))], generation_params(
         max_new_tokens=5, grammar={"type": "json", "schema": presets_schema.structured_schema()}))
@@ -714,7 +714,7 @@ def test_a_constrained_answer_longer_than_max_new_tokens_is_cut_like_a_models() 
 def test_response_format_is_taken_as_each_container_takes_it(
     profile: str, response_format: dict, status: int,
 ) -> None:
-    import presets_schema
+    from photo_handler import presets_schema
 
     schema = presets_schema.structured_schema()
     response_format = json.loads(json.dumps(response_format).replace('"SCHEMA"',
@@ -769,7 +769,7 @@ def test_the_transformers_backend_fills_in_a_flat_schema_or_says_it_cannot(
         def _run(self, inputs: Any, params: Any, max_new_tokens: int, stops: Any) -> str:
             return 'Rome, "Italy"' if inputs.endswith('"') else " true"
 
-    import presets_schema
+    from photo_handler import presets_schema
 
     schema = presets_schema.structured_schema()
     backend = Fake()

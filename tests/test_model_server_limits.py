@@ -23,7 +23,7 @@ import pytest
 from botocore.config import Config
 from PIL import Image
 
-import serving_limits
+from photo_handler import serving_limits
 from visual_tourism import stack
 from visual_tourism.aws import Aws
 from visual_tourism.config import EXAMPLE_ANSWER, INSTRUCTION, load_config
@@ -60,7 +60,7 @@ def photo(name: str, size: tuple[int, int] | None = None) -> Image.Image:
 
 
 def build_request(endpoint: str, example_url: str, image_url: str, **generation: Any) -> dict:
-    """The handler's request body for this endpoint's profile (lambda_code.build_request)."""
+    """The handler's request body for this endpoint's profile (request.build_request)."""
     params = {**GENERATION, **generation}
     if ENDPOINTS[endpoint].request_style == STYLE_TGI:
         prompt = (f"User:{INSTRUCTION}![]({example_url})<end_of_utterance>\n"

@@ -23,8 +23,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-import presets_schema
-from visual_tourism import iam, notebook, stack
+from photo_handler import presets_schema
+from visual_tourism import iam, notebook, stack, where
 from visual_tourism.aws import Aws
 from visual_tourism.errors import ConfigError
 from visual_tourism.local.stack import LocalStack
@@ -599,7 +599,7 @@ def test_aws_is_stated_without_the_account_id(mocked_aws, monkeypatch):
     assert "credentials from env" in laptop
     assert not ACCOUNT_DIGITS.search(laptop)
 
-    monkeypatch.setattr(iam, "in_studio", lambda: True)
+    monkeypatch.setattr(where, "in_studio", lambda env=None: True)
     monkeypatch.setattr(iam, "studio_role_arn", lambda: (
         "arn:aws:iam::123456789012:role/service-role/AmazonSageMaker-ExecutionRole-1"))
     studio = notebook.describe_environment(cfg, Aws(cfg.region))

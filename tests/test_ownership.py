@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from visual_tourism import bucket, iam, lambda_fn, logs, stack
+from visual_tourism import bucket, iam, lambda_fn, logs, packaging, stack
 from visual_tourism.aws import Aws
 from visual_tourism.config import STACK_TAG, load_config
 from visual_tourism.errors import NotOwnedError
@@ -47,7 +47,7 @@ def _foreign_function(cfg, aws: Aws) -> None:
     )["Role"]["Arn"]
     aws.lambda_.create_function(
         FunctionName=cfg.function_name, Role=role, Runtime="python3.12", Handler="x.handler",
-        Code={"ZipFile": lambda_fn.build_zip()}, Tags={"team": "theirs"},
+        Code={"ZipFile": packaging.build_zip("photo")}, Tags={"team": "theirs"},
     )
 
 

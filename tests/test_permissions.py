@@ -21,9 +21,10 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-import presets_schema
-from visual_tourism import permissions, presets, presets_cli, stack
+from photo_handler import presets_schema
+from visual_tourism import permissions, presets, stack
 from visual_tourism.aws import Aws
+from visual_tourism.cli import presets as presets_cli
 from visual_tourism.config import load_config
 from visual_tourism.local import iam_enforcement
 from visual_tourism.local.stack import CREDENTIALS, LocalStack
@@ -265,7 +266,7 @@ def _presets_commands(cfg, aws: Aws, step: list[str], monkeypatch) -> None:
         command(argparse.Namespace(**args), lambda _args: cfg)
 
     new = "perm-" + os.urandom(2).hex()
-    run("list", presets_cli.cmd_list, json=False)
+    run("list", presets_cli.cmd_list, json=False, wide=False)
     run("show", presets_cli.cmd_show, name="default")
     run("set", presets_cli.cmd_set, name=new, from_file=None, field=["max_new_tokens=200"])
     run("set", presets_cli.cmd_set, name=new, from_file=None, field=["title=Edited"])

@@ -11,9 +11,7 @@ from typing import Any
 import pytest
 from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageStat
 
-import lambda_code
-import presets_schema
-import web_api
+from photo_handler import presets_schema, request
 from visual_tourism import config, lambda_fn, presets, stack
 from visual_tourism.aws import Aws
 from visual_tourism.cli import main
@@ -21,6 +19,7 @@ from visual_tourism.config import STACK_TAG, load_config
 from visual_tourism.errors import NotDeployedError
 from visual_tourism.presets import PresetConflictError, PresetError
 from visual_tourism.profiles import PROFILES
+from web_function import app as web_app
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGES = ROOT / "images"
@@ -119,7 +118,7 @@ def test_the_default_seed_is_exactly_the_original_prompt_and_parameters(cfg):
     assert default["language"] == "English" and not default["structured"]
     # The request the handler builds from it is byte for byte today's.
     for style in ("tgi", "messages"):
-        today = lambda_code.build_request(style, env["INSTRUCTION"], env["EXAMPLE_ANSWER"],
+        today = request.build_request(style, env["INSTRUCTION"], env["EXAMPLE_ANSWER"],
                                           "https://ex", "https://photo", config.GENERATION)
         if style == "tgi":
             assert presets_schema.tgi_prompt(default, "English", ["https://ex"],
@@ -465,8 +464,9 @@ def test_cli_list_show_set_delete(cfg, aws, table, capsys, tmp_path):
     assert main(["presets", "list"]) == 0
     out = capsys.readouterr().out
     assert out.splitlines()[0].split()[:3] == ["NAME", "VERSION", "LANGUAGE"]
-    assert [line.split()[0] for line in out.splitlines()[1:5]] == [
+    assert [line.split()[0] for line in out.splitlines()[2:6]] == [  # under the rule
         "default", "family", "food", "history"]
+    assert max(map(len, out.splitlines())) <= 80
     assert "Japanese" in out
 
     assert main(["presets", "show", "food"]) == 0
@@ -633,8 +633,8 @@ def test_ask_without_a_table_says_so(mocked_aws, cfg):
 
 def test_web_api_lists_the_seeded_presets_and_languages(cfg, aws, table):
     env = {"AWS_REGION": cfg.region}
-    status, body = web_api.list_presets(
-        web_api.Settings(bucket="b", code_parameter="/c", presets_table=table), env)
+    status, body = web_app.list_presets(
+        web_app.Settings(bucket="b", code_parameter="/c", presets_table=table), env)
     assert status == 200
     assert [p["id"] for p in body["presets"]] == ["default", "family", "food", "history"]
     assert body["presets"][1]["label"] == "Family (for children)"

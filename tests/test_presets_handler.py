@@ -13,7 +13,6 @@ import json
 import os
 import re
 import socket
-import time
 import uuid
 from typing import Any
 
@@ -24,10 +23,18 @@ import test_handler
 from test_async_inference import FakeQueue, _queue_upload
 from test_handler import ENDPOINT, IMAGES, RecordingServer, event_for, result, run
 
-import lambda_async
-import lambda_code
-import lambda_presets
-import presets_schema
+from photo_handler import answer as handler_answer
+from photo_handler import (
+    asynchronous,
+    budget,
+    clients,
+    presets,
+    presets_schema,
+)
+from photo_handler import model as handler_model
+from photo_handler import request as handler_request
+from photo_handler import settings as handler_settings
+from photo_handler import upload as handler_upload
 from visual_tourism.local.backends import STAND_IN_VALUE, Backend
 from visual_tourism.profiles import PROFILES
 
@@ -39,9 +46,9 @@ IDEFICS = PROFILES["idefics-9b-instruct"]  # TGI 1.4.5, prompt style
 QWEN_TGI = PROFILES["qwen2.5-vl-7b-instruct"]  # TGI 3.3.6, messages
 SMOLVLM = PROFILES["smolvlm-instruct"]  # vLLM, messages
 ENV = {  # the function's own prompt: the `default` seed is built from it
-    "INSTRUCTION": lambda_code.DEFAULT_INSTRUCTION, "EXAMPLE_KEY": "example/trevi.jpeg",
-    "EXAMPLE_ANSWER": lambda_code.DEFAULT_EXAMPLE_ANSWER,
-    "GENERATION_PARAMETERS": json.dumps(lambda_code.DEFAULT_GENERATION, sort_keys=True),
+    "INSTRUCTION": handler_settings.DEFAULT_INSTRUCTION, "EXAMPLE_KEY": "example/trevi.jpeg",
+    "EXAMPLE_ANSWER": handler_settings.DEFAULT_EXAMPLE_ANSWER,
+    "GENERATION_PARAMETERS": json.dumps(handler_settings.DEFAULT_GENERATION, sort_keys=True),
 }
 EXAMPLE_PHOTOS = ("neuschwanstein.jpeg", "santiago_cathedral.jpeg", "no_landmark.jpg")
 PHOTO = "tour_eiffel.jpeg"
@@ -83,6 +90,12 @@ class Table:
         return self.get(name)
 
 
+def new_container() -> None:
+    """Forget what a warm container keeps: the presets read, the example photos checked."""
+    presets.clear_cache()
+    budget.clear_cache()
+
+
 @pytest.fixture
 def table(moto_server: str, monkeypatch: pytest.MonkeyPatch, s3: Any, bucket: str) -> Any:
     """A presets table on moto with the seeds, their example photos in the bucket."""
@@ -99,9 +112,9 @@ def table(moto_server: str, monkeypatch: pytest.MonkeyPatch, s3: Any, bucket: st
     for photo in EXAMPLE_PHOTOS:
         s3.put_object(Bucket=bucket, Key=f"example/{photo}", Body=(IMAGES / photo).read_bytes())
     monkeypatch.setenv(presets_schema.ENV_VAR, name)
-    lambda_code.clear_cache()
+    new_container()
     yield Table(db, name)
-    lambda_code.clear_cache()
+    new_container()
 
 
 def upload(s3: Any, bucket: str, key: str, photo: str = PHOTO, **metadata: str) -> None:
@@ -127,8 +140,8 @@ def without_urls(request: dict[str, Any]) -> str:
 def get_items(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The presets read with GetItem by the handler's own DynamoDB client (botocore events)."""
     names: list[str] = []
-    monkeypatch.setattr(lambda_code, "_clients", {})
-    client = lambda_code._client("dynamodb", lambda_presets.PRESET_READ_TIMEOUT)
+    monkeypatch.setattr(clients, "_clients", {})
+    client = clients.client("dynamodb", presets.PRESET_READ_TIMEOUT)
     client.meta.events.register(
         "before-parameter-build.dynamodb.GetItem",
         lambda params, **_: names.append(params["Key"]["name"]["S"]))
@@ -154,7 +167,7 @@ def test_family_in_french_answers_with_the_family_prompt_its_examples_and_french
         assert f"Assistant: {example['answer']}<end_of_utterance>" in prompt
     assert prompt.endswith(f"{family['instruction']} Answer in French.![]("
                            + prompt.rsplit("![](", 1)[1])
-    assert request["parameters"] == {"return_full_text": False, "stop": lambda_code.TGI_STOP,
+    assert request["parameters"] == {"return_full_text": False, "stop": handler_request.TGI_STOP,
                                      **family["generation"], "max_new_tokens": 200}
     # The endpoint fetched the three example photos, then the upload.
     assert [url.split("?")[0].rsplit("/", 2)[-2:] for url in fetched] == [
@@ -188,7 +201,7 @@ def test_the_same_photo_asked_again_with_another_choice_is_answered_again(
     assert len(server.requests) == 3
 
     table.edit("history", max_new_tokens=150)  # version 2
-    lambda_code.clear_cache()  # past the cache time
+    new_container()  # past the cache time
     run(event_for(bucket, s3, key))
     assert result(s3, bucket, "output/same.jpg.json")["preset"]["version"] == 2
     assert len(server.requests) == 4
@@ -200,7 +213,7 @@ def test_the_same_photo_asked_again_with_another_choice_is_answered_again(
 def _while_answering_the_first(monkeypatch: pytest.MonkeyPatch, meanwhile: Any) -> list[int]:
     """Run ``meanwhile()`` inside the first model call, before its answer comes back (that
     invocation then finishes last); later calls go straight to the endpoint."""
-    real, calls = lambda_code.invoke_model, []
+    real, calls = handler_model.invoke_model, []
 
     def gated(body: bytes, settings: Any, deadline: float) -> Any:
         calls.append(len(calls))
@@ -208,7 +221,7 @@ def _while_answering_the_first(monkeypatch: pytest.MonkeyPatch, meanwhile: Any) 
             meanwhile()
         return real(body, settings, deadline)
 
-    monkeypatch.setattr(lambda_code, "invoke_model", gated)
+    monkeypatch.setattr(handler_model, "invoke_model", gated)
     return calls
 
 
@@ -228,8 +241,8 @@ def test_a_reask_with_another_choice_ends_with_the_newest_choice_when_the_first_
     """The same bytes (same ETag) asked again while the first answer is still being made."""
     monkeypatch.setenv("IMAGE_TRANSPORT", transport)
     if edit == "same second":  # S3 dates uploads to the second: both uploads then look alike
-        real_upload_of = lambda_code._upload_of
-        monkeypatch.setattr(lambda_code, "_upload_of",
+        real_upload_of = handler_upload.upload_of
+        monkeypatch.setattr(handler_upload, "upload_of",
                             lambda response: {**real_upload_of(response), "modified": ""})
     key = "input/reask.jpg"
     newest: list[dict[str, Any]] = []
@@ -237,7 +250,7 @@ def test_a_reask_with_another_choice_ends_with_the_newest_choice_when_the_first_
     def reask() -> None:
         if edit:
             table.edit("history", max_new_tokens=150)  # version 2
-            lambda_code.clear_cache()
+            new_container()
         upload(s3, bucket, key, **second)
         assert run(event_for(bucket, s3, key))["records"][0]["status"] == "ok"
         newest.append(result(s3, bucket, "output/reask.jpg.json"))
@@ -288,14 +301,14 @@ def test_default_in_english_sends_exactly_todays_request(
     with_table, without_table = server.requests
     assert without_urls(with_table) == without_urls(without_table)
     # And byte for byte with the same URLs, for both request styles.
-    settings = lambda_code.load_settings({**os.environ, "BUCKET_NAME": bucket})
+    settings = handler_settings.load_settings({**os.environ, "BUCKET_NAME": bucket})
     default = table.get("default")
-    for style in lambda_code.STYLES:
-        styled = lambda_code.Settings(**{**settings.__dict__, "request_style": style})
-        prompt = lambda_presets.preset_prompt(styled, default, None)
+    for style in handler_settings.STYLES:
+        styled = handler_settings.Settings(**{**settings.__dict__, "request_style": style})
+        prompt = presets.preset_prompt(styled, default, None)
         urls = (["https://example/e.jpeg"], "https://example/p.jpeg")
-        assert json.dumps(lambda_code.prompt_request(styled, prompt, *urls)) == json.dumps(
-            lambda_code.build_request(style, styled.instruction, styled.example_answer,
+        assert json.dumps(handler_request.prompt_request(styled, prompt, *urls)) == json.dumps(
+            handler_request.build_request(style, styled.instruction, styled.example_answer,
                                       urls[0][0], urls[1], styled.generation))
 
 
@@ -306,9 +319,9 @@ def test_without_a_presets_table_nothing_changes(
 
     assert "preset" not in record and "fields" not in record
     assert get_items == []
-    settings = lambda_code.load_settings()
+    settings = handler_settings.load_settings()
     assert server.requests[0]["parameters"] == {**settings.generation, "return_full_text": False,
-                                                "stop": lambda_code.TGI_STOP}
+                                                "stop": handler_request.TGI_STOP}
     assert "Answer in" not in server.requests[0]["inputs"]
 
 
@@ -520,7 +533,7 @@ def test_async_mode_sends_the_same_request_and_parses_the_answer_the_same_way(
         queued.append(params)
         return {"OutputLocation": f"s3://{bucket}/async/outputs/x.out", "InferenceId": "x"}
 
-    monkeypatch.setattr(lambda_async, "_invoke", invoke)
+    monkeypatch.setattr(asynchronous, "_invoke", invoke)
     upload(s3, bucket, "input/queued.jpg", preset="history")
     run(event_for(bucket, s3, "input/queued.jpg"))
     (params,) = queued
@@ -567,14 +580,17 @@ def test_a_warm_container_reads_a_preset_once_then_again_after_the_cache_time(
     s3: Any, bucket: str, server: RecordingServer, table: Table, get_items: list[str],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PRESET_CACHE_SECONDS", "1")
+    monkeypatch.setenv("PRESET_CACHE_SECONDS", "60")
+    now = [1000.0]  # the cache's clock, moved by the test: no photo races the cache time
+    monkeypatch.setattr(presets, "clock", lambda: now[0])
     ask(s3, bucket, "a.jpg", preset="family")
+    now[0] += 59
     record = ask(s3, bucket, "b.jpg", preset="family", language="Japanese")
     assert get_items == ["family"]
     assert record["preset"] == {"name": "family", "version": 1, "language": "Japanese"}
 
     table.edit("family", max_new_tokens=150)
-    time.sleep(1.1)
+    now[0] += 1.5  # past the 60 s since it was read
     record = ask(s3, bucket, "c.jpg", preset="family")
     assert get_items == ["family", "family"]
     assert record["preset"]["version"] == 2
@@ -607,7 +623,7 @@ def test_dynamodb_down_serves_the_copy_this_container_has_else_the_built_in_prom
     assert "could not be read" in stale["preset"]["note"]
     assert "this function's copy" in stale["preset"]["note"]
 
-    lambda_code.clear_cache()  # a new container: no copy
+    new_container()  # a new container: no copy
     fresh = ask(s3, bucket, "c.jpg", preset="food", language="French")
     assert fresh["status"] == "ok"
     assert fresh["preset"]["name"] == "default" and fresh["preset"]["version"] is None
@@ -622,22 +638,22 @@ def test_dynamodb_down_serves_the_copy_this_container_has_else_the_built_in_prom
 
 def test_structured_request_per_container() -> None:
     schema = presets_schema.structured_schema()
-    assert lambda_presets.structured_request(IDEFICS.limits, "tgi") == {
+    assert handler_request.structured_request(IDEFICS.limits, "tgi") == {
         "grammar": {"type": "json", "value": schema}}
-    assert lambda_presets.structured_request(QWEN_TGI.limits, "messages") == {
+    assert handler_request.structured_request(QWEN_TGI.limits, "messages") == {
         "response_format": {"type": "json_object", "value": schema}}
-    assert lambda_presets.structured_request(SMOLVLM.limits, "messages")["response_format"][
+    assert handler_request.structured_request(SMOLVLM.limits, "messages")["response_format"][
         "json_schema"] == {"name": "answer", "schema": schema}
-    assert lambda_presets.structured_request(IDEFICS.limits, "messages") is None  # TGI 1.x chat
-    assert lambda_presets.structured_request(None, "tgi") is not None
+    assert handler_request.structured_request(IDEFICS.limits, "messages") is None  # TGI 1.x chat
+    assert handler_request.structured_request(None, "tgi") is not None
 
 
 def test_structured_fields_find_the_object_anywhere() -> None:
-    fields, why = lambda_presets.structured_fields(
+    fields, why = handler_answer.structured_fields(
         'Here: {"note": 1} then {"place": "X", "recognised": false} done')
     assert why is None and fields["place"] == "X" and fields["recognised"] is False
     assert fields["city"] is None
-    assert lambda_presets.structured_fields("{" * 500)[0] is None  # bounded work
+    assert handler_answer.structured_fields("{" * 500)[0] is None  # bounded work
 
 
 # -- local mode end to end ---------------------------------------------------------------------
@@ -718,5 +734,5 @@ def test_local_mode_presets_end_to_end(local: Any, monkeypatch: pytest.MonkeyPat
 
 
 def test_the_handler_reads_the_table_name_from_presets_schemas_variable() -> None:
-    # lambda_code names PRESETS_TABLE itself (presets_schema is imported only with presets).
-    assert lambda_code.ENV_NAMES[presets_schema.ENV_VAR] == "presets_table"
+    # The settings name PRESETS_TABLE themselves (presets_schema is imported only with presets).
+    assert handler_settings.ENV_NAMES[presets_schema.ENV_VAR] == "presets_table"

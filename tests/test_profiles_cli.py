@@ -1,5 +1,5 @@
-"""`visual-tourism profiles`: the lineup as a table, JSON and the README's Markdown table, for
-every profile, offline (no AWS credentials, no region)."""
+"""`visual-tourism profiles`: the lineup as a table (every column with --wide), JSON and the
+Markdown table of docs/models.md, for every profile, offline (no AWS credentials, no region)."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from visual_tourism import pricing, profiles
+from visual_tourism import prices, profiles
 from visual_tourism.cli import main
 from visual_tourism.config import DEFAULT_PROFILE
 from visual_tourism.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+MODELS_PAGE = ROOT / "docs" / "models.md"
 START, END = "<!-- profiles:start -->", "<!-- profiles:end -->"
 
 
@@ -32,21 +32,21 @@ def _run(capsys, *argv: str) -> str:
     return capsys.readouterr().out
 
 
-def test_the_table_shows_every_profile_with_its_facts(capsys):
-    out = _run(capsys)
+def test_the_wide_table_shows_every_profile_with_its_facts(capsys):
+    out = _run(capsys, "--wide")
     lines = out.splitlines()
     for profile in PROFILES.values():
         (row,) = [line for line in lines if line.startswith(profile.name + " ")]
         assert profile.model_id in row and profile.instance_type in row
         assert profile.licence in row and profile.image_version in row
         assert (profile.revision[:12] if profile.revision else "not pinned") in row
-        price = pricing.HOURLY_USD.get(profile.instance_type)
+        price = prices.HOURLY_USD.get(profile.instance_type)
         assert (f"${price:g}/h" if price is not None else "no price recorded") in row
         assert f"{profile.limits.max_input_tokens:,} input" in row
         assert f"{profile.limits.max_total_tokens:,} total" in row
         assert ("(default)" in row) == (profile.name == DEFAULT_PROFILE)
     assert f"The default is {DEFAULT_PROFILE}" in out
-    assert pricing.PRICE_DATE in out and pricing.PRICE_REGION in out
+    assert prices.PRICE_DATE in out and prices.PRICE_REGION in out
 
 
 def test_json_has_every_field_for_every_profile(capsys):
@@ -62,7 +62,7 @@ def test_json_has_every_field_for_every_profile(capsys):
         assert row["instance_type"] == profile.instance_type
         assert row["licence"] == profile.licence
         assert row["request_style"] == profile.request_style
-        assert row["price_per_hour_usd"] == pricing.HOURLY_USD.get(profile.instance_type)
+        assert row["price_per_hour_usd"] == prices.HOURLY_USD.get(profile.instance_type)
         assert row["limits"] == {
             "max_input_tokens": lim.max_input_tokens, "max_total_tokens": lim.max_total_tokens,
             "payload_limit_bytes": lim.payload_limit_bytes,
@@ -80,19 +80,19 @@ def test_markdown_has_a_row_per_profile(capsys):
         assert line.count(" | ") == len(profiles.TABLE_HEADERS) - 1
 
 
-def test_the_readme_table_is_the_commands_markdown(capsys):
-    text = README.read_text()
+def test_the_models_page_table_is_the_commands_markdown(capsys):
+    text = MODELS_PAGE.read_text()
     assert text.count(START) == 1 and text.count(END) == 1
     between = text.split(START)[1].split(END)[0].strip("\n") + "\n"
     assert between == _run(capsys, "--markdown"), (
-        "README's profile table is stale: replace it with 'visual-tourism profiles "
+        "docs/models.md's profile table is stale: replace it with 'visual-tourism profiles "
         "--markdown'")
-    section = text.split("### Model profiles")[1].split("\n## ")[0]
+    section = text.split("## The lineup")[1].split("\n## ")[0]
     assert START in section
 
 
 def test_a_missing_price_is_said_not_guessed(capsys, monkeypatch):
-    monkeypatch.delitem(pricing.HOURLY_USD, PROFILES[DEFAULT_PROFILE].instance_type)
+    monkeypatch.delitem(prices.HOURLY_USD, PROFILES[DEFAULT_PROFILE].instance_type)
     row = next(line for line in _run(capsys).splitlines()
                if line.startswith(DEFAULT_PROFILE))
     assert "no price recorded" in row

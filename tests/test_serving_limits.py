@@ -14,9 +14,9 @@ import random
 import pytest
 from PIL import Image
 
-import lambda_code
-import serving_limits as sl
-from visual_tourism import lambda_fn
+from photo_handler import errors, settings
+from photo_handler import serving_limits as sl
+from visual_tourism import lambda_fn, packaging
 from visual_tourism.config import EXAMPLE_ANSWER, GENERATION, INSTRUCTION, load_config
 from visual_tourism.errors import ConfigError
 from visual_tourism.profiles import PROFILES
@@ -201,16 +201,16 @@ def test_function_environment_carries_the_profile_limits(tmp_path):
 def test_handler_refuses_bad_generation_parameters_from_its_environment():
     base = {"BUCKET_NAME": "b", "ENDPOINT_NAME": "e",
             "CONTAINER_LIMITS": PROFILES["idefics-9b-instruct"].limits.to_env()}
-    lambda_code.load_settings(base)  # the defaults pass
+    settings.load_settings(base)  # the defaults pass
     for name, value in BAD_SETTINGS.items():
         env = {**base, "GENERATION_PARAMETERS": json.dumps({**GENERATION, name: value})}
-        with pytest.raises(lambda_code.ConfigError, match=name):
-            lambda_code.load_settings(env)
+        with pytest.raises(errors.ConfigError, match=name):
+            settings.load_settings(env)
 
 
 def test_the_zip_carries_the_rules_beside_the_handler():
     import io
     import zipfile
 
-    with zipfile.ZipFile(io.BytesIO(lambda_fn.build_zip())) as archive:
-        assert {"lambda_code.py", "serving_limits.py"} <= set(archive.namelist())
+    with zipfile.ZipFile(io.BytesIO(packaging.build_zip("photo"))) as archive:
+        assert {"lambda_code.py", "photo_handler/serving_limits.py"} <= set(archive.namelist())

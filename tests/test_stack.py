@@ -7,13 +7,24 @@ import json
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 from botocore.stub import Stubber
 
-from visual_tourism import autoscaling, bucket, delivery, endpoint, iam, lambda_fn, logs, stack
+from visual_tourism import (
+    autoscaling,
+    bucket,
+    delivery,
+    endpoint,
+    iam,
+    lambda_fn,
+    logs,
+    packaging,
+    stack,
+)
 from visual_tourism.aws import Aws
 from visual_tourism.config import STACK_TAG, load_config
 from visual_tourism.errors import (
@@ -25,6 +36,8 @@ from visual_tourism.errors import (
     RegionError,
     UnknownProfileError,
 )
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = pytest.mark.usefixtures("mocked_aws")
 
@@ -488,33 +501,36 @@ def test_config_layers(tmp_path, monkeypatch):
 
 
 def test_the_handler_imports_the_modules_beside_it_only_where_needed():
-    # A cold start compiles lambda_code.py (and serving_limits.py) only: presets, inline images
-    # and async inference are imported by the paths that use them.
+    # A cold start compiles lambda_code.py and the photo_handler modules every photo uses:
+    # presets, inline images (Pillow) and async inference are imported by the paths that
+    # use them.
     code = ("import sys, lambda_code; "
-            "print(sorted({'lambda_presets', 'presets_schema', 'lambda_images', 'lambda_async',"
-            " 'PIL'} & set(sys.modules)))")
+            "print(sorted({'photo_handler.presets', 'photo_handler.presets_schema', "
+            "'photo_handler.resize', 'photo_handler.asynchronous', 'PIL'} & set(sys.modules)))")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          check=True)
+                          check=True, cwd=ROOT)
     assert done.stdout.split() == ["[]"]
 
 
-def test_lambda_zip_is_deterministic():
-    first, second = lambda_fn.build_zip(), lambda_fn.build_zip()
+def test_lambda_zip_is_the_handler_and_its_folder_the_same_bytes_every_time(tmp_path):
+    first, second = packaging.build_zip("photo"), packaging.build_zip("photo")
     assert first == second
     with zipfile.ZipFile(io.BytesIO(first)) as archive:
         infos = archive.infolist()
-        # The handler; the container rules it shares with the package (serving_limits); the
-        # parts it imports only where needed: async inference, presets (and their schema),
-        # inline and resized images.
-        assert [i.filename for i in infos] == [
-            "lambda_async.py", "lambda_code.py", "lambda_images.py", "lambda_presets.py",
-            "presets_schema.py", "serving_limits.py"]
+        # The handler, and the folder of modules it calls, zipped whole (no bytecode).
+        assert [i.filename for i in infos] == ["lambda_code.py"] + sorted(
+            f"photo_handler/{path.name}" for path in (ROOT / "photo_handler").glob("*.py"))
+        assert {"photo_handler/serving_limits.py", "photo_handler/presets_schema.py",
+                "photo_handler/presets.py", "photo_handler/resize.py",
+                "photo_handler/asynchronous.py"} <= {i.filename for i in infos}
         for info in infos:
             assert info.date_time == (1980, 1, 1, 0, 0, 0)
             assert info.external_attr >> 16 == 0o100644
-            module = info.filename.removesuffix(".py")
-            assert archive.read(info) == lambda_fn.handler_source(module).read_bytes()
-    assert lambda_fn.build_zip(modules=("lambda_code",)) != first
+            assert archive.read(info) == (ROOT / info.filename).read_bytes()
+    (tmp_path / "PIL").mkdir()
+    (tmp_path / "PIL" / "__init__.py").write_text("")
+    with_vendor = packaging.build_zip("photo", tmp_path)  # vendored packages at the root
+    assert zipfile.ZipFile(io.BytesIO(with_vendor)).namelist()[0] == "PIL/__init__.py"
 
 
 def test_status_reports_state_and_cost(cfg, aws):

@@ -1,5 +1,5 @@
-"""The web API function (web_api.py) with payload-2.0 events from tests/events/, against moto,
-and the web step of `up`/`down` (visual_tourism/web.py)."""
+"""The web API function (web_function/app.py) with payload-2.0 events from tests/events/,
+against moto, and the web step of `up`/`down` (visual_tourism/web.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,11 @@ from typing import Any
 import boto3
 import pytest
 
-import web_api
-from visual_tourism import web
+from visual_tourism import packaging, web
 from visual_tourism.aws import Aws
 from visual_tourism.config import STACK_TAG, load_config
 from visual_tourism.state import State
+from web_function import app
 
 EVENTS = Path(__file__).resolve().parent / "events"
 REGION = "us-east-1"
@@ -45,14 +45,14 @@ def result_event(photo_id: str, code: str | None = CODE) -> dict[str, Any]:
 
 @pytest.fixture
 def env(mocked_aws) -> dict[str, str]:
-    web_api.clear_cache()
+    app.clear_cache()
     s3 = boto3.client("s3", region_name=REGION)
     s3.create_bucket(Bucket=BUCKET)
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name="/vt/web/access-code", Value=CODE, Type="SecureString")
     yield {"BUCKET_NAME": BUCKET, "CODE_PARAMETER": "/vt/web/access-code",
            "AWS_REGION": REGION, "MAX_PHOTO_BYTES": "5000000"}
-    web_api.clear_cache()
+    app.clear_cache()
 
 
 def body(response: dict[str, Any]) -> Any:
@@ -63,7 +63,7 @@ def body(response: dict[str, Any]) -> Any:
 
 
 def test_the_page_needs_no_code_and_allows_only_the_api_and_the_bucket(env):
-    response = web_api.handle(event("api_get_page.json", code=None), env)
+    response = app.handle(event("api_get_page.json", code=None), env)
     assert response["statusCode"] == 200
     assert response["headers"]["content-type"].startswith("text/html")
     html = response["body"]
@@ -85,7 +85,7 @@ def test_every_api_route_refuses_a_missing_or_wrong_code(env, code, status, erro
             del ev["headers"]["x-access-code"]
         else:
             ev["headers"]["x-access-code"] = code
-        response = web_api.handle(ev, env)
+        response = app.handle(ev, env)
         assert response["statusCode"] == status, name
         assert body(response)["error"] == error
         assert "teacher" in body(response)["message"]
@@ -93,11 +93,11 @@ def test_every_api_route_refuses_a_missing_or_wrong_code(env, code, status, erro
 
 def test_an_upload_form_is_for_one_new_key_under_input_web_with_size_and_type_limits(env):
     before = datetime.now(UTC)
-    response = web_api.handle(event("api_post_upload.json"), env)
+    response = app.handle(event("api_post_upload.json"), env)
     assert response["statusCode"] == 201
     answer = body(response)
     photo_id = answer["id"]
-    assert web_api.ID_RE.match(photo_id) and photo_id.endswith(".jpg")
+    assert app.ID_RE.match(photo_id) and photo_id.endswith(".jpg")
     fields = answer["upload"]["fields"]
     assert fields["key"] == f"input/web/{photo_id}"
     assert fields["Content-Type"] == "image/jpeg"
@@ -114,12 +114,12 @@ def test_an_upload_form_is_for_one_new_key_under_input_web_with_size_and_type_li
     assert answer["expires_in"] == 120
     assert fields["x-amz-algorithm"] == "AWS4-HMAC-SHA256"
     # Two forms never share a key.
-    again = body(web_api.handle(event("api_post_upload.json"), env))
+    again = body(app.handle(event("api_post_upload.json"), env))
     assert again["id"] != photo_id
 
 
 def test_a_base64_body_with_preset_and_language_signs_them_as_metadata(env):
-    answer = body(web_api.handle(event("api_post_upload_base64.json"), env))
+    answer = body(app.handle(event("api_post_upload_base64.json"), env))
     fields = answer["upload"]["fields"]
     assert answer["id"].endswith(".png")
     assert fields["x-amz-meta-preset"] == "food" and fields["x-amz-meta-language"] == "French"
@@ -128,11 +128,11 @@ def test_a_base64_body_with_preset_and_language_signs_them_as_metadata(env):
 
 
 def test_only_the_image_types_the_page_offers_get_a_form_each_signed_exactly(env):
-    page = web_api.PAGE.read_text()
+    page = app.PAGE.read_text()
     offered = re.search(r'<input id="photo"[^>]*accept="([^"]+)"', page).group(1).split(",")
-    assert offered == list(web_api.EXTENSIONS) and "image/svg+xml" not in offered
+    assert offered == list(app.EXTENSIONS) and "image/svg+xml" not in offered
     for content_type in offered:
-        response = web_api.handle(event("api_post_upload.json", body=json.dumps(
+        response = app.handle(event("api_post_upload.json", body=json.dumps(
             {"content_type": content_type, "size": 10})), env)
         assert response["statusCode"] == 201, content_type
         fields = body(response)["upload"]["fields"]
@@ -141,7 +141,7 @@ def test_only_the_image_types_the_page_offers_get_a_form_each_signed_exactly(env
         assert {"Content-Type": content_type} in policy["conditions"]
     for refused in ("image/svg+xml", "image/svg+xml; charset=utf-8", "image/", "image/x-icon",
                     "image/jpeg; x=<script>", "text/html", "IMAGE/SVG+XML"):
-        response = web_api.handle(event("api_post_upload.json", body=json.dumps(
+        response = app.handle(event("api_post_upload.json", body=json.dumps(
             {"content_type": refused, "size": 10})), env)
         assert response["statusCode"] == 415, refused
         assert body(response)["error"] == "not_an_image" and "upload" not in body(response)
@@ -157,7 +157,7 @@ def test_only_the_image_types_the_page_offers_get_a_form_each_signed_exactly(env
 ])
 def test_bad_upload_requests_get_a_clear_answer_and_no_form(env, request_body, status, error):
     text = request_body if isinstance(request_body, str) else json.dumps(request_body)
-    response = web_api.handle(event("api_post_upload.json", body=text), env)
+    response = app.handle(event("api_post_upload.json", body=text), env)
     assert response["statusCode"] == status
     answer = body(response)
     assert answer["error"] == error and len(answer["message"]) > 20
@@ -166,13 +166,13 @@ def test_bad_upload_requests_get_a_clear_answer_and_no_form(env, request_body, s
 
 def test_a_result_is_unknown_then_pending_then_answered_without_naming_the_account(env):
     s3 = boto3.client("s3", region_name=REGION)
-    photo_id = web_api.new_id("image/jpeg")
-    unknown = web_api.handle(result_event(photo_id), env)
+    photo_id = app.new_id("image/jpeg")
+    unknown = app.handle(result_event(photo_id), env)
     assert unknown["statusCode"] == 404 and body(unknown)["error"] == "unknown_id"
-    assert web_api.handle(result_event("../../secret"), env)["statusCode"] == 404
+    assert app.handle(result_event("../../secret"), env)["statusCode"] == 404
 
     s3.put_object(Bucket=BUCKET, Key=f"input/web/{photo_id}", Body=b"photo")
-    pending = web_api.handle(result_event(photo_id), env)
+    pending = app.handle(result_event(photo_id), env)
     assert pending["statusCode"] == 200 and body(pending)["status"] == "pending"
 
     record = {"status": "ok", "answer": "The Eiffel Tower.",
@@ -180,7 +180,7 @@ def test_a_result_is_unknown_then_pending_then_answered_without_naming_the_accou
               "model": {"endpoint": "vt-endpoint", "profile": "smolvlm", "model_id": "m/x"},
               "timing": {"total_seconds": 2.5}, "request_id": "r-1"}
     s3.put_object(Bucket=BUCKET, Key=f"output/web/{photo_id}.json", Body=json.dumps(record))
-    answered = body(web_api.handle(result_event(photo_id), env))
+    answered = body(app.handle(result_event(photo_id), env))
     assert answered["status"] == "ok" and answered["record"]["answer"] == "The Eiffel Tower."
     assert BUCKET not in json.dumps(answered["record"]) and "endpoint" not in answered["record"]
     assert answered["record"]["model"] == {"profile": "smolvlm", "model_id": "m/x"}
@@ -202,16 +202,16 @@ def test_photo_urls_are_safe_typed_and_stable_for_a_window_so_browsers_cache_the
     import botocore.auth
 
     s3 = boto3.client("s3", region_name=REGION)
-    photo_id = web_api.new_id("image/jpeg")
+    photo_id = app.new_id("image/jpeg")
     s3.put_object(Bucket=BUCKET, Key=f"output/web/{photo_id}.json",
                   Body=json.dumps({"status": "ok", "answer": "x"}))
-    window = web_api.PHOTO_URL_WINDOW_SECONDS
+    window = app.PHOTO_URL_WINDOW_SECONDS
     start = 1_700_000_000 // window * window
     urls = []
     for offset in (5, 65, window - 1, window + 5):
-        monkeypatch.setattr(web_api, "_clock", lambda offset=offset: start + offset)
-        listed = body(web_api.handle(event("api_get_results.json"), env))["results"]
-        single = body(web_api.handle(result_event(photo_id), env))
+        monkeypatch.setattr(app, "_clock", lambda offset=offset: start + offset)
+        listed = body(app.handle(event("api_get_results.json"), env))["results"]
+        single = body(app.handle(result_event(photo_id), env))
         assert listed[0]["photo_url"] == single["photo_url"]
         urls.append(single["photo_url"])
     assert urls[0] == urls[1] == urls[2] != urls[3]  # one URL per window
@@ -226,7 +226,7 @@ def test_photo_urls_are_safe_typed_and_stable_for_a_window_so_browsers_cache_the
     # The very URL botocore signs at that instant: a valid SigV4 signature.
     monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda: signed_at.replace(
         tzinfo=None))
-    expected = boto3.client("s3", region_name=REGION, config=web_api.Config(
+    expected = boto3.client("s3", region_name=REGION, config=app.Config(
         signature_version="s3v4")).generate_presigned_url("get_object", Params={
             "Bucket": BUCKET, "Key": f"thumbnails/web/{photo_id}.jpg",
             "ResponseContentType": "image/jpeg",
@@ -239,30 +239,30 @@ def test_photo_urls_are_safe_typed_and_stable_for_a_window_so_browsers_cache_the
 
 def test_an_error_record_is_passed_on_as_the_handler_wrote_it(env):
     s3 = boto3.client("s3", region_name=REGION)
-    photo_id = web_api.new_id("image/jpeg")
+    photo_id = app.new_id("image/jpeg")
     error = {"code": "not_an_image", "message": "This file is text, not a photo."}
     s3.put_object(Bucket=BUCKET, Key=f"output/web/{photo_id}.json",
                   Body=json.dumps({"status": "error", "error": error}))
-    answer = body(web_api.handle(result_event(photo_id), env))
+    answer = body(app.handle(result_event(photo_id), env))
     assert answer["status"] == "error" and answer["record"]["error"] == error
 
 
 def test_the_gallery_lists_the_newest_results_of_the_last_day(env):
     s3 = boto3.client("s3", region_name=REGION)
     now = datetime.now(UTC)
-    ids = [web_api.new_id("image/jpeg", now - timedelta(minutes=n)) for n in range(30)]
-    old = web_api.new_id("image/jpeg", now - timedelta(days=2))
+    ids = [app.new_id("image/jpeg", now - timedelta(minutes=n)) for n in range(30)]
+    old = app.new_id("image/jpeg", now - timedelta(days=2))
     for photo_id in [*ids, old]:
         s3.put_object(Bucket=BUCKET, Key=f"output/web/{photo_id}.json",
                       Body=json.dumps({"status": "ok", "answer": photo_id}))
     s3.put_object(Bucket=BUCKET, Key="output/other.jpg.json", Body=b"{}")  # not the web's
-    answer = body(web_api.handle(event("api_get_results.json"), env))
+    answer = body(app.handle(event("api_get_results.json"), env))
     listed = [item["id"] for item in answer["results"]]
     assert listed == ids[:24]  # newest first, at most gallery_size, nothing older than a day
 
 
 def test_presets_are_null_without_a_table_and_listed_with_one(env):
-    answer = body(web_api.handle(event("api_get_presets.json"), env))
+    answer = body(app.handle(event("api_get_presets.json"), env))
     assert answer == {"presets": None, "languages": None}
     db = boto3.client("dynamodb", region_name=REGION)
     db.create_table(TableName="vt-presets", BillingMode="PAY_PER_REQUEST",
@@ -271,7 +271,7 @@ def test_presets_are_null_without_a_table_and_listed_with_one(env):
     for name, language in (("food", "French"), ("default", "English")):
         db.put_item(TableName="vt-presets",
                     Item={"name": {"S": name}, "language": {"S": language}})
-    answer = body(web_api.handle(event("api_get_presets.json"),
+    answer = body(app.handle(event("api_get_presets.json"),
                                  {**env, "PRESETS_TABLE": "vt-presets"}))
     assert [p["id"] for p in answer["presets"]] == ["default", "food"]
     assert answer["languages"] == ["English", "French"]
@@ -279,11 +279,11 @@ def test_presets_are_null_without_a_table_and_listed_with_one(env):
 
 def test_a_rotated_code_replaces_the_old_one(env):
     env = {**env, "CODE_CACHE_SECONDS": "0"}
-    assert web_api.handle(event("api_get_presets.json"), env)["statusCode"] == 200
+    assert app.handle(event("api_get_presets.json"), env)["statusCode"] == 200
     boto3.client("ssm", region_name=REGION).put_parameter(
         Name="/vt/web/access-code", Value="new-code-0000", Type="SecureString", Overwrite=True)
-    assert web_api.handle(event("api_get_presets.json"), env)["statusCode"] == 403
-    assert web_api.handle(event("api_get_presets.json", "new-code-0000"), env)[
+    assert app.handle(event("api_get_presets.json"), env)["statusCode"] == 403
+    assert app.handle(event("api_get_presets.json", "new-code-0000"), env)[
         "statusCode"] == 200
 
 
@@ -292,14 +292,14 @@ def test_the_code_is_never_logged(env, caplog):
     # Lambda logs at INFO unless told otherwise, so only our lines and INFO+ are checked.
     caplog.set_level(logging.DEBUG)
     for code in (CODE, "wrong-code-1234"):
-        web_api.handle(event("api_post_upload.json", code), env)
-    ours = [r for r in caplog.records if r.name == "web_api" or r.levelno >= logging.INFO]
+        app.handle(event("api_post_upload.json", code), env)
+    ours = [r for r in caplog.records if r.name == app.__name__ or r.levelno >= logging.INFO]
     assert ours and all(c not in r.getMessage() for r in ours for c in (CODE, "wrong-code-1234"))
 
 
 def test_an_unreadable_code_parameter_is_503_in_words(env):
     env = {**env, "CODE_PARAMETER": "/missing"}
-    response = web_api.handle(event("api_get_presets.json"), env)
+    response = app.handle(event("api_get_presets.json"), env)
     assert response["statusCode"] == 503 and "access code" in body(response)["message"]
 
 
@@ -322,7 +322,7 @@ def test_deploy_creates_the_api_with_routes_throttling_code_and_cors(stack):
     api = web.deploy(aws, cfg, BUCKET)
     gw = aws.client("apigatewayv2")
     routes = {r["RouteKey"] for r in gw.get_routes(ApiId=api["id"])["Items"]}
-    assert routes == set(web_api.ROUTES)
+    assert routes == set(app.ROUTES)
     (integration,) = gw.get_integrations(ApiId=api["id"])["Items"]
     assert integration["PayloadFormatVersion"] == "2.0"
     assert integration["IntegrationType"] == "AWS_PROXY"
@@ -332,7 +332,7 @@ def test_deploy_creates_the_api_with_routes_throttling_code_and_cors(stack):
     assert stage["DefaultRouteSettings"]["ThrottlingBurstLimit"] == cfg.web_burst_limit
     assert stage["RouteSettings"]["POST /uploads"]["ThrottlingRateLimit"] == 1.0
     fn = aws.lambda_.get_function(FunctionName=web.function_name(cfg))
-    assert fn["Configuration"]["Handler"] == "web_api.lambda_handler"
+    assert fn["Configuration"]["Handler"] == "web_function.app.lambda_handler"
     policy = json.loads(aws.lambda_.get_policy(FunctionName=web.function_name(cfg))["Policy"])
     assert policy["Statement"][0]["Principal"] == {"Service": "apigateway.amazonaws.com"}
     param = aws.client("ssm").get_parameter(Name=web.code_parameter(cfg))["Parameter"]
@@ -349,7 +349,7 @@ def test_deploy_creates_the_api_with_routes_throttling_code_and_cors(stack):
     # Idempotent: same API, same code, nothing duplicated.
     again = web.deploy(aws, cfg, BUCKET)
     assert again == api and web.get_code(aws, cfg) == code
-    assert len(gw.get_routes(ApiId=api["id"])["Items"]) == len(web_api.ROUTES)
+    assert len(gw.get_routes(ApiId=api["id"])["Items"]) == len(app.ROUTES)
     assert len(aws.s3.get_bucket_cors(Bucket=BUCKET)["CORSRules"]) == 2
 
 
@@ -394,13 +394,12 @@ def test_an_api_of_that_name_not_ours_is_refused(stack):
         web.deploy(aws, cfg, BUCKET)
 
 
-def test_the_zip_holds_the_function_and_its_page_only():
+def test_the_zip_holds_the_function_folder_only():
     import io
     import zipfile
 
-    data = web.build_zip()
-    assert data == web.build_zip()  # deterministic
-    assert zipfile.ZipFile(io.BytesIO(data)).namelist() == ["web_api.py", "web_page.html"]
+    names = zipfile.ZipFile(io.BytesIO(packaging.build_zip("web"))).namelist()
+    assert names == ["web_function/__init__.py", "web_function/app.py", "web_function/page.html"]
 
 
 def test_the_cli_prints_the_link_and_a_qr_code_and_rotates_the_code(stack, capsys,
@@ -421,7 +420,7 @@ def test_the_cli_prints_the_link_and_a_qr_code_and_rotates_the_code(stack, capsy
 
 
 def test_the_notebook_shows_the_link_as_a_qr_image(stack, monkeypatch):
-    from visual_tourism import web_notebook
+    from visual_tourism.notebook import web as web_notebook
 
     cfg, aws = stack
     web.deploy(aws, cfg, BUCKET)
@@ -436,7 +435,7 @@ def test_the_notebook_shows_the_link_as_a_qr_image(stack, monkeypatch):
     from visual_tourism.local.web_front import WebFront
 
     state = State(cfg.state_path)
-    with WebFront(lambda event: {}, web_api.ROUTES) as front:
+    with WebFront(lambda event: {}, app.ROUTES) as front:
         state.record("web", **{**state.steps["web"], "local_url": front.url})
         assert web_notebook.web_link(cfg, aws, local=True) == (
             f"{front.url}#code={web.get_code(aws, cfg)}")
@@ -445,20 +444,20 @@ def test_the_notebook_shows_the_link_as_a_qr_image(stack, monkeypatch):
 
 
 def _page_explanations() -> set[str]:
-    script = (Path(web_api.__file__).parent / "web_page.html").read_text()
+    script = app.PAGE.read_text()
     block = script.split("const EXPLAIN = {", 1)[1].split("};", 1)[0]
     return set(re.findall(r"^\s*([a-z_]+):", block, re.M))
 
 
 def _record_error_codes() -> set[str]:
-    """Every error code a result record can carry, read from the code that writes them: the
-    handler (lambda_code.py, with its presets and images beside it), its async completion
-    (lambda_async.py), and this API's own stand-in for a record it cannot read (web_api.py)."""
-    root = Path(web_api.__file__).parent
+    """Every error code a result record can carry, read from the code that writes them: every
+    module zipped into the photo function (the handler, its presets, images and async
+    completion) and this API's own stand-in for a record it cannot read (web_function/app.py)."""
     codes: set[str] = set()
-    for name in ("lambda_code.py", "lambda_presets.py", "lambda_images.py", "lambda_async.py",
-                 "web_api.py"):
-        text = (root / name).read_text()
+    for _, path in packaging.code_files("photo") + packaging.code_files("web"):
+        if path.suffix != ".py":
+            continue
+        text = path.read_text()
         codes |= set(re.findall(r'(?:Failure|BadImage)\(\s*"([a-z_]+)"', text))
         codes |= set(re.findall(r'"code":\s*"([a-z_]+)"', text))
     return codes

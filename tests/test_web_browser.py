@@ -3,7 +3,7 @@ link opens the page, a photo goes from the page straight to S3 (policy checked),
 answers it, and the page shows the answer; a wrong code, a text file named .jpg and a 12 MP
 photo taken sideways are each handled as a student would expect.
 
-Set WEB_SCREENSHOTS=<dir> to keep phone and desktop screenshots (the README's come from here).
+Set WEB_SCREENSHOTS=<dir> to keep phone and desktop screenshots (docs/web-page.md's come from here).
 """
 
 from __future__ import annotations
@@ -169,11 +169,11 @@ def _front(site: dict[str, Any], *, settings: dict[str, str] | None = None,
     """Another front on the same stack (the deployed function's environment with
     ``settings`` changed); the bucket's CORS rule also admits its origin meanwhile.
     Yields the page's link."""
-    import web_api
     from visual_tourism import stack, web
     from visual_tourism.aws import Aws
     from visual_tourism.local.stack import environment
     from visual_tourism.local.web_front import WebFront, as_its_role, function_env
+    from web_function import app
 
     with environment(site["env"]):  # each test's fixtures unset the stack's variables
         aws = Aws("us-east-1")
@@ -182,8 +182,8 @@ def _front(site: dict[str, Any], *, settings: dict[str, str] | None = None,
         rules = aws.s3.get_bucket_cors(Bucket=bucket)["CORSRules"]
         # As Lambda runs it: with the web role's credentials.
         invoke = as_its_role(site["cfg"], aws, env, site["local"].credentials.for_function,
-                             handler or web_api.handle)
-    with environment(site["env"]), WebFront(invoke, web_api.ROUTES,
+                             handler or app.handle)
+    with environment(site["env"]), WebFront(invoke, app.ROUTES,
                   route_limits=route_limits) as front:
         # One rule naming both origins: moto's preflight refuses if any rule does not match.
         both = web.cors_rule(web.origin_of(site["url"]))
@@ -213,13 +213,13 @@ def test_a_photo_over_the_forms_size_limit_is_refused_by_s3_and_the_page_says_wh
     limit = photo.stat().st_size // 2
 
     def handler(event: dict[str, Any], env: dict[str, str]) -> Any:
-        import web_api
+        from web_function import app
 
         if event["routeKey"] != "POST /uploads":
-            return web_api.handle(event, env)  # the page still says 20 MB
+            return app.handle(event, env)  # the page still says 20 MB
         body = json.loads(event["body"])
         event = {**event, "body": json.dumps({**body, "size": 1})}  # asks for a form anyway
-        return web_api.handle(event, {**env, "MAX_PHOTO_BYTES": str(limit)})
+        return app.handle(event, {**env, "MAX_PHOTO_BYTES": str(limit)})
 
     with _front(site, handler=handler) as link:
         text = _refusal(chromium, link, photo)

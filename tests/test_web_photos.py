@@ -2,7 +2,7 @@
 small copy without metadata (issue 23, items 4 and 7).
 
 The handler runs as in tests/test_handler.py: S3 on moto's server, the local model server,
-nothing faked inside lambda_code.
+nothing faked inside the handler.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import test_handler
 from PIL import Image
 from test_handler import IMAGES, RecordingServer, event_for, result, run
 
-import lambda_code
+from photo_handler import web_photos
 
 # The handler's fixtures: S3 on moto's server, a bucket with the example, the model server.
 s3 = test_handler.s3
@@ -86,7 +86,7 @@ def test_a_web_photo_gets_a_small_copy_without_any_metadata(
     with Image.open(io.BytesIO(small)) as image:
         assert image.format == "JPEG" and not image.getexif()
         # Small, and upright as the camera was held (1600x1200 taken sideways).
-        assert max(image.size) == lambda_code.THUMBNAIL_SIDE and image.height > image.width
+        assert max(image.size) == web_photos.THUMBNAIL_SIDE and image.height > image.width
     assert len(small) < 60_000
     # The original is untouched, and the record says nothing of the copy's whereabouts.
     assert s3.head_object(Bucket=bucket, Key=KEY)["ContentLength"] > len(small)

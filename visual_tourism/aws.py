@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterable
 from functools import cached_property
 from typing import Any, TypeVar
-from urllib.parse import urlsplit
 
 import boto3
 import botocore.config
@@ -24,6 +23,7 @@ from botocore.exceptions import (
     PartialCredentialsError,
 )
 
+from . import where
 from .errors import CredentialsError, DeployError, RegionError
 
 log = logging.getLogger(__name__)
@@ -71,9 +71,6 @@ def is_not_found(exc: BaseException) -> bool:
         return True
     message = error_message(exc).lower()
     return code == "ValidationException" and bool(_NOT_FOUND_WORDS.search(message))
-
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 
 
 class Aws:
@@ -145,8 +142,7 @@ class Aws:
     @property
     def is_local(self) -> bool:
         """True when SageMaker is reached on this machine (local mode): nothing is billed."""
-        host = urlsplit(self.sagemaker.meta.endpoint_url).hostname
-        return host in LOOPBACK_HOSTS
+        return where.is_loopback(self.sagemaker.meta.endpoint_url)
 
     @cached_property
     def partition(self) -> str:

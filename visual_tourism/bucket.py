@@ -14,6 +14,7 @@ from botocore.exceptions import ClientError
 from .aws import Aws, error_code, error_message, ignore_not_found, tags_dict
 from .config import STACK_TAG, Config
 from .errors import BucketTakenError, DeployError, NotOwnedError
+from .state import State
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,11 @@ def is_ours(aws: Aws, cfg: Config, bucket: str) -> bool:
 
 def in_account(aws: Aws, bucket: str) -> bool:
     return any(b["Name"] == bucket for b in aws.s3.list_buckets().get("Buckets", []))
+
+
+def bucket_name(cfg: Config, aws: Aws) -> str:
+    """The bucket this stack uses: the one recorded by `up`, else the default name."""
+    return State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
 
 
 def ensure_bucket(aws: Aws, cfg: Config) -> str:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from . import where
 from .errors import ConfigError, RegionError
 from .profiles import DEFAULT_PROFILE, ModelProfile, get_profile
 
@@ -45,6 +46,13 @@ TRANSPORTS = ("url", "data-uri")
 INFERENCE_MODES = ("realtime", "async")
 # Tag put on everything `up` creates; `down` deletes only what carries it.
 STACK_TAG = "visual-tourism:stack"
+# The web page's photos: uploads under input_prefix + WEB_FOLDER, answers under
+# output_prefix + WEB_FOLDER. The handler writes a small copy of each, without metadata, under
+# THUMBNAIL_PREFIX + WEB_FOLDER (THUMBNAIL_PREFIX of both functions): what the gallery shows.
+# Outside output/, so results stay records only. The roles, both functions and the template
+# are built from these two names.
+WEB_FOLDER = "web/"
+THUMBNAIL_PREFIX = "thumbnails/"
 
 _PREFIX_RE = re.compile(r"^[a-z][a-z0-9-]{1,30}[a-z0-9]$")
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
@@ -150,10 +158,10 @@ class Config:
         """Whether the handler may resize images, so its zip must carry Pillow: the data-uri
         transport (the payload limit), a container that counts an image's tokens by its
         size (every formula but Idefics v1's one token per image), or the web page (the
-        gallery's small copies of its photos, lambda_images.thumbnail)."""
+        gallery's small copies of its photos, photo_handler.resize.thumbnail)."""
         return (self.effective_image_transport == "data-uri"
                 or self.profile.limits.image_formula != "idefics"
-                or self.web_api == "on")  # the web photos' small copies (lambda_images)
+                or self.web_api == "on")  # the web photos' small copies (photo_handler/resize.py)
 
     @property
     def presets_table(self) -> str:
@@ -180,10 +188,8 @@ class Config:
         if self.bucket:
             return self.bucket
         plain = f"{self.prefix}-{account_id}-{self.region}"
-        from .iam import in_studio  # iam imports this module
-
         studio = f"sagemaker-{plain}"
-        return studio if in_studio() and len(studio) <= 63 else plain
+        return studio if where.in_studio() and len(studio) <= 63 else plain
 
     @property
     def state_path(self) -> Path:
@@ -272,7 +278,7 @@ def load_config(
         if raw is not None:
             values[name] = raw
     if not values.get("region"):
-        values["region"] = env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or ""
+        values["region"] = where.region(env)
     return validate(Config(**values))
 
 

@@ -38,7 +38,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import pricing, stack
+from . import prices, stack, where
 from .config import IMAGES_DIR, Config
 from .errors import AskTimeoutError, ConfigError, VisualTourismError
 from .local.backends import STAND_IN, STAND_IN_LABEL
@@ -198,7 +198,7 @@ def summarise(profile: str, instance_type: str, photos: Sequence[Mapping[str, An
         notes.append(f"{len(failed)} of {n} photo(s) got no answer ("
                      + ", ".join(f"{p['photo']}: {p['error_code']}" for p in failed)
                      + "); they score 0")
-    price = pricing.HOURLY_USD.get(instance_type)
+    price = prices.HOURLY_USD.get(instance_type)
     return {
         "profile": profile,
         "instance_type": instance_type,
@@ -237,7 +237,7 @@ def run_eval(cfg: Config, aws: Any = None, *, labels: Sequence[Label] | None = N
     chosen = selected(labels if labels is not None else load_labels(labels_path),
                       include_example)
     run_id = run_id or _run_id()
-    price = pricing.HOURLY_USD.get(cfg.effective_instance_type)
+    price = prices.HOURLY_USD.get(cfg.effective_instance_type)
     progress(f"eval {cfg.model_profile}: {len(chosen)} photo(s) through the stack "
              f"{cfg.prefix!r}")
     results = []
@@ -269,14 +269,14 @@ def estimate_compare_cost(names: Sequence[str], local: bool | None = None) -> di
     Each profile's instance price x MINUTES_PER_PROFILE (10-15 minutes to InService, billed
     from when the instance starts, plus the photos and `down`). Offline: no AWS call.
     """
-    local = pricing.is_local() if local is None else local
+    local = where.is_local() if local is None else local
     lines, total, unknown = [], 0.0, []
     for name in names:
         profile = get_profile(name)
-        price = pricing.HOURLY_USD.get(profile.instance_type)
+        price = prices.HOURLY_USD.get(profile.instance_type)
         if price is None:
             unknown.append(name)
-            lines.append(f"  {name}: {profile.instance_type}, {pricing.PRICE_SOURCE} "
+            lines.append(f"  {name}: {profile.instance_type}, {prices.PRICE_SOURCE} "
                          "(no price recorded)")
             continue
         cost = price * MINUTES_PER_PROFILE / 60
@@ -290,7 +290,7 @@ def estimate_compare_cost(names: Sequence[str], local: bool | None = None) -> di
 def describe_estimate(estimate: Mapping[str, Any]) -> str:
     head = (f"Comparing {len(estimate['lines'])} profile(s) deploys each in turn ('up'), asks "
             "about the photos, and removes it ('down', keeping the bucket). Estimated cost on "
-            f"AWS (list prices, {pricing.PRICE_REGION}, {pricing.PRICE_DATE}; about "
+            f"AWS (list prices, {prices.PRICE_REGION}, {prices.PRICE_DATE}; about "
             f"{EXPECTED_DEPLOY_MINUTES} min to start and {EXPECTED_EVAL_MINUTES} min for the "
             "photos and removal per profile):")
     text = "\n".join([head, *estimate["lines"], f"  total: about ${estimate['total_usd']:.2f}"

@@ -8,21 +8,19 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from . import where
 from .aws import Aws, ignore_not_found, is_not_found, tags_dict
-from .config import STACK_TAG, Config
+from .config import STACK_TAG, THUMBNAIL_PREFIX, WEB_FOLDER, Config
 from .errors import NotOwnedError
 
 log = logging.getLogger(__name__)
 
 LAMBDA_POLICY_NAME = "visual-tourism-lambda"
 SAGEMAKER_POLICY_NAME = "visual-tourism-sagemaker"
-STUDIO_METADATA = Path("/opt/ml/metadata/resource-metadata.json")
 
 
 def trust_policy(service: str, source_account: str | None = None) -> dict[str, Any]:
@@ -116,8 +114,6 @@ def _lambda_web_statements(cfg: Config, objects: str) -> list[dict[str, Any]]:
     written once per upload form; GetObject for the HEAD that finds an earlier one."""
     if cfg.web_api != "on":
         return []
-    from .web import THUMBNAIL_PREFIX, WEB_FOLDER
-
     return [{
         "Sid": "WriteWebPhotoCopies",
         "Effect": "Allow",
@@ -239,13 +235,9 @@ def sagemaker_policy(
     }
 
 
-def in_studio() -> bool:
-    return STUDIO_METADATA.is_file() or "SAGEMAKER_INTERNAL_IMAGE_URI" in os.environ
-
-
 def studio_role_arn() -> str | None:
     """The Studio user's execution role, when running inside SageMaker Studio."""
-    if not in_studio():
+    if not where.in_studio():
         return None
     from sagemaker.core.helper.session_helper import get_execution_role
 

@@ -1,5 +1,5 @@
 """CloudFormation: the whole stack as one template (infra/template.yaml), packaged, deployed
-and deleted from the command line.
+and deleted (on the command line: `visual-tourism infra`, visual_tourism/cli/infra.py).
 
 The template is static and reviewable; every parameter value comes from the same ``Config``
 and helper functions that ``visual-tourism up`` uses, and tests/test_infra.py proves that the
@@ -18,7 +18,6 @@ Three steps:
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import logging
@@ -32,9 +31,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from . import bucket, lambda_fn, logs, web
+from . import bucket, lambda_fn, logs, packaging, web
 from .aws import Aws, error_code, error_message
-from .cli_common import config_from_args, say
 from .config import PROJECT_ROOT, Config
 from .errors import (
     BucketTakenError,
@@ -180,7 +178,7 @@ def web_parameters(cfg: Config) -> dict[str, str]:
         "WebUploadRateLimit": f"{cfg.web_upload_rate_limit:g}",
         "WebUploadBurstLimit": str(cfg.web_upload_burst_limit),
         "WebMaxPhotoBytes": str(cfg.web_max_photo_bytes),
-        "WebCodeS3Key": code_key(web.build_zip()),
+        "WebCodeS3Key": code_key(packaging.build_zip("web")),
     }
 
 
@@ -215,7 +213,7 @@ def package(
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
     aws = aws or Aws(cfg.region)
     # Pillow when it may resize (locally: the one that imports in local mode's Lambda).
-    zip_bytes = lambda_fn.build_zip(lambda_fn.vendor_dir(cfg, local=aws.is_local))
+    zip_bytes = packaging.build_zip("photo", packaging.vendor_dir(cfg, local=aws.is_local))
     code_bucket = ensure_artifacts_bucket(aws, cfg)
     key = code_key(zip_bytes)
     if bucket.object_exists(aws, code_bucket, key):  # same key, same bytes
@@ -225,7 +223,7 @@ def package(
             Bucket=code_bucket, Key=key, Body=zip_bytes, ContentType="application/zip"
         )
         progress(f"uploaded code to s3://{code_bucket}/{key}")
-    web_zip = web.build_zip()
+    web_zip = packaging.build_zip("web")
     if not bucket.object_exists(aws, code_bucket, code_key(web_zip)):
         aws.s3.put_object(Bucket=code_bucket, Key=code_key(web_zip), Body=web_zip,
                           ContentType="application/zip")
@@ -574,70 +572,3 @@ def lint(template: Path = TEMPLATE, regions: list[str] | None = None) -> list[st
         f"{m.filename}:{m.linenumber}:{m.columnnumber}: {m.rule.id} {m.message}"
         for m in matches
     ]
-
-
-# -- command line ---------------------------------------------------------------------------
-def cmd_package(args: argparse.Namespace) -> int:
-    result = package(config_from_args(args), out_dir=Path(args.out_dir), progress=say)
-    say(f"next: visual-tourism infra deploy --out-dir {args.out_dir}")
-    say(json.dumps({"code": f"s3://{result.code_bucket}/{result.code_key}"}, indent=2))
-    return 0
-
-
-def cmd_deploy(args: argparse.Namespace) -> int:
-    result = deploy(config_from_args(args), out_dir=Path(args.out_dir), progress=say,
-                    poll=args.poll)
-    say(json.dumps(result, indent=2))
-    return 0
-
-
-def cmd_delete(args: argparse.Namespace) -> int:
-    removed = delete(
-        config_from_args(args), delete_bucket=args.delete_bucket,
-        delete_artifacts=args.delete_artifacts, progress=say, poll=args.poll,
-    )
-    say(f"delete: removed {', '.join(removed)}" if removed else "delete: nothing to remove")
-    return 0
-
-
-def cmd_lint(args: argparse.Namespace) -> int:
-    findings = lint(Path(args.template), regions=[args.region] if args.region else None)
-    for line in findings:
-        say(line)
-    say(f"{args.template}: {len(findings)} finding(s)" if findings else f"{args.template}: ok")
-    return 1 if findings else 0
-
-
-def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
-    """`visual-tourism infra package|deploy|delete|lint`."""
-    infra = sub.add_parser("infra", help="the same stack as one CloudFormation template")
-    infra_sub = infra.add_subparsers(dest="infra_command", required=True, metavar="COMMAND",
-                                     help="what to do with the template")
-    out_help = "folder of packaged.yaml and parameters.json (default: build)"
-
-    p = infra_sub.add_parser("package", parents=[common],
-                             help="upload the Lambda zip; write the template and parameters")
-    p.add_argument("--out-dir", default="build", help=out_help)
-    p.set_defaults(func=cmd_package)
-
-    p = infra_sub.add_parser("deploy", parents=[common],
-                             help="create or update the CloudFormation stack")
-    p.add_argument("--out-dir", default="build", help=out_help)
-    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
-                   help="seconds between checks of the stack's events")
-    p.set_defaults(func=cmd_deploy)
-
-    p = infra_sub.add_parser("delete", parents=[common], help="delete the CloudFormation stack")
-    p.add_argument("--delete-bucket", action="store_true",
-                   help="also empty and delete the kept bucket (photos and results are lost)")
-    p.add_argument("--delete-artifacts", action="store_true",
-                   help="also empty and delete the artifacts bucket (Lambda zips)")
-    p.add_argument("--poll", type=float, default=10.0, metavar="SECONDS",
-                   help="seconds between checks of the stack's events")
-    p.set_defaults(func=cmd_delete)
-
-    p = infra_sub.add_parser("lint", help="check the template with cfn-lint")
-    p.add_argument("--template", default=str(TEMPLATE),
-                   help="the template file to check (default: the project's infra/template.yaml)")
-    p.add_argument("--region", help="region to validate against (default: us-east-1)")
-    p.set_defaults(func=cmd_lint)

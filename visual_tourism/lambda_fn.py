@@ -1,110 +1,25 @@
-"""Lambda: the handler's zip, the function, its log group, and the S3 trigger (permission +
-bucket notification)."""
+"""Lambda: the photo function, its log group, and the S3 trigger (permission + bucket
+notification). Its zip (``lambda_code.py`` and ``photo_handler/``) is
+``packaging.build_zip("photo")``."""
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import importlib
-import io
 import json
 import logging
-import subprocess
-import sys
-import zipfile
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import ClientError
 
+from . import packaging
 from .aws import Aws, error_code, error_message, ignore_not_found, is_not_found, tags_dict
-from .config import PROJECT_ROOT, STACK_TAG, Config
-from .errors import DeployError, NotOwnedError
+from .config import STACK_TAG, THUMBNAIL_PREFIX, Config
+from .errors import NotOwnedError
 
 log = logging.getLogger(__name__)
 
 HANDLER = "lambda_code.lambda_handler"
 PERMISSION_ID = "visual-tourism-s3-invoke"
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-
-
-# The top-level modules the function's zip carries: the handler; the stdlib-only rules of the
-# model container it shares with visual_tourism.profiles; the parts it imports only where
-# first needed: asynchronous inference (async mode), reading presets and the presets' schema
-# and prompts (PRESETS_TABLE), and images sent inline or resized with Pillow.
-MODULES = ("lambda_code", "serving_limits", "lambda_async", "presets_schema", "lambda_presets",
-           "lambda_images")
-
-
-def handler_source(module: str = "lambda_code") -> Path:
-    return Path(importlib.import_module(module).__file__ or "")
-
-
-def build_zip(vendor_dir: Path | None = None, modules: tuple[str, ...] = MODULES) -> bytes:
-    """A deterministic zip: same inputs, same bytes (fixed dates and modes, sorted entries)."""
-    files: dict[str, bytes] = {
-        f"{module}.py": handler_source(module).read_bytes() for module in modules
-    }
-    if vendor_dir:
-        for path in sorted(vendor_dir.rglob("*")):
-            if path.is_file() and "__pycache__" not in path.parts:
-                files[path.relative_to(vendor_dir).as_posix()] = path.read_bytes()
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, files[name])
-    return buffer.getvalue()
-
-
-def vendor_dir(cfg: Config, cache: Path | None = None, local: bool = False) -> Path | None:
-    """What build_zip vendors for this configuration: Pillow when the handler may resize
-    images (``Config.needs_pillow``), else nothing.
-
-    ``local``: for local mode's Lambda service, which runs the handler with this interpreter
-    (and its Pillow). A wheel for the runtime's Python imports there only when this
-    interpreter is that version; otherwise it would shadow the working one, so nothing."""
-    if not cfg.needs_pillow:
-        return None
-    if local and cfg.lambda_runtime != f"python{sys.version_info[0]}.{sys.version_info[1]}":
-        return None
-    return vendor_pillow(cfg, cache)
-
-
-def vendor_pillow(cfg: Config, cache: Path | None = None) -> Path:
-    """Pillow for the Lambda's platform (manylinux x86_64, its Python), cached by version.
-
-    The handler downscales images with it: for the data-uri transport's payload limit, for
-    a profile whose container counts image tokens by size, and for the small copies of the
-    web page's photos that its gallery shows (``Config.needs_pillow``).
-    """
-    version = cfg.lambda_runtime.removeprefix("python")
-    target = (cache or PROJECT_ROOT / "build") / f"pillow-py{version}"
-    if (target / "PIL").is_dir():
-        return target
-    cmd = [
-        sys.executable, "-m", "pip", "install", "--quiet", "--target", str(target),
-        "--platform", "manylinux2014_x86_64", "--implementation", "cp",
-        "--python-version", version, "--only-binary=:all:", "pillow",
-    ]
-    log.info("Vendoring Pillow for %s into %s", cfg.lambda_runtime, target)
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise DeployError(
-            "Could not download Pillow for the Lambda (needed to resize images: "
-            f"image_transport={cfg.effective_image_transport}, profile {cfg.model_profile}, "
-            f"web_api={cfg.web_api}): "
-            f"{result.stderr.strip()[-400:]}. Check the network."
-        )
-    return target
-
-
-def code_sha256(zip_bytes: bytes) -> str:
-    """The form Lambda reports as CodeSha256: base64 of the SHA-256 digest."""
-    return base64.b64encode(hashlib.sha256(zip_bytes).digest()).decode()
 
 
 def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
@@ -129,7 +44,7 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "ASYNC_INVOCATION_TIMEOUT_SECONDS": str(cfg.async_invocation_timeout),
         # The container's limits: the handler sizes images and checks settings with them.
         "CONTAINER_LIMITS": profile.limits.to_env(),
-        # The answer presets (presets_schema.py): one GetItem per photo; empty when off.
+        # The answer presets (photo_handler/presets.py): one GetItem per photo; empty when off.
         "PRESETS_TABLE": cfg.presets_table,
         # With the web page: the gallery's small copies of web photos (empty: none made).
         "THUMBNAIL_PREFIX": web_thumbnail_prefix(cfg),
@@ -137,8 +52,6 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
 
 
 def web_thumbnail_prefix(cfg: Config) -> str:
-    from .web import THUMBNAIL_PREFIX
-
     return THUMBNAIL_PREFIX if cfg.web_api == "on" else ""
 
 
@@ -192,8 +105,14 @@ def require_ours_or_absent(aws: Aws, cfg: Config) -> None:
 
 def ensure_function(aws: Aws, cfg: Config, role_arn: str, bucket: str, zip_bytes: bytes) -> str:
     """Create the function, or update its code and settings where they differ. Returns its ARN."""
-    name = cfg.function_name
-    settings = _function_settings(cfg, role_arn, bucket)
+    return ensure_code_and_settings(aws, cfg, cfg.function_name,
+                                    _function_settings(cfg, role_arn, bucket), zip_bytes)
+
+
+def ensure_code_and_settings(aws: Aws, cfg: Config, name: str, settings: dict[str, Any],
+                             zip_bytes: bytes) -> str:
+    """Function ``name`` with this code and these settings (both functions' step): created,
+    or updated where it differs. A function of that name without our tag is refused."""
     current = get_function(aws, name)
     if current is None:
         arn = aws.retry(
@@ -213,7 +132,7 @@ def ensure_function(aws: Aws, cfg: Config, role_arn: str, bucket: str, zip_bytes
             "Choose another prefix (VT_PREFIX) or remove that function."
         )
     conf = current["Configuration"]
-    if conf["CodeSha256"] != code_sha256(zip_bytes):
+    if conf["CodeSha256"] != packaging.code_sha256(zip_bytes):
         aws.lambda_.update_function_code(FunctionName=name, ZipFile=zip_bytes)
         aws.wait("lambda", "function_updated_v2", delay=2, FunctionName=name)
         log.info("Updated the code of Lambda %s", name)

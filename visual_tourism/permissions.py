@@ -39,6 +39,8 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from . import iam, where
+from .bucket import bucket_name
 from .config import Config
 from .errors import VisualTourismError
 
@@ -948,15 +950,12 @@ def _simulate_local(aws: Any, principal: str, wanted: list[Need]) -> set[Need]:
 def preflight(cfg: Config, aws: Any, commands: Iterable[str] = ("up", "status", "ask", "down"),
               bucket: str | None = None) -> Report:
     """Which steps of ``commands`` the current principal can run, and what each lacks."""
-    from . import iam
-    from .stack import bucket_name
-
     arn = aws.identity["Arn"]
     if arn.endswith(":root"):
         return Report(arn, False, "This is the account's root user: it may do everything, but "
                       "should not be used day to day; nothing to check.")
     principal = principal_arn(aws)
-    studio = iam.studio_role_arn() if iam.in_studio() else None
+    studio = iam.studio_role_arn() if where.in_studio() else None
     all_steps = [s for s in steps(cfg, aws.account_id, bucket or bucket_name(cfg, aws),
                                   aws.partition, studio_role=studio)
                  if s.command in set(commands)]

@@ -1,11 +1,11 @@
 """DynamoDB: the answer presets table, its seeds, and reading, writing and deleting presets.
 
-One item per named preset (the schema, the seeds and the rules are in ``presets_schema.py``,
-zipped beside the handler, which reads one preset per photo with GetItem). The table is
-on-demand (PAY_PER_REQUEST: a class's few hundred reads cost cents), encrypted with a KMS key
-(SSE), has point-in-time recovery (a bad edit can be undone for 35 days), and carries the
-stack's tag: ``down`` removes only a table that carries it, and keeps it with
-``--keep-presets`` (or ``keep_presets = true``).
+One item per named preset (the schema, the seeds and the rules are in
+``photo_handler/presets_schema.py``, in the photo function's zip, whose handler reads one
+preset per photo with GetItem). The table is on-demand (PAY_PER_REQUEST: a class's few
+hundred reads cost cents), encrypted with a KMS key (SSE), has point-in-time recovery (a bad
+edit can be undone for 35 days), and carries the stack's tag: ``down`` removes only a table
+that carries it, and keeps it with ``--keep-presets`` (or ``keep_presets = true``).
 
 Every write is checked against the serving container's limits for the active profile
 (``presets_schema.validate_preset``) and is conditional on the version the writer read:
@@ -24,7 +24,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-import presets_schema
+from photo_handler import presets_schema
 
 from . import bucket
 from .aws import Aws, error_code, error_message, ignore_not_found, tags_dict

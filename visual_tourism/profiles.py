@@ -14,9 +14,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import serving_limits
-from serving_limits import ContainerLimits
+from photo_handler import serving_limits
+from photo_handler.serving_limits import ContainerLimits
 
+from . import prices
 from .errors import ConfigError, UnknownProfileError
 
 log = logging.getLogger(__name__)
@@ -271,7 +272,7 @@ def get_profile(name: str) -> ModelProfile:
         ) from None
 
 
-# -- the lineup as data and tables (`visual-tourism profiles`, the README's table) -----------
+# -- the lineup as data and tables (`visual-tourism profiles`, docs/models.md's table) -----------
 
 # How each container family is named in tables; the LMI releases' vLLM versions are from the
 # LMI release notes (djl-lmi 0.33.0 = LMI 15 with vLLM 0.8.4).
@@ -301,13 +302,11 @@ def _bytes(n: int) -> str:
 def describe(profile: ModelProfile, default: str = DEFAULT_PROFILE) -> dict[str, Any]:
     """Everything a person choosing a model reads about one profile, as plain data (--json).
 
-    The price is the instance's on-demand list price from ``pricing.HOURLY_USD`` (None when
+    The price is the instance's on-demand list price from ``prices.HOURLY_USD`` (None when
     not recorded); the limits are the ones the container is started with.
     """
-    from . import pricing  # here: pricing is cheap, but keep profiles' import graph minimal
-
     lim = profile.limits
-    price = pricing.HOURLY_USD.get(profile.instance_type)
+    price = prices.HOURLY_USD.get(profile.instance_type)
     return {
         "name": profile.name,
         "default": profile.name == default,
@@ -321,8 +320,8 @@ def describe(profile: ModelProfile, default: str = DEFAULT_PROFILE) -> dict[str,
         "licence": profile.licence,
         "price_per_hour_usd": price,
         "price": (f"${price:g}/h" if price is not None else NO_PRICE),
-        "price_basis": (f"{pricing.PRICE_REGION} on-demand list price as of "
-                        f"{pricing.PRICE_DATE} ({pricing.PRICE_SOURCE})"),
+        "price_basis": (f"{prices.PRICE_REGION} on-demand list price as of "
+                        f"{prices.PRICE_DATE} ({prices.PRICE_SOURCE})"),
         "limits": {
             "max_input_tokens": lim.max_input_tokens,
             "max_total_tokens": lim.max_total_tokens,
@@ -375,21 +374,9 @@ def table_rows(rows: Sequence[Mapping[str, Any]] | None = None,
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]] | None = None) -> str:
-    """The README's profile table (`visual-tourism profiles --markdown`)."""
+    """The profile table of docs/models.md (`visual-tourism profiles --markdown`)."""
     lines = ["| " + " | ".join(TABLE_HEADERS) + " |",
              "|" + "---|" * len(TABLE_HEADERS)]
     lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |"
               for row in table_rows(rows, markdown=True)]
     return "\n".join(lines) + "\n"
-
-
-def text_table(rows: Sequence[Mapping[str, Any]] | None = None) -> str:
-    """The lineup as an aligned plain-text table for a terminal."""
-    body = table_rows(rows)
-    widths = [max(len(h), *(len(r[i]) for r in body)) for i, h in enumerate(TABLE_HEADERS)]
-
-    def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
-
-    return "\n".join([line(TABLE_HEADERS), line(["-" * w for w in widths]),
-                      *(line(r) for r in body)]) + "\n"

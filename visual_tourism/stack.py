@@ -15,23 +15,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lambda_code
+from photo_handler import records
 
 from . import (
     async_inference,
     autoscaling,
     bucket,
+    costs,
     delivery,
     endpoint,
     iam,
     lambda_fn,
     logs,
+    packaging,
+    permissions,
     presets,
-    pricing,
+    prices,
     schedule,
     web,
+    where,
 )
 from .aws import Aws
+from .bucket import bucket_name
 from .config import Config, load_config
 from .errors import AskTimeoutError, ConfigError, EndpointFailedError, NotDeployedError
 from .state import State
@@ -47,11 +52,6 @@ def _quiet(message: str) -> None:
 def _context(cfg: Config | None, aws: Aws | None) -> tuple[Config, Aws]:
     cfg = cfg or load_config()
     return cfg, aws or Aws(cfg.region)
-
-
-def bucket_name(cfg: Config, aws: Aws) -> str:
-    """The bucket this stack uses: the one recorded by `up`, else the default name."""
-    return State(cfg.state_path).get("bucket", "name") or cfg.bucket_name(aws.account_id)
 
 
 # -- the steps of `up`, each idempotent, each usable alone (the notebooks call them) --------
@@ -123,7 +123,7 @@ def wait_for_endpoint(
             "still serves the previous model. Fix the cause (often a service quota for the "
             "instance type), then run 'visual-tourism up' again."
         )
-    progress("cost: " + pricing.describe_plan(cfg))
+    progress("cost: " + prices.describe_plan(cfg))
 
 
 def deploy_model(
@@ -160,17 +160,18 @@ def attach_autoscaling(cfg: Config, aws: Aws, progress: Progress = _quiet) -> No
 
 
 def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
-    """Zip lambda_code.py, create or update the function and its log group."""
+    """Zip the photo function (lambda_code.py and photo_handler/), create or update it and
+    its log group."""
     name = bucket_name(cfg, aws)
     role = iam.ensure_lambda_role(aws, cfg, name)
     # Pillow when the handler may resize images (locally: the one that imports here).
-    vendor = lambda_fn.vendor_dir(cfg, local=aws.is_local)
-    zip_bytes = lambda_fn.build_zip(vendor)
+    vendor = packaging.vendor_dir(cfg, local=aws.is_local)
+    zip_bytes = packaging.build_zip("photo", vendor)
     lambda_fn.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.function_log_group(cfg))
     arn = lambda_fn.ensure_function(aws, cfg, role, name, zip_bytes)
     State(cfg.state_path).record(
-        "function", arn=arn, code_sha256=lambda_fn.code_sha256(zip_bytes)
+        "function", arn=arn, code_sha256=packaging.code_sha256(zip_bytes)
     )
     progress(f"Lambda {cfg.function_name} ready ({len(zip_bytes):,} byte zip)")
     return arn
@@ -236,15 +237,13 @@ def up(
 ) -> dict[str, Any]:
     """Create or update every resource, in order. Returns the names of what exists."""
     cfg, aws = _context(cfg, aws)
-    from . import permissions  # the preflight: refuses before anything is created
-
-    permissions.require(cfg, aws, progress)
+    permissions.require(cfg, aws, progress)  # refuses before anything is created
     profile = cfg.profile
     progress(
         f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "
         f"({profile.licence}) on {cfg.effective_instance_type}, {cfg.inference_mode} inference"
     )
-    progress("cost: " + pricing.describe_plan(cfg))
+    progress("cost: " + prices.describe_plan(cfg))
     name = create_bucket(cfg, aws, progress)
     create_roles(cfg, aws, progress)
     create_presets(cfg, aws, progress)  # before the function reads it
@@ -341,7 +340,7 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         "bucket": bucket_info,
         "roles": {
             "lambda": iam.role_status(aws, cfg.lambda_role_name),
-            "sagemaker": "studio role" if iam.in_studio()
+            "sagemaker": "studio role" if where.in_studio()
             else iam.role_status(aws, cfg.sagemaker_role_name),
         },
         "endpoint": ep,
@@ -353,11 +352,11 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         "presets": presets.describe(aws, cfg),
         "delivery": delivery.describe(aws, cfg, name if bucket_info["state"] == "exists"
                                       else None),
-        "cost_per_hour_usd": pricing.hourly_cost(ep.get("instance_type"), instances),
-        "cost": pricing.describe_cost(ep.get("instance_type"), instances, cfg.region,
+        "cost_per_hour_usd": prices.hourly_cost(ep.get("instance_type"), instances),
+        "cost": prices.describe_cost(ep.get("instance_type"), instances, cfg.region,
                                       local=aws.is_local)
         if instances else "nothing billed by the hour (no endpoint instance running)",
-        "cost_so_far": pricing.cost_so_far(aws, cfg, ep),
+        "cost_so_far": costs.cost_so_far(aws, cfg, ep),
     }
 
 
@@ -372,7 +371,7 @@ def replay(
 
 def result_key(cfg: Config, input_key: str) -> str:
     """Where the handler writes the result for ``input_key`` (its own rule, not a copy)."""
-    key = lambda_code.result_key(input_key, cfg.input_prefix, cfg.output_prefix)
+    key = records.result_key(input_key, cfg.input_prefix, cfg.output_prefix)
     if key is None:
         raise ConfigError(
             f"{input_key!r} is not a photo key under {cfg.input_prefix!r}: the trigger would "

@@ -15,32 +15,26 @@ import io
 import json
 import logging
 import secrets
-import zipfile
 from typing import Any
 from urllib.parse import urlsplit
 
 from botocore.exceptions import ClientError
 
-import web_api
+from web_function import app as web_app
 
-from . import iam, lambda_fn, logs
+from . import iam, lambda_fn, logs, packaging
 from .aws import Aws, error_code, ignore_not_found, is_not_found, tags_dict
-from .config import PROJECT_ROOT, STACK_TAG, Config
+from .config import STACK_TAG, THUMBNAIL_PREFIX, WEB_FOLDER, Config
 from .errors import DeployError, NotDeployedError, NotOwnedError
 from .state import State
 
 log = logging.getLogger(__name__)
 
-HANDLER = "web_api.lambda_handler"
+HANDLER = "web_function.app.lambda_handler"
 POLICY_NAME = "visual-tourism-web"
 PERMISSION_ID = "visual-tourism-apigateway-invoke"
 CORS_RULE_ID = "visual-tourism-web-uploads"
-WEB_FOLDER = "web/"
-# Where the handler writes a small copy of each web photo, without metadata (THUMBNAIL_PREFIX
-# of both functions): what the gallery shows. Outside output/, so results stay records only.
-THUMBNAIL_PREFIX = "thumbnails/"
 CODE_ALPHABET = "abcdefghjkmnpqrstuvwxyz23456789"  # no 0/o, 1/l/i: read off a projector
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 LOCAL_FRONT_SERVER = "visual-tourism-local-api"  # the Server header of local/web_front.py
 
 
@@ -96,7 +90,8 @@ def web_policy(cfg: Config, *, account: str, bucket: str, partition: str = "aws"
         {
             # The gallery's listing of results, and whether a photo was uploaded (a listing of
             # its key under input/web/). A GetObject carries no s3:prefix, so this does not
-            # make a missing result 404: it is 403 for this role (web_api reads it so).
+            # make a missing result 404: it is 403 for this role, and web_function.app reads
+            # a 403 so.
             "Sid": "ListWebFolders", "Effect": "Allow", "Action": ["s3:ListBucket"],
             "Resource": objects,
             "Condition": {"StringLike": {"s3:prefix": [
@@ -123,7 +118,7 @@ def function_environment(cfg: Config, bucket: str, table: str = "") -> dict[str,
         "WEB_FOLDER": WEB_FOLDER,
         "MAX_PHOTO_BYTES": str(cfg.web_max_photo_bytes),
         "THUMBNAIL_PREFIX": THUMBNAIL_PREFIX,
-        "UPLOAD_EXPIRES_SECONDS": str(web_api.Settings.upload_expires_seconds),
+        "UPLOAD_EXPIRES_SECONDS": str(web_app.Settings.upload_expires_seconds),
         "PRESETS_TABLE": table,
     }
 
@@ -157,19 +152,6 @@ def cors_rule(origin: str) -> dict[str, Any]:
     """The page's origin may POST upload forms (and read the answer); nobody else."""
     return {"ID": CORS_RULE_ID, "AllowedOrigins": [origin], "AllowedMethods": ["POST"],
             "AllowedHeaders": ["*"], "MaxAgeSeconds": 3000}
-
-
-def build_zip() -> bytes:
-    """web_api.py with the page beside it; deterministic (fixed dates, sorted)."""
-    files = {name: (PROJECT_ROOT / name).read_bytes() for name in ("web_api.py", "web_page.html")}
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name in sorted(files):
-            info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-            info.external_attr = 0o100644 << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            archive.writestr(info, files[name])
-    return buffer.getvalue()
 
 
 def new_code() -> str:
@@ -218,33 +200,10 @@ def get_code(aws: Aws, cfg: Config) -> str | None:
 # -- the function ------------------------------------------------------------------------------
 def ensure_function(aws: Aws, cfg: Config, role_arn: str, bucket: str, zip_bytes: bytes,
                     table: str = "") -> str:
-    name = function_name(cfg)
-    settings = function_settings(cfg, role_arn, bucket, table)
-    current = lambda_fn.get_function(aws, name)
-    if current is None:
-        arn = aws.retry(
-            lambda: aws.lambda_.create_function(
-                FunctionName=name, Code={"ZipFile": zip_bytes}, Publish=False,
-                Tags={STACK_TAG: cfg.prefix}, **settings)["FunctionArn"],
-            retry_if=lambda_fn._role_not_ready, what=f"create Lambda {name}",
-        )
-        aws.wait("lambda", "function_active_v2", delay=2, FunctionName=name)
-        return arn
-    if not lambda_fn.is_ours(aws, cfg, current):
-        raise NotOwnedError(f"A Lambda function named {name} exists but was not created by "
-                            "visual-tourism. Choose another prefix (VT_PREFIX) or remove it.")
-    conf = current["Configuration"]
-    if conf["CodeSha256"] != lambda_fn.code_sha256(zip_bytes):
-        aws.lambda_.update_function_code(FunctionName=name, ZipFile=zip_bytes)
-        aws.wait("lambda", "function_updated_v2", delay=2, FunctionName=name)
-    have = {k: conf.get(k) for k in settings}
-    have["Environment"] = {"Variables": conf.get("Environment", {}).get("Variables", {})}
-    if have != settings:
-        aws.retry(lambda: aws.lambda_.update_function_configuration(FunctionName=name,
-                                                                    **settings),
-                  retry_if=lambda_fn._role_not_ready, what=f"update Lambda {name}")
-        aws.wait("lambda", "function_updated_v2", delay=2, FunctionName=name)
-    return conf["FunctionArn"]
+    """The web function with this zip (``packaging.build_zip("web")``) and its settings.
+    Returns its ARN."""
+    return lambda_fn.ensure_code_and_settings(
+        aws, cfg, function_name(cfg), function_settings(cfg, role_arn, bucket, table), zip_bytes)
 
 
 # -- the HTTP API --------------------------------------------------------------------------------
@@ -267,7 +226,7 @@ def find_api(aws: Aws, cfg: Config) -> dict[str, Any] | None:
 
 
 def ensure_api(aws: Aws, cfg: Config, function_arn: str) -> dict[str, Any]:
-    """API, Lambda integration (payload 2.0), one route per ``web_api.ROUTES``, the
+    """API, Lambda integration (payload 2.0), one route per ``web_app.ROUTES``, the
     auto-deployed ``$default`` stage with throttling, and API Gateway's invoke permission."""
     client = aws.client("apigatewayv2")
     api = find_api(aws, cfg) or client.create_api(
@@ -284,13 +243,13 @@ def ensure_api(aws: Aws, cfg: Config, function_arn: str) -> dict[str, Any]:
         )
     target = f"integrations/{ours['IntegrationId']}"
     routes = {r["RouteKey"]: r for r in client.get_routes(ApiId=api_id).get("Items", [])}
-    for key in web_api.ROUTES:
+    for key in web_app.ROUTES:
         if key not in routes:
             client.create_route(ApiId=api_id, RouteKey=key, Target=target)
         elif routes[key].get("Target") != target:
             client.update_route(ApiId=api_id, RouteId=routes[key]["RouteId"], Target=target)
     for key, route in routes.items():
-        if key not in web_api.ROUTES:
+        if key not in web_app.ROUTES:
             client.delete_route(ApiId=api_id, RouteId=route["RouteId"])
     stages = {s["StageName"]: s for s in client.get_stages(ApiId=api_id).get("Items", [])}
     wanted = throttling(cfg)
@@ -379,7 +338,7 @@ def deploy(aws: Aws, cfg: Config, bucket: str) -> dict[str, str]:
                            policy)
     created = ensure_code(aws, cfg)
     logs.ensure_log_group(aws, cfg, log_group(cfg))
-    zip_bytes = build_zip()
+    zip_bytes = packaging.build_zip("web")
     arn = ensure_function(aws, cfg, role, bucket, zip_bytes, table)
     api = ensure_api(aws, cfg, arn)
     # Locally the page's origin is the running `local serve` front's, not moto's address.
@@ -390,7 +349,7 @@ def deploy(aws: Aws, cfg: Config, bucket: str) -> dict[str, str]:
     state.record("web", **{k: v for k, v in state.steps.get("web", {}).items()
                            if k == "local_url"}, api_id=api["id"], url=api["url"],
                                  function=function_name(cfg), code_parameter=code_parameter(cfg),
-                                 code_sha256=lambda_fn.code_sha256(zip_bytes))
+                                 code_sha256=packaging.code_sha256(zip_bytes))
     log.info("web API %s (new access code: %s)", api["url"], created)
     return api
 

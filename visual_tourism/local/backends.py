@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 from PIL import Image, ImageStat
 
-import presets_schema
+from photo_handler import presets_schema
 
 logger = logging.getLogger(__name__)
 

@@ -20,6 +20,8 @@ from typing import Any
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 
+from .. import where
+
 log = logging.getLogger(__name__)
 
 SESSION_SECONDS = 3600
@@ -40,7 +42,7 @@ class RoleCredentials:
         self._session = boto3.session.Session(
             aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-            region_name=env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION"),
+            region_name=where.region(env) or None,
         )
         self._endpoint = env.get("AWS_ENDPOINT_URL")
         self._lock = threading.Lock()

@@ -53,8 +53,8 @@ from urllib.parse import unquote, urlsplit
 
 from PIL import Image, UnidentifiedImageError
 
-import serving_limits
-from serving_limits import ContainerLimits
+from photo_handler import serving_limits
+from photo_handler.serving_limits import ContainerLimits
 
 from .backends import (
     Backend,
@@ -72,7 +72,7 @@ DEFAULT_REGION = "us-east-1"
 VARIANT = "AllTraffic"  # the variant name the SageMaker SDK gives a single-model endpoint
 PAYLOAD_LIMIT = 2_000_000  # TGI 3.x's default PAYLOAD_LIMIT, in bytes
 MAX_IMAGE_BYTES = 50 * 1024 * 1024
-# Decoding is refused above this many pixels (the handler's own limit, lambda_code.py): a
+# Decoding is refused above this many pixels (the handler's own limit, MAX_IMAGE_PIXELS): a
 # small compressed file can otherwise expand to gigabytes of RGB in this process.
 MAX_IMAGE_PIXELS = 50_000_000
 # What TGI's router (axum's DefaultBodyLimit) answers for a body over PAYLOAD_LIMIT: 413 with

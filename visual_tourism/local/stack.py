@@ -33,7 +33,7 @@ from typing import Any
 import boto3
 from botocore.exceptions import ClientError
 
-from serving_limits import ContainerLimits, GenerationError
+from photo_handler.serving_limits import ContainerLimits, GenerationError
 
 from ..errors import ConfigError, PortInUseError
 from . import iam_enforcement, moto_patches

@@ -1,6 +1,6 @@
 """Local HTTP front: plays API Gateway's HTTP API (payload 2.0) in front of the web function.
 
-It matches requests against the API's routes (``web_api.ROUTES``, the same table
+It matches requests against the API's routes (``web_function.app.ROUTES``, the same table
 visual_tourism/web.py creates on AWS), builds a payload-2.0 event per request the way API
 Gateway does (lower-case headers, repeated query values comma-joined, binary bodies
 base64'd, a fresh requestId and timeEpoch), calls the function synchronously and turns its
@@ -252,11 +252,11 @@ def function_env(cfg: Any, aws: Any, local_env: Mapping[str, str],
                  **overrides: str) -> dict[str, str]:
     """The deployed web function's environment plus the local endpoints (and ``overrides``,
     e.g. ``UPLOAD_EXPIRES_SECONDS`` or ``MAX_PHOTO_BYTES``, for a front with other limits)."""
-    from .. import web
+    from .. import packaging, web
 
     function = aws.lambda_.get_function(FunctionName=web.function_name(cfg))
     conf = function["Configuration"]
-    if conf["CodeSha256"] != web.lambda_fn.code_sha256(web.build_zip()):
+    if conf["CodeSha256"] != packaging.code_sha256(packaging.build_zip("web")):
         log.warning("The deployed web function differs from this checkout: run 'up' again.")
     return {**conf.get("Environment", {}).get("Variables", {}), **local_env, **overrides}
 
@@ -269,11 +269,11 @@ def as_its_role(cfg: Any, aws: Any, env: Mapping[str, str],
     credentials (``credentials``: function ARN -> AWS_* variables, local.credentials), so that
     with IAM enforcement on it can do locally only what its role allows on AWS. None: with
     ``env``'s own credentials (a stack without a local Lambda service)."""
-    import web_api
+    from web_function import app
 
     from .. import web
 
-    call = handle or web_api.handle
+    call = handle or app.handle
     if credentials is None:
         return lambda event: call(event, env)
     arn = aws.lambda_.get_function_configuration(
@@ -288,14 +288,14 @@ def front_for_stack(cfg: Any, aws: Any, local_env: Mapping[str, str], host: str 
     """A front for the web function that `up` deployed into the local stack: its routes,
     its environment, its role's credentials and the stage's throttling, calling the same
     code in this process."""
-    import web_api
+    from web_function import app
 
     from .. import web
 
     env = function_env(cfg, aws, local_env)
     limits = {route: (s["ThrottlingRateLimit"], s["ThrottlingBurstLimit"])
               for route, s in web.route_throttling(cfg).items()}
-    return WebFront(as_its_role(cfg, aws, env, credentials), web_api.ROUTES, host=host,
+    return WebFront(as_its_role(cfg, aws, env, credentials), app.ROUTES, host=host,
                     port=port, rate=cfg.web_rate_limit, burst=cfg.web_burst_limit,
                     route_limits=limits, public_host=public_host)
 

@@ -10,8 +10,11 @@ package only gathers their public names so that a cell reads ``notebook.save_set
 - ``environment``: where the notebook runs (local mode, Studio, this machine's credentials)
 - ``settings``: notebook 01's settings, checked, saved and read back by every notebook
 - ``steps``: what each step creates, shown before (plans, costs) and after
+- ``cost``: inference mode, cost before billing and so far, the stop deadline (03 and 07)
+- ``photos``: the bundled demo photos, and a small inline copy of one
 - ``demo``: notebook 06's side-by-side view, error explanations and the ipywidgets panel
 - ``presets``: notebook 06's answer preset editor (plain functions, and the widget)
+- ``web``: notebook 06's link and QR code of the web page
 - ``cleanup``: notebook 07's check that nothing billable is left
 
 A new helper goes into the module it belongs to (or a new one) and its name is added here.
@@ -19,19 +22,26 @@ A new helper goes into the module it belongs to (or a new one) and its name is a
 
 from .cells import one_line_errors, recorded_calls, show_calls_under_cells
 from .cleanup import LeftoverError, confirm_clean, leftovers
+from .cost import (
+    arm_deadline,
+    cost_before,
+    mode_tradeoff,
+    show_cost_so_far,
+    show_deadline,
+    use_inference_mode,
+)
 from .demo import (
     DemoPanel,
     demo_panel,
-    demo_photos,
     explain_error,
     sample_not_a_photo,
     show_record,
     show_side_by_side,
     side_by_side_html,
-    thumbnail_data_uri,
 )
 from .display import Table, redact, say, show
-from .environment import NotReachableError, describe_environment, is_local, local_endpoints
+from .environment import NotReachableError, describe_environment
+from .photos import demo_photos, thumbnail_data_uri
 from .presets import (
     Comparison,
     PresetEditor,
@@ -54,15 +64,17 @@ from .steps import (
     show_model,
     show_profiles,
 )
+from .web import qr_data_uri, show_web_link, web_link, web_link_html
 
 __all__ = [
+    "arm_deadline", "cost_before", "mode_tradeoff", "show_cost_so_far", "show_deadline",
+    "use_inference_mode", "qr_data_uri", "show_web_link", "web_link", "web_link_html",
     "Comparison", "DemoPanel", "PresetEditor", "check_edit", "compare_answers", "copy_preset",
     "edit_preset", "preflight", "preset_editor", "slider_ranges", "LeftoverError",
     "NotReachableError", "Table", "autoscaling_plan",
     "bucket_name", "one_line_errors", "recorded_calls", "show_calls_under_cells",
     "check_placeholders", "confirm_clean", "cost_warning", "demo_panel", "demo_photos",
-    "describe_environment", "explain_error", "is_local", "leftovers", "load_settings",
-    "local_endpoints",
+    "describe_environment", "explain_error", "leftovers", "load_settings",
     "plan", "redact", "sample_not_a_photo", "save_settings", "say", "settings_path", "show",
     "show_bucket", "show_lambda_policy", "show_model", "show_profiles", "show_record",
     "show_side_by_side", "side_by_side_html", "thumbnail_data_uri",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import logging
 import os
 import re
@@ -14,28 +12,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lambda_code
+from photo_handler.sniff import ACCEPTED
 
-from .. import stack
+from .. import presets, stack
 from ..aws import Aws
 from ..config import IMAGES_DIR, Config
 from ..errors import VisualTourismError
 from .display import redact, show
+from .photos import demo_photos, thumbnail_data_uri
+from .presets import preset_choices, question_key
 
 log = logging.getLogger(__name__)
-
-
-def demo_photos(cfg: Config, images_dir: Path = IMAGES_DIR) -> list[Path]:
-    """The bundled photos, minus the in-context example (asking about it would be cheating)."""
-    example = Path(cfg.example_image).name
-    return sorted(p for p in images_dir.glob("*.jp*g") if p.name != example)
 
 
 _PHOTO_CODES = frozenset({"not_an_image", "corrupt_image", "empty_file", "unsupported_format",
                           "image_too_large", "image_too_small", "truncated_image"})
 _EXPLANATIONS = {
     "photo": "The handler checked the upload before calling the model and refused it, so no "
-             f"GPU time was spent. Upload a {lambda_code.ACCEPTED} photo.",
+             f"GPU time was spent. Upload a {ACCEPTED} photo.",
     "busy": "The model endpoint was busy or too slow; the handler already retried. This is "
             "usually temporary: try again in a minute, and check the endpoint's status and "
             "autoscaling if it keeps happening.",
@@ -59,21 +53,6 @@ def explain_error(error: Mapping[str, Any]) -> str:
     """A plain-language reading of a result record's ``error`` (code + message)."""
     category = _CATEGORY.get(str(error.get("code", "")))
     return _EXPLANATIONS[category] if category else "The handler reported an error."
-
-
-def thumbnail_data_uri(path: Path, size: int = 480) -> str | None:
-    """A small JPEG of the photo as a data URI, or None when it is not a readable image."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            small = ImageOps.exif_transpose(image).convert("RGB")
-            small.thumbnail((size, size))
-    except (UnidentifiedImageError, OSError, ValueError):
-        return None
-    buffer = io.BytesIO()
-    small.save(buffer, format="JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def side_by_side_html(image_path: str | Path, record: Mapping[str, Any] | None,
@@ -185,8 +164,6 @@ class DemoPanel:
         hide_note = widgets.HTML(f"<style>#{self.note_id} {{display:none}}</style>",
                                  layout=widgets.Layout(height="0px", margin="0"))
         # The answer presets and languages (hidden when the stack has no presets table).
-        from .presets import preset_choices
-
         self.presets = {item["name"]: item for item in preset_choices(cfg, aws)}
         self.preset = widgets.Dropdown(
             options=[(str(item.get("title") or name), name) for name, item in self.presets.items()],
@@ -277,9 +254,6 @@ class DemoPanel:
         try:
             key = None
             if preset:
-                from .. import presets
-                from .presets import question_key
-
                 # The version read now: an edited preset is asked again, not its old answer.
                 version = (presets.get_preset(self.aws, self.cfg, preset) or {}).get("version")
                 key = question_key(self.cfg, path, preset, language, version)

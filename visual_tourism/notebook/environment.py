@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
-from urllib.parse import urlparse
 
-from .. import iam
+from .. import iam, where
 from ..aws import Aws
 from ..config import Config
 from ..errors import VisualTourismError
@@ -15,24 +13,9 @@ from .settings import load_settings
 
 log = logging.getLogger(__name__)
 
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
-
 
 class NotReachableError(VisualTourismError):
     """The environment points at a local stand-in that does not answer."""
-
-
-def local_endpoints(env: Mapping[str, str] | None = None) -> dict[str, str] | None:
-    """The local stand-in's URLs when the environment points boto3 at loopback, else None."""
-    env = os.environ if env is None else env
-    url = env.get("AWS_ENDPOINT_URL", "")
-    if not url or urlparse(url).hostname not in LOOPBACK_HOSTS:
-        return None
-    return {"aws": url, "model": env.get("AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME", url)}
-
-
-def is_local(env: Mapping[str, str] | None = None) -> bool:
-    return local_endpoints(env) is not None
 
 
 def _identity_name(arn: str) -> str:
@@ -57,13 +40,13 @@ def describe_environment(
 
     cfg = cfg or load_settings()
     aws = aws or Aws(cfg.region)
-    local = local_endpoints(env)
+    local = where.local_endpoints(env)
     try:
         identity = aws.identity  # also proves that credentials and endpoints work
     except EndpointConnectionError:
-        where = local["aws"] if local else "AWS"
+        stand_in = local["aws"] if local else "AWS"
         raise NotReachableError(
-            f"Nothing answers at {where}. For local mode start 'visual-tourism local serve' in "
+            f"Nothing answers at {stand_in}. For local mode start 'visual-tourism local serve' in "
             "a terminal and export the variables it prints before starting JupyterLab; for "
             "AWS, unset AWS_ENDPOINT_URL."
         ) from None
@@ -73,7 +56,7 @@ def describe_environment(
             f"(region {cfg.region}). Nothing here reaches AWS or costs money."
         )
     account = f"account ending {identity['Account'][-4:]}"
-    if iam.in_studio():
+    if where.in_studio(env):
         try:
             role = (iam.studio_role_arn() or "").rsplit("/", 1)[-1] or "unknown"
         except Exception as exc:  # the SDK raises plain ValueErrors here

@@ -33,14 +33,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import presets_schema
+from photo_handler import presets_schema
 
 from .. import presets, stack
 from ..aws import Aws
 from ..config import IMAGES_DIR, Config
 from ..errors import VisualTourismError
-from .demo import demo_photos, thumbnail_data_uri
 from .display import redact, say
+from .photos import demo_photos, thumbnail_data_uri
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str], None]

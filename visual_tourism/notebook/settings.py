@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from .. import where
 from ..config import Config, load_config
 from ..errors import ConfigError
 from .display import home_relative, say
@@ -73,7 +74,7 @@ def _environment_with_region(env: Mapping[str, str]) -> dict[str, str]:
     ``~/.aws/config``.
     """
     merged = dict(env)
-    if not (merged.get("AWS_REGION") or merged.get("AWS_DEFAULT_REGION")):
+    if not where.region(merged):
         import boto3
 
         region = boto3.session.Session().region_name

@@ -6,12 +6,11 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from .. import async_inference, autoscaling, bucket, iam, pricing, stack
+from .. import async_inference, autoscaling, bucket, iam, prices, stack, where
 from ..aws import Aws
 from ..config import Config
 from ..profiles import PROFILES
 from .display import Table, say, show
-from .environment import is_local
 
 bucket_name = stack.bucket_name  # the bucket this stack uses
 
@@ -19,7 +18,7 @@ bucket_name = stack.bucket_name  # the bucket this stack uses
 def show_profiles() -> None:
     """The model profiles to choose from, with their instance and its list price."""
     for profile in PROFILES.values():
-        cost = pricing.hourly_cost(profile.instance_type, 1)
+        cost = prices.hourly_cost(profile.instance_type, 1)
         price = f"${cost:.2f}/h" if cost is not None else "price not recorded"
         say(f"{profile.name:24} {profile.model_id}")
         say(f"{'':24} {profile.instance_type} ({price}), licence: {profile.licence}")
@@ -29,7 +28,7 @@ def plan(cfg: Config, aws: Aws) -> dict[str, Any]:
     """The names and sizes of what the next notebooks create."""
     return {
         "bucket": bucket_name(cfg, aws),
-        "roles": [cfg.lambda_role_name, "Studio execution role" if iam.in_studio()
+        "roles": [cfg.lambda_role_name, "Studio execution role" if where.in_studio()
                   else cfg.sagemaker_role_name],
         "model": f"{cfg.profile.model_id} ({cfg.profile.licence})",
         "endpoint": f"{cfg.endpoint_name} on {cfg.effective_instance_type}, "
@@ -86,19 +85,19 @@ def show_model(cfg: Config) -> None:
 def cost_warning(cfg: Config, env: Mapping[str, str] | None = None) -> str:
     """What starting the endpoint costs and how long it takes, here, for the chosen mode."""
     if cfg.is_async:
-        hourly = pricing.hourly_cost(cfg.effective_instance_type, 1)
+        hourly = prices.hourly_cost(cfg.effective_instance_type, 1)
         each = f"${hourly:.2f}/hour" if hourly is not None else "see the AWS price list"
         cost = (f"{each} for each running {cfg.effective_instance_type} while photos are "
                 f"answered (up to {cfg.max_instances}), nothing while scaled to 0 instances")
-        if is_local(env):
+        if where.is_local(env):
             return ("Local mode: the endpoint is emulated, starts in seconds and costs nothing. "
                     f"On AWS this step takes 10-15 minutes and bills {cost}.")
         return (f"This starts 1 x {cfg.effective_instance_type} (asynchronous): 10-15 minutes, "
                 f"then {cost}. After 04_autoscaling it scales to 0 when idle; the first photo "
                 f"after idle waits about {async_inference.WAKE_MINUTES} minutes for an instance. "
                 "07_cleanup deletes the endpoint.")
-    cost = pricing.describe_cost(cfg.effective_instance_type, cfg.min_instances, cfg.region)
-    if is_local(env):
+    cost = prices.describe_cost(cfg.effective_instance_type, cfg.min_instances, cfg.region)
+    if where.is_local(env):
         return ("Local mode: the endpoint is emulated, starts in seconds and costs nothing. "
                 f"On AWS this step takes 10-15 minutes and bills {cost}.")
     return (f"This starts {cfg.min_instances} x {cfg.effective_instance_type}: 10-15 minutes, "
@@ -107,7 +106,7 @@ def cost_warning(cfg: Config, env: Mapping[str, str] | None = None) -> str:
 
 def autoscaling_plan(cfg: Config) -> dict[str, Any]:
     """The scaling target and policies ``attach_autoscaling`` will put in place, for the mode."""
-    most = pricing.hourly_cost(cfg.effective_instance_type, cfg.max_instances)
+    most = prices.hourly_cost(cfg.effective_instance_type, cfg.max_instances)
     most_text = (f"${most:.2f} at {cfg.max_instances} instances" if most is not None
                  else "price not recorded")
     if cfg.is_async:
@@ -147,7 +146,7 @@ def preflight(cfg: Config, aws: Aws) -> Table:
     verdicts: dict[str, Any] = {}
     if len(rows) == 1 and rows[0]["step"] == "(all)":  # cannot tell
         note = str(rows[0].get("note", ""))
-        if is_local():
+        if where.is_local():
             note += (" In local mode the stand-in's administrator credentials may do "
                      "everything; IAM is not enforced here.")
         info["checked"] = "cannot tell"
@@ -165,7 +164,7 @@ def preflight(cfg: Config, aws: Aws) -> Table:
                            f"{len(rows)} steps: {lacking} cannot run")
     info["steps"] = verdicts
     missing = any(isinstance(v, Mapping) for v in verdicts.values())
-    if missing or (not is_local() and any(v != "can run" for v in verdicts.values())):
+    if missing or (not where.is_local() and any(v != "can run" for v in verdicts.values())):
         info["what to do"] = ("Hand your administrator the output of 'visual-tourism "
                               "admin-policy' (the policy with every permission these steps "
                               "need), then run this cell again.")

@@ -10,11 +10,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import os
 
-from . import web
-from .aws import Aws
-from .config import Config
+from .. import web, where
+from ..aws import Aws
+from ..config import Config
 
 
 def qr_data_uri(text: str, scale: int = 6) -> str:
@@ -53,11 +52,11 @@ def web_link_html(link: str) -> str:
 
 def show_web_link(cfg: Config, aws: Aws, local: bool | None = None) -> str | None:
     """Display the QR code and link (and return the link); explain when there is no page.
-    ``local``: default, whether boto3 is pointed at a local stand-in (AWS_ENDPOINT_URL)."""
+    ``local``: default, whether this runs in local mode (``where.is_local``)."""
     from IPython.display import HTML, display
 
     if local is None:
-        local = bool(os.environ.get("AWS_ENDPOINT_URL"))
+        local = where.is_local()
     link = web_link(cfg, aws, local)
     if link is None:
         reason = ("the setting web_api is off" if cfg.web_api != "on" else

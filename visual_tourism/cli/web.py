@@ -4,28 +4,26 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
-from typing import Any
 
-from . import web
-from .aws import Aws
+from .. import web
+from ..aws import Aws
+from .common import config_from_args, say
 
 
-def cmd_web(args: argparse.Namespace, config: Callable[..., Any]) -> int:
-    cfg = config(args)
+def cmd_web(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     aws = Aws(cfg.region)
     if args.rotate_code:
         web.rotate_code(aws, cfg)
-        print("New access code set: links with the old one stop working within a minute.")
+        say("New access code set: links with the old one stop working within a minute.")
     link = web.link(aws, cfg)
-    print(f"The web page (the access code is in the link after '#'):\n  {link}\n")
+    say(f"The web page (the access code is in the link after '#'):\n  {link}\n")
     if not args.no_qr:
-        print(web.terminal_qr(link))
+        say(web.terminal_qr(link))
     return 0
 
 
-def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
-            config: Callable[..., Any]) -> None:
+def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "web", parents=[common], help="print the web page's link and QR code (phones scan it)",
         description="Print the link of the class's web page, with the access code in its "
@@ -37,4 +35,4 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
     p.add_argument("--rotate-code", action="store_true",
                    help="replace the access code first (old links stop working)")
     p.add_argument("--no-qr", action="store_true", help="print the link only")
-    p.set_defaults(func=lambda args: cmd_web(args, config))
+    p.set_defaults(func=cmd_web)

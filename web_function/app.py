@@ -2,7 +2,7 @@
 
 Routes (the HTTP API has exactly these; visual_tourism/web.py creates them from ``ROUTES``):
 
-- ``GET /``                  the page (web_page.html, zipped beside this file); no code needed
+- ``GET /``                  the page (page.html, beside this file in its folder); no code needed
 - ``GET /presets``           the answer presets and languages, or nulls when there are none
 - ``POST /uploads``          an S3 presigned POST for one new, unguessable key under input/web/
 - ``GET /results/{id}``      one result: pending, the answer, or the error record
@@ -44,7 +44,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 log = logging.getLogger(__name__)
 
-PAGE = Path(__file__).with_name("web_page.html")
+PAGE = Path(__file__).with_name("page.html")
 ROUTES = ("GET /", "GET /presets", "POST /uploads", "GET /results", "GET /results/{id}")
 CODE_HEADER = "x-access-code"
 # The image types the page offers (its file field's ``accept``, the same list) and the handler

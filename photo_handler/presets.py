@@ -1,8 +1,8 @@
-"""Answer presets for the photo handler (zipped beside ``lambda_code.py``), imported only when
-PRESETS_TABLE is set: reading a preset (one DynamoDB GetItem, cached), choosing the prompt
-and language a photo's S3 metadata asks for, the request a preset's prompt makes, and a
-structured answer's constraint and parsing. presets_schema.py (zipped too) holds the item
-schema, validation and prompts; it is imported here, so only a stack with presets loads it.
+"""Answer presets, imported only when PRESETS_TABLE is set: reading a preset (one DynamoDB
+GetItem, cached) and choosing the prompt and language a photo's S3 metadata asks for.
+presets_schema.py holds the item schema, validation and prompts (request.preset_request
+builds a preset's request from them; answer.structured_result parses a structured answer);
+it is imported only with presets, so only a stack with presets loads it.
 
 With PRESETS_TABLE set, the uploader picks a preset and a language with the photo's S3
 metadata (x-amz-meta-preset, x-amz-meta-language: in the GetObject response the handler
@@ -16,19 +16,17 @@ container has (however old), else with the function's built-in prompt; the recor
 
 from __future__ import annotations
 
-import json
-import re
 import time
 from collections.abc import Mapping
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-import lambda_code as core
-import presets_schema
-import serving_limits
-
-log = core.log
+from . import clients, presets_schema, serving_limits
+from .errors import Failure, describe, scrub
+from .logs import log
+from .request import Prompt
+from .settings import Settings
 
 PRESET_MISS_SECONDS = 10.0  # an unknown preset name is asked for again after this long
 PRESET_ERROR_SECONDS = 5.0  # after a failed read, the table is not asked again for this long
@@ -41,11 +39,12 @@ _RULES_ONLY = serving_limits.ContainerLimits(
     image_formula="idefics")
 
 _presets: dict[tuple[str, str], tuple[float, dict[str, Any] | None]] = {}
-_presets_down: dict[str, float] = {}  # table -> monotonic time until which it is not asked
+_presets_down: dict[str, float] = {}  # table -> clock time until which it is not asked
+clock = time.monotonic  # the cache's clock: a test moves it instead of waiting
 
 
 def clear_cache() -> None:
-    """Forget every preset read by this container (lambda_code.clear_cache: tests)."""
+    """Forget every preset read by this container (tests)."""
     _presets.clear()
     _presets_down.clear()
 
@@ -54,12 +53,12 @@ class _PresetsUnavailable(Exception):
     """The presets table cannot be read, and this container has no copy of the preset."""
 
 
-def _read_preset(settings: core.Settings, name: str) -> tuple[dict[str, Any] | None, str | None]:
+def _read_preset(settings: Settings, name: str) -> tuple[dict[str, Any] | None, str | None]:
     """(the preset, None when the table has no such item; a note when it is a stale copy).
 
     One GetItem unless this container read it less than PRESET_CACHE_SECONDS ago.
     """
-    table, now = settings.presets_table, time.monotonic()
+    table, now = settings.presets_table, clock()
     cached = _presets.get((table, name))
     if cached is not None:
         age = now - cached[0]
@@ -72,10 +71,10 @@ def _read_preset(settings: core.Settings, name: str) -> tuple[dict[str, Any] | N
         error = "it failed moments ago"
     else:
         try:
-            response = core._client("dynamodb", PRESET_READ_TIMEOUT).get_item(
+            response = clients.client("dynamodb", PRESET_READ_TIMEOUT).get_item(
                 TableName=table, Key={presets_schema.KEY: {"S": name}})
         except (ClientError, BotoCoreError) as exc:
-            error = core._describe(exc)
+            error = describe(exc)
             _presets_down[table] = now + PRESET_ERROR_SECONDS
             log.warning("Cannot read preset %s from %s: %s", name, table, error)
         else:
@@ -84,7 +83,7 @@ def _read_preset(settings: core.Settings, name: str) -> tuple[dict[str, Any] | N
             try:
                 item = presets_schema.from_dynamodb(raw) if raw else None
             except (ValueError, TypeError) as exc:  # an attribute type no preset uses
-                item = {"name": name, "__unreadable__": core._scrub(str(exc), 200)}
+                item = {"name": name, "__unreadable__": scrub(str(exc), 200)}
             if len(_presets) >= 64:
                 _presets.clear()
             _presets[(table, name)] = (now, item)
@@ -109,15 +108,15 @@ def _pick_language(item: Mapping[str, Any], asked: str | None,
     return match
 
 
-def choose_prompt(settings: core.Settings, metadata: Mapping[str, str],
-                  result: dict[str, Any]) -> core.Prompt:
+def choose_prompt(settings: Settings, metadata: Mapping[str, str],
+                  result: dict[str, Any]) -> Prompt:
     """The Prompt for a photo with this S3 metadata; sets the record's ``preset``.
 
     Failure ("preset_invalid") when the preset breaks the container's rules: the record
     names the preset and says which field; the model is not called.
     """
-    requested = core._scrub((metadata.get(presets_schema.METADATA[0]) or "").strip(), 80)
-    asked = core._scrub((metadata.get(presets_schema.METADATA[1]) or "").strip(), 40) or None
+    requested = scrub((metadata.get(presets_schema.METADATA[0]) or "").strip(), 80)
+    asked = scrub((metadata.get(presets_schema.METADATA[1]) or "").strip(), 40) or None
     default = presets_schema.DEFAULT_NAME
     name, notes = requested or default, []
     info: dict[str, Any] = {}
@@ -160,7 +159,7 @@ def choose_prompt(settings: core.Settings, metadata: Mapping[str, str],
             info["note"] = "; ".join(notes)
         label = f"preset {name!r}" + (f" (version {info['version']})"
                                       if info["version"] is not None else "")
-        raise core.Failure(
+        raise Failure(
             "preset_invalid",
             f"The {label} cannot be sent to the model ({limits.engine} "
             f"{limits.container_version}, {settings.request_style} requests), so the model was "
@@ -177,19 +176,19 @@ def choose_prompt(settings: core.Settings, metadata: Mapping[str, str],
     return preset_prompt(settings, item, language, from_table)
 
 
-def preset_prompt(settings: core.Settings, item: Mapping[str, Any], language: str | None,
-                  from_table: bool = True) -> core.Prompt:
+def preset_prompt(settings: Settings, item: Mapping[str, Any], language: str | None,
+                  from_table: bool = True) -> Prompt:
     """The Prompt of a valid preset ``item`` answered in ``language``."""
     generation = presets_schema.generation_parameters(item)
     if generation == settings.generation:  # the environment's parameters in its own order,
-        generation = settings.generation   # so that `default` sends exactly today's bytes
+        generation = settings.generation   # so that `default` sends the environment's bytes
     examples = tuple((str(e["photo"]), str(e["answer"])) for e in item.get("examples") or [])
-    return core.Prompt(str(item.get("instruction", "")), examples, generation, item,
+    return Prompt(str(item.get("instruction", "")), examples, generation, item,
                   language or str(item.get("language") or presets_schema.PROMPT_LANGUAGE),
                   bool(item.get("structured")), from_table)
 
 
-def _builtin_preset(settings: core.Settings) -> dict[str, Any]:
+def _builtin_preset(settings: Settings) -> dict[str, Any]:
     """The `default` preset as the function's environment defines it (the original prompt)."""
     generation = dict(settings.generation)
     max_new = generation.pop("max_new_tokens", None)
@@ -199,118 +198,3 @@ def _builtin_preset(settings: core.Settings) -> dict[str, Any]:
         "language": presets_schema.PROMPT_LANGUAGE, "languages": list(presets_schema.LANGUAGES),
         "generation": generation, "max_new_tokens": max_new, "structured": False,
     }
-
-
-def structured_request(limits: serving_limits.ContainerLimits | None, style: str,
-                       ) -> dict[str, Any] | None:
-    """The request fields that constrain the answer to presets_schema.structured_schema(),
-    as this container takes them; None: it cannot, the answer is parsed from text.
-
-    - TGI prompt style: ``parameters.grammar = {"type": "json", "value": <schema>}``, from
-      TGI 1.4 (router GrammarType; on by default, --disable-grammar-support opts out).
-    - Messages on TGI (>= 2; 3.3.6 checked): ``response_format = {"type": "json_object",
-      "value": <schema>}``, TGI's own shape ("json_object" is an alias of "json").
-    - Messages on vLLM: OpenAI's ``{"type": "json_schema", "json_schema": {"name", "schema"}}``.
-    """
-    schema = presets_schema.structured_schema()
-    engine = limits.engine if limits is not None else "tgi"
-    version = limits.container_version if limits is not None else ""
-    major_minor = tuple(int(p) for p in re.findall(r"\d+", version)[:2]) or (99, 0)
-    if style == "tgi":
-        if engine != "tgi" or major_minor < (1, 4):
-            return None
-        return {"grammar": {"type": "json", "value": schema}}
-    if engine == "vllm":
-        return {"response_format": {"type": "json_schema",
-                                    "json_schema": {"name": "answer", "schema": schema}}}
-    if major_minor < (2, 0):  # TGI 1.x's chat route has no response_format
-        return None
-    return {"response_format": {"type": "json_object", "value": schema}}
-
-
-
-def preset_request(settings: core.Settings, prompt: core.Prompt, example_urls: list[str],
-                   image_url: str) -> dict[str, Any]:
-    """The request body for a preset's ``prompt`` (lambda_code.prompt_request): presets_schema's
-    prompt (up to three examples, the answer language), its parameters and, for a structured
-    answer, the container's constraint."""
-    style = settings.request_style
-    item, generation = prompt.preset, prompt.generation
-    assert item is not None
-    constraint = (structured_request(settings.container_limits, style)
-                  if prompt.structured else None)
-    if style == "tgi":
-        parameters = {"return_full_text": False, "stop": list(core.TGI_STOP), **generation}
-        parameters.update(constraint or {})
-        return {"inputs": presets_schema.tgi_prompt(item, prompt.language, example_urls,
-                                                    image_url), "parameters": parameters}
-    body: dict[str, Any] = {"messages": presets_schema.chat_messages(
-        item, prompt.language, example_urls, image_url)}
-    body.update({core._CHAT_PARAMETERS[k]: v for k, v in generation.items()
-                 if k in core._CHAT_PARAMETERS})
-    if generation.get("do_sample") is False:
-        body["temperature"] = 0
-    body.update(constraint or {})
-    return body
-
-
-# -- structured answers -----------------------------------------------------------------------
-
-_TEXT_FIELDS = ("description", "story", "where_to_eat")  # joined, they are the text answer
-_JSON_TRIES = 64  # a "{" that does not start a JSON object: at most this many are tried
-
-
-def structured_fields(text: str) -> tuple[dict[str, Any] | None, str | None]:
-    """(fields, None) from the first JSON object in ``text`` that has any of the structured
-    fields (presets_schema.STRUCTURED_FIELDS), or (None, why not).
-
-    Lenient: the object may sit anywhere (in a code fence, after a sentence); a missing field
-    is None, and so is a field of the wrong type (a number for ``city``, "yes" for
-    ``recognised``); other keys are ignored.
-    """
-    decoder = json.JSONDecoder()
-    found: dict[str, Any] | None = None
-    any_object = False
-    for tries, match in enumerate(re.finditer(r"\{", text)):
-        if tries >= _JSON_TRIES:
-            break
-        try:
-            value, _ = decoder.raw_decode(text, match.start())
-        except ValueError:
-            continue
-        if isinstance(value, dict):
-            any_object = True
-            if any(name in value for name in presets_schema.STRUCTURED_FIELDS):
-                found = value
-                break
-    if found is None:
-        why = ("the JSON object in the answer has none of the fields "
-               f"{', '.join(presets_schema.STRUCTURED_FIELDS)}" if any_object else
-               "the answer holds no complete JSON object (cut off by max_new_tokens, or the "
-               "model did not follow the format)")
-        return None, why
-    fields: dict[str, Any] = {}
-    for name, kind in presets_schema.STRUCTURED_FIELDS.items():
-        value = found.get(name)
-        if kind == "boolean":
-            fields[name] = value if isinstance(value, bool) else None
-        elif isinstance(value, str) and value.strip():
-            value = core._CONTROL.sub("", value).strip()
-            fields[name] = (value if len(value) <= core.ANSWER_MAX_CHARS
-                            else value[: core.ANSWER_MAX_CHARS - 1].rstrip() + "\u2026")
-        else:
-            fields[name] = None
-    return fields, None
-
-
-def structured_result(text: str) -> dict[str, Any]:
-    """The record's answer fields for a structured answer (lambda_code.parse_result):
-    ``answer``, the text fields joined, and ``fields`` (None with ``fields_error`` when the
-    model's JSON was unusable: the text answer stays)."""
-    fields, why = structured_fields(text)
-    parts = [fields[name] for name in _TEXT_FIELDS if fields and fields[name]]
-    out: dict[str, Any] = {"answer": core._clean_answer(" ".join(parts) if parts else text),
-                           "fields": fields}
-    if why:
-        out["fields_error"] = why
-    return out

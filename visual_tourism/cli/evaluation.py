@@ -1,39 +1,18 @@
-"""`visual-tourism profiles` (the model lineup, offline) and `visual-tourism eval` (how each
-profile does on the labelled photos; see visual_tourism/evaluation.py)."""
+"""`visual-tourism eval`: how each profile does on the labelled photos
+(visual_tourism/evaluation.py)."""
 
 from __future__ import annotations
 
 import argparse
-import json
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from . import profiles
-from .cli_common import say
-from .config import IMAGES_DIR
-
-
-def cmd_profiles(args: argparse.Namespace) -> int:
-    if args.json:
-        say(json.dumps(profiles.lineup(), indent=2))
-    elif args.markdown:
-        print(profiles.markdown_table(), end="")
-    else:
-        from . import pricing
-
-        say(profiles.text_table().rstrip("\n"))
-        say(f"\nPrices: {pricing.PRICE_REGION} on-demand list prices as of "
-            f"{pricing.PRICE_DATE}, per instance-hour ({pricing.PRICE_SOURCE}). The default "
-            f"is {profiles.DEFAULT_PROFILE}; pick another with --model-profile or "
-            "VT_MODEL_PROFILE.")
-    return 0
+from .. import evaluation
+from ..config import IMAGES_DIR
+from .common import config_from_args, say
 
 
-def cmd_eval(args: argparse.Namespace, config: Callable[..., Any]) -> int:
-    from . import evaluation
-
-    cfg = config(args)
+def cmd_eval(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     names = [n.strip() for n in (args.profiles or "").split(",") if n.strip()]
     if args.profiles is not None:
         full = evaluation.compare(names, cfg, yes=args.yes, progress=say,
@@ -52,22 +31,7 @@ def cmd_eval(args: argparse.Namespace, config: Callable[..., Any]) -> int:
     return 1 if any("error" in r for r in full["profiles"]) else 0
 
 
-def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
-            config: Callable[..., Any]) -> None:
-    p = sub.add_parser(
-        "profiles", help="list the model profiles: model, container, instance, price, limits",
-        description="Print the model lineup as a table: each profile's model and pinned "
-        "revision, container and version, instance, list price per hour, licence, limits "
-        "(input/total tokens, payload, stop sequences, images), request style, and which one "
-        "is the default. Offline: needs no AWS credentials.",
-    )
-    fmt = p.add_mutually_exclusive_group()
-    fmt.add_argument("--json", action="store_true",
-                     help="print every field as JSON (prices in USD per hour, payload in bytes)")
-    fmt.add_argument("--markdown", action="store_true",
-                     help="print the README's Markdown table")
-    p.set_defaults(func=cmd_profiles)
-
+def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "eval", parents=[common], help="score profiles on the labelled photos",
         description="Ask the deployed stack about each photo of images/labels.json, as a "
@@ -96,4 +60,4 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
     p.add_argument("--timeout", type=float, default=None, metavar="SECONDS",
                    help="seconds to wait for each photo's result record (default: 300; async: "
                         "the request TTL + 60)")
-    p.set_defaults(func=lambda args: cmd_eval(args, config))
+    p.set_defaults(func=cmd_eval)

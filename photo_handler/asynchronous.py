@@ -1,4 +1,4 @@
-"""Asynchronous inference for the photo handler (zipped beside ``lambda_code.py``).
+"""Asynchronous inference (INFERENCE_MODE=async), imported only in that mode.
 
 Submit (an upload under INPUT_PREFIX, after the same checks as real-time mode):
 
@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import logging
 import time
 import urllib.parse
 from collections.abc import Mapping
@@ -30,9 +29,12 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-import lambda_code as core
-
-log = logging.getLogger("lambda_code")
+from . import clients, logs, records
+from .answer import parse_result
+from .errors import Failure, describe, scrub
+from .logs import log
+from .model import permanent_failure, retryable
+from .settings import Settings
 
 MARKER_WAIT_SECONDS = 10.0  # an output can land before the submit has written its markers
 SUBMIT_ATTEMPTS = 3
@@ -46,7 +48,7 @@ def inference_id(bucket: str, key: str, etag: str | None, variant: str = "") -> 
     return hashlib.sha256(f"{bucket}/{key}#{etag}{tail}".encode()).hexdigest()[:40]
 
 
-def marker_key(settings: core.Settings, location: str) -> str:
+def marker_key(settings: Settings, location: str) -> str:
     digest = hashlib.sha256(location.encode()).hexdigest()[:40]
     return f"{settings.async_prefix}pending/{digest}.json"
 
@@ -56,27 +58,27 @@ def _stops(request: Mapping[str, Any]) -> list[str]:
     return [stops] if isinstance(stops, str) else list(stops)
 
 
-def _invoke(settings: core.Settings, **params: Any) -> dict[str, Any]:
+def _invoke(settings: Settings, **params: Any) -> dict[str, Any]:
     """InvokeEndpointAsync, retried briefly on throttling and 5xx (it only queues)."""
-    client = core._client("sagemaker-runtime", 30)
+    client = clients.client("sagemaker-runtime", 30)
     # The runtime's bundled SDK may predate a parameter (all of these are in botocore 1.34,
     # checked): leave out what it does not know rather than fail every photo.
     for name in ("RequestTTLSeconds", "InvocationTimeoutSeconds"):
-        if name in params and not core._accepts(client, "InvokeEndpointAsync", name):
+        if name in params and not clients.accepts(client, "InvokeEndpointAsync", name):
             log.warning("This SDK has no InvokeEndpointAsync %s: sent without it", name)
             del params[name]
     for attempt in range(1, SUBMIT_ATTEMPTS + 1):
         try:
             return client.invoke_endpoint_async(EndpointName=settings.endpoint, **params)
         except (ClientError, BotoCoreError) as exc:
-            retry = isinstance(exc, BotoCoreError) or core._retryable(exc)
+            retry = isinstance(exc, BotoCoreError) or retryable(exc)
             if not retry or attempt == SUBMIT_ATTEMPTS:
                 if isinstance(exc, ClientError):
-                    raise core._permanent_failure(exc, settings, attempt) from None
-                raise core.Failure(
+                    raise permanent_failure(exc, settings, attempt) from None
+                raise Failure(
                     "model_unavailable",
                     f"Endpoint {settings.endpoint} could not queue the photo "
-                    f"({core._describe(exc)}): upload "
+                    f"({describe(exc)}): upload "
                     "it again later.", attempt,
                 ) from None
             time.sleep(settings.retry_base_seconds * 2 ** (attempt - 1))
@@ -84,7 +86,7 @@ def _invoke(settings: core.Settings, **params: Any) -> dict[str, Any]:
 
 
 def submit(
-    s3: Any, settings: core.Settings, bucket: str, key: str, out_key: str,
+    s3: Any, settings: Settings, bucket: str, key: str, out_key: str,
     request: dict[str, Any], result: dict[str, Any], summary: dict[str, Any],
     structured: bool = False, upload: Mapping[str, Any] | None = None,
     seen: str | None = None,
@@ -92,13 +94,13 @@ def submit(
     """Queue the request; return the summary line ("queued").
 
     ``structured``: the preset asked for a structured answer; the completion parses it as
-    real-time mode does (core.parse_result), from the marker. ``upload`` (core._upload_of)
+    real-time mode does (answer.parse_result), from the marker. ``upload`` (upload.upload_of)
     and ``seen`` (the result's ETag when the photo was read) go in the marker: the
     completion writes under the same rules as a real-time answer that took this long.
     """
     etag = result["input"]["etag"]
     iid = inference_id(bucket, key, etag, json.dumps(
-        [upload, core._choice(result)], sort_keys=True) if upload else "")
+        [upload, records.choice(result)], sort_keys=True) if upload else "")
     payload_key = f"{settings.async_prefix}requests/{iid}.json"
     s3.put_object(Bucket=bucket, Key=payload_key, Body=json.dumps(request).encode(),
                   ContentType="application/json")
@@ -125,17 +127,17 @@ def submit(
     return {**summary, "status": "queued", "inference_id": marker["inference_id"]}
 
 
-def _read_marker(s3: Any, settings: core.Settings, bucket: str, location: str) -> dict | None:
+def _read_marker(s3: Any, settings: Settings, bucket: str, location: str) -> dict | None:
     key = marker_key(settings, location)
     waited_until = time.monotonic() + MARKER_WAIT_SECONDS
     while True:
         try:
             return json.loads(s3.get_object(Bucket=bucket, Key=key)["Body"].read())
         except ClientError as exc:
-            if core._error_code(exc) not in ("NoSuchKey", "404") or (
+            if clients.error_code(exc) not in ("NoSuchKey", "404") or (
                 time.monotonic() > waited_until
             ):
-                if core._error_code(exc) in ("NoSuchKey", "404"):
+                if clients.error_code(exc) in ("NoSuchKey", "404"):
                     return None
                 raise
         time.sleep(0.25)
@@ -151,17 +153,17 @@ def _outcome(
         except ValueError:
             return {"error": {
                 "code": "bad_model_response",
-                "message": f"The endpoint's answer is not JSON ({core._scrub(repr(body[:200]))}): "
+                "message": f"The endpoint's answer is not JSON ({scrub(repr(body[:200]))}): "
                            "check the "
                            "model container.",
             }}, False
         request = {"parameters": {"stop": marker["stops"]}}
         try:
-            return {"status": "ok", **core.parse_result(
+            return {"status": "ok", **parse_result(
                 marker["request_style"], payload, request, bool(marker.get("structured")))}, True
-        except core.Failure as exc:
+        except Failure as exc:
             return {"error": {"code": exc.code, "message": exc.message}}, False
-    detail = core._scrub(body.decode("utf-8", "replace").strip(), 300) or "no detail"
+    detail = scrub(body.decode("utf-8", "replace").strip(), 300) or "no detail"
     # Told by the time waited; the message is a fallback (local mode's clock can be moved).
     if now - marker["submitted_at"] >= marker["ttl_seconds"] or "expired" in detail.lower():
         return {"error": {
@@ -179,17 +181,17 @@ def _outcome(
 
 
 def complete(
-    record: Mapping[str, Any], settings: core.Settings, request_id: str | None,
+    record: Mapping[str, Any], settings: Settings, request_id: str | None,
 ) -> dict[str, Any]:
     """Turn SageMaker's output or failure object into the photo's one record."""
     bucket = record["s3"]["bucket"]["name"]
     key = urllib.parse.unquote_plus(record["s3"]["object"]["key"])
     location = f"s3://{bucket}/{key}"
-    s3 = core._client("s3")
+    s3 = clients.client("s3")
     marker = _read_marker(s3, settings, bucket, location)
     if marker is None:  # already completed (a redelivery), or not a request of ours
-        return core._log({"bucket": bucket, "key": key, "status": "ignored",
-                          "reason": "no pending request for this object"})
+        return logs.summary({"bucket": bucket, "key": key, "status": "ignored",
+                             "reason": "no pending request for this object"})
     out_key, photo = marker["out_key"], marker["key"]
     summary = {"bucket": bucket, "key": photo, "result_key": out_key,
                "inference_id": marker["inference_id"]}
@@ -202,37 +204,28 @@ def complete(
     result["timing"] = {"model_seconds": waited, "total_seconds": waited, "attempts": 1,
                         "queued_and_model_seconds": waited}
     result["request_id"] = request_id
-    result["written_at"] = core._now()
-    result = {name: result[name] for name in core.RESULT_FIELDS if name in result}
+    result["written_at"] = records.now()
+    result = {name: result[name] for name in records.RESULT_FIELDS if name in result}
     etag = marker["etag"]
-    done, seen_now = core._earlier_result(s3, bucket, out_key)
-    choice = core._choice(result)  # the marker's record carries the preset that answered
-    if done is not None and done == core.answer_key(etag, choice):
+    done, seen_now = records.earlier_result(s3, bucket, out_key)
+    choice = records.choice(result)  # the marker's record carries the preset that answered
+    if done is not None and done == records.answer_key(etag, choice):
         status = "duplicate"
     else:
-        metadata = {"input-etag": etag or "", "final": str(final).lower()}
-        if choice:
-            metadata["choice"] = choice
         # The result's ETag when the photo was read, as in real-time mode (read now, IfMatch
-        # would always hold); markers queued before these fields existed: what is known.
+        # would always hold); a marker without it (written by an older deployment of the
+        # function, still queued): the one read now.
         seen = marker.get("seen", seen_now)
-        try:
-            written = core._write_result(
-                s3, marker["bucket"], photo, out_key, etag, seen,
-                json.dumps(result, ensure_ascii=False, indent=2).encode(), metadata,
-                marker.get("upload") or {"etag": etag},
-            )
-        except Exception as exc:  # Lambda's retry runs this completion again
-            core._log({**summary, "status": "write_failed", "error_code": "result_write_failed"})
-            raise core.ResultWriteError(
-                f"Could not write s3://{bucket}/{out_key}: {core._describe(exc)}") from exc
+        # Lambda's retry runs this completion again when the write fails (ResultWriteError).
+        written = records.store(s3, marker["bucket"], photo, out_key, result, final, seen,
+                                marker.get("upload") or {"etag": etag}, summary)
         status = result["status"] if written else "superseded"
     _tidy(s3, settings, bucket, key, marker)
-    return core._log({**summary, "status": status,
-                      "error_code": result.get("error", {}).get("code"), **result["timing"]})
+    return logs.summary({**summary, "status": status,
+                         "error_code": result.get("error", {}).get("code"), **result["timing"]})
 
 
-def _tidy(s3: Any, settings: core.Settings, bucket: str, key: str,
+def _tidy(s3: Any, settings: Settings, bucket: str, key: str,
           marker: Mapping[str, Any]) -> None:
     """The queued request holds the photo: delete it with the markers and SageMaker's object."""
     # Markers first: a redelivered event then finds none and is ignored.
@@ -244,4 +237,4 @@ def _tidy(s3: Any, settings: core.Settings, bucket: str, key: str,
         try:
             s3.delete_object(Bucket=bucket, Key=name)
         except (ClientError, BotoCoreError) as exc:  # the answer is written; this is tidying
-            log.warning("Could not delete s3://%s/%s: %s", bucket, name, core._describe(exc))
+            log.warning("Could not delete s3://%s/%s: %s", bucket, name, describe(exc))

@@ -1,7 +1,7 @@
 """What a model container accepts: token budgets, image token counting, generation parameters.
 
-The one source of truth for these rules. Standard library only, because it is zipped beside
-``lambda_code.py`` (the handler sizes images and refuses bad settings with it) and is also
+The one source of truth for these rules. Standard library only, because it is in the photo
+function's zip (the handler sizes images and refuses bad settings with it) and is also
 imported by ``visual_tourism.profiles`` (``load_config``, the CLI, the presets) and by the local
 model server (which enforces the same limits with the same accounting, as the real router does).
 

@@ -13,14 +13,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import presets_schema
+from photo_handler import presets_schema
 
-from . import presets, stack
-from .aws import Aws
-from .cli_common import printable, say
-from .presets import PresetError
+from .. import presets
+from ..aws import Aws
+from ..bucket import bucket_name
+from ..presets import PresetError
+from .common import WIDE_HELP, config_from_args, printable, say, table, wrapped
 
 KEY = presets_schema.KEY
+HEADERS = ("NAME", "VERSION", "LANGUAGE", "EXAMPLES", "MAX TOKENS", "STRUCTURED", "TITLE")
 
 
 def _context(args: argparse.Namespace, config: Callable[..., Any]) -> tuple[Any, Aws]:
@@ -28,7 +30,7 @@ def _context(args: argparse.Namespace, config: Callable[..., Any]) -> tuple[Any,
     return cfg, Aws(cfg.region)
 
 
-def cmd_list(args: argparse.Namespace, config: Callable[..., Any]) -> int:
+def cmd_list(args: argparse.Namespace, config: Callable[..., Any] = config_from_args) -> int:
     cfg, aws = _context(args, config)
     items = presets.list_presets(aws, cfg)
     if args.json:
@@ -37,20 +39,18 @@ def cmd_list(args: argparse.Namespace, config: Callable[..., Any]) -> int:
     if not items:
         say(f"No presets in {cfg.presets_table} (run 'visual-tourism up' to seed them).")
         return 0
-    rows = [("NAME", "VERSION", "LANGUAGE", "EXAMPLES", "MAX TOKENS", "STRUCTURED", "TITLE")]
-    rows += [(str(i[KEY]), str(i.get("version", "")), str(i.get("language", "")),
+    rows = [(str(i[KEY]), str(i.get("version", "")), str(i.get("language", "")),
               str(len(i.get("examples") or [])), str(i.get("max_new_tokens", "")),
               "yes" if i.get("structured") else "no", printable(str(i.get("title", ""))))
              for i in items]
-    widths = [max(len(r[c]) for r in rows) for c in range(len(rows[0]))]
-    for row in rows:
-        say("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    for line in table(HEADERS, rows, wide=args.wide):
+        say(line)
     offered = sorted({lang for i in items for lang in i.get("languages") or []})
-    say(f"\nLanguages offered: {', '.join(offered)}")
+    say("\n" + wrapped(f"Languages offered: {', '.join(offered)}"))
     return 0
 
 
-def cmd_show(args: argparse.Namespace, config: Callable[..., Any]) -> int:
+def cmd_show(args: argparse.Namespace, config: Callable[..., Any] = config_from_args) -> int:
     cfg, aws = _context(args, config)
     item = presets.require_preset(aws, cfg, args.name)
     say(printable(json.dumps(item, indent=2, ensure_ascii=False)))
@@ -127,7 +127,7 @@ def edited(current: dict[str, Any] | None, base: dict[str, Any], name: str,
     return item
 
 
-def cmd_set(args: argparse.Namespace, config: Callable[..., Any]) -> int:
+def cmd_set(args: argparse.Namespace, config: Callable[..., Any] = config_from_args) -> int:
     cfg, aws = _context(args, config)
     if not args.from_file and not args.field:
         raise PresetError("Nothing to set: give --from-file FILE.json and/or --field key=value.")
@@ -143,22 +143,21 @@ def cmd_set(args: argparse.Namespace, config: Callable[..., Any]) -> int:
     for managed in presets_schema.MANAGED[1:]:
         item.pop(managed, None)
     presets.validate(cfg, item)
-    presets.require_example_photos(aws, cfg, stack.bucket_name(cfg, aws), item)
+    presets.require_example_photos(aws, cfg, bucket_name(cfg, aws), item)
     stored = presets.put_preset(aws, cfg, item, expected_version=expected)
     verb = "created" if current is None else "saved"
     say(f"preset {args.name} {verb}: version {stored.get('version')}")
     return 0
 
 
-def cmd_delete(args: argparse.Namespace, config: Callable[..., Any]) -> int:
+def cmd_delete(args: argparse.Namespace, config: Callable[..., Any] = config_from_args) -> int:
     cfg, aws = _context(args, config)
     presets.delete_preset(aws, cfg, args.name, expected_version=args.version)
     say(f"preset {args.name} deleted")
     return 0
 
 
-def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
-            config: Callable[..., Any]) -> None:
+def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     """`visual-tourism presets list|show|set|delete`."""
     top = sub.add_parser(
         "presets", help="list, show, edit and delete the answer presets",
@@ -172,11 +171,12 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
 
     p = psub.add_parser("list", parents=[common], help="list the presets and their languages")
     p.add_argument("--json", action="store_true", help="print every preset in full as JSON")
-    p.set_defaults(func=lambda args: cmd_list(args, config))
+    p.add_argument("--wide", action="store_true", help=WIDE_HELP)
+    p.set_defaults(func=cmd_list)
 
     p = psub.add_parser("show", parents=[common], help="print one preset as JSON")
     p.add_argument("name", help="the preset's name, e.g. default")
-    p.set_defaults(func=lambda args: cmd_show(args, config))
+    p.set_defaults(func=cmd_show)
 
     p = psub.add_parser(
         "set", parents=[common], help="create or edit a preset (checked before it is written)",
@@ -194,11 +194,11 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
     p.add_argument("--field", action="append", metavar="KEY=VALUE",
                    help="set one field, e.g. max_new_tokens=300 or generation.top_p=0.9 "
                         "(repeatable; default: none)")
-    p.set_defaults(func=lambda args: cmd_set(args, config))
+    p.set_defaults(func=cmd_set)
 
     p = psub.add_parser("delete", parents=[common],
                         help="delete a preset ('default' cannot be deleted)")
     p.add_argument("name", help="the preset's name")
     p.add_argument("--version", type=int, metavar="N",
                    help="delete only if the preset is still at this version (default: any)")
-    p.set_defaults(func=lambda args: cmd_delete(args, config))
+    p.set_defaults(func=cmd_delete)

@@ -1,19 +1,24 @@
-"""Images sent inline (zipped beside ``lambda_code.py``): data: URIs, and the bounded decoding
-and resizing with Pillow when a photo or an example must be made smaller, for the data-uri
-transport's payload limit or the container's image token budget (lambda_code's "the image
-budget"). Imported only then: the default profile with the url transport never needs it, and
-Pillow, imported only here, is in the function's zip only for the profiles that resize.
+"""Images sent inline: data: URIs, and the bounded decoding and resizing with Pillow when a
+photo or an example must be made smaller, for the data-uri transport's payload limit or the
+container's image token budget (budget.py), and the web page's gallery copies (web_photos.py).
+Imported only then: the default profile with the url transport never needs it, and Pillow,
+imported only here, is in the function's zip only for the configurations that resize.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
 import math
 import warnings
+from collections.abc import Iterator
 from typing import Any
 
-import lambda_code as core
+from .errors import BadImage, Failure, scrub
+from .request import SentImage
+from .settings import Settings
+from .sniff import sniff_image
 
 SHRINK_MAX_SIDE = 2048  # the data-uri transport sends at most this many pixels per side
 # Pillow decodes WebP through libwebp's animation decoder: two RGBA canvases, a copy handed to
@@ -25,20 +30,20 @@ WEBP_DECODE_MAX_PIXELS = 12_600_000
 
 def inline(
     data: bytes, fmt: str, stored: tuple[int, int], target: tuple[int, int], budget: int,
-    settings: core.Settings,
-) -> core.SentImage:
+    settings: Settings,
+) -> SentImage:
     """``data`` inline as a data: URI of at most ``budget`` characters, at most ``target``
     pixels (the size its tokens allow); resized only when it must be."""
     prefix = f"data:image/{fmt};base64,"
     if target == stored and len(prefix) + _base64_size(len(data)) <= budget:
-        return core.SentImage(prefix + base64.b64encode(data).decode("ascii"), *stored)
+        return SentImage(prefix + base64.b64encode(data).decode("ascii"), *stored)
     prefix = "data:image/jpeg;base64,"
     max_bytes = (budget - len(prefix)) * 3 // 4
     if target == stored:  # within its tokens, over its bytes: SHRINK_MAX_SIDE and bytes rule
         jpeg, size = _resized(data, max_bytes, settings.max_image_pixels)
     else:  # the size its tokens allow, smaller only if the bytes need it
         jpeg, size = _resized(data, max_bytes, settings.max_image_pixels, target)
-    return core.SentImage(prefix + base64.b64encode(jpeg).decode("ascii"), *size, resized=True)
+    return SentImage(prefix + base64.b64encode(jpeg).decode("ascii"), *size, resized=True)
 
 
 def _data_uri(data: bytes, fmt: str, budget: int, max_pixels: int = 50_000_000) -> str:
@@ -72,9 +77,9 @@ def _decode_small(data: bytes, max_side: int, max_pixels: int) -> Any:
     """
     from PIL import Image
 
-    fmt, width, height = core.sniff_image(data)
+    fmt, width, height = sniff_image(data)
     if fmt == "webp" and width * height > WEBP_DECODE_MAX_PIXELS:  # checked before Pillow
-        raise core.BadImage(  # allocates the decoder's canvases
+        raise BadImage(  # allocates the decoder's canvases
             "image_too_large",
             f"This WebP image is {width}x{height} pixels, too large to shrink within the "
             f"function's memory (WebP up to {WEBP_DECODE_MAX_PIXELS / 1e6:g} megapixels) so "
@@ -87,7 +92,7 @@ def _decode_small(data: bytes, max_side: int, max_pixels: int) -> Any:
             image = Image.open(io.BytesIO(data))
             width, height = image.size
             if width * height > max_pixels:
-                raise core.BadImage(
+                raise BadImage(
                     "image_too_large",
                     f"The image decodes to {width}x{height} pixels, over the "
                     f"{max_pixels / 1e6:g} megapixel limit: resize it and upload again.",
@@ -120,7 +125,7 @@ def _pillow() -> Any:
     try:
         from PIL import Image
     except ImportError:
-        raise core.Failure(
+        raise Failure(
             "configuration_error",
             "This photo must be resized (to fit the payload limit, or the model container's "
             "image token budget) and the function's package has no Pillow: redeploy with "
@@ -135,7 +140,7 @@ def thumbnail(data: bytes, max_side: int, max_pixels: int = 50_000_000) -> bytes
     serial number; no XMP, ICC profile or comment): the image is copied into a new one before
     it is saved, so nothing of the original's ``info`` can follow it."""
     Image = _pillow()
-    try:
+    with _decoding(Image):
         image = _decode_small(data, max_side, max_pixels)
         image.thumbnail((max_side, max_side), Image.Resampling.LANCZOS, reducing_gap=2.0)
         clean = Image.new("RGB", image.size)
@@ -143,16 +148,23 @@ def thumbnail(data: bytes, max_side: int, max_pixels: int = 50_000_000) -> bytes
         out = io.BytesIO()
         clean.save(out, "JPEG", quality=80, optimize=True, progressive=True)
         return out.getvalue()
+
+
+@contextlib.contextmanager
+def _decoding(Image: Any) -> Iterator[None]:  # noqa: N803 - Pillow's module, imported late
+    """Pillow's decoding failures as the record's error codes."""
+    try:
+        yield
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise core.BadImage(
+        raise BadImage(
             "image_too_large",
-            f"The image is too large to decode ({core._scrub(str(exc), 200)}): resize it (e.g. "
+            f"The image is too large to decode ({scrub(str(exc), 200)}): resize it (e.g. "
             "4000 pixels wide) and upload again.",
         ) from None
     except (OSError, ValueError, SyntaxError, MemoryError) as exc:
-        raise core.BadImage(
+        raise BadImage(
             "corrupt_image",
-            f"The image cannot be decoded ({core._scrub(str(exc), 200)}): export it again as JPEG "
+            f"The image cannot be decoded ({scrub(str(exc), 200)}): export it again as JPEG "
             "and upload that.",
         ) from None
 
@@ -173,7 +185,7 @@ def _resized(
     pixels per side, smaller only for the byte limit.
     """
     Image = _pillow()
-    try:
+    with _decoding(Image):
         image = _decode_small(data, max(size) if size else SHRINK_MAX_SIDE, max_pixels)
         if size:
             width, height = size
@@ -190,19 +202,7 @@ def _resized(
             if out.tell() <= max_bytes:
                 return out.getvalue(), image.size
             side = int(side * min(0.9, math.sqrt(max_bytes / out.tell())))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise core.BadImage(
-            "image_too_large",
-            f"The image is too large to decode ({core._scrub(str(exc), 200)}): resize it (e.g. "
-            "4000 pixels wide) and upload again.",
-        ) from None
-    except (OSError, ValueError, SyntaxError, MemoryError) as exc:
-        raise core.BadImage(
-            "corrupt_image",
-            f"The image cannot be decoded ({core._scrub(str(exc), 200)}): export it again as JPEG "
-            "and upload that.",
-        ) from None
-    raise core.BadImage(
+    raise BadImage(
         "image_too_large",
         f"The image cannot be made small enough ({max_bytes} bytes) to send inline: upload a "
         "smaller photo, or raise MAX_PAYLOAD_BYTES (and the endpoint's PAYLOAD_LIMIT).",

@@ -1,7 +1,7 @@
 """Answer presets: the item schema, the seeded presets, how a preset becomes a request, and the
 rules a preset must follow to be sent to the model container.
 
-Standard library only (with ``serving_limits``), because it is zipped beside ``lambda_code.py``:
+Standard library only (with ``serving_limits``), because it is in the photo function's zip:
 the handler reads a preset with one GetItem, converts it with ``from_dynamodb``, checks it
 again with ``validate_preset`` (someone may have edited it by hand in the console) and builds
 its request with ``tgi_prompt`` / ``chat_messages`` and ``generation_parameters``. The CLI
@@ -41,8 +41,8 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import serving_limits
-from serving_limits import ContainerLimits
+from . import serving_limits
+from .serving_limits import ContainerLimits
 
 ENV_VAR = "PRESETS_TABLE"  # the functions read the table's name from this variable
 KEY = "name"
@@ -50,7 +50,7 @@ DEFAULT_NAME = "default"
 SCHEMA_VERSION = 1
 METADATA = ("preset", "language")  # S3 object metadata: x-amz-meta-preset, x-amz-meta-language
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")  # web_api.NAME_RE: the same names pass there
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,40}$")  # web_function/app.py: the same names pass
 LANGUAGES = ("English", "French", "Spanish", "German", "Italian", "Japanese")
 PROMPT_LANGUAGE = "English"  # the language the seeds' instructions and answers are written in
 LANGUAGE_LINE = "Answer in {language}."
@@ -74,7 +74,7 @@ GENERATION_KEYS = (
     "do_sample", "temperature", "top_p", "top_k", "typical_p", "repetition_penalty",
     "frequency_penalty", "presence_penalty", "seed", "stop",
 )
-TGI_STOP = ("User:", "<end_of_utterance>")  # lambda_code.TGI_STOP: added unless `stop` is set
+TGI_STOP = ("User:", "<end_of_utterance>")  # request.TGI_STOP: added unless `stop` is set
 # The JSON types the containers read these into (a value they cannot read is refused, 422 or
 # 400, after the photo was already paid for): TGI router/src/lib.rs at v1.4.5 and v3.3.6,
 # GenerateParameters (do_sample: bool, seed: Option<u64>, top_k: Option<i32>, stop:
@@ -136,7 +136,7 @@ def tgi_prompt(item: Mapping[str, Any], language: str | None, example_urls: Sequ
     """The TGI prompt (Idefics chat format), one ``![](url)`` per image, in turn order.
 
     With the default preset, one example and English it equals the original prompt
-    (lambda_code.build_request).
+    (request.build_request).
     """
     examples = list(item.get("examples") or [])
     if len(example_urls) != len(examples):

@@ -6,36 +6,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from . import permissions
-from .aws import Aws
+from .. import iam, permissions, where
+from ..aws import Aws
+from ..bucket import bucket_name
+from .common import config_from_args, say
 
 
-def cmd_check(args: argparse.Namespace, config: Callable[..., Any]) -> int:
-    cfg = config(args, stop_after=args.stop_after)
+def cmd_check(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args, stop_after=args.stop_after)
     report = permissions.preflight(cfg, Aws(cfg.region))
     if args.json:
         print(json.dumps({"principal": report.principal, "known": report.known,
                           "reason": report.reason, "method": report.method,
                           "steps": report.rows()}, indent=2))
     else:
-        print(report.text())
+        say(report.text())
     if not report.known:
         return 3  # cannot tell
     return 1 if report.missing else 0
 
 
-def cmd_admin_policy(args: argparse.Namespace, config: Callable[..., Any]) -> int:
-    from . import iam
-    from .stack import bucket_name
-
-    cfg = config(args)
+def cmd_admin_policy(args: argparse.Namespace) -> int:
+    cfg = config_from_args(args)
     aws = Aws(cfg.region)
     role = args.role_arn or (permissions.principal_arn(aws)
                              if ":assumed-role/" in aws.identity["Arn"] else None)
-    studio = iam.studio_role_arn() if iam.in_studio() else None
+    studio = iam.studio_role_arn() if where.in_studio() else None
     policy = permissions.admin_policy(cfg, aws.account_id, bucket_name(cfg, aws),
                                       aws.partition, principal_arn=role, studio_role=studio)
     print(json.dumps(policy, indent=2))
@@ -46,8 +43,7 @@ def cmd_admin_policy(args: argparse.Namespace, config: Callable[..., Any]) -> in
     return 0
 
 
-def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
-            config: Callable[..., Any]) -> None:
+def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
         "check", parents=[common], help="which steps your AWS identity may run (preflight)",
         description="Ask IAM (iam:SimulatePrincipalPolicy, with this stack's resource ARNs) "
@@ -60,7 +56,7 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
                    help="include the stop deadline's needs, e.g. 3h (default: VT_STOP_AFTER, "
                         "else none)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.set_defaults(func=lambda args: cmd_check(args, config))
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser(
         "admin-policy", parents=[common],
@@ -74,7 +70,7 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser,
     p.add_argument("--role-arn", metavar="ARN",
                    help="the role that gets the policy, for its self-check statement "
                         "(default: the current assumed role, else any role of the account)")
-    p.set_defaults(func=lambda args: cmd_admin_policy(args, config))
+    p.set_defaults(func=cmd_admin_policy)
 
     up = sub.choices.get("up")
     if up is not None:  # `up --skip-check`: run without the preflight

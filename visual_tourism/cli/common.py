@@ -1,6 +1,6 @@
 """What every `visual-tourism` subcommand shares: the parser class, the common options, the
-settings they select, and printing. `cli.py` and the modules that add their own subcommands
-(`infra.py`, ...) import from here, never from each other.
+settings they select, and printing (lines, tables that fit the terminal, a result record).
+Each command group's module imports from here, never from another group's module.
 
 ``Parser`` makes the house rules automatic for every subcommand built under it:
 - each option's help ends with its default, e.g. ``(default: 8080)``, unless the default is
@@ -16,10 +16,12 @@ import os
 import re
 import shutil
 import sys
+import textwrap
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from .config import DEFAULT_PROFILE, Config, load_config
+from ..config import DEFAULT_PROFILE, Config, load_config
 
 
 def say(message: str) -> None:
@@ -126,3 +128,72 @@ def config_from_args(args: argparse.Namespace, **extra: Any) -> Config:
         **extra,
     }
     return load_config(getattr(args, "config", None), **options)
+
+
+# -- tables and records ----------------------------------------------------------------------
+
+WIDE_HELP = "print every column, however wide (default: as many as fit the terminal)"
+
+
+def terminal_width() -> int:
+    """The terminal's columns; 80 when output goes to a pipe or a file (COLUMNS overrides)."""
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def aligned(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> list[str]:
+    """Each row's cells under their headers, two spaces apart, with a rule under the headers."""
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return [line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], *, wide: bool = False,
+          narrow: Sequence[str] | None = None) -> list[str]:
+    """The aligned table, made to fit the terminal unless ``wide``.
+
+    A table wider than the terminal keeps only the ``narrow`` columns (all when None), cuts
+    what still overflows, and ends with a line naming the option that shows everything: a
+    table is read on an 80-column terminal, or in a pipe, as often as in a wide window.
+    """
+    lines = aligned(headers, rows)
+    width = terminal_width()
+    if wide or max(map(len, lines)) <= width:
+        return lines
+    keep = [list(headers).index(h) for h in narrow] if narrow else list(range(len(headers)))
+    lines = aligned([headers[i] for i in keep], [[r[i] for i in keep] for r in rows])
+    cut = [line if len(line) <= width else line[:width - 1] + "\u2026" for line in lines]
+    left_out = [h for i, h in enumerate(headers) if i not in keep]
+    note = (f"({', '.join(left_out)} left out" if left_out else "(lines cut") + (
+        f" to fit {width} columns: --wide shows the whole table, --json every field)")
+    return cut + textwrap.wrap(note, width=width)
+
+
+def wrapped(text: str) -> str:
+    """A paragraph wrapped to the terminal (words such as URLs are never split)."""
+    return textwrap.fill(text, width=terminal_width(), break_long_words=False,
+                         break_on_hyphens=False)
+
+
+def labelled(label: str, text: str) -> str:
+    """``text`` after an indented label, wrapped to the terminal under its first line (words
+    such as ARNs are never split, so they stay whole for copying)."""
+    head = f"  {label:12} "
+    return textwrap.fill(text, width=terminal_width(), initial_indent=head,
+                         subsequent_indent=" " * len(head), break_long_words=False,
+                         break_on_hyphens=False) or head.rstrip()
+
+
+def print_result(record: dict[str, Any]) -> None:
+    """A result record as the person who asked reads it: the answer, or the error."""
+    if record.get("status") == "ok":
+        say("\n" + textwrap.fill(printable(str(record["answer"])), width=min(terminal_width(), 88))
+            + "\n")
+    else:
+        error = record.get("error", {})
+        say(f"\nNo answer: {printable(str(error.get('code')))}: "
+            f"{printable(str(error.get('message')))}\n")
+    say(f"(result record: {record.get('result_key')}, seen "
+        f"{record.get('seen_after_seconds')} s after upload)")

@@ -1,6 +1,6 @@
 """What the notebooks show about inference modes, cost and the stop deadline.
 
-Thin helpers over pricing, async_inference and schedule, shared by the model notebook
+Thin helpers over prices, costs, async_inference and schedule, shared by the model notebook
 (choose real-time or asynchronous inference, see what each costs) and the clean-up notebook
 (the deadline, and the cost so far).
 """
@@ -12,22 +12,21 @@ import tomllib
 from collections.abc import Mapping
 from typing import Any
 
-from . import async_inference, endpoint, pricing, schedule, stack
-from .aws import Aws
-from .config import INFERENCE_MODES, Config
-
-
-def _say(message: str) -> None:
-    print(message, flush=True)
+from .. import async_inference, costs, endpoint, prices, schedule, stack, where
+from ..aws import Aws
+from ..config import INFERENCE_MODES, Config
+from ..errors import ConfigError
+from .display import say
+from .settings import save_settings, settings_path
 
 
 def mode_tradeoff(cfg: Config) -> str:
     """Real-time or async: what each costs idle and busy, and how long the first photo waits."""
-    price = pricing.HOURLY_USD.get(cfg.effective_instance_type)
+    price = prices.HOURLY_USD.get(cfg.effective_instance_type)
     hourly = f"${price:.2f}/hour" if price is not None else "see the AWS price list"
     lines = [
         f"Instance: {cfg.effective_instance_type} at {hourly} "
-        f"({pricing.PRICE_REGION} list price, {pricing.PRICE_DATE}).",
+        f"({prices.PRICE_REGION} list price, {prices.PRICE_DATE}).",
         "",
         f"realtime (default): at least {cfg.min_instances} instance(s) run from `up` to `down`: "
         "answers in seconds, and the bill runs while nobody uploads "
@@ -37,8 +36,8 @@ def mode_tradeoff(cfg: Config) -> str:
         "minutes while a GPU instance starts and loads the model; 'wake' before a class "
         "avoids that wait.",
     ]
-    if pricing.is_local():
-        lines.append(f"[{pricing.LOCAL_NOTE}]")
+    if where.is_local():
+        lines.append(f"[{prices.LOCAL_NOTE}]")
     return "\n".join(lines)
 
 
@@ -47,28 +46,24 @@ def use_inference_mode(
 ) -> Config:
     """Save ``inference_mode`` (and any other settings given) with the settings of 01_setup,
     so the later notebooks build the function, its triggers and the scaling for that mode."""
-    from . import notebook
-
     if mode not in INFERENCE_MODES:
-        from .errors import ConfigError
-
         raise ConfigError(f"inference_mode {mode!r}: use one of {INFERENCE_MODES}")
     env = os.environ if env is None else env
-    path = notebook.settings_path(env)
+    path = settings_path(env)
     saved = tomllib.loads(path.read_text()) if path.is_file() else {}
-    return notebook.save_settings({**saved, "inference_mode": mode, **more}, env)
+    return save_settings({**saved, "inference_mode": mode, **more}, env)
 
 
 def cost_before(cfg: Config) -> str:
     """Said before a cell that starts billing."""
-    return "Cost: " + pricing.describe_plan(cfg)
+    return "Cost: " + prices.describe_plan(cfg)
 
 
 def show_cost_so_far(cfg: Config, aws: Aws) -> dict[str, Any]:
     ep = endpoint.describe(aws, cfg)
-    info = pricing.cost_so_far(aws, cfg, ep)
+    info = costs.cost_so_far(aws, cfg, ep)
     least = "" if info.get("complete", True) else "at least "
-    _say(f"cost so far: {least}${info['so_far_usd']} (next hour ${info['next_hour_usd']}): "
+    say(f"cost so far: {least}${info['so_far_usd']} (next hour ${info['next_hour_usd']}): "
          f"{info['note']}")
     return info
 
@@ -77,10 +72,10 @@ def show_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
     """When the stop deadline fires and what it does (or that there is none)."""
     found = schedule.describe(aws, cfg)
     if found is None:
-        _say("No stop deadline: the endpoint runs until this notebook removes it. Set one "
+        say("No stop deadline: the endpoint runs until this notebook removes it. Set one "
              "with `visual-tourism up --stop-after 3h` (or stop_after in the settings).")
     else:
-        _say(f"Stop deadline: at {found['fires_at']} (in {found['in_minutes']} min) a schedule "
+        say(f"Stop deadline: at {found['fires_at']} (in {found['in_minutes']} min) a schedule "
              f"will {found['action']}. Clean-up removes the schedule with everything else.")
     return found
 
@@ -88,9 +83,9 @@ def show_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
 def arm_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
     """With ``stop_after`` set: the one-time schedule that stops the endpoint (as `up` does)."""
     if not cfg.stop_after:
-        _say("No stop deadline (stop_after is empty): the endpoint runs until 07_cleanup. To "
+        say("No stop deadline (stop_after is empty): the endpoint runs until 07_cleanup. To "
              "have it stopped even if nobody runs clean-up, set stop_after (e.g. \"3h\") in "
              "01_setup's settings and run this cell again.")
         return None
-    stack.arm_deadline(cfg, aws, progress=_say)
+    stack.arm_deadline(cfg, aws, progress=say)
     return schedule.describe(aws, cfg)

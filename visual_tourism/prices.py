@@ -1,0 +1,89 @@
+"""A dated price table for the endpoint instance types the profiles use.
+
+SageMaker real-time inference, on-demand, Linux, us-east-1, in US dollars per instance-hour.
+Prices change and differ by region: check the AWS pricing page or the Pricing Calculator
+before you budget. A real-time endpoint is billed per second for as long as it exists, busy
+or idle; an asynchronous one for the time it has instances (none while scaled to zero).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import where
+
+PRICE_DATE = "2026-11"
+PRICE_REGION = "us-east-1"
+PRICE_SOURCE = "https://aws.amazon.com/sagemaker/pricing/ (real-time inference, on-demand)"
+
+HOURLY_USD: dict[str, float] = {
+    "ml.g4dn.xlarge": 0.736,
+    "ml.g4dn.2xlarge": 0.94,
+    "ml.g4dn.4xlarge": 1.505,
+    "ml.g4dn.8xlarge": 2.72,
+    "ml.g4dn.12xlarge": 4.89,
+    "ml.g4dn.16xlarge": 5.44,
+    "ml.g5.xlarge": 1.408,
+    "ml.g5.2xlarge": 1.515,
+    "ml.g5.4xlarge": 2.03,
+    "ml.g5.12xlarge": 7.09,
+}
+
+
+def hourly_cost(instance_type: str | None, instances: int) -> float | None:
+    """Cost per hour of ``instances`` running instances, or None if the type is not listed."""
+    price = HOURLY_USD.get(instance_type or "")
+    return None if price is None else round(price * instances, 3)
+
+
+def describe_cost(instance_type: str | None, instances: int, region: str,
+                  local: bool = False) -> str:
+    """The endpoint's hourly and monthly cost in words; in local mode, that none is billed."""
+    cost = hourly_cost(instance_type, instances)
+    if cost is None:
+        text = f"no price recorded for {instance_type}: see {PRICE_SOURCE}"
+    else:
+        note = "" if region == PRICE_REGION else f"; {region} differs"
+        text = (
+            f"${cost:.2f}/hour ({instances} x {instance_type} at "
+            f"${HOURLY_USD[instance_type]}/h, {PRICE_REGION} list price as of "
+            f"{PRICE_DATE}{note}), about ${cost * HOURS_PER_MONTH:,.0f} a month if left running"
+        )
+    if local:
+        return f"nothing is billed in local mode (on AWS this would be {text})"
+    return text
+
+
+HOURS_PER_MONTH = 730  # AWS's own convention for monthly estimates
+LOCAL_NOTE = "AWS list prices for the same stack on AWS; nothing is billed in local mode"
+
+
+def labelled(text: str) -> str:
+    """``text``, marked in local mode as the price of the same stack on AWS."""
+    return f"{text} [{LOCAL_NOTE}]" if where.is_local() else text
+
+
+def describe_plan(cfg: Any) -> str:
+    """What the configured endpoint costs, said before `up` and before billable cells."""
+    instance_type = cfg.effective_instance_type
+    price = HOURLY_USD.get(instance_type)
+    if price is None:
+        return labelled(f"no price recorded for {instance_type}: see {PRICE_SOURCE}")
+    where = f"{PRICE_REGION} list price as of {PRICE_DATE}" + (
+        "" if cfg.region == PRICE_REGION else f"; {cfg.region} differs"
+    )
+    if cfg.is_async:
+        text = (
+            f"async: $0/hour while idle (scales to 0 instances); ${price:.2f}/hour for each "
+            f"running {instance_type} ({where}), about ${price * HOURS_PER_MONTH:,.0f} a month "
+            f"if one ran all month; up to {cfg.max_instances} under load"
+        )
+    else:
+        hourly = price * cfg.min_instances
+        text = (
+            f"${hourly:.2f}/hour ({cfg.min_instances} x {instance_type}, {where}), about "
+            f"${hourly * HOURS_PER_MONTH:,.0f} a month if left running, busy or idle"
+        )
+    if cfg.stop_after:
+        text += f"; stop deadline after {cfg.stop_after}"
+    return labelled(text)
