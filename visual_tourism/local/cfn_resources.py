@@ -400,47 +400,72 @@ def apply_bucket_properties(bucket: Any, properties: dict[str, Any], account_id:
             name, notification_configuration(properties["NotificationConfiguration"] or {}))
 
 
-class Bucket:
-    """moto's AWS::S3::Bucket (FakeBucket), then the properties it ignores."""
+class MotoBacked:
+    """One of moto's own resource models with local changes: what a subclass does not
+    override goes to moto's model (``MOTO``) unchanged."""
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::S3::Bucket"
+    TYPE: ClassVar[str] = ""
+    MOTO: ClassVar[Any] = None
 
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return FakeBucket.cloudformation_name_type()
+    @classmethod
+    def cloudformation_type(cls) -> str:
+        return cls.TYPE
 
-    @staticmethod
-    def has_cfn_attr(attr: str) -> bool:
-        return FakeBucket.has_cfn_attr(attr)
+    @classmethod
+    def cloudformation_name_type(cls) -> str:
+        return cls.MOTO.cloudformation_name_type()
 
-    @staticmethod
-    def create_from_cloudformation_json(resource_name: str, cloudformation_json: Any,
+    @classmethod
+    def has_cfn_attr(cls, attr: str) -> bool:
+        return cls.MOTO.has_cfn_attr(attr)
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any,
                                         account_id: str, region_name: str,
                                         **kwargs: Any) -> Any:
-        bucket = FakeBucket.create_from_cloudformation_json(
+        return cls.MOTO.create_from_cloudformation_json(
+            resource_name, cloudformation_json, account_id, region_name, **kwargs)
+
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Any, new_resource_name: str,
+                                        cloudformation_json: Any, account_id: str,
+                                        region_name: str) -> Any:
+        return cls.MOTO.update_from_cloudformation_json(
+            original_resource, new_resource_name, cloudformation_json, account_id,
+            region_name)
+
+    @classmethod
+    def delete_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any,
+                                        account_id: str, region_name: str) -> None:
+        cls.MOTO.delete_from_cloudformation_json(resource_name, cloudformation_json,
+                                                 account_id, region_name)
+
+
+class Bucket(MotoBacked):
+    """moto's AWS::S3::Bucket (FakeBucket), then the properties it ignores."""
+
+    TYPE, MOTO = "AWS::S3::Bucket", FakeBucket
+
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any,
+                                        account_id: str, region_name: str,
+                                        **kwargs: Any) -> Any:
+        bucket = super().create_from_cloudformation_json(
             resource_name, cloudformation_json, account_id, region_name, **kwargs)
         apply_bucket_properties(bucket, cloudformation_json.get("Properties") or {},
                                 account_id, region_name)
         return bucket
 
-    @staticmethod
-    def update_from_cloudformation_json(original_resource: Any, new_resource_name: str,
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Any, new_resource_name: str,
                                         cloudformation_json: Any, account_id: str,
                                         region_name: str) -> Any:
-        bucket = FakeBucket.update_from_cloudformation_json(
+        bucket = super().update_from_cloudformation_json(
             original_resource, new_resource_name, cloudformation_json, account_id,
             region_name)
         apply_bucket_properties(bucket, cloudformation_json.get("Properties") or {},
                                 account_id, region_name)
         return bucket
-
-    @staticmethod
-    def delete_from_cloudformation_json(resource_name: str, cloudformation_json: Any,
-                                        account_id: str, region_name: str) -> None:
-        FakeBucket.delete_from_cloudformation_json(resource_name, cloudformation_json,
-                                                   account_id, region_name)
 
 
 # -- IAM ----------------------------------------------------------------------------------------
@@ -457,22 +482,12 @@ def _policy_text(document: Any) -> str:
     return document if isinstance(document, str) else json.dumps(_without_novalue(document))
 
 
-class IamRole:
+class IamRole(MotoBacked):
     """moto's AWS::IAM::Role, with its inline policies stored as the JSON documents the API
     stores (moto's model keeps the parsed dict, which IAM evaluation cannot read and
     GetRolePolicy answers as a Python repr), and updated with the stack."""
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::IAM::Role"
-
-    @staticmethod
-    def cloudformation_name_type() -> str:
-        return MotoRole.cloudformation_name_type()
-
-    @staticmethod
-    def has_cfn_attr(attr: str) -> bool:
-        return MotoRole.has_cfn_attr(attr)
+    TYPE, MOTO = "AWS::IAM::Role", MotoRole
 
     @staticmethod
     def _policies(cloudformation_json: Any) -> tuple[Any, dict[str, str]]:
@@ -484,20 +499,20 @@ class IamRole:
                                   for name, text in policies.items()]
         return cloudformation_json, policies
 
-    @staticmethod
-    def create_from_cloudformation_json(resource_name: str, cloudformation_json: Any,
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any,
                                         account_id: str, region_name: str,
                                         **kwargs: Any) -> Any:
-        cloudformation_json, _ = IamRole._policies(cloudformation_json)
-        return MotoRole.create_from_cloudformation_json(
+        cloudformation_json, _ = cls._policies(cloudformation_json)
+        return super().create_from_cloudformation_json(
             resource_name, cloudformation_json, account_id, region_name, **kwargs)
 
-    @staticmethod
-    def update_from_cloudformation_json(original_resource: Any, new_resource_name: str,
+    @classmethod
+    def update_from_cloudformation_json(cls, original_resource: Any, new_resource_name: str,
                                         cloudformation_json: Any, account_id: str,
                                         region_name: str) -> Any:
-        cloudformation_json, policies = IamRole._policies(cloudformation_json)
-        role = MotoRole.update_from_cloudformation_json(
+        cloudformation_json, policies = cls._policies(cloudformation_json)
+        role = super().update_from_cloudformation_json(
             original_resource, new_resource_name, cloudformation_json, account_id,
             region_name)
         for name in list(role.policies):
@@ -507,51 +522,25 @@ class IamRole:
             role.put_policy(name, text)
         return role
 
-    @staticmethod
-    def delete_from_cloudformation_json(resource_name: str, cloudformation_json: Any,
-                                        account_id: str, region_name: str) -> None:
-        MotoRole.delete_from_cloudformation_json(resource_name, cloudformation_json,
-                                                 account_id, region_name)
-
 
 # -- SageMaker --------------------------------------------------------------------------------
-class SageMakerEndpoint:
+class SageMakerEndpoint(MotoBacked):
     """moto's AWS::SageMaker::Endpoint, named by its EndpointName as on AWS (moto generates a
     mixed-case name instead, which neither the role's invoke statement nor `up` would use)."""
 
-    @staticmethod
-    def cloudformation_type() -> str:
-        return "AWS::SageMaker::Endpoint"
+    TYPE, MOTO = "AWS::SageMaker::Endpoint", FakeEndpoint
 
     @staticmethod
     def cloudformation_name_type() -> str:
         return "EndpointName"
 
-    @staticmethod
-    def has_cfn_attr(attr: str) -> bool:
-        return FakeEndpoint.has_cfn_attr(attr)
-
-    @staticmethod
-    def create_from_cloudformation_json(resource_name: str, cloudformation_json: Any,
+    @classmethod
+    def create_from_cloudformation_json(cls, resource_name: str, cloudformation_json: Any,
                                         account_id: str, region_name: str,
                                         **kwargs: Any) -> Any:
         name = (cloudformation_json.get("Properties") or {}).get("EndpointName") or resource_name
-        return FakeEndpoint.create_from_cloudformation_json(
+        return super().create_from_cloudformation_json(
             name, cloudformation_json, account_id, region_name, **kwargs)
-
-    @staticmethod
-    def update_from_cloudformation_json(original_resource: Any, new_resource_name: str,
-                                        cloudformation_json: Any, account_id: str,
-                                        region_name: str) -> Any:
-        return FakeEndpoint.update_from_cloudformation_json(
-            original_resource, new_resource_name, cloudformation_json, account_id,
-            region_name)
-
-    @staticmethod
-    def delete_from_cloudformation_json(resource_name: str, cloudformation_json: Any,
-                                        account_id: str, region_name: str) -> None:
-        FakeEndpoint.delete_from_cloudformation_json(resource_name, cloudformation_json,
-                                                     account_id, region_name)
 
 
 # -- Lambda -----------------------------------------------------------------------------------
