@@ -203,8 +203,10 @@ def test_one_photo_gives_one_result(
     s3.put_object(Bucket=bucket, Key="input/colosseum.jpg", Body=photo_jpeg())
     head = s3.head_object(Bucket=bucket, Key="input/colosseum.jpg")
     before = datetime.now().astimezone()
+    started = time.monotonic()
 
     summary = run(load_event("s3_put.json", bucket, s3))
+    took = time.monotonic() - started
 
     assert summary["records"][0]["status"] == "ok"
     stored = s3.get_object(Bucket=bucket, Key="output/colosseum.jpg.json")
@@ -226,7 +228,8 @@ def test_one_photo_gives_one_result(
                              "model_id": "HuggingFaceM4/idefics-9b-instruct",
                              "request_style": "tgi", "image_transport": "url"}
     assert body["timing"]["attempts"] == 1
-    assert 0 < body["timing"]["model_seconds"] <= body["timing"]["total_seconds"] < 10
+    # The handler's own clock: the model's share within its total, both within the call.
+    assert 0 < body["timing"]["model_seconds"] <= body["timing"]["total_seconds"] <= took
     written = datetime.fromisoformat(body["written_at"].replace("Z", "+00:00"))
     assert body["written_at"].endswith("Z") and written >= before.replace(microsecond=0)
     assert [c["status"] for c in server.calls] == [200]

@@ -6,7 +6,6 @@ import base64
 import json
 import logging
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -157,12 +156,10 @@ def test_load_backend_reads_the_environment(
     assert isinstance(load_backend()[0], StandInBackend)
 
 
-def test_unknown_model_falls_back_to_the_stand_in_quickly() -> None:
+def test_unknown_model_falls_back_to_the_stand_in() -> None:
     # Not a folder, not cached; with no internet the Hub is unreachable (with internet the
-    # download fails: the repository does not exist). Either way: the stand-in, in seconds.
-    started = time.perf_counter()
+    # download fails: the repository does not exist). Either way: the stand-in, with why.
     backend, reason = load_backend("some/unknown-model")
-    assert time.perf_counter() - started < 10
     assert isinstance(backend, StandInBackend)
     assert "some/unknown-model" in reason
     # The extra is installed here: the hint names what is missing, not the extra.

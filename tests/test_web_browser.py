@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import os
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -148,14 +147,12 @@ def test_a_12_megapixel_photo_taken_sideways_is_downscaled_upright_and_answered(
     image.save(big, "JPEG", quality=92, exif=exif.tobytes())
     assert big.stat().st_size > 5_000_000
     _open(chromium, site["link"])
-    start = time.monotonic()
     _choose(chromium, big)
     status, text = _answer(chromium)
     assert status == "ok", text
     record = _result(site, chromium)["record"]
     # 4000x3000 stored sideways -> upright 3000x4000 -> long side 2048.
     assert (record["image"]["width"], record["image"]["height"]) == (1536, 2048)
-    assert time.monotonic() - start < 120
     sent = json.dumps(record)
     assert "input" not in record and "vt-browser-" not in sent
 
