@@ -17,6 +17,7 @@ import re
 import shutil
 import sys
 import textwrap
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,18 @@ def say(message: str) -> None:
 
 
 _HINT = re.compile(r"(['`])visual-tourism(?= )")
+
+
+def wait_for_interrupt() -> None:
+    """Block until Ctrl-C (or a handler that raises KeyboardInterrupt, as SIGTERM's does).
+
+    Sleeps in short steps rather than on a lock: the kernel may hand a process's signal to any
+    of its threads, and Python runs the handler only when the main thread next runs bytecode; a
+    main thread asleep on a lock with no timeout then never wakes (seen under load: SIGTERM
+    ignored for a minute). Half a second is the longest a signal can wait.
+    """
+    while True:
+        time.sleep(0.5)
 
 
 def as_typed(message: str) -> str:

@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import argparse
 import signal
-import threading
 from pathlib import Path
 from typing import Any
 
 from .. import stack
 from ..config import IMAGES_DIR
 from ..errors import PortInUseError
-from .common import command, config_from_args, print_result, say
+from .common import command, config_from_args, print_result, say, wait_for_interrupt
 
 DEFAULT_PHOTO = IMAGES_DIR / "tour_eiffel.jpeg"
 LOCAL_DIR = Path.home() / ".visual-tourism" / "local"
@@ -73,7 +72,7 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
                      "it prints the link)")
             say(f"Handler logs: {vt} local logs --dir {work_dir}. Ctrl-C stops.")
             try:
-                threading.Event().wait()  # until Ctrl-C or SIGTERM
+                wait_for_interrupt()
             finally:
                 if front is not None:
                     front.stop()

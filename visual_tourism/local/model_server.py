@@ -1227,7 +1227,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with ModelServer(backend, port=args.port, fetch_origins=args.allow_fetch) as server:
         print(f"Serving {backend.description} at {server.url} (Ctrl-C to stop)")
         with suppress(KeyboardInterrupt):
-            threading.Event().wait()
+            while True:  # wakes to run Python's signal handler (see cli.common.wait_for_interrupt)
+                time.sleep(0.5)
 
 
 if __name__ == "__main__":
