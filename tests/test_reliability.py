@@ -107,6 +107,15 @@ def count_model_calls(local: LocalStack, monkeypatch: pytest.MonkeyPatch,
     return calls
 
 
+def handler_log(local: LocalStack, cfg: Config, key: str) -> str:
+    """The function's log lines that name ``key``: what a failed check needs to be read."""
+    assert local.runtime is not None
+    path = local.runtime.log_path(cfg.function_name)
+    lines = path.read_text(errors="replace").splitlines() if path.exists() else []
+    name = key.partition("/")[2]  # in the photo's key and in its result's
+    return f"{key}:\n" + "\n".join(line for line in lines if name in line)
+
+
 def set_function_env(cfg: Config, aws: Aws, **extra: str) -> None:
     fn = aws.lambda_.get_function_configuration(FunctionName=cfg.function_name)
     variables = {**fn["Environment"]["Variables"], **extra}
@@ -511,7 +520,7 @@ def check_redeliveries_change_nothing(
             assert after[result_key].record["status"] == "ok"
             assert after[result_key].metadata["final"] == "true"
         else:  # untouched: not rewritten, no model call
-            assert calls[key] == calls_before[key], key
+            assert calls[key] == calls_before[key], handler_log(local, cfg, key)
             assert after[result_key].etag == before[result_key].etag, key
         assert after[result_key].metadata["input-etag"] == etags[key]
 
