@@ -364,3 +364,24 @@ def test_the_stand_in_answers_in_the_real_shape_with_labelled_places(
         assert isinstance(item["OpeningHours"][0]["OpenNow"], bool)
         lon, lat = item["Position"]
         assert abs(lon - 12.4833) < 0.01 and abs(lat - 41.9009) < 0.01
+
+
+# -- the package's side: the position sent with a photo ---------------------------------------
+
+
+def test_ask_near_is_checked_rounded_and_gets_a_key_of_its_own() -> None:
+    from visual_tourism import places as tooling
+    from visual_tourism.errors import ConfigError
+
+    meta = tooling.near_metadata("41.90093, 12.48331")
+    assert meta == {"near": "41.901,12.483"}
+    assert tooling.near_metadata((48.85837, 2.29448)) == {"near": "48.858,2.294"}
+    assert tooling.near_metadata(None) == {}
+    for bad in ("141.9,12.48", "91,0", "Rome", (0.0, 200.0)):
+        with pytest.raises(ConfigError, match="latitude"):
+            tooling.near_metadata(bad)
+    assert tooling.near_key("input/trevi.jpeg", meta) == "input/trevi.near-41.901_12.483.jpeg"
+    assert tooling.near_key("input/trevi.jpeg", {}) == "input/trevi.jpeg"
+    lines = tooling.nearby_lines({"places": {"status": "unreachable", "reason": "no endpoint"}})
+    assert lines == ["Nearby places: none (no endpoint)."]
+    assert tooling.nearby_lines({"answer": "older record"}) == []

@@ -36,6 +36,23 @@ def near_metadata(near: str | tuple[float, float] | None) -> dict[str, str]:
         raise ConfigError(f"near: {exc}") from None
 
 
+def near_key(key: str, metadata: Mapping[str, str]) -> str:
+    """``key`` made the question's own when a position goes with the photo: the function
+    answers an upload of bytes it answered before with the result it already wrote, whatever
+    the metadata says (as for presets, notebook.presets.question_key), so each position
+    gets a key: ``input/trevi.jpeg`` near 41.901,12.483 ->
+    ``input/trevi.near-41.901_12.483.jpeg``."""
+    near = metadata.get(METADATA)
+    if not near:
+        return key
+    folder, _, name = key.rpartition("/")
+    stem, dot, suffix = name.rpartition(".")
+    if not dot:
+        stem, suffix = name, ""
+    tagged = f"{stem}.near-{near.replace(',', '_')}" + (f".{suffix}" if dot else "")
+    return f"{folder}/{tagged}" if folder else tagged
+
+
 def nearby_lines(record: Mapping[str, Any]) -> list[str]:
     """The record's nearby places as lines to print, with their source and attribution; a
     line saying why there are none; [] for a record without places (an older handler)."""

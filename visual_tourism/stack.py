@@ -401,7 +401,8 @@ def ask(
     ``preset`` and ``language`` (checked to exist first) travel as the object's metadata
     (x-amz-meta-preset, x-amz-meta-language); None: the handler's defaults. ``near``: where
     the photo was taken ("LAT,LON" or a pair), sent rounded as x-amz-meta-near for the
-    nearby places (places.py).
+    nearby places (places.py); without ``key``, each position gets a key of its own
+    (places.near_key), as the function answers bytes it answered before from its record.
 
     Waiting polls one HEAD request every ``poll`` seconds (cheap, and a result is seen within
     that time of being written) rather than sleeping a fixed time and hoping.
@@ -415,7 +416,8 @@ def ask(
     name = bucket_name(cfg, aws)
     if bucket.bucket_state(aws, name) != "exists":
         raise NotDeployedError(f"Bucket {name} does not exist: run 'visual-tourism up' first.")
-    input_key = key or cfg.input_prefix + path.name
+    near_meta = places.near_metadata(near)  # checked before anything else
+    input_key = key or places.near_key(cfg.input_prefix + path.name, near_meta)
     out_key = result_key(cfg, input_key)
     problem = lambda_fn.trigger_problem(aws, cfg, name, input_key)
     if problem:
@@ -424,7 +426,7 @@ def ask(
             "the trigger last), then ask again. Nothing was uploaded."
         )
     metadata = {**presets.check_choice(aws, cfg, preset, language),  # before any upload
-                **places.near_metadata(near)}
+                **near_meta}
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     earlier = bucket.head(aws, name, out_key)  # a result of an earlier upload of this key
     etag = aws.s3.put_object(

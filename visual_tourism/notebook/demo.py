@@ -18,7 +18,7 @@ from .. import presets, stack
 from ..aws import Aws
 from ..config import IMAGES_DIR, Config
 from ..errors import VisualTourismError
-from ..places import nearby_lines
+from ..places import near_key, near_metadata, nearby_lines
 from .display import redact, show
 from .photos import demo_photos, thumbnail_data_uri
 from .presets import preset_choices, question_key
@@ -279,9 +279,12 @@ class DemoPanel:
                 version = (presets.get_preset(self.aws, self.cfg, preset) or {}).get("version")
                 key = question_key(self.cfg, path, preset, language, version)
                 self.report(f"preset {preset} (version {version}), answer in {language}")
+            near = near_metadata(self.near.value.strip() or None)
+            if near and key:
+                key = near_key(key, near)  # each position its own question (ask does so too)
             record = stack.ask(path, self.cfg, self.aws, timeout=self.timeout,
                                progress=self.report, preset=preset, language=language, key=key,
-                               near=self.near.value.strip() or None)
+                               near=near.get("near"))
         except Exception as exc:
             # A button callback's exception would only reach the kernel's log, unseen: show it.
             log.warning("Demo panel: %s", exc, exc_info=not isinstance(exc, VisualTourismError))
