@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, UnknownServiceError
 
 from . import clients
 from .errors import CONTROL, describe, scrub
@@ -153,7 +153,14 @@ class PlacesUnavailable(Exception):
 
 
 def _call(operation: str, settings: Settings, **params: Any) -> dict[str, Any]:
-    client = clients.client(SERVICE, read_timeout=max(1, int(settings.places_timeout_seconds)))
+    try:
+        client = clients.client(SERVICE,
+                                read_timeout=max(1, int(settings.places_timeout_seconds)))
+    except UnknownServiceError:  # the runtime's SDK predates geo-places (botocore 1.35.52)
+        raise PlacesUnavailable("unsupported", (
+            "the Lambda runtime's AWS SDK has no geo-places (it came with botocore 1.35.52): "
+            "use a newer runtime or bundle boto3 with the function, or set places = off"),
+        ) from None
     try:
         return getattr(client, operation)(**params)
     except ClientError as exc:
@@ -296,7 +303,23 @@ def _fits(settings: Settings, prompt: Prompt) -> bool:
 def ground(settings: Settings, prompt: Prompt, head: bytes, metadata: Mapping[str, str],
            result: dict[str, Any]) -> Prompt:
     """Before the model: find the position (user, then photo) and, with one, put the nearby
-    places into the prompt. Sets the record's ``places``; never raises for Places' sake."""
+    places into the prompt. Sets the record's ``places``; never raises: whatever goes wrong
+    here, the photo is still answered, without places."""
+    try:
+        return _ground(settings, prompt, head, metadata, result)
+    except Exception as exc:  # noqa: BLE001 - a bug here must not cost the answer
+        _failed(result, exc)
+        return prompt
+
+
+def _failed(result: dict[str, Any], exc: Exception) -> None:
+    log.error("Nearby places failed unexpectedly: %s", scrub(repr(exc), 400))
+    result["places"] = {"status": "error", "reason": f"nearby places failed unexpectedly "
+                        f"({describe(exc)}): the answer is not affected"}
+
+
+def _ground(settings: Settings, prompt: Prompt, head: bytes, metadata: Mapping[str, str],
+            result: dict[str, Any]) -> Prompt:
     if not settings.places:
         result["places"] = {"status": "off", "reason": "PLACES=off: nearby places are not "
                             "looked up"}
@@ -320,7 +343,15 @@ def ground(settings: Settings, prompt: Prompt, head: bytes, metadata: Mapping[st
 
 def complete(settings: Settings, result: dict[str, Any]) -> None:
     """After the answer: without a position yet, geocode the recognised landmark and attach
-    its nearby places; then say which nearby place the answer recommends, if any."""
+    its nearby places; then say which nearby place the answer recommends, if any. Never
+    raises (see ground)."""
+    try:
+        _complete(settings, result)
+    except Exception as exc:  # noqa: BLE001 - a bug here must not cost the answer
+        _failed(result, exc)
+
+
+def _complete(settings: Settings, result: dict[str, Any]) -> None:
     info = result.get("places")
     if not isinstance(info, dict) or info.get("status") == "off":
         return

@@ -176,6 +176,42 @@ def test_a_region_without_the_service_leaves_the_answer_intact(
     assert "region" in record["places"]["reason"]
 
 
+def test_an_sdk_without_geo_places_leaves_the_answer_intact(
+        s3: Any, bucket: str, server: RecordingServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from botocore.exceptions import UnknownServiceError
+
+    from photo_handler import clients
+
+    real = clients.client
+
+    def old_sdk(service: str, read_timeout: int | None = None) -> Any:
+        if service == "geo-places":  # what botocore < 1.35.52 raises for it
+            raise UnknownServiceError(service_name=service, known_service_names="s3, ...")
+        return real(service, read_timeout)
+
+    monkeypatch.setattr(clients, "client", old_sdk)
+    s3.put_object(Bucket=bucket, Key="input/old.jpg", Body=gps_jpeg(*ROME))
+    run(event_for(bucket, s3, "input/old.jpg"))
+    record = result(s3, bucket, "output/old.jpg.json")
+    assert record["status"] == "ok" and record["places"]["status"] == "unsupported"
+    assert "botocore 1.35.52" in record["places"]["reason"]
+
+
+def test_a_bug_in_places_costs_no_answer(
+        s3: Any, bucket: str, server: RecordingServer, geo: PlacesServer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(places, "fit", broken)
+    s3.put_object(Bucket=bucket, Key="input/bug.jpg", Body=gps_jpeg(*ROME))
+    run(event_for(bucket, s3, "input/bug.jpg"))
+    record = result(s3, bucket, "output/bug.jpg.json")
+    assert record["status"] == "ok" and record["answer"]
+    assert record["places"]["status"] == "error"
+    assert "the answer is not affected" in record["places"]["reason"]
+
+
 def test_places_off_makes_no_call(s3: Any, bucket: str, server: RecordingServer,
                                   geo: PlacesServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PLACES", "off")
