@@ -421,3 +421,43 @@ def test_ask_near_is_checked_rounded_and_gets_a_key_of_its_own() -> None:
     lines = tooling.nearby_lines({"places": {"status": "unreachable", "reason": "no endpoint"}})
     assert lines == ["Nearby places: none (no endpoint)."]
     assert tooling.nearby_lines({"answer": "older record"}) == []
+
+
+# -- permissions: only what the handler calls, on the provider ---------------------------------
+
+
+def test_the_function_may_call_only_the_places_actions_it_uses() -> None:
+    from visual_tourism import iam
+    from visual_tourism.config import Config
+
+    cfg = Config(region="eu-west-1")
+    statements = {s["Sid"]: s for s in iam.lambda_policy(
+        cfg, account="123456789012", bucket="b")["Statement"]}
+    assert statements["FindNearbyPlaces"] == {
+        "Sid": "FindNearbyPlaces", "Effect": "Allow",
+        "Action": ["geo-places:SearchNearby", "geo-places:Geocode"],
+        "Resource": "arn:aws:geo-places:eu-west-1::provider/default"}
+    # The handler calls exactly these operations (botocore names them so).
+    model = places_server.service_model()
+    assert {places._action(op) for op in ("search_nearby", "geocode")} <= set(
+        model.operation_names)
+    off = iam.lambda_policy(cfg.replace(places="off"), account="123456789012", bucket="b")
+    assert "FindNearbyPlaces" not in {s["Sid"] for s in off["Statement"]}
+
+
+def test_the_stand_in_denies_a_principal_it_does_not_know(geo: PlacesServer) -> None:
+    from visual_tourism.local import iam_enforcement
+
+    iam_enforcement.enable()
+    try:
+        status, headers, body = geo.answer("/v2/search-nearby", {
+            "Authorization": "AWS4-HMAC-SHA256 Credential=ASIAUNKNOWN1234567890/20261207/"
+                             "eu-west-1/geo-places/aws4_request, SignedHeaders=host, "
+                             "Signature=0", "X-Amz-Security-Token": "token"},
+            json.dumps({"QueryPosition": [12.48, 41.9]}).encode())
+    finally:
+        iam_enforcement.disable()
+    assert status == 403 and headers["x-amzn-ErrorType"] == "AccessDeniedException"
+    assert "geo-places:SearchNearby" in body["message"]
+    assert "arn:aws:geo-places:eu-west-1::provider/default" in body["message"]
+    assert geo.calls == []
