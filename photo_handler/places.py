@@ -287,14 +287,18 @@ def fit(settings: Settings, prompt: Prompt,
 
 
 def _fits(settings: Settings, prompt: Prompt) -> bool:
-    from . import budget, serving_limits
+    """Whether the container would still take the request: the budget's own check
+    (budget.image_allowances), each example counted at its full allowance (their real sizes
+    are read later, and can only need less)."""
+    from . import budget
+    from .errors import Failure
 
-    limits = settings.container_limits
-    assert limits is not None
-    text = budget.request_budget(settings, [], prompt).text_tokens
-    examples = len(prompt.examples) * limits.example_image_tokens  # each at most this many
-    room = serving_limits.image_room(limits, text, budget._max_new_tokens(settings, prompt))
-    return room - examples >= limits.min_image_tokens
+    largest = (16384, 16384)
+    try:
+        budget.image_allowances(settings, [largest] * len(prompt.examples), prompt)
+    except Failure:
+        return False
+    return True
 
 
 # -- the handler's two hooks ----------------------------------------------------------------
