@@ -50,6 +50,7 @@ METADATA = "near"  # x-amz-meta-near: "LAT,LON" (decimal degrees), from the uplo
 EAT_CATEGORIES = ("restaurant", "casual_dining", "fine_dining", "coffee_shop", "bar_or_pub",
                   "bakery_and_baked_goods_store")
 ROUND_DIGITS = 3  # 0.001 degree of latitude is 111 m: what the record keeps of a position
+_PROMPT_LANGUAGE = "English"  # presets_schema.PROMPT_LANGUAGE: the answer's without a preset
 ATTRIBUTION = "Nearby places: Amazon Location Service and its data providers"
 TITLE_MAX = 80  # a place's name in the prompt and the record
 ADDRESS_MAX = 200
@@ -337,7 +338,7 @@ def _ground(settings: Settings, prompt: Prompt, head: bytes, metadata: Mapping[s
     if position is None:
         info["reason"] = "no position yet: the upload gave none and the photo has no GPS"
         return prompt
-    _lookup(settings, position, prompt.language, info)
+    _lookup(settings, position, prompt.language or _PROMPT_LANGUAGE, info)
     nearby = info.get("nearby") or []
     if not nearby:
         return prompt
@@ -359,7 +360,7 @@ def _complete(settings: Settings, result: dict[str, Any]) -> None:
     info = result.get("places")
     if not isinstance(info, dict) or info.get("status") == "off":
         return
-    language = (result.get("preset") or {}).get("language")
+    language = (result.get("preset") or {}).get("language") or _PROMPT_LANGUAGE
     if info.get("status") == "pending":
         fields = result.get("fields") or {}
         try:

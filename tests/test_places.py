@@ -116,7 +116,7 @@ def test_exif_position_puts_the_real_places_into_the_prompt(
     assert operation == "SearchNearby"
     assert asked["QueryPosition"] == pytest.approx([ROME[1], ROME[0]], abs=1e-4)
     assert asked["QueryRadius"] == 800 and asked["IntendedUse"] == "Storage"
-    assert asked["MaxResults"] == 5
+    assert asked["MaxResults"] == 5 and asked["Language"] == "en"  # the answer's language
     assert "restaurant" in asked["Filter"]["IncludeCategories"]
     # The photo's turn names them, the example's turn does not.
     prompt = prompt_texts(server.requests[-1])
@@ -424,6 +424,12 @@ def test_ask_near_is_checked_rounded_and_gets_a_key_of_its_own() -> None:
 
 
 # -- permissions: only what the handler calls, on the provider ---------------------------------
+
+
+def test_the_default_answer_language_is_the_presets_default() -> None:
+    assert places._PROMPT_LANGUAGE == presets_schema.PROMPT_LANGUAGE
+    assert places.language_tag("French") == "fr" and places.language_tag("ja") == "ja"
+    assert places.language_tag("Klingon") is None and places.language_tag(None) is None
 
 
 def test_the_function_may_call_only_the_places_actions_it_uses() -> None:
