@@ -58,6 +58,7 @@ ADDRESS_MAX = 200
 PROMPT_LINE = ("Real places to eat within {radius} m of where this photo was taken "
                "(Amazon Location Service): {places}. Recommend one of these by its name as the "
                "place to eat.")
+_EXIF_MARK = re.compile(rb"Exif\x00\x00|eXIf|EXIF")
 _PROMPT_UNSAFE = re.compile(r"[<>\[\]]|User:|Assistant:")
 _NEAR = re.compile(r"^\s*(-?\d{1,2}(?:\.\d+)?)\s*,\s*(-?\d{1,3}(?:\.\d+)?)\s*$")
 
@@ -110,6 +111,11 @@ def _degrees(value: Any) -> float | None:
 def photo_position(head: bytes) -> Position | None:
     """The EXIF GPS position in the photo's header bytes; None without one (no GPS IFD,
     all-zero values, out of range, unreadable, or no Pillow in this deployment)."""
+    # Most uploads carry no EXIF GPS block (browsers and pickers strip it): tell from the
+    # bytes, without importing Pillow on every cold start. The GPS IFD pointer is tag 0x8825
+    # in an EXIF block (JPEG APP1 "Exif", PNG "eXIf", WebP "EXIF"), either byte order.
+    if not (_EXIF_MARK.search(head) and (b"\x88\x25" in head or b"\x25\x88" in head)):
+        return None
     try:
         from PIL import ExifTags, Image, UnidentifiedImageError
     except ImportError:  # a zip without Pillow: no EXIF position

@@ -78,6 +78,17 @@ def test_exif_gps_gives_the_position_with_its_hemisphere() -> None:
     assert (round(south_west.lat, 3), round(south_west.lon, 3)) == (-22.952, -43.211)
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP"])
+def test_exif_gps_of_png_and_webp_photos_counts_too(fmt: str) -> None:
+    exif = Image.Exif()
+    exif[ExifTags.IFD.GPSInfo] = {1: "S", 2: (33.0, 51.0, 25.2), 3: "E", 4: (151.0, 12.0, 54.0)}
+    out = io.BytesIO()
+    Image.new("RGB", (64, 48)).save(out, fmt, exif=exif)
+    position = places.photo_position(out.getvalue())  # the Sydney Opera House
+    assert position is not None
+    assert (round(position.lat, 3), round(position.lon, 3)) == (-33.857, 151.215)
+
+
 def test_no_gps_and_all_zero_gps_are_no_position() -> None:
     assert places.photo_position((IMAGES / "tour_eiffel.jpeg").read_bytes()) is None
     assert places.photo_position(gps_jpeg(0.0, 0.0)) is None  # a camera without a fix
