@@ -352,5 +352,6 @@ def test_pillow_is_vendored_whenever_the_handler_may_resize(
         with_web = Config(model_profile=name, image_transport=transport, inference_mode=mode)
         assert with_web.web_api == "on" and with_web.needs_pillow
         # With nearby places on, always: the photo's EXIF GPS position.
-        assert cfg.replace(places="on").needs_pillow
+        assert Config(model_profile=name, image_transport=transport, inference_mode=mode,
+                      web_api="off", places="on").needs_pillow
     assert len(vendored) == (3 if formula != "idefics" else 2)

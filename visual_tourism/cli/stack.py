@@ -42,7 +42,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{deadline['action']} at {deadline['fires_at']} (in {deadline['in_minutes']} min)"
         if deadline else "none (set one with 'up --stop-after 3h')")))
     say(labelled("cost", info["cost"]))
-    say(labelled("places cost", info["places_cost"]))
+    if info.get("places_cost"):
+        say(labelled("places cost", info["places_cost"]))
     so_far = info["cost_so_far"]
     least = "" if so_far.get("complete", True) else "at least "  # scaling history incomplete
     say(labelled("cost so far", f"{least}${so_far['so_far_usd']} (next hour "
