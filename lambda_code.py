@@ -203,9 +203,9 @@ def process_record(
             payload, attempts = model.invoke_model(encoded, settings, deadline)
             result.update(answer.parse_result(settings.request_style, payload, body,
                                               prompt.structured))
-            places.complete(settings, result)
         finally:
             model_seconds = time.monotonic() - model_started
+        places.complete(settings, result)  # which place it recommends; a landmark's places
         # With the url transport the endpoint fetched the photo itself, unpinned: if it was
         # replaced meanwhile the answer may describe the newer upload. records.store's HEAD of
         # the photo, in step 4, tells (and the newer upload's own event answers it).
