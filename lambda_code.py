@@ -10,6 +10,9 @@ S3 invokes ``lambda_handler`` for each upload. For every record of the event it
    with THUMBNAIL_PREFIX set, then gets its small copy without metadata, once per upload
    form (``web_photos.claim_web_photo``); with PRESETS_TABLE set, the answer preset and
    language the upload names in its S3 metadata give the prompt (``presets.choose_prompt``);
+   where the photo was taken (a position sent with the upload, else the photo's GPS) adds
+   the real places to eat nearby, from Amazon Location Service (``places.ground``; without
+   a position, ``places.complete`` looks up the recognised place after the answer);
 3. asks the SageMaker endpoint (Hugging Face TGI) to describe it: the images sized to the
    model container's limits (``budget.image_urls``), the request built
    (``request.prompt_request``), the endpoint called with retries of transient failures
@@ -45,7 +48,18 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from photo_handler import answer, budget, clients, logs, model, records, request, sniff, upload
+from photo_handler import (
+    answer,
+    budget,
+    clients,
+    logs,
+    model,
+    places,
+    records,
+    request,
+    sniff,
+    upload,
+)
 from photo_handler.errors import (
     ERROR_TEXT_MAX_CHARS,
     BadImage,
@@ -164,6 +178,9 @@ def process_record(
             prompt = presets.choose_prompt(settings, metadata, result)
             if done is not None and done == records.answer_key(etag, records.choice(result)):
                 return logs.summary({**summary, "status": "duplicate", "etag": etag})
+        # Where the photo was taken (the upload's position, else its GPS): the real places to
+        # eat nearby go into the prompt; places.complete adds them after the answer otherwise.
+        prompt = places.ground(settings, prompt, head, metadata, result)
 
         # -- 3. ask the model ---------------------------------------------------------------
         examples, photo = budget.image_urls(settings, prompt, bucket, key, head, size, fmt, etag,
@@ -188,6 +205,7 @@ def process_record(
                                               prompt.structured))
         finally:
             model_seconds = time.monotonic() - model_started
+        places.complete(settings, result)  # which place it recommends; a landmark's places
         # With the url transport the endpoint fetched the photo itself, unpinned: if it was
         # replaced meanwhile the answer may describe the newer upload. records.store's HEAD of
         # the photo, in step 4, tells (and the newer upload's own event answers it).

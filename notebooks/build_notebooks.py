@@ -604,7 +604,10 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             Choose one of the bundled photos or upload one of yours, choose how the answer
             should be written (a preset, such as `family` for children) and in which language,
             press the button, and watch each step until the answer appears beside the photo.
-            Uploads go to this stack's private bucket only.
+            Uploads go to this stack's private bucket only. Type where the photo was taken in
+            **Taken near** (latitude, longitude) and the answer recommends among the real
+            places to eat nearby, listed under it (Amazon Location Service, about $0.004 a
+            photo; without it, the photo's own GPS is used if it has one).
         """),
         code("""
             panel = notebook.demo_panel(cfg, aws)

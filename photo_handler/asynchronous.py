@@ -200,6 +200,10 @@ def complete(
     now = time.time()
     fields, final = _outcome(is_output, body, marker, now)
     result = {**marker["result"], "status": "error", **fields}
+    if "answer" in fields:  # the nearby places, as real-time mode completes them
+        from . import places
+
+        places.complete(settings, result)
     waited = round(now - marker["submitted_at"], 3)
     result["timing"] = {"model_seconds": waited, "total_seconds": waited, "attempts": 1,
                         "queued_and_model_seconds": waited}

@@ -75,13 +75,15 @@ def request_texts(settings: Settings, prompt: Prompt | None = None) -> tuple[lis
     if prompt is not None and prompt.preset is not None:
         from . import presets_schema  # a preset comes only with PRESETS_TABLE
 
-        return presets_schema.request_texts(prompt.preset, prompt.language,
+        return presets_schema.request_texts(prompt.item(), prompt.language,
                                             settings.request_style)
+    grounding = prompt.grounding if prompt is not None else ""  # the nearby places
     if settings.request_style == "tgi":  # every ![](url) is an image, counted apart
         bare = request.build_request("tgi", settings.instruction, settings.example_answer, "",
-                                     "", settings.generation)
+                                     "", settings.generation, grounding)
         return [bare["inputs"]], 0
-    texts = [settings.instruction, settings.example_answer, settings.instruction]
+    last = f"{settings.instruction} {grounding}" if grounding else settings.instruction
+    texts = [settings.instruction, settings.example_answer, last]
     return texts, len(texts)
 
 

@@ -126,6 +126,8 @@ def answer_instruction(item: Mapping[str, Any], language: str | None = None) -> 
     text = str(item.get("instruction", ""))
     if language != PROMPT_LANGUAGE:
         text += " " + LANGUAGE_LINE.format(language=language)
+    if item.get("grounding"):  # the real places nearby (places.py), not a stored field
+        text += " " + str(item["grounding"])
     if item.get("structured"):
         text += " " + STRUCTURED_LINE
     return text

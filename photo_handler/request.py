@@ -37,27 +37,30 @@ CHAT_PARAMETERS = {
 
 def build_request(
     style: str, instruction: str, example_answer: str, example_url: str, image_url: str,
-    generation: Mapping[str, Any],
+    generation: Mapping[str, Any], grounding: str = "",
 ) -> dict[str, Any]:
-    """The endpoint's request body: a one-shot prompt (example photo, its answer, the photo)."""
+    """The endpoint's request body: a one-shot prompt (example photo, its answer, the photo).
+    ``grounding`` (the nearby places, places.py) ends the photo's turn only."""
+    asked = f"{instruction} {grounding}" if grounding else instruction
     if style == "tgi":
         prompt = (
             f"User:{instruction}![]({example_url})<end_of_utterance>\n"
             f"Assistant: {example_answer}<end_of_utterance>\n"
-            f"User:{instruction}![]({image_url})<end_of_utterance>\nAssistant:"
+            f"User:{asked}![]({image_url})<end_of_utterance>\nAssistant:"
         )
         # Without return_full_text=false Idefics echoes the whole prompt.
         parameters = {"return_full_text": False, "stop": list(TGI_STOP), **generation}
         return {"inputs": prompt, "parameters": parameters}
 
-    def user(url: str) -> dict[str, Any]:
+    def user(url: str, text: str = instruction) -> dict[str, Any]:
         return {"role": "user", "content": [
-            {"type": "text", "text": instruction},
+            {"type": "text", "text": text},
             {"type": "image_url", "image_url": {"url": url}},
         ]}
 
     body: dict[str, Any] = {"messages": [
-        user(example_url), {"role": "assistant", "content": example_answer}, user(image_url),
+        user(example_url), {"role": "assistant", "content": example_answer},
+        user(image_url, asked),
     ]}
     body.update({CHAT_PARAMETERS[k]: v for k, v in generation.items() if k in CHAT_PARAMETERS})
     if generation.get("do_sample") is False:  # chat completions have no do_sample: greedy
@@ -83,6 +86,12 @@ class Prompt:
     language: str | None = None
     structured: bool = False
     from_table: bool = False
+    grounding: str = ""  # what the photo's turn adds: the real places nearby (places.py)
+
+    def item(self) -> Mapping[str, Any]:
+        """The preset as the request is built from it, the grounding included."""
+        assert self.preset is not None
+        return {**self.preset, "grounding": self.grounding} if self.grounding else self.preset
 
     @property
     def name(self) -> str:
@@ -109,7 +118,7 @@ def prompt_request(settings: Settings, prompt: Prompt, example_urls: list[str],
     if prompt.preset is None:
         (_, answer), = prompt.examples
         return build_request(style, prompt.instruction, answer, example_urls[0], image_url,
-                             prompt.generation)
+                             prompt.generation, prompt.grounding)
     return preset_request(settings, prompt, example_urls, image_url)
 
 
@@ -150,8 +159,7 @@ def preset_request(settings: Settings, prompt: Prompt, example_urls: list[str],
     from . import presets_schema  # PRESETS_TABLE set
 
     style = settings.request_style
-    item, generation = prompt.preset, prompt.generation
-    assert item is not None
+    item, generation = prompt.item(), prompt.generation
     constraint = (structured_request(settings.container_limits, style)
                   if prompt.structured else None)
     if style == "tgi":

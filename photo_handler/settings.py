@@ -73,6 +73,12 @@ class Settings:
     # Set when the web page is on (visual_tourism/web.py): photos under INPUT_PREFIX + "web/"
     # get a small copy without metadata here, for the gallery, and answer once per upload form.
     thumbnail_prefix: str = ""
+    # Nearby places to eat from Amazon Location Service (places.py): PLACES=off turns them off.
+    places: bool = True
+    places_radius_meters: int = 800
+    places_max_results: int = 5
+    places_opening_hours: bool = False  # "open now" (SearchNearby's Contact feature: Advanced)
+    places_timeout_seconds: float = 5.0
 
 
 ENV_NAMES = {  # environment variable -> Settings field
@@ -92,7 +98,11 @@ ENV_NAMES = {  # environment variable -> Settings field
     "PRESETS_TABLE": "presets_table",  # presets_schema.ENV_VAR
     "PRESET_CACHE_SECONDS": "preset_cache_seconds",
     "THUMBNAIL_PREFIX": "thumbnail_prefix",
+    "PLACES": "places", "PLACES_RADIUS_METERS": "places_radius_meters",
+    "PLACES_MAX_RESULTS": "places_max_results", "PLACES_OPENING_HOURS": "places_opening_hours",
+    "PLACES_TIMEOUT_SECONDS": "places_timeout_seconds",
 }
+SWITCHES = {"on": True, "off": False}  # the values of the on/off variables (PLACES)
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
@@ -110,6 +120,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
                 value = json.loads(raw)
                 if not isinstance(value, dict):
                     raise ValueError("not a JSON object")
+            elif isinstance(default, bool):
+                if raw.strip().lower() not in SWITCHES:
+                    raise ValueError("use on or off")
+                value = SWITCHES[raw.strip().lower()]
             elif isinstance(default, int | float):
                 value = type(default)(raw)
             else:
@@ -146,6 +160,12 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         problems.append("INFERENCE_MODE must be realtime or async")
     if settings.max_attempts < 1:
         problems.append("MAX_ATTEMPTS must be at least 1")
+    # SearchNearby's own ranges (botocore geo-places model: QueryRadius 1-21,000,000,
+    # MaxResults 1-100); a request outside them would only fail on every photo.
+    if not 1 <= settings.places_radius_meters <= 21_000_000:
+        problems.append("PLACES_RADIUS_METERS must be within 1-21000000")
+    if not 1 <= settings.places_max_results <= 100:
+        problems.append("PLACES_MAX_RESULTS must be within 1-100")
     problems.extend(_generation_problems(settings))
     if problems:
         raise ConfigError("Invalid Lambda configuration: " + "; ".join(problems) + ".")

@@ -220,11 +220,13 @@ def test_status_wraps_each_part_to_the_terminal(capsys, monkeypatch):
                              "autoscaling", "function", "delivery", "web"), part),
             "deadline": None, "cost": "$0.74/hour (1 x ml.g4dn.xlarge) " * 4,
             "cost_so_far": {"complete": False, "so_far_usd": 1.5, "next_hour_usd": 0.74,
-                            "note": "estimate from list prices " * 6}}
+                            "note": "estimate from list prices " * 6},
+            "places_cost": "nearby places $0.004 per photo with a position " * 3}
     monkeypatch.setenv("AWS_REGION", "us-east-1")
     monkeypatch.setattr(stack, "status", lambda _cfg: info)
     lines = _lines(capsys, monkeypatch, ["status"], 80)
     assert max(map(len, lines)) <= 80, [line for line in lines if len(line) > 80]
+    assert any(line.startswith("  places cost  nearby places $0.004") for line in lines)
     assert lines[1].startswith("  bucket       {") and lines[2].startswith(" " * 15 + '"')
     assert "cost so far  at least $1.5" in "\n".join(lines)
     assert json.loads("\n".join(_lines(capsys, monkeypatch, ["status", "--json"], 80))) == info

@@ -115,6 +115,20 @@ def test_latency_and_cost_per_photo():
     assert "latency p50 5.00 s, p95 8.60 s" in text and "estimate" in text
 
 
+def test_how_often_the_answer_recommends_a_real_place_nearby():
+    def record(recommended, nearby=2, status="ok"):
+        return {"status": status, "answer": "Eiffel Tower", "places": {
+            "status": "ok", "nearby": [{"name": f"P{i}"} for i in range(nearby)],
+            "recommended": recommended}}
+
+    records = [record("P1"), record(None), record(None, nearby=0), record("P0", status="error")]
+    results = [evaluation.photo_result(EIFFEL, r, None) for r in records]
+    summary = evaluation.summarise("p", "ml.g5.2xlarge", results, local=False)
+    # Only answered photos with places count: one of two recommended a real one.
+    assert summary["nearby"] == {"photos_with_places": 2, "recommended_nearby": 1, "rate": 0.5}
+    assert "for 1/2 photo(s) with places" in evaluation.format_profile(summary)
+
+
 # -- --profiles: the cost first, nothing without --yes ------------------------------------------
 
 def _no_aws(monkeypatch):
@@ -220,6 +234,13 @@ def test_eval_against_local_mode_end_to_end(env, tmp_path, capsys):
         assert result["answered"] == 3 and result["stand_in"] and result["local"]
         assert result["correct"] == {"landmark": 0, "city": 0, "country": 0}
         assert result["latency_seconds"]["p50"] > 0
+        # Each photo went with its landmark's position: the function's role may call the
+        # Places stand-in (IAM enforced locally), which found its labelled places; the
+        # offline model names none of them.
+        assert [p["nearby"]["status"] for p in result["photos"]] == ["ok"] * 3
+        assert result["nearby"] == {"photos_with_places": 3, "recommended_nearby": 0,
+                                    "rate": 0.0}
+        assert "recommended one of the real places nearby for 0/3" in out
         assert all(p["result_key"].startswith(f"{cfg.output_prefix}eval/")
                    for p in result["photos"])
         try:

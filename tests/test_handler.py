@@ -213,9 +213,10 @@ def test_one_photo_gives_one_result(
     assert stored["ContentType"] == "application/json"
     assert stored["Metadata"] == {"input-etag": head["ETag"].strip('"'), "final": "true"}
     body = json.loads(stored["Body"].read())
-    assert set(body) == {"status", "answer", "input", "image", "model", "timing", "request_id",
-                         "written_at"}
+    assert set(body) == {"status", "answer", "input", "image", "model", "places", "timing",
+                         "request_id", "written_at"}
     assert body["status"] == "ok"
+    assert body["places"]["status"] == "no_position"  # no GPS, no position given, no fields
     # The stand-in describes the last image of the prompt: the photo, not the example.
     with Image.open(IMAGES / "tour_eiffel.jpeg") as image:
         assert f"{image.width}x{image.height} pixels" in body["answer"]

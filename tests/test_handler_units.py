@@ -307,13 +307,15 @@ def test_every_variable_is_read() -> None:
         "MIN_IMAGE_SIDE": "3", "INFERENCE_MODE": "async", "ASYNC_PREFIX": "q/",
         "ASYNC_TTL_SECONDS": "120", "ASYNC_INVOCATION_TIMEOUT_SECONDS": "30",
         "PRESETS_TABLE": "t-presets", "PRESET_CACHE_SECONDS": "5", "THUMBNAIL_PREFIX": "th/",
+        "PLACES": "off", "PLACES_RADIUS_METERS": "250", "PLACES_MAX_RESULTS": "3",
+        "PLACES_OPENING_HOURS": "on", "PLACES_TIMEOUT_SECONDS": "2",
     }
     s = handler_settings.load_settings(env)
     assert set(handler_settings.ENV_NAMES) == set(env)
     assert [getattr(s, handler_settings.ENV_NAMES[var]) for var in env] == [
         "b", "e", "in/", "out/", "ex/x.png", "A.", "I.", "messages", {"max_new_tokens": 64},
         "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3, "async", "q/", 120, 30,
-        "t-presets", 5.0, "th/",
+        "t-presets", 5.0, "th/", False, 250, 3, True, 2.0,
     ]
 
 

@@ -344,11 +344,14 @@ def test_pillow_is_vendored_whenever_the_handler_may_resize(
     formula = PROFILES[name].limits.image_formula
     for transport, mode in (("url", "realtime"), ("data-uri", "realtime"), ("url", "async")):
         cfg = Config(model_profile=name, image_transport=transport, inference_mode=mode,
-                     web_api="off")
+                     web_api="off", places="off")
         needs = formula != "idefics" or cfg.effective_image_transport == "data-uri"
         assert cfg.needs_pillow is needs
         assert (packaging.vendor_dir(cfg) == tmp_path) is needs
         # With the web page on, always: the gallery's small copies of its photos.
         with_web = Config(model_profile=name, image_transport=transport, inference_mode=mode)
         assert with_web.web_api == "on" and with_web.needs_pillow
+        # With nearby places on, always: the photo's EXIF GPS position.
+        assert Config(model_profile=name, image_transport=transport, inference_mode=mode,
+                      web_api="off", places="on").needs_pillow
     assert len(vendored) == (3 if formula != "idefics" else 2)

@@ -234,8 +234,19 @@ def test_cli_up_status_ask_down_against_the_emulated_account(env, tmp_path, caps
     info = json.loads(out[out.index("{\n  \"region\""):])
     assert info["endpoint"]["state"] == "InService"
     assert info["function"]["trigger"] is True
+    # up and status say what the nearby places cost per photo.
+    assert out.count("nearby places $0.004 per photo with a position") == 2
+    assert "unverified third-party list prices" in info["places_cost"]
     assert main(["ask", str(PHOTOS[3])]) == 0
     assert "Offline stand-in" in capsys.readouterr().out
+    # Where it was taken: the real places nearby (the local stand-in's, labelled as such).
+    assert main(["ask", str(PHOTOS[3]), "--near", "48.8584,2.2945"]) == 0
+    asked = capsys.readouterr().out
+    assert "Places to eat within 800 m (position from the position sent with the photo)" in asked
+    assert "Stand-in restaurant 1 (not a real place)" in asked
+    assert "(Nearby places: Amazon Location Service and its data providers)" in asked
+    assert main(["ask", str(PHOTOS[3]), "--near", "2.2945,248.8584"]) == 2
+    assert "latitude first" in capsys.readouterr().err
     env.runtime.wait_idle(30)
     assert main(["down", "--delete-bucket"]) == 0
     assert main(["down"]) == 0

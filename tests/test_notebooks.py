@@ -446,6 +446,20 @@ def test_demo_panel_passes_the_chosen_preset_and_language(deployed):
         assert f"preset {info['name']}" in panel.result_html
 
 
+def test_demo_panel_sends_where_the_photo_was_taken_and_shows_the_places(deployed):
+    cfg, aws = deployed
+    panel = notebook.demo_panel(cfg, aws, timeout=60)
+    panel.photo.value = str(IMAGES / "santiago_cathedral.jpeg")
+    panel.near.value = "42.88062, -8.54458"
+    record = panel.on_ask()
+    assert record is not None and record["status"] == "ok", record
+    assert _metadata(cfg, aws, record)["near"] == "42.881,-8.545"  # about 100 m
+    assert record["places"]["position_source"] == "user"
+    assert "Places to eat within 800 m" in panel.result_html
+    assert "Stand-in restaurant 1 (not a real place)" in panel.result_html
+    assert "Amazon Location Service" in panel.result_html
+
+
 def test_preset_editor_functions_save_versions_and_refuse_naming_the_field(deployed):
     from visual_tourism import presets
 
@@ -549,6 +563,13 @@ def test_side_by_side_escapes_the_answer():
     error = {"status": "error", "error": {"code": "model_timeout", "message": "slow <b>"}}
     page = notebook.side_by_side_html(IMAGES / "tour_eiffel.jpeg", error)
     assert "temporary" in page and "slow &lt;b&gt;" in page
+    places = {"status": "ok", "answer": "Fine.", "places": {
+        "status": "ok", "position_source": "photo", "radius_m": 800,
+        "nearby": [{"name": "<b>Bar</b>", "category": "Bar or Pub", "distance_m": 40}],
+        "recommended": "<b>Bar</b>", "attribution": "Nearby places: Amazon Location Service"}}
+    page = notebook.side_by_side_html(IMAGES / "tour_eiffel.jpeg", places)
+    assert "&lt;b&gt;Bar&lt;/b&gt; (Bar or Pub, 40 m) &lt;- recommended" in page
+    assert "<b>Bar" not in page and "the photo&#x27;s GPS" in page
 
 
 # -- environment and settings -------------------------------------------------------------------

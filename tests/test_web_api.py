@@ -469,3 +469,38 @@ def test_the_page_explains_every_error_code_a_result_record_can_carry():
     assert {"not_an_image", "model_timeout", "queue_expired", "model_failed"} <= codes
     # ... and the page has words for each, the gallery's included (the same table).
     assert codes - _page_explanations() == set()
+
+
+# -- nearby places: the uploader's position, never in the gallery ------------------------------
+
+def test_a_location_is_rounded_and_signed_with_the_form(env):
+    request_body = {"content_type": "image/jpeg", "size": 1000, "near": "41.900912,12.483312"}
+    answer = body(app.handle(event("api_post_upload.json", body=json.dumps(request_body)), env))
+    fields = answer["upload"]["fields"]
+    assert fields["x-amz-meta-near"] == "41.901,12.483"  # about 100 m, no finer
+    policy = json.loads(base64.b64decode(fields["policy"]))
+    assert {"x-amz-meta-near": "41.901,12.483"} in policy["conditions"]
+    plain = body(app.handle(event("api_post_upload.json"), env))  # off unless sent
+    assert "x-amz-meta-near" not in plain["upload"]["fields"]
+
+
+@pytest.mark.parametrize("near", ["91,0", "0,181", "12.4", "41.9;12.4", "lat,lon", 41.9])
+def test_a_location_that_is_not_one_is_refused(env, near):
+    request_body = {"content_type": "image/jpeg", "size": 1000, "near": near}
+    response = app.handle(event("api_post_upload.json", body=json.dumps(request_body)), env)
+    assert response["statusCode"] == 400 and "location" in body(response)["message"]
+
+
+def test_no_position_reaches_the_gallery_and_ones_own_result_has_places_only(env):
+    s3 = boto3.client("s3", region_name=REGION)
+    photo_id = app.new_id("image/jpeg")
+    places = {"status": "ok", "position": {"lat": 41.901, "lon": 12.483, "source": "user"},
+              "position_source": "user", "radius_m": 800,
+              "nearby": [{"name": "Da Mario", "distance_m": 120}]}
+    s3.put_object(Bucket=BUCKET, Key=f"output/web/{photo_id}.json",
+                  Body=json.dumps({"status": "ok", "answer": "Trevi.", "places": places}))
+    own = body(app.handle(result_event(photo_id), env))["record"]
+    assert own["places"]["nearby"] == places["nearby"] and "position" not in own["places"]
+    gallery = body(app.handle(event("api_get_results.json"), env))
+    (item,) = [i for i in gallery["results"] if i["id"] == photo_id]
+    assert "places" not in item["record"] and "41.901" not in json.dumps(gallery)

@@ -157,6 +157,47 @@ def test_a_12_megapixel_photo_taken_sideways_is_downscaled_upright_and_answered(
     assert "input" not in record and "vt-browser-" not in sent
 
 
+def test_my_location_is_off_until_ticked_then_brings_the_real_places_nearby(site, chromium):
+    """The browser grants a (fake) position through the DevTools protocol, as a phone's user
+    would by allowing the page's request; the page sends it rounded, signed with the form."""
+    from visual_tourism import stack
+    from visual_tourism.aws import Aws
+    from visual_tourism.local.stack import environment
+
+    origin = site["url"].rstrip("/")
+    chromium.execute_cdp_cmd("Browser.grantPermissions",
+                             {"origin": origin, "permissions": ["geolocation"]})
+    chromium.execute_cdp_cmd("Emulation.setGeolocationOverride",
+                             {"latitude": 41.900934, "longitude": 12.483313, "accuracy": 20})
+    try:
+        resize_viewport(chromium, *PHONE)
+        _open(chromium, site["link"])
+        box = chromium.find_element("id", "use-location")
+        assert box.is_displayed() and not box.is_selected()  # off by default
+        box.click()
+        _choose(chromium, IMAGES / "neuschwanstein.jpeg")
+        status, text = _answer(chromium)
+        assert status == "ok", text
+        nearby = chromium.find_element("id", "nearby").text
+        assert "Places to eat within 800 m" in nearby
+        assert "Stand-in restaurant 1 (not a real place)" in nearby
+        assert "Amazon Location Service" in nearby  # the attribution, under the list
+        # What reached S3: the position rounded to about 100 m, as the photo's metadata.
+        with environment(site["env"]):
+            aws = Aws("us-east-1")
+            bucket = stack.bucket_name(site["cfg"], aws)
+            photo_id = _result(site, chromium)["id"]
+            head = aws.s3.head_object(Bucket=bucket, Key=f"input/web/{photo_id}")
+            assert head["Metadata"]["near"] == "41.901,12.483"
+        # The class gallery shows the answer, never the places or the position.
+        gallery = chromium.find_element("id", "gallery").text
+        assert "not a real place" not in gallery and "41.90" not in gallery
+        assert "places" not in _result(site, chromium)["record"]
+    finally:
+        chromium.execute_cdp_cmd("Emulation.clearGeolocationOverride", {})
+        chromium.execute_cdp_cmd("Browser.resetPermissions", {})
+
+
 # -- what the page says when the upload is refused: a second front with other limits ----------
 @contextmanager
 def _front(site: dict[str, Any], *, settings: dict[str, str] | None = None,

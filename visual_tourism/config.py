@@ -108,6 +108,11 @@ class Config:
     # parameters the uploader picks per photo; "off" leaves the table out of `up`.
     presets: str = "on"
     keep_presets: bool = False  # `down` keeps the presets table (and its edits), as --keep-presets
+    # Nearby places to eat from Amazon Location Service (photo_handler/places.py, docs/places.md):
+    # "off" makes no Places call (and no cost); a radius in metres and a handful of places.
+    places: str = "on"
+    places_radius: int = 800
+    places_max_results: int = 5
 
     # -- derived names ------------------------------------------------------------------
     @property
@@ -158,10 +163,12 @@ class Config:
         """Whether the handler may resize images, so its zip must carry Pillow: the data-uri
         transport (the payload limit), a container that counts an image's tokens by its
         size (every formula but Idefics v1's one token per image), or the web page (the
-        gallery's small copies of its photos, photo_handler.resize.thumbnail)."""
+        gallery's small copies of its photos, photo_handler.resize.thumbnail), or nearby
+        places (the photo's EXIF GPS position, photo_handler.places)."""
         return (self.effective_image_transport == "data-uri"
                 or self.profile.limits.image_formula != "idefics"
-                or self.web_api == "on")  # the web photos' small copies (photo_handler/resize.py)
+                or self.web_api == "on"  # the web photos' small copies (photo_handler/resize.py)
+                or self.places == "on")
 
     @property
     def presets_table(self) -> str:
@@ -398,6 +405,12 @@ def validate(cfg: Config) -> Config:
         problems.append(f"web_api {cfg.web_api!r}: use 'on' or 'off'")
     if cfg.presets not in ("on", "off"):
         problems.append(f"presets {cfg.presets!r}: use 'on' or 'off'")
+    if cfg.places not in ("on", "off"):
+        problems.append(f"places {cfg.places!r}: use 'on' or 'off'")
+    if not 1 <= cfg.places_radius <= 50_000:
+        problems.append(f"places_radius {cfg.places_radius}: use 1-50,000 metres")
+    if not 1 <= cfg.places_max_results <= 20:
+        problems.append(f"places_max_results {cfg.places_max_results}: use 1-20")
     if not isinstance(cfg.keep_presets, bool):
         problems.append(f"keep_presets {cfg.keep_presets!r}: use true or false")
     if not (0 < cfg.web_upload_rate_limit <= cfg.web_rate_limit and cfg.web_burst_limit >= 1

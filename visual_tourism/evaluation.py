@@ -77,6 +77,7 @@ class Label:
     country: str
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     in_context_example: bool = False
+    near: str | None = None  # where the landmark stands ("LAT,LON"): sent with the photo
 
     def names(self, what: str) -> tuple[str, ...]:
         return (getattr(self, what), *self.aliases.get(what, ()))
@@ -96,8 +97,11 @@ def load_labels(path: str | Path = LABELS_PATH) -> list[Label]:
         if missing:
             raise ConfigError(f"{path}: photo #{i + 1} lacks {', '.join(missing)}")
         aliases = {k: tuple(v) for k, v in (item.get("aliases") or {}).items() if k in FIELDS}
+        near = item.get("near") or None
+        if near is not None and not isinstance(near, str):
+            raise ConfigError(f"{path}: photo #{i + 1}: near must be \"LAT,LON\"")
         labels.append(Label(item["photo"], item["landmark"], item["city"], item["country"],
-                            aliases, bool(item.get("in_context_example", False))))
+                            aliases, bool(item.get("in_context_example", False)), near))
         if not (path.parent / item["photo"]).is_file():
             raise ConfigError(f"{path}: {item['photo']} is not in {path.parent}")
     if not labels:
@@ -176,7 +180,26 @@ def photo_result(label: Label, record: Mapping[str, Any],
         "model_seconds": model_seconds,
         "cost_usd_estimate": cost,
         "result_key": record.get("result_key"),
+        "nearby": nearby_result(record),
     }
+
+
+def nearby_result(record: Mapping[str, Any]) -> dict[str, Any]:
+    """Whether the answer recommends one of the real places nearby (places.recommended,
+    set by the handler), given that the record has any."""
+    info = record.get("places") if record.get("status") == "ok" else None
+    info = info if isinstance(info, Mapping) else {}
+    return {"places": len(info.get("nearby") or []), "status": info.get("status"),
+            "recommended": info.get("recommended")}
+
+
+def nearby_rate(photos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Of the photos whose record lists real places nearby, how many answers recommend one
+    of them by name (None: no photo had places)."""
+    with_places = [p for p in photos if (p.get("nearby") or {}).get("places")]
+    chosen = sum(1 for p in with_places if p["nearby"].get("recommended"))
+    return {"photos_with_places": len(with_places), "recommended_nearby": chosen,
+            "rate": round(chosen / len(with_places), 3) if with_places else None}
 
 
 def summarise(profile: str, instance_type: str, photos: Sequence[Mapping[str, Any]], *,
@@ -209,6 +232,7 @@ def summarise(profile: str, instance_type: str, photos: Sequence[Mapping[str, An
         "correct": {what: sum(p["scores"][what] for p in photos) for what in FIELDS},
         "rate": {what: (round(sum(p["scores"][what] for p in photos) / n, 3) if n else None)
                  for what in FIELDS},
+        "nearby": nearby_rate(photos),
         "latency_seconds": {"p50": percentile(latency, 50), "p95": percentile(latency, 95)},
         "model_seconds": {"p50": percentile(model, 50), "p95": percentile(model, 95)},
         "cost_per_photo_usd_estimate": (round(sum(costs) / len(costs), 6) if costs else None),
@@ -245,7 +269,7 @@ def run_eval(cfg: Config, aws: Any = None, *, labels: Sequence[Label] | None = N
         key = f"{cfg.input_prefix}eval/{run_id}-{cfg.model_profile}/{label.photo}"
         try:
             record = stack.ask(labels_path.parent / label.photo, cfg, aws, timeout=timeout,
-                               key=key)
+                               key=key, near=label.near)
         except AskTimeoutError as exc:
             record = {"status": "error", "error": {"code": "timeout", "message": str(exc)}}
         result = photo_result(label, record, price)
@@ -457,8 +481,23 @@ def format_profile(result: Mapping[str, Any]) -> str:
         f"{_seconds(result['model_seconds']['p50'])} s, p95 "
         f"{_seconds(result['model_seconds']['p95'])} s; cost per photo about "
         f"{_usd(result['cost_per_photo_usd_estimate'])} ({result['cost_note']})")
+    lines.append("nearby places: " + _nearby_text(result.get("nearby") or {}))
     lines += [f"NOTE: {note}" for note in result["notes"]]
     return "\n".join(lines)
+
+
+def _nearby_text(nearby: Mapping[str, Any]) -> str:
+    with_places = nearby.get("photos_with_places") or 0
+    if not with_places:
+        return "no record listed real places nearby (places off, or no position)"
+    return (f"the answer recommended one of the real places nearby for "
+            f"{nearby['recommended_nearby']}/{with_places} photo(s) with places")
+
+
+def _nearby_cell(result: Mapping[str, Any]) -> str:
+    nearby = result.get("nearby") or {}
+    with_places = nearby.get("photos_with_places") or 0
+    return f"{nearby.get('recommended_nearby', 0)}/{with_places}" if with_places else "-"
 
 
 def format_report(full: Mapping[str, Any]) -> str:
@@ -467,11 +506,12 @@ def format_report(full: Mapping[str, Any]) -> str:
     if len(full["profiles"]) > 1 and done:
         rows = [(r["profile"], *(f"{r['correct'][w]}/{r['n_photos']}" for w in FIELDS),
                  _seconds(r["latency_seconds"]["p50"]), _seconds(r["latency_seconds"]["p95"]),
-                 _usd(r["cost_per_photo_usd_estimate"]),
+                 _usd(r["cost_per_photo_usd_estimate"]), _nearby_cell(r),
                  "stand-in" if r["stand_in"] else ("local" if r["local"] else ""))
                 for r in done]
         parts.append("\n".join(["comparison:", *_table(
-            ("profile", *FIELDS, "p50 s", "p95 s", "cost/photo (est.)", "note"), rows)]))
+            ("profile", *FIELDS, "p50 s", "p95 s", "cost/photo (est.)", "eats nearby",
+             "note"), rows)]))
     if full["left_out"]:
         parts.append("left out: " + "; ".join(full["left_out"]))
     return "\n\n".join(parts)

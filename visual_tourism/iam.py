@@ -105,8 +105,29 @@ def lambda_policy(
             *_lambda_presets_statements(cfg, account, partition),
             *_lambda_async_statements(cfg, objects),
             *_lambda_web_statements(cfg, objects),
+            *places_statements(cfg, partition),
         ],
     }
+
+
+PLACES_ACTIONS = ("geo-places:SearchNearby", "geo-places:Geocode")  # photo_handler/places.py
+
+
+def places_provider_arn(region: str, partition: str = "aws") -> str:
+    """Places API v2's one resource: AWS's provider, no account id in it."""
+    return f"arn:{partition}:geo-places:{region}::provider/default"
+
+
+def places_statements(cfg: Config, partition: str = "aws") -> list[dict[str, Any]]:
+    """With nearby places: the two Places calls the handler makes, nothing else."""
+    if cfg.places != "on":
+        return []
+    return [{
+        "Sid": "FindNearbyPlaces",
+        "Effect": "Allow",
+        "Action": list(PLACES_ACTIONS),
+        "Resource": places_provider_arn(cfg.region, partition),
+    }]
 
 
 def _lambda_web_statements(cfg: Config, objects: str) -> list[dict[str, Any]]:

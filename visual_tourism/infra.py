@@ -68,6 +68,9 @@ LAMBDA_ENV_PARAMETERS = {
     "ASYNC_TTL_SECONDS": "AsyncTtlSeconds",
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
     "CONTAINER_LIMITS": "ContainerLimits",
+    "PLACES": "Places",
+    "PLACES_RADIUS_METERS": "PlacesRadiusMeters",
+    "PLACES_MAX_RESULTS": "PlacesMaxResults",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME", "PRESETS_TABLE",
                                  "THUMBNAIL_PREFIX"})  # the last: from WebPage

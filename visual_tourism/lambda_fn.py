@@ -48,6 +48,10 @@ def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
         "PRESETS_TABLE": cfg.presets_table,
         # With the web page: the gallery's small copies of web photos (empty: none made).
         "THUMBNAIL_PREFIX": web_thumbnail_prefix(cfg),
+        # Nearby places to eat (photo_handler/places.py): one SearchNearby per located photo.
+        "PLACES": cfg.places,
+        "PLACES_RADIUS_METERS": str(cfg.places_radius),
+        "PLACES_MAX_RESULTS": str(cfg.places_max_results),
     }
 
 

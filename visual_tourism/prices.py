@@ -55,6 +55,36 @@ def describe_cost(instance_type: str | None, instances: int, region: str,
 
 
 HOURS_PER_MONTH = 730  # AWS's own convention for monthly estimates
+
+# Amazon Location Service, Places API v2 (photo_handler/places.py), US dollars per 1,000
+# requests by pricing bucket (the response's PricingBucket says which applied). Third-party
+# figures, NOT checked against AWS's price page: unverified list prices, noted on this date.
+PLACES_PRICE_DATE = "2026-12"
+PLACES_PRICE_SOURCE = "https://aws.amazon.com/location/pricing/"
+PLACES_PER_1000_USD = {"Core": 0.50, "Advanced": 1.50, "Stored": 4.00}
+# The handler stores what it gets (IntendedUse=Storage): one SearchNearby per located photo,
+# and a Geocode first when only the recognised landmark tells where the photo was taken.
+PLACES_BUCKET = "Stored"
+
+
+def places_cost_per_photo(cfg: Any, geocoded: bool = False) -> float:
+    """What one photo's nearby places cost (0 with places off)."""
+    if getattr(cfg, "places", "off") != "on":
+        return 0.0
+    return PLACES_PER_1000_USD[PLACES_BUCKET] * (2 if geocoded else 1) / 1000
+
+
+def describe_places(cfg: Any) -> str:
+    """The nearby places' cost per photo in words, for `up`, `status` and the notebooks."""
+    if getattr(cfg, "places", "off") != "on":
+        return "nearby places off: no Amazon Location Service cost"
+    one, two = places_cost_per_photo(cfg), places_cost_per_photo(cfg, geocoded=True)
+    return labelled(
+        f"nearby places ${one:.3f} per photo with a position (SearchNearby, "
+        f"{PLACES_BUCKET} tier at ${PLACES_PER_1000_USD[PLACES_BUCKET]:.2f}/1,000 requests), "
+        f"${two:.3f} when the recognised landmark is looked up first (Geocode); about "
+        f"${one * 1000:.2f} per 1,000 photos: unverified third-party list prices noted "
+        f"{PLACES_PRICE_DATE}, check {PLACES_PRICE_SOURCE}")
 LOCAL_NOTE = "AWS list prices for the same stack on AWS; nothing is billed in local mode"
 
 

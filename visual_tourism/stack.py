@@ -29,6 +29,7 @@ from . import (
     logs,
     packaging,
     permissions,
+    places,
     presets,
     prices,
     schedule,
@@ -244,6 +245,7 @@ def up(
         f"({profile.licence}) on {cfg.effective_instance_type}, {cfg.inference_mode} inference"
     )
     progress("cost: " + prices.describe_plan(cfg))
+    progress("cost: " + prices.describe_places(cfg))
     name = create_bucket(cfg, aws, progress)
     create_roles(cfg, aws, progress)
     create_presets(cfg, aws, progress)  # before the function reads it
@@ -357,6 +359,7 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
                                       local=aws.is_local)
         if instances else "nothing billed by the hour (no endpoint instance running)",
         "cost_so_far": costs.cost_so_far(aws, cfg, ep),
+        "places_cost": prices.describe_places(cfg),
     }
 
 
@@ -391,11 +394,15 @@ def ask(
     key: str | None = None,
     preset: str | None = None,
     language: str | None = None,
+    near: str | tuple[float, float] | None = None,
 ) -> dict[str, Any]:
     """Upload a photo under input/ and wait for its result under output/; return the record.
 
     ``preset`` and ``language`` (checked to exist first) travel as the object's metadata
-    (x-amz-meta-preset, x-amz-meta-language); None: the handler's defaults.
+    (x-amz-meta-preset, x-amz-meta-language); None: the handler's defaults. ``near``: where
+    the photo was taken ("LAT,LON" or a pair), sent rounded as x-amz-meta-near for the
+    nearby places (places.py); without ``key``, each position gets a key of its own
+    (places.near_key), as the function answers bytes it answered before from its record.
 
     Waiting polls one HEAD request every ``poll`` seconds (cheap, and a result is seen within
     that time of being written) rather than sleeping a fixed time and hoping.
@@ -409,7 +416,8 @@ def ask(
     name = bucket_name(cfg, aws)
     if bucket.bucket_state(aws, name) != "exists":
         raise NotDeployedError(f"Bucket {name} does not exist: run 'visual-tourism up' first.")
-    input_key = key or cfg.input_prefix + path.name
+    near_meta = places.near_metadata(near)  # checked before anything else
+    input_key = key or places.near_key(cfg.input_prefix + path.name, near_meta)
     out_key = result_key(cfg, input_key)
     problem = lambda_fn.trigger_problem(aws, cfg, name, input_key)
     if problem:
@@ -417,7 +425,8 @@ def ask(
             f"Nothing would answer this photo: {problem}. Run 'visual-tourism up' (it wires "
             "the trigger last), then ask again. Nothing was uploaded."
         )
-    metadata = presets.check_choice(aws, cfg, preset, language)  # before any upload
+    metadata = {**presets.check_choice(aws, cfg, preset, language),  # before any upload
+                **near_meta}
     content_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
     earlier = bucket.head(aws, name, out_key)  # a result of an earlier upload of this key
     etag = aws.s3.put_object(

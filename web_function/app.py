@@ -282,6 +282,13 @@ def create_upload(event: Mapping[str, Any], settings: Settings,
         if not isinstance(value, str) or not NAME_RE.match(value):
             raise ApiError(400, "bad_request", f"The {choice} name is not valid.")
         fields[f"x-amz-meta-{choice}"] = value
+    near = body.get("near")
+    if near not in (None, ""):  # "use my location": the uploader's own choice, off by default
+        position = _near(near)
+        if position is None:
+            raise ApiError(400, "bad_request", "The location is not valid: send near as "
+                           "\"LAT,LON\" in decimal degrees, or leave it out.")
+        fields["x-amz-meta-near"] = position  # signed with the form: nobody else can change it
     photo_id = new_id(content_type)
     key = settings.input_folder + photo_id
     conditions: list[Any] = [
@@ -302,12 +309,31 @@ def create_upload(event: Mapping[str, Any], settings: Settings,
     }
 
 
-def public_record(record: Mapping[str, Any]) -> dict[str, Any]:
+NEAR_RE = re.compile(r"^(-?\d{1,2}(?:\.\d{1,6})?),(-?\d{1,3}(?:\.\d{1,6})?)$")
+
+
+def _near(value: Any) -> str | None:
+    """"LAT,LON" rounded to 3 decimals (about 100 m: the handler keeps no finer), or None."""
+    found = NEAR_RE.match(value) if isinstance(value, str) else None
+    if not found:
+        return None
+    lat, lon = float(found.group(1)), float(found.group(2))
+    if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+        return None
+    return f"{lat:.3f},{lon:.3f}"
+
+
+def public_record(record: Mapping[str, Any], gallery: bool = False) -> dict[str, Any]:
     """The handler's record without the bucket, key and endpoint names (they name the
-    account); everything a student needs stays."""
+    account); everything a student needs stays. Never a position: the uploader's own result
+    keeps the nearby places (not where they were asked from); the class gallery shows none,
+    as their distances would tell where a classmate stood."""
     out = {k: v for k, v in record.items() if k not in ("input", "model", "request_id")}
     model = record.get("model") or {}
     out["model"] = {k: model.get(k) for k in ("profile", "model_id") if model.get(k)}
+    places = out.pop("places", None)
+    if isinstance(places, Mapping) and not gallery:
+        out["places"] = {k: v for k, v in places.items() if k != "position"}
     return out
 
 
@@ -438,7 +464,8 @@ def list_results(event: Mapping[str, Any], settings: Settings, env: Mapping[str,
         if record is None:
             return None
         return {"id": photo_id, "status": record.get("status", "error"),
-                "record": public_record(record), "photo_url": _photo_url(settings, env, photo_id)}
+                "record": public_record(record, gallery=True),
+                "photo_url": _photo_url(settings, env, photo_id)}
 
     with ThreadPoolExecutor(max_workers=8) as pool:
         items = [item for item in pool.map(one, ids) if item]

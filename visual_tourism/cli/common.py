@@ -208,5 +208,9 @@ def print_result(record: dict[str, Any]) -> None:
         error = record.get("error", {})
         say(f"\nNo answer: {printable(str(error.get('code')))}: "
             f"{printable(str(error.get('message')))}\n")
+    from ..places import nearby_lines
+
+    for line in nearby_lines(record):
+        say(printable(line))
     say(f"(result record: {record.get('result_key')}, seen "
         f"{record.get('seen_after_seconds')} s after upload)")

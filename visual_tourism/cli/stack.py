@@ -42,6 +42,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{deadline['action']} at {deadline['fires_at']} (in {deadline['in_minutes']} min)"
         if deadline else "none (set one with 'up --stop-after 3h')")))
     say(labelled("cost", info["cost"]))
+    if info.get("places_cost"):
+        say(labelled("places cost", info["places_cost"]))
     so_far = info["cost_so_far"]
     least = "" if so_far.get("complete", True) else "at least "  # scaling history incomplete
     say(labelled("cost so far", f"{least}${so_far['so_far_usd']} (next hour "
@@ -73,7 +75,7 @@ def cmd_down(args: argparse.Namespace) -> int:
 
 def cmd_ask(args: argparse.Namespace) -> int:
     record = stack.ask(args.image, config_from_args(args), timeout=args.timeout, progress=say,
-                       preset=args.preset, language=args.language)
+                       preset=args.preset, language=args.language, near=args.near)
     print_result(record)
     return 0 if record.get("status") == "ok" else 1
 
@@ -162,6 +164,10 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
                    help="answer language offered by the preset, by name or code in any "
                         "case, e.g. French, french or fr (default: none sent: the preset's "
                         "own language)")
+    p.add_argument("--near", metavar="LAT,LON",
+                   help="where the photo was taken, latitude first, e.g. 41.9009,12.4833: "
+                        "the answer recommends among the real places to eat near it (sent "
+                        "rounded to about 100 m; default: the photo's own GPS, if any)")
     p.set_defaults(func=cmd_ask)
 
     p = sub.add_parser("replay", parents=[common],

@@ -11,7 +11,10 @@ Three parts on loopback, selected by endpoint URLs only (boto3 reads ``AWS_ENDPO
   enforcing the deployed container's limits (``container_limits``: read from the endpoint's
   SageMaker model, as ``up`` created it) with that container's status codes and bodies;
   ``AsyncEndpoints`` puts SageMaker's asynchronous queue (and its scaling from zero) in front;
-- ``SchedulerRunner`` runs EventBridge Scheduler's one-time targets (the stop deadline).
+- ``SchedulerRunner`` runs EventBridge Scheduler's one-time targets (the stop deadline);
+- ``PlacesServer`` plays Amazon Location Service's Places API (``geo-places``, which moto
+  lacks), reached through ``AWS_ENDPOINT_URL_GEO_PLACES``: strict requests, made-up places
+  labelled "(not a real place)".
 """
 
 from __future__ import annotations
@@ -214,6 +217,7 @@ class LocalStack:
         self.idle_seconds = idle_seconds  # ... and scales back in after this long idle
         self.async_endpoints: Any = None
         self.scheduler: Any = None
+        self.places: Any = None  # places_server.PlacesServer
         # endpoint configuration name -> its container's limits (configurations are immutable)
         self._limits_cache: dict[str, ContainerLimits | None] = {}
         self._limits_lock = threading.Lock()
@@ -224,6 +228,7 @@ class LocalStack:
         return {
             "AWS_ENDPOINT_URL": self.moto_url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.model_server.url,
+            **({"AWS_ENDPOINT_URL_GEO_PLACES": self.places.url} if self.places else {}),
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             **CREDENTIALS,
@@ -268,6 +273,9 @@ class LocalStack:
         except OSError as exc:  # taken between the check and now
             raise PortInUseError(MODEL_SERVER, self.host, self.model_port,
                                  exc.strerror or "") from None
+        from .places_server import PlacesServer
+
+        self.places = PlacesServer(host=self.host).start()
         if self.enforce_iam:
             iam_enforcement.enable()
         # The handler's processes reach the stack like the CLI does, through endpoint URLs,
@@ -372,6 +380,9 @@ class LocalStack:
         iam_enforcement.disable()
         if self.model_server:
             self.model_server.stop()
+        if self.places:
+            self.places.stop()
+            self.places = None
         if self._moto:
             self._moto.stop()
             self._moto = None

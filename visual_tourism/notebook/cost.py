@@ -56,7 +56,7 @@ def use_inference_mode(
 
 def cost_before(cfg: Config) -> str:
     """Said before a cell that starts billing."""
-    return "Cost: " + prices.describe_plan(cfg)
+    return "Cost: " + prices.describe_plan(cfg) + "\nCost: " + prices.describe_places(cfg)
 
 
 def show_cost_so_far(cfg: Config, aws: Aws) -> dict[str, Any]:

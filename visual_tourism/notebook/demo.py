@@ -18,6 +18,7 @@ from .. import presets, stack
 from ..aws import Aws
 from ..config import IMAGES_DIR, Config
 from ..errors import VisualTourismError
+from ..places import near_key, near_metadata, nearby_lines
 from .display import redact, show
 from .photos import demo_photos, thumbnail_data_uri
 from .presets import preset_choices, question_key
@@ -95,12 +96,28 @@ def side_by_side_html(image_path: str | Path, record: Mapping[str, Any] | None,
                     f"record {record.get('result_key', '?')}"]
     footer = (f'<p style="color:gray;font-size:smaller">{html.escape("; ".join(details))}</p>'
               if details else "")
+    if record is not None and record.get("status") == "ok":
+        body += nearby_html(record)
     return (
         '<div style="display:flex;gap:1.5em;align-items:flex-start;flex-wrap:wrap">'
         f'<figure style="margin:0;flex:0 1 480px">{picture}'
         f"<figcaption>{html.escape(path.name)}</figcaption></figure>"
         f'<div style="flex:1 1 20em"><h4>{heading}</h4>{body}{footer}</div></div>'
     )
+
+
+def nearby_html(record: Mapping[str, Any]) -> str:
+    """The record's nearby places (places.nearby_lines), escaped, with their attribution."""
+    lines = nearby_lines(record)
+    if not lines:
+        return ""
+    head, *rest = lines
+    items = "".join(f"<li>{html.escape(line.strip()[2:])}</li>" for line in rest
+                    if line.strip().startswith("- "))
+    tail = [line for line in rest if not line.strip().startswith("- ")]
+    return (f"<p><b>{html.escape(head)}</b></p>" + (f"<ul>{items}</ul>" if items else "")
+            + "".join(f'<p style="color:gray;font-size:smaller">{html.escape(t)}</p>'
+                      for t in tail))
 
 
 def show_side_by_side(image_path: str | Path, record: Mapping[str, Any] | None) -> None:
@@ -170,6 +187,9 @@ class DemoPanel:
             description="Answer as", layout=widgets.Layout(width="auto"))
         self.language = widgets.Dropdown(description="in", layout=widgets.Layout(width="auto"),
                                          style={"description_width": "2em"})
+        # Where the photo was taken, for the real places to eat nearby (empty: its own GPS).
+        self.near = widgets.Text(placeholder="LAT,LON, e.g. 41.9009,12.4833",
+                                 description="Taken near", layout=widgets.Layout(width="auto"))
         self.choice = widgets.HBox([self.preset, self.language])
         if not self.presets:
             self.choice.layout.display = "none"
@@ -178,7 +198,8 @@ class DemoPanel:
         self.upload.observe(self.on_upload, names="value")
         self.button.on_click(self.on_ask)
         self.widget = widgets.VBox([
-            widgets.HBox([self.photo, self.upload, self.button]), self.choice, self.progress,
+            widgets.HBox([self.photo, self.upload, self.button]), self.choice, self.near,
+            self.progress,
             self.result, hide_note,
         ])
 
@@ -258,8 +279,12 @@ class DemoPanel:
                 version = (presets.get_preset(self.aws, self.cfg, preset) or {}).get("version")
                 key = question_key(self.cfg, path, preset, language, version)
                 self.report(f"preset {preset} (version {version}), answer in {language}")
+            near = near_metadata(self.near.value.strip() or None)
+            if near and key:
+                key = near_key(key, near)  # each position its own question (ask does so too)
             record = stack.ask(path, self.cfg, self.aws, timeout=self.timeout,
-                               progress=self.report, preset=preset, language=language, key=key)
+                               progress=self.report, preset=preset, language=language, key=key,
+                               near=near.get("near"))
         except Exception as exc:
             # A button callback's exception would only reach the kernel's log, unseen: show it.
             log.warning("Demo panel: %s", exc, exc_info=not isinstance(exc, VisualTourismError))
