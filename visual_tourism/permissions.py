@@ -15,7 +15,11 @@ Three parts, each usable alone:
   SimulatePrincipalPolicy: in local mode the same question is answered by ``evaluate`` (below)
   over the principal's inline and attached policies as moto stores them, read with the local
   stand-in's own administrator credentials; still only when the principal's policies allow it
-  ``iam:SimulatePrincipalPolicy``, as on AWS.
+  ``iam:SimulatePrincipalPolicy``, as on AWS. Those administrator credentials themselves (the
+  ones `local serve` prints: neither a user's key nor a role session) may do everything, as
+  local mode lets their requests through: the preflight says so, step by step.
+  The "up: preflight" step lists the reads of the limits check (quotas.py) too; missing them
+  makes that check "cannot tell", so they never make `up` refuse (``Report.blocking``).
 - ``admin_policy(cfg, account)``: the least-privilege policy a SageMaker Studio execution role
   needs on top of ``AmazonSageMakerFullAccess``: every step's needs (the presets commands'
   included), minus what that managed policy already grants (evaluated with resources; it
