@@ -58,6 +58,15 @@ def _nothing_of(env, cfg) -> None:
     assert not [f for f in functions if f.startswith(cfg.prefix)]
 
 
+def _in_use(env) -> tuple[int, int]:
+    """(instances of TYPE held by endpoints, executions reserved by functions) already in the
+    stand-in: moto's state is the process's, shared with other modules' stacks."""
+    cfg = load_config(prefix="nobody")
+    used = quotas.endpoint_usage(Aws(cfg.region), cfg).get(TYPE, 0)
+    limit = _root(env, "lambda").get_account_settings()["AccountLimit"]
+    return used, limit["ConcurrentExecutions"] - limit["UnreservedConcurrentExecutions"]
+
+
 def _code(env, name: str, service: str = "sagemaker") -> str:
     pages = _root(env, "service-quotas").get_paginator("list_service_quotas").paginate(
         ServiceCode=service)
@@ -65,6 +74,39 @@ def _code(env, name: str, service: str = "sagemaker") -> str:
 
 
 # -- local mode: the stand-in serves and enforces quotas -------------------------------------------
+def test_moto_private_names_of_the_local_quotas():
+    """moto_patches.patch_quotas leans on these; a moto release that moves them (or adds the
+    calls it serves itself) must fail here."""
+    import inspect
+    from importlib.metadata import version
+
+    from moto.awslambda import urls as lambda_urls
+    from moto.awslambda.models import LambdaBackend
+    from moto.awslambda.responses import LambdaResponse
+    from moto.sagemaker.models import FakeEndpoint, SageMakerModelBackend
+    from moto.servicequotas.models import ServiceQuotasBackend
+    from moto.servicequotas.responses import ServiceQuotasResponse
+
+    assert version("moto") == "5.2.5"
+    if not inspect.getattr_static(LambdaResponse, "get_account_settings", None):
+        assert not any("account-settings" in path for path in lambda_urls.url_paths)
+    assert list(inspect.signature(LambdaBackend.put_function_concurrency).parameters) == [
+        "self", "function_name", "reserved_concurrency"]
+    assert list(inspect.signature(SageMakerModelBackend.create_endpoint).parameters) == [
+        "self", "endpoint_name", "endpoint_config_name", "tags"]
+    assert list(inspect.signature(
+        SageMakerModelBackend.update_endpoint_weights_and_capacities).parameters) == [
+        "self", "endpoint_name", "desired_weights_and_capacities"]
+    assert list(inspect.signature(ServiceQuotasBackend.get_service_quota).parameters) == [
+        "self", "service_code", "quota_code"]
+    assert hasattr(ServiceQuotasResponse, "list_aws_default_service_quotas")
+    for name in ("self.endpoint_name", "self.endpoint_config_name", "self.endpoint_status",
+                 "self.production_variants"):
+        assert name in inspect.getsource(FakeEndpoint.__init__)
+    assert "self.endpoints" in inspect.getsource(SageMakerModelBackend.__init__)
+    assert "self.endpoint_configs" in inspect.getsource(SageMakerModelBackend.__init__)
+
+
 def test_local_quotas_are_served_as_service_quotas_and_lambda_serve_them(env, monkeypatch):
     monkeypatch.setenv(local_quotas.ENV, f"{QUOTA.upper()}=3;concurrent EXECUTIONS=250")
     sq = _root(env, "service-quotas")
@@ -84,7 +126,9 @@ def test_local_quotas_are_served_as_service_quotas_and_lambda_serve_them(env, mo
 
 
 def test_local_sagemaker_and_lambda_refuse_beyond_their_quotas_as_aws_does(env, monkeypatch):
-    monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=1;Concurrent executions=150")
+    used, reserved = _in_use(env)
+    monkeypatch.setenv(local_quotas.ENV,
+                       f"{QUOTA}={used + 1};Concurrent executions={150 + reserved}")
     sm = _root(env, "sagemaker")
     name = "quota-probe-" + os.urandom(2).hex()
     sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
@@ -95,8 +139,8 @@ def test_local_sagemaker_and_lambda_refuse_beyond_their_quotas_as_aws_does(env, 
     with pytest.raises(ClientError) as refused:
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     assert refused.value.response["Error"]["Code"] == "ResourceLimitExceeded"
-    assert (f"The account-level service limit '{QUOTA}' is 1 Instances, with current "
-            "utilization of 0 Instances and a request delta of 2 Instances"
+    assert (f"The account-level service limit '{QUOTA}' is {used + 1} Instances, with current "
+            f"utilization of {used} Instances and a request delta of 2 Instances"
             ) in refused.value.response["Error"]["Message"]
     assert not sm.list_endpoints(NameContains=name)["Endpoints"]
 
@@ -129,6 +173,7 @@ def test_a_quota_setting_that_names_no_quota_is_refused():
 
 
 def test_a_zero_quota_refuses_up_with_nothing_created(env, tmp_path, monkeypatch):
+    used, _ = _in_use(env)
     monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=0")
     cfg = _cfg(tmp_path)
     lines: list[str] = []
@@ -138,7 +183,7 @@ def test_a_zero_quota_refuses_up_with_nothing_created(env, tmp_path, monkeypatch
     text = str(refused.value)
     code = _code(env, QUOTA)
     assert (f"aws service-quotas request-service-quota-increase --service-code sagemaker "
-            f"--quota-code {code} --desired-value 5 --region us-east-1") in text
+            f"--quota-code {code} --desired-value {used + 5} --region us-east-1") in text
     assert "the endpoint cannot even start" in text
     assert f"servicequotas/home/services/sagemaker/quotas/{code}" in text  # the console path
     # A model whose instance type has room is offered; no smaller plan of this one fits.
@@ -147,23 +192,25 @@ def test_a_zero_quota_refuses_up_with_nothing_created(env, tmp_path, monkeypatch
 
 def test_a_quota_of_two_with_five_max_instances_offers_the_smaller_plan(env, tmp_path,
                                                                          monkeypatch):
-    monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=2")
+    used, _ = _in_use(env)
+    monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}={used + 2}")
     cfg = _cfg(tmp_path)
     assert cfg.max_instances == 5
     line = _line(quotas.check(cfg, Aws(cfg.region)), "endpoint instances")
     assert line.verdict == quotas.SHORT
-    assert "is 2, 0 in use by other endpoints" in line.figure
+    assert f"is {used + 2}, {used} in use by other endpoints" in line.figure
     assert "needs 1 to start and 5 at full scale" in line.figure
     todo = "\n".join(line.todo)
     assert "'VT_MAX_INSTANCES=2 visual-tourism up'" in todo
-    assert f"--quota-code {_code(env, QUOTA)} --desired-value 5" in todo
+    assert f"--quota-code {_code(env, QUOTA)} --desired-value {used + 5}" in todo
     # The smaller plan fits.
     assert _line(quotas.check(cfg.replace(max_instances=2), Aws(cfg.region)),
                  "endpoint instances").verdict == quotas.OK
 
 
 def test_other_endpoints_use_of_the_type_counts(env, tmp_path, monkeypatch):
-    monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=4")
+    used, _ = _in_use(env)
+    monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}={used + 4}")
     sm = _root(env, "sagemaker")
     name = "other-team-" + os.urandom(2).hex()
     sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
@@ -176,10 +223,11 @@ def test_other_endpoints_use_of_the_type_counts(env, tmp_path, monkeypatch):
         cfg = _cfg(tmp_path)
         line = _line(quotas.check(cfg, Aws(cfg.region)), "endpoint instances")
         assert line.verdict == quotas.SHORT
-        assert "is 4, 3 in use by other endpoints" in line.figure
+        assert f"is {used + 4}, {used + 3} in use by other endpoints" in line.figure
         assert "room for 1" in line.figure
         todo = "\n".join(line.todo)
-        assert "VT_MAX_INSTANCES=1 " in todo and "--desired-value 8 " in todo  # 3 + 5
+        assert "VT_MAX_INSTANCES=1 " in todo
+        assert f"--desired-value {used + 8} " in todo  # what others hold + 5
     finally:
         sm.delete_endpoint(EndpointName=name)
         sm.delete_endpoint_config(EndpointConfigName=name)
@@ -188,19 +236,20 @@ def test_other_endpoints_use_of_the_type_counts(env, tmp_path, monkeypatch):
 
 def test_low_lambda_concurrency_is_caught(env, tmp_path, monkeypatch):
     cfg = _cfg(tmp_path)  # reserves 5 x 4 = 20
-    monkeypatch.setenv(local_quotas.ENV, "Concurrent executions=10")  # a new account's
+    _, reserved = _in_use(env)
+    monkeypatch.setenv(local_quotas.ENV, f"Concurrent executions={10 + reserved}")
     line = _line(quotas.check(cfg, Aws(cfg.region)), "Lambda concurrency")
-    assert line.verdict == quotas.SHORT and "is 10, 10 unreserved" in line.figure
+    assert line.verdict == quotas.SHORT and f"is {10 + reserved}, 10 unreserved" in line.figure
     assert "room for 0" in line.figure
-    # 20 reserved + the 100 Lambda keeps unreserved.
-    assert ("--service-code lambda --quota-code L-B99A9384 --desired-value 120"
+    # 20 reserved + the 100 Lambda keeps unreserved + what other functions reserve.
+    assert (f"--service-code lambda --quota-code L-B99A9384 --desired-value {120 + reserved}"
             in "\n".join(line.todo))
     assert not any("VT_MAX_INSTANCES" in step for step in line.todo)  # nothing smaller fits
     with pytest.raises(quotas.LimitsShortError, match="Lambda concurrency"):
         stack.up(cfg, Aws(cfg.region), endpoint_poll=0.1)
     _nothing_of(env, cfg)
 
-    monkeypatch.setenv(local_quotas.ENV, "Concurrent executions=110")  # room for 10
+    monkeypatch.setenv(local_quotas.ENV, f"Concurrent executions={110 + reserved}")  # room 10
     todo = "\n".join(_line(quotas.check(cfg, Aws(cfg.region)), "Lambda concurrency").todo)
     assert "'VT_MAX_INSTANCES=2 visual-tourism up' (reserves 8)" in todo
     assert "'VT_REQUESTS_PER_INSTANCE=2 visual-tourism up' (reserves 10)" in todo
@@ -215,7 +264,7 @@ def test_check_in_local_mode_answers_for_local_serves_credentials(env, tmp_path,
     assert "local mode's administrator credentials" in out
     assert "ok      up: bucket" in out and "ok      down" in out
     assert "ok          endpoint instances: 'ml.g4dn.12xlarge for endpoint usage'" in out
-    assert "ok          Lambda concurrency: 'Concurrent executions' (L-B99A9384) is 1000" in out
+    assert "ok          Lambda concurrency: 'Concurrent executions' (L-B99A9384) is 10000" in out
     assert "ok          region: us-east-1 offers every service the plan uses" in out
 
     monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=2")
@@ -260,25 +309,26 @@ def test_a_principal_without_servicequotas_cannot_tell_and_up_goes_ahead(env, tm
 
 def test_a_limit_met_at_create_time_is_one_clear_message(env, tmp_path, monkeypatch, capsys):
     """The quota changed after the check (here: --skip-check): no traceback, the quota named."""
+    used, reserved = _in_use(env)
     monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=0")
     prefix = "qx" + os.urandom(2).hex()
     assert cli.main(["up", "--skip-check", "--prefix", prefix]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: Creating endpoint {prefix}-endpoint: SageMaker refused it "
                           f"for lack of quota '{QUOTA}'")
-    assert f"--quota-code {_code(env, QUOTA)} --desired-value 5" in err
+    assert f"--quota-code {_code(env, QUOTA)} --desired-value {used + 5}" in err
     assert "Traceback" not in err and "visual-tourism down' removes it" in err
 
     cfg = _cfg(tmp_path, prefix=prefix)
-    monkeypatch.setenv(local_quotas.ENV, "Concurrent executions=110")  # 20 > room for 10
+    monkeypatch.setenv(local_quotas.ENV, f"Concurrent executions={110 + reserved}")  # room 10
     monkeypatch.setenv(permissions.SKIP_ENV, "1")
     with pytest.raises(quotas.QuotaExceededError) as refused:
         stack.up(cfg, Aws(cfg.region), endpoint_poll=0.1)
     text = str(refused.value)
     assert text.startswith(f"Reserving concurrency for {prefix}-handler: Lambda refused to "
                            "reserve 20 concurrent executions for lack of quota 'Concurrent "
-                           "executions' (L-B99A9384; it is 110, 110 unreserved)")
-    assert "--service-code lambda --quota-code L-B99A9384 --desired-value 120" in text
+                           f"executions' (L-B99A9384; it is {110 + reserved}, 110 unreserved)")
+    assert f"--quota-code L-B99A9384 --desired-value {120 + reserved}" in text
     env.runtime.wait_idle(30)
     stack.down(cfg, Aws(cfg.region), delete_bucket=True)
     _nothing_of(env, cfg)

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 
 from . import permissions
 from .aws import Aws, error_code, error_message, is_not_found
@@ -137,7 +137,7 @@ def service_quotas(aws: Aws, service: str) -> dict[str, Quota]:
                     found.setdefault(key, Quota(service, q["QuotaCode"], q["QuotaName"],
                                                 float(q["Value"]), bool(q.get("Adjustable",
                                                                               True)), applied))
-        except (ClientError, BotoCoreError) as exc:
+        except Exception as exc:  # noqa: BLE001 - a read that fails: cannot tell, never a failure
             if applied or not found:
                 raise CannotRead(_why(exc, action)) from None
             log.info("AWS default quotas of %s not read: %s", service, exc)
@@ -172,7 +172,7 @@ def endpoint_usage(aws: Aws, cfg: Config) -> dict[str, int]:
                                         variant.get("DesiredInstanceCount", 0))
                     if kind:
                         used[kind] = used.get(kind, 0) + int(count or 0)
-    except (ClientError, BotoCoreError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a read that fails: cannot tell, never a failure
         raise CannotRead(_why(exc, "sagemaker:ListEndpoints/DescribeEndpoint")) from None
     return used
 
@@ -201,7 +201,7 @@ class Concurrency:
 def lambda_concurrency(aws: Aws, cfg: Config) -> Concurrency:
     try:
         limit = aws.lambda_.get_account_settings()["AccountLimit"]
-    except (ClientError, BotoCoreError) as exc:
+    except Exception as exc:  # noqa: BLE001 - a read that fails: cannot tell, never a failure
         raise CannotRead(_why(exc, "lambda:GetAccountSettings")) from None
     own = 0
     try:
@@ -481,7 +481,11 @@ def limit_error(aws: Aws, cfg: Config, exc: BaseException, what: str) -> QuotaEx
         except CannotRead as why:
             quota, raise_with = None, f" (its code could not be read: {why})"
         if quota is not None:
-            wanted = max(quota.count + 1, cfg.max_instances)
+            try:  # room for the whole plan beside what the other endpoints hold
+                wanted = endpoint_usage(aws, cfg).get(cfg.effective_instance_type,
+                                                      0) + cfg.max_instances
+            except CannotRead:
+                wanted = max(quota.count + 1, cfg.max_instances)
             raise_with = (f" To raise it: "
                           f"{increase_command(SAGEMAKER, quota.code, wanted, cfg.region)}")
         return QuotaExceededError(

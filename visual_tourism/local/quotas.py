@@ -14,8 +14,9 @@ mode serves them itself (the patches are in ``moto_patches``), for the preflight
   type's quota fails with ResourceLimitExceeded and AWS's message; PutFunctionConcurrency that
   would leave fewer than the minimum unreserved fails with InvalidParameterValueException.
 
-Values are generous by default, so the demo runs (``DEFAULT_ENDPOINT_INSTANCES`` of every type,
-AWS's default 1,000 concurrent executions). ``VT_LOCAL_QUOTAS`` sets them to rehearse a new
+Values are generous by default, so the demo (and a test run whose stacks share one stand-in's
+state) never meets them: 1,000 instances of every type, 10,000 concurrent executions (AWS's
+default is 1,000). ``VT_LOCAL_QUOTAS`` sets them to rehearse a new
 account, each quota by the name Service Quotas gives it (case-insensitive):
 ``VT_LOCAL_QUOTAS='ml.g4dn.12xlarge for endpoint usage=0;Concurrent executions=10'``. It is
 read from the stand-in's own environment on every request (set it before `local serve`; the
@@ -38,8 +39,8 @@ from typing import Any
 from ..errors import ConfigError
 
 ENV = "VT_LOCAL_QUOTAS"
-DEFAULT_ENDPOINT_INSTANCES = 20
-DEFAULT_CONCURRENCY = 1000
+DEFAULT_ENDPOINT_INSTANCES = 1000
+DEFAULT_CONCURRENCY = 10000
 CONCURRENCY_NAME = "Concurrent executions"
 CONCURRENCY_CODE = "L-B99A9384"
 MIN_UNRESERVED = 100
