@@ -453,3 +453,20 @@ def test_a_region_without_a_service_the_plan_uses_is_short(monkeypatch):
     assert line.verdict == quotas.SHORT and "eu-west-1 does not offer scheduler" in line.figure
     assert "AWS_REGION=us-east-1" in line.todo[0]
     assert quotas.region_line(load_config(region="eu-west-1"), aws).verdict == quotas.OK
+
+
+def test_infra_deploy_checks_the_limits_before_it_creates_a_stack(mocked_aws, tmp_path,
+                                                                   monkeypatch):
+    from visual_tourism import infra
+    from visual_tourism.local import moto_patches
+
+    moto_patches.patch_cloudformation()
+    moto_patches.patch_quotas()  # mocked_aws's moto_patches.restore() removes both
+    monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=0")
+    cfg = load_config(state_dir=str(tmp_path / "state"))
+    aws = Aws(cfg.region)
+    infra.package(cfg, aws, tmp_path)
+    with pytest.raises(quotas.LimitsShortError, match="Nothing was created"):
+        infra.deploy(cfg, aws, tmp_path, poll=0)
+    assert infra.describe_stack(aws, infra.stack_name(cfg)) is None
+    assert not aws.sagemaker.list_endpoints()["Endpoints"]
