@@ -266,6 +266,7 @@ def test_check_in_local_mode_answers_for_local_serves_credentials(env, tmp_path,
     assert "ok          endpoint instances: 'ml.g4dn.12xlarge for endpoint usage'" in out
     assert "ok          Lambda concurrency: 'Concurrent executions' (L-B99A9384) is 10000" in out
     assert "ok          region: us-east-1 offers every service the plan uses" in out
+    assert "(local mode: the stand-in's quotas, set with VT_LOCAL_QUOTAS" in out
 
     monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}=2")
     assert cli.main(["check", "--prefix", prefix, "--json"]) == 1

@@ -235,6 +235,7 @@ _MARK = {OK: "ok         ", SHORT: "SHORT      ", UNKNOWN: "cannot tell"}
 class Limits:
     plan: str
     lines: list[Line] = field(default_factory=list)
+    note: str = ""
 
     @property
     def short(self) -> list[Line]:
@@ -248,7 +249,7 @@ class Limits:
         return [line.row() for line in self.lines]
 
     def text(self) -> str:
-        out = [f"Limits for {self.plan}:"]
+        out = [f"Limits for {self.plan}" + (f" ({self.note})" if self.note else "") + ":"]
         for line in self.lines:
             out.append(f"  {_MARK[line.verdict]} {line.item}: {line.figure}")
             out.extend(f"                {step}" for step in line.todo)
@@ -416,6 +417,9 @@ def concurrency_line(cfg: Config, got: Concurrency | CannotRead) -> Line:
 def check(cfg: Config, aws: Aws) -> Limits:
     """Every limit line for this configuration; reads only, creates nothing."""
     limits = Limits(plan_text(cfg))
+    if aws.is_local:
+        limits.note = ("local mode: the stand-in's quotas, set with VT_LOCAL_QUOTAS; its "
+                       "SageMaker quota codes are local ones")
     limits.lines.append(region_line(cfg, aws))
     quotas: dict[str, Quota] | CannotRead
     used: dict[str, int] | CannotRead

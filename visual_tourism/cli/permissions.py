@@ -21,7 +21,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({"principal": report.principal, "known": report.known,
                           "reason": report.reason, "method": report.method,
-                          "steps": report.rows(), "plan": limits.plan,
+                          "steps": report.rows(), "plan": limits.plan, "note": limits.note,
                           "limits": limits.rows()}, indent=2))
     else:
         say(report.text())

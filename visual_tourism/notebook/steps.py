@@ -142,6 +142,8 @@ def limits(cfg: Config, aws: Aws) -> Table:
 
     checked = quotas.check(cfg, aws)
     info: dict[str, Any] = {"plan": checked.plan}
+    if checked.note:
+        info["quotas"] = checked.note
     for line in checked.lines:
         verdict = {"ok": "ok", "short": "SHORT", "cannot tell": "cannot tell"}[line.verdict]
         info[line.item] = (f"{verdict}: {line.figure}" if not line.todo
