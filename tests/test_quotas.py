@@ -315,8 +315,8 @@ def test_a_limit_met_at_create_time_is_one_clear_message(env, tmp_path, monkeypa
     prefix = "qx" + os.urandom(2).hex()
     assert cli.main(["up", "--skip-check", "--prefix", prefix]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"error: Creating endpoint {prefix}-endpoint: SageMaker refused it "
-                          f"for lack of quota '{QUOTA}'")
+    assert err.startswith(f"error: Creating or updating endpoint {prefix}-endpoint: SageMaker "
+                          f"refused it for lack of quota '{QUOTA}'")
     assert f"--quota-code {_code(env, QUOTA)} --desired-value {used + 5}" in err
     assert "Traceback" not in err and "visual-tourism down' removes it" in err
 

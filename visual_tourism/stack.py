@@ -99,7 +99,7 @@ def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[s
     extras = async_inference.endpoint_config_extras(cfg, name)
     config = endpoint.ensure_endpoint_config(aws, cfg, model, extras)
     # Autoscaling is attached again by attach_autoscaling once the update is in service.
-    with quotas.explained(aws, cfg, f"Creating endpoint {cfg.endpoint_name}"):
+    with quotas.explained(aws, cfg, f"Creating or updating endpoint {cfg.endpoint_name}"):
         endpoint.ensure_endpoint(aws, cfg, config,
                                  before_update=lambda: _remove_scaling(cfg, aws))
     State(cfg.state_path).record("endpoint", model=model, config=config, image=image_uri)
