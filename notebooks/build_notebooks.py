@@ -210,13 +210,20 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         """),
         setup("notebook"),
         md("""
-            ### May you run every step?
+            ### May you run every step, and does the account have room?
 
             The table lists each step of the next notebooks and whether the identity this
             notebook runs as (in SageMaker Studio, your execution role) may run it, with the
             exact permissions a step lacks, or why it cannot tell. If anything is missing, run
             `visual-tourism admin-policy` in a terminal and give its output to your
             administrator: it is the least-privilege policy to add to your role.
+
+            Under **limits**, the account's room for the plan, one line each (ok, SHORT or
+            cannot tell, with the figures): the region, the endpoint instance type's quota
+            against the instances the plan needs, and Lambda's concurrency against what the
+            stack reserves. A new account often has 0 GPU endpoint instances, and AWS can take
+            days to raise that: a SHORT line gives the exact request command, or a smaller plan
+            or another model that fits now (section 3 below changes either).
         """),
         code("notebook.preflight(cfg, aws)"),
         md("""
@@ -396,6 +403,16 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             inference_mode = cfg.inference_mode  # "realtime" or "async"
             cfg = notebook.use_inference_mode(inference_mode)
         """),
+        md("""
+            ### Is there room for it?
+
+            The account's limits for the plan saved in `01_setup`: the endpoint instance type's
+            quota (every endpoint of the account counts), Lambda's concurrency and the region.
+            If a line is SHORT, the next cell would fail with `ResourceLimitExceeded`: raise the
+            quota (the line gives the command; AWS reviews GPU increases, which can take days),
+            or go back to `01_setup` for the smaller plan or the model it names.
+        """),
+        code("notebook.limits(cfg, aws)"),
         md("""
             ## 2. Request the endpoint
 

@@ -202,13 +202,18 @@ def test_step_by_step_notebooks_run_in_order_then_clean_up_twice(local_env, tmp_
     assert "No answer: not_an_image" in demo and "no GPU time" in demo  # the error explained
     panel_cell = next(c for c in ran["06_demo"].cells if "notebook.demo_panel(" in c.source)
     assert "application/vnd.jupyter.widget-view+json" in json.dumps(panel_cell.outputs)
-    # 01's preflight: every step listed; local mode's administrator credentials: cannot tell.
+    # 01's preflight: every step listed; local mode's administrator credentials may run them
+    # all (issue 24: real answers, not "cannot tell"); then the account's limits.
     preflight = cell_text(next(c for c in ran["01_setup"].cells
                                if "notebook.preflight(" in c.source))
     for step in ("up: bucket", "up: roles", "up: presets", "up: trigger", "ask", "down"):
         assert step in preflight, (step, preflight)
-    assert "cannot tell" in preflight and "IAM is not enforced here" in preflight
-    assert "visual-tourism admin-policy" in preflight
+    assert "all can run" in preflight and "cannot tell" not in preflight, preflight
+    assert "ok: &#x27;ml.g4dn.12xlarge for endpoint usage&#x27;" in preflight or (
+        "ok: 'ml.g4dn.12xlarge for endpoint usage'" in preflight), preflight
+    # 03 shows the same limits before the billable cell.
+    room = cell_text(next(c for c in ran["03_model"].cells if "notebook.limits(" in c.source))
+    assert "Lambda concurrency" in room and "SHORT" not in room, room
     # 06's presets: the refused edit names top_p; the edited copy answers beside the seed's.
     refused = cell_text(next(c for c in ran["06_demo"].cells if "check_edit(" in c.source))
     assert "top_p=1.0 must satisfy 0 &lt; top_p &lt; 1" in refused or "top_p=1.0" in refused

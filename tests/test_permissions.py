@@ -147,6 +147,26 @@ def test_presets_needs_follow_the_setting():
     assert "up: presets" not in {s.name for s in permissions.steps(off, ACCOUNT, bucket)}
 
 
+def test_the_limits_reads_are_listed_granted_by_the_admin_policies_and_never_block():
+    cfg = load_config(region="us-east-1")
+    preflight = next(s for s in permissions.steps(cfg, ACCOUNT, cfg.bucket_name(ACCOUNT))
+                     if s.name == permissions.PREFLIGHT_STEP)
+    reads = {"servicequotas:ListServiceQuotas", "servicequotas:ListAWSDefaultServiceQuotas",
+             "lambda:GetAccountSettings"}
+    assert reads | {"sagemaker:ListEndpoints"} <= {n.action for n in preflight.needs}
+    policy = permissions.admin_policy(cfg, ACCOUNT, cfg.bucket_name(ACCOUNT))
+    assert reads <= {a for s in policy["Statement"] for a in s["Action"]}
+    # AmazonSageMakerFullAccess already lets a Studio role read other endpoints.
+    assert permissions.evaluate([moto_managed()], "sagemaker:ListEndpoints", "*") == "allowed"
+    admin_yaml = (ROOT / "infra" / "admin.yaml").read_text()
+    assert all(f"- {action}" in admin_yaml for action in reads)
+    # Missing only these: the preflight says so, and `up` is not refused for it.
+    report = permissions.Report("arn:aws:iam::123456789012:user/u", True, steps=[
+        (preflight, [n for n in preflight.needs if n.action in reads])])
+    assert report.missing and not report.blocking
+    assert "cannot tell whether the account has room" in report.text()
+
+
 def test_the_managed_policy_excerpt_decides_as_the_whole_policy():
     """Every need AmazonSageMakerFullAccess may grant is decided by the excerpt alone (it
     grants nothing in DynamoDB: the admin policy carries every presets action)."""
@@ -390,8 +410,11 @@ def test_full_access_alone_cannot_tell_and_with_self_check_names_all_missing(
 def test_check_and_admin_policy_commands(env, tmp_path, capsys):
     from visual_tourism import cli
 
-    assert cli.main(["check", "--prefix", "cli" + os.urandom(2).hex()]) == 3  # root stand-in
-    assert "cannot tell" in capsys.readouterr().out
+    # local serve's own credentials: the stand-in's administrator, real answers (issue 24)
+    assert cli.main(["check", "--prefix", "cli" + os.urandom(2).hex()]) == 0
+    out = capsys.readouterr().out
+    assert "cannot tell" not in out and "local mode's administrator credentials" in out
+    assert "ok      up: endpoint" in out and "Limits for profile" in out
     assert cli.main(["admin-policy"]) == 0
     policy = json.loads(capsys.readouterr().out)
     assert {"iam:CreateRole", "lambda:CreateFunction"} <= {

@@ -31,7 +31,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError, WaiterError
 
-from . import bucket, lambda_fn, logs, packaging, web
+from . import bucket, lambda_fn, logs, packaging, quotas, web
 from .aws import Aws, error_code, error_message
 from .config import PROJECT_ROOT, Config
 from .errors import (
@@ -454,6 +454,8 @@ def deploy(
 
     if current is None:
         _check_names_free(aws, cfg, cfg.bucket_name(aws.account_id))
+        # The account's room first: a quota met mid-stack rolls back 15 minutes of work.
+        quotas.require(cfg, aws, progress)
         progress(f"creating stack {name} (on AWS 15-25 minutes: the GPU endpoint is most of it)")
         try:
             stack_id = cfn.create_stack(

@@ -15,7 +15,11 @@ Three parts, each usable alone:
   SimulatePrincipalPolicy: in local mode the same question is answered by ``evaluate`` (below)
   over the principal's inline and attached policies as moto stores them, read with the local
   stand-in's own administrator credentials; still only when the principal's policies allow it
-  ``iam:SimulatePrincipalPolicy``, as on AWS.
+  ``iam:SimulatePrincipalPolicy``, as on AWS. Those administrator credentials themselves (the
+  ones `local serve` prints: neither a user's key nor a role session) may do everything, as
+  local mode lets their requests through: the preflight says so, step by step.
+  The "up: preflight" step lists the reads of the limits check (quotas.py) too; missing them
+  makes that check "cannot tell", so they never make `up` refuse (``Report.blocking``).
 - ``admin_policy(cfg, account)``: the least-privilege policy a SageMaker Studio execution role
   needs on top of ``AmazonSageMakerFullAccess``: every step's needs (the presets commands'
   included), minus what that managed policy already grants (evaluated with resources; it
@@ -47,6 +51,7 @@ from .errors import VisualTourismError
 Progress = Callable[[str], None]
 MANAGED_POLICY = "AmazonSageMakerFullAccess"
 SKIP_ENV = "VT_SKIP_CHECK"
+PREFLIGHT_STEP = "up: preflight"
 _skip = contextvars.ContextVar("vt_skip_check", default=False)
 
 
@@ -146,7 +151,8 @@ class Arns:
 
 # -- one API call -> what IAM evaluates for it ---------------------------------------------------
 # The IAM prefix of each boto3 service whose calls the stack makes.
-_PREFIX = {"application-autoscaling": "application-autoscaling", "apigatewayv2": "apigateway"}
+_PREFIX = {"application-autoscaling": "application-autoscaling", "apigatewayv2": "apigateway",
+           "service-quotas": "servicequotas"}
 # Operations whose IAM action is not "<prefix>:<Operation>".
 _S3_ACTIONS = {
     "HeadBucket": "ListBucket", "ListObjectsV2": "ListBucket", "ListObjects": "ListBucket",
@@ -483,9 +489,18 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
                 + _n("logs:ListTagsForResource", group, when=_EXISTING))
 
     result = [
-        Step("up: preflight", "check these permissions first",
+        Step(PREFLIGHT_STEP, "check these permissions first, then the account's limits "
+             "(quotas.py; without these reads it cannot tell, and goes ahead)",
              tuple(_n("iam:SimulatePrincipalPolicy", a.role("*"),
-                      when="on AWS, for the caller's own role (or user)"))),
+                      when="on AWS, for the caller's own role (or user)")
+                   + _n("servicequotas:ListServiceQuotas "
+                        "servicequotas:ListAWSDefaultServiceQuotas lambda:GetAccountSettings "
+                        "sagemaker:ListEndpoints", "*")
+                   + _n("lambda:GetFunctionConcurrency", fn)
+                   + _n("sagemaker:DescribeEndpoint", a.sagemaker("endpoint", "*"),
+                        when="only when the account has other endpoints (their instances)")
+                   + _n("sagemaker:DescribeEndpointConfig", a.sagemaker("endpoint-config", "*"),
+                        when="only when the account has other endpoints (their instances)"))),
         Step("up: bucket", "private, encrypted, TLS-only bucket with its folders",
              tuple(_n("s3:CreateBucket s3:PutBucketPublicAccessBlock s3:PutEncryptionConfiguration "
                       "s3:PutBucketPolicy s3:PutBucketTagging s3:ListBucket", b)
@@ -822,6 +837,16 @@ class Report:
             seen.update(dict.fromkeys(replace(n, when="") for n in lacking))
         return list(seen)
 
+    @property
+    def blocking(self) -> list[Need]:
+        """What `up` refuses for: the missing needs of every step but the preflight's own
+        reads, whose absence only makes the limits check say it cannot tell."""
+        seen: dict[Need, None] = {}
+        for step, lacking in self.steps:
+            if step.name != PREFLIGHT_STEP:
+                seen.update(dict.fromkeys(replace(n, when="") for n in lacking))
+        return list(seen)
+
     def rows(self) -> list[dict[str, Any]]:
         return [{"step": step.name, "can_run": not lacking if self.known else None,
                  "missing": sorted({f"{n.action} on {n.resource}" for n in lacking})}
@@ -836,8 +861,11 @@ class Report:
             lines.append(f"  {mark} {row['step']}")
             lines.extend(f"            {m}" for m in row["missing"])
         if self.missing:
-            lines.append("Ask your administrator for these (visual-tourism admin-policy prints "
-                         "a policy with all of them).")
+            lines.append("Ask your administrator for these ('visual-tourism admin-policy' "
+                         "prints a policy with all of them).")
+            if not self.blocking:
+                lines.append("Only the limits check's reads are missing: 'up' may run, but "
+                             "cannot tell whether the account has room for the plan.")
         return "\n".join(lines)
 
 
@@ -938,7 +966,32 @@ def _local_policies(aws: Any, principal: str) -> list[dict[str, Any]]:
     return [json.loads(d) if isinstance(d, str) else d for d in docs]
 
 
+# What local mode's own (administrator) credentials may do: local mode lets every request
+# not signed by an IAM user or role through (local/iam_enforcement.py), as an administrator's.
+LOCAL_ADMINISTRATOR = {"Version": "2012-10-17",
+                       "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+LOCAL_ADMINISTRATOR_METHOD = ("local mode's administrator credentials: the stand-in lets "
+                              "their every request through, as an administrator's")
+
+
+def local_administrator(aws: Any) -> bool:
+    """In local mode, credentials that are neither an IAM user's key (AKIA...) nor a role
+    session (a session token): the stand-in's own, which it authorizes like an administrator
+    (the rule of local/iam_enforcement.is_principal)."""
+    if not aws.is_local:
+        return False
+    credentials = aws.session.get_credentials()
+    if credentials is None:
+        return False
+    frozen = credentials.get_frozen_credentials()
+    return not (frozen.access_key.startswith("AKIA") or frozen.token)
+
+
 def _simulate_local(aws: Any, principal: str, wanted: list[Need]) -> set[Need]:
+    if local_administrator(aws):
+        policies = [LOCAL_ADMINISTRATOR]
+        return {n for n in wanted
+                if evaluate(policies, n.action, n.sample, dict(n.context)) != "allowed"}
     policies = _local_policies(aws, principal)
     if evaluate(policies, "iam:SimulatePrincipalPolicy", principal) != "allowed":
         raise CannotTell(f"{principal} may not call iam:SimulatePrincipalPolicy (AccessDenied), "
@@ -964,6 +1017,8 @@ def preflight(cfg: Config, aws: Any, commands: Iterable[str] = ("up", "status", 
                    and not n.when.startswith("the account's first")})
     method = ("local evaluation of the principal's policies (moto has no "
               "SimulatePrincipalPolicy)" if aws.is_local else "iam:SimulatePrincipalPolicy")
+    if local_administrator(aws):
+        method = LOCAL_ADMINISTRATOR_METHOD
     try:
         denied = (_simulate_local if aws.is_local else _simulate_aws)(aws, principal, wanted)
     except CannotTell as exc:
@@ -995,18 +1050,27 @@ def skipped() -> Iterator[None]:
         _skip.reset(token)
 
 
+def skipping() -> bool:
+    """Whether `up` runs without its preflight (--skip-check, or VT_SKIP_CHECK set)."""
+    return _skip.get() or os.environ.get(SKIP_ENV, "").lower() in ("1", "true", "yes", "on")
+
+
 def require(cfg: Config, aws: Any, progress: Progress) -> None:
     """`up`'s first act: refuse, creating nothing, when the principal lacks a permission that
     up or down needs. Goes ahead (saying so) when the preflight cannot tell."""
-    if _skip.get() or os.environ.get(SKIP_ENV, "").lower() in ("1", "true", "yes", "on"):
+    if skipping():
         progress("preflight skipped (--skip-check)")
         return
     report = preflight(cfg, aws, commands=("up", "down"))
     if not report.known:
         progress("preflight: " + report.text() + " Going ahead.")
         return
-    if report.missing:
+    if report.blocking:
         raise PermissionsMissingError(
             "Nothing was created: " + report.text() + "\n(To try anyway: 'visual-tourism up "
             f"--skip-check' or {SKIP_ENV}=1.)")
+    if report.missing:
+        progress(f"preflight: {report.principal} may run every step, but not the limits "
+                 f"check's reads ({', '.join(sorted({n.action for n in report.missing}))})")
+        return
     progress(f"preflight: {report.principal} may run every step ({report.method})")

@@ -32,6 +32,7 @@ from . import (
     places,
     presets,
     prices,
+    quotas,
     schedule,
     web,
     where,
@@ -99,7 +100,9 @@ def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[s
     extras = async_inference.endpoint_config_extras(cfg, name)
     config = endpoint.ensure_endpoint_config(aws, cfg, model, extras)
     # Autoscaling is attached again by attach_autoscaling once the update is in service.
-    endpoint.ensure_endpoint(aws, cfg, config, before_update=lambda: _remove_scaling(cfg, aws))
+    with quotas.explained(aws, cfg, f"Creating or updating endpoint {cfg.endpoint_name}"):
+        endpoint.ensure_endpoint(aws, cfg, config,
+                                 before_update=lambda: _remove_scaling(cfg, aws))
     State(cfg.state_path).record("endpoint", model=model, config=config, image=image_uri)
     progress(f"endpoint {cfg.endpoint_name} requested ({config})")
     return {"model": model, "endpoint_config": config}
@@ -141,6 +144,11 @@ def _remove_scaling(cfg: Config, aws: Aws) -> bool:
 
 def attach_autoscaling(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
     State(cfg.state_path).record("autoscaling", resource_id=autoscaling.resource_id(cfg))
+    with quotas.explained(aws, cfg, "Attaching autoscaling"):
+        _attach_autoscaling(cfg, aws, progress)
+
+
+def _attach_autoscaling(cfg: Config, aws: Aws, progress: Progress) -> None:
     if cfg.is_async:
         async_inference.ensure_scaling(aws, cfg)
         if async_inference.describe(aws, cfg).get("stopped"):  # a fired deadline holds it
@@ -181,7 +189,8 @@ def deploy_function(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
 def configure_delivery(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, Any]:
     """Bursts and failures: reserved concurrency, retries, event age, on-failure records."""
     name = bucket_name(cfg, aws)
-    settings = delivery.ensure_delivery(aws, cfg, name)
+    with quotas.explained(aws, cfg, f"Reserving concurrency for {cfg.function_name}"):
+        settings = delivery.ensure_delivery(aws, cfg, name)
     State(cfg.state_path).record("delivery", reserved_concurrency=cfg.reserved_concurrency)
     progress(
         f"at most {cfg.reserved_concurrency} photos in flight ({cfg.max_instances} instances x "
@@ -239,6 +248,7 @@ def up(
     """Create or update every resource, in order. Returns the names of what exists."""
     cfg, aws = _context(cfg, aws)
     permissions.require(cfg, aws, progress)  # refuses before anything is created
+    quotas.require(cfg, aws, progress)  # ... and so when the account lacks room
     profile = cfg.profile
     progress(
         f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "

@@ -1,5 +1,5 @@
-"""`visual-tourism check` (the permissions preflight), `visual-tourism admin-policy` (what to
-ask an administrator for) and `up --skip-check`."""
+"""`visual-tourism check` (the preflight: permissions, then the account's limits),
+`visual-tourism admin-policy` (what to ask an administrator for) and `up --skip-check`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .. import iam, permissions, where
+from .. import iam, permissions, quotas, where
 from ..aws import Aws
 from ..bucket import bucket_name
 from .common import config_from_args, say
@@ -15,16 +15,22 @@ from .common import config_from_args, say
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, stop_after=args.stop_after)
-    report = permissions.preflight(cfg, Aws(cfg.region))
+    aws = Aws(cfg.region)
+    report = permissions.preflight(cfg, aws)
+    limits = quotas.check(cfg, aws)
     if args.json:
         print(json.dumps({"principal": report.principal, "known": report.known,
                           "reason": report.reason, "method": report.method,
-                          "steps": report.rows()}, indent=2))
+                          "steps": report.rows(), "plan": limits.plan, "note": limits.note,
+                          "limits": limits.rows()}, indent=2))
     else:
         say(report.text())
-    if not report.known:
+        say(limits.text())
+    if report.blocking or limits.short:
+        return 1
+    if not report.known or report.missing or limits.unknown:
         return 3  # cannot tell
-    return 1 if report.missing else 0
+    return 0
 
 
 def cmd_admin_policy(args: argparse.Namespace) -> int:
@@ -45,12 +51,20 @@ def cmd_admin_policy(args: argparse.Namespace) -> int:
 
 def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser(
-        "check", parents=[common], help="which steps your AWS identity may run (preflight)",
+        "check", parents=[common],
+        help="which steps your AWS identity may run, and whether the account has room "
+             "(preflight)",
         description="Ask IAM (iam:SimulatePrincipalPolicy, with this stack's resource ARNs) "
         "which steps of up, status, ask and down the current identity may run, and list what "
-        "is missing. Says plainly when it cannot tell (the identity may not simulate, or is "
-        "the root user). Exit status 0: everything allowed, 1: something missing, 3: cannot "
-        "tell. Local mode evaluates the identity's policies itself (moto has no simulator).",
+        "is missing. Then the account's limits for this plan, one line each (ok, SHORT, "
+        "cannot tell, with the figures): the region, the endpoint instance type's quota "
+        "(Service Quotas) against min and max instances and what other endpoints use, and "
+        "Lambda's concurrency against what the stack reserves; a short line says what to do "
+        "(the quota increase command, a smaller plan, another profile or region). Says "
+        "plainly when it cannot tell (the identity may not simulate or read quotas, or is the "
+        "root user). Exit status 0: all clear, 1: something missing or short, 3: cannot "
+        "tell. Local mode evaluates the identity's policies itself (moto has no simulator) "
+        "and serves its own quotas (VT_LOCAL_QUOTAS).",
     )
     p.add_argument("--stop-after", metavar="DURATION",
                    help="include the stop deadline's needs, e.g. 3h (default: VT_STOP_AFTER, "
@@ -75,7 +89,7 @@ def add_cli(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) ->
     up = sub.choices.get("up")
     if up is not None:  # `up --skip-check`: run without the preflight
         up.add_argument("--skip-check", action="store_true",
-                        help="do not run the permissions preflight first")
+                        help="do not run the preflight first (permissions and limits)")
         run_up = up.get_default("func")
 
         def up_maybe_unchecked(args: argparse.Namespace) -> int:

@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from .. import async_inference, calls, stack
+from .. import async_inference, calls, quotas, stack
 from ..aws import Aws
 from .common import config_from_args, labelled, print_result, say
 
@@ -53,7 +53,9 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_wake(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, inference_mode="async")
-    async_inference.wake(Aws(cfg.region), cfg, args.instances)
+    aws = Aws(cfg.region)
+    with quotas.explained(aws, cfg, f"Waking {cfg.endpoint_name}"):
+        async_inference.wake(aws, cfg, args.instances)
     say(f"{cfg.endpoint_name}: {args.instances} instance(s) held until 'visual-tourism sleep' "
          f"(a GPU instance takes about {async_inference.WAKE_MINUTES} minutes to start on AWS)")
     return 0

@@ -27,6 +27,15 @@ tests/test_local_stack.py::test_moto_private_names fails loudly if a release mov
    (``cfn_resources``), and a failed creation rolls back to ROLLBACK_COMPLETE as on AWS
    instead of leaving a half-built stack (``parsing.parse_and_create_resource``,
    ``Stack.create_resources``).
+7. Quotas (``local.quotas`` holds the values and AWS's messages): moto's Service Quotas knows
+   only VPC quotas and has no ListServiceQuotas; its Lambda has no GetAccountSettings and
+   enforces concurrency only against MOTO_LAMBDA_CONCURRENCY_QUOTA; its SageMaker creates
+   endpoints of any size. Local mode serves SageMaker's and Lambda's quotas
+   (ListServiceQuotas, ListAWSDefaultServiceQuotas, GetServiceQuota, GetAccountSettings on
+   the route AWS uses) and refuses what exceeds them as AWS does (CreateEndpoint and
+   UpdateEndpointWeightsAndCapacities: ResourceLimitExceeded; PutFunctionConcurrency:
+   InvalidParameterValueException). ``patch_quotas`` must run before the stand-in answers its
+   first Lambda request: moto builds each service's routes on first use.
 """
 
 from __future__ import annotations
@@ -40,6 +49,7 @@ from moto.awslambda.models import EventInvokeConfig, LambdaBackend, LambdaFuncti
 from moto.iam.access_control import IAMPolicy, PermissionResult
 from moto.s3.models import FakeBucket, S3Backend
 from moto.s3.responses import S3Response
+from moto.sagemaker.exceptions import SagemakerClientError
 from moto.sagemaker.exceptions import ValidationError as SageMakerValidationError
 from moto.sagemaker.models import FakeEndpointConfig
 from werkzeug.exceptions import HTTPException
@@ -224,6 +234,189 @@ def patch_instance_types() -> None:
         _instance_type_of_the_api)
 
 
+# -- 7. quotas ----------------------------------------------------------------------------------
+class _ResourceLimitExceeded(SagemakerClientError):
+    code = "ResourceLimitExceeded"
+
+
+_quota_originals: dict[str, Any] = {}
+_ACCOUNT_SETTINGS_PATH = r"{0}/(?P<api_version>[^/]+)/account-settings/?$"
+
+
+def _quota_error(exc: Exception) -> Any:
+    from moto.servicequotas.exceptions import JsonRESTError
+
+    return JsonRESTError("IllegalArgumentException", str(exc))
+
+
+def _endpoint_instances(backend: Any, skip: str = "") -> dict[str, int]:
+    """Instances per type held by the backend's endpoints (but ``skip``), as SageMaker counts
+    them against "<type> for endpoint usage"."""
+    used: dict[str, int] = {}
+    for name, endpoint in backend.endpoints.items():
+        if name == skip or endpoint.endpoint_status in ("Deleting", "Failed"):
+            continue
+        config = backend.endpoint_configs.get(endpoint.endpoint_config_name)
+        types = {v["VariantName"]: v.get("InstanceType", "")
+                 for v in (config.production_variants if config else [])}
+        for variant in endpoint.production_variants:
+            kind = types.get(variant["VariantName"], "")
+            if kind:
+                used[kind] = used.get(kind, 0) + int(variant.get("CurrentInstanceCount") or 0)
+    return used
+
+
+def _check_room(backend: Any, wanted: dict[str, int], skip: str) -> None:
+    from . import quotas
+
+    used = _endpoint_instances(backend, skip)
+    for kind, count in wanted.items():
+        try:
+            quota = quotas.endpoint_quota(kind)
+        except quotas.QuotaSettingError as exc:
+            raise SageMakerValidationError(message=str(exc)) from None
+        if used.get(kind, 0) + count > quota:
+            raise _ResourceLimitExceeded(
+                quotas.endpoint_limit_message(kind, quota, used.get(kind, 0), count))
+
+
+def patch_quotas() -> None:
+    """Serve SageMaker's and Lambda's quotas and enforce them (see the module docstring)."""
+    from moto.awslambda import urls as lambda_urls
+    from moto.awslambda.exceptions import InvalidParameterValueException
+    from moto.awslambda.responses import LambdaResponse
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.servicequotas.models import ServiceQuotasBackend
+    from moto.servicequotas.responses import ServiceQuotasResponse
+
+    from . import quotas
+
+    if _quota_originals:
+        return
+    _quota_originals.update(
+        get_quota=ServiceQuotasBackend.get_service_quota,
+        list_defaults=ServiceQuotasBackend.list_aws_default_service_quotas,
+        list_defaults_response=ServiceQuotasResponse.list_aws_default_service_quotas,
+        put_concurrency=LambdaBackend.put_function_concurrency,
+        create_endpoint=SageMakerModelBackend.create_endpoint,
+        update_capacities=SageMakerModelBackend.update_endpoint_weights_and_capacities)
+    get_quota, put_concurrency = _quota_originals["get_quota"], _quota_originals["put_concurrency"]
+    create_endpoint = _quota_originals["create_endpoint"]
+    update_capacities = _quota_originals["update_capacities"]
+
+    def served(service: str) -> list[dict[str, Any]] | None:
+        if service not in ("sagemaker", "lambda"):
+            return None
+        try:
+            return quotas.quotas(service)
+        except quotas.QuotaSettingError as exc:
+            raise _quota_error(exc) from None
+
+    def page(self: ServiceQuotasResponse) -> str:
+        params = json.loads(self.body)
+        found = served(str(params.get("ServiceCode")))
+        if found is None:  # moto's own (vpc), unpaginated
+            found = self.backend.list_aws_default_service_quotas(str(params.get("ServiceCode")))
+        start = int(params.get("NextToken") or 0)
+        size = int(params.get("MaxResults") or 100)
+        body: dict[str, Any] = {"Quotas": found[start:start + size]}
+        if start + size < len(found):
+            body["NextToken"] = str(start + size)
+        return json.dumps(body)
+
+    def get_service_quota(self: ServiceQuotasBackend, service_code: str,
+                          quota_code: str) -> dict[str, Any]:
+        for quota in served(service_code) or []:
+            if quota["QuotaCode"] == quota_code:
+                return quota
+        return get_quota(self, service_code, quota_code)
+
+    def get_account_settings(self: LambdaResponse) -> Any:
+        try:
+            total = quotas.concurrency()
+        except quotas.QuotaSettingError as exc:
+            raise InvalidParameterValueException(str(exc)) from None
+        reserved = sum(int(fn.reserved_concurrency or 0) for fn in self.backend.list_functions())
+        functions = list(self.backend.list_functions())
+        return 200, {}, json.dumps({
+            "AccountLimit": {"TotalCodeSize": 80530636800, "CodeSizeUnzipped": 262144000,
+                             "CodeSizeZipped": 52428800, "ConcurrentExecutions": total,
+                             "UnreservedConcurrentExecutions": max(0, total - reserved)},
+            "AccountUsage": {"TotalCodeSize": sum(int(fn.code_size or 0) for fn in functions),
+                             "FunctionCount": len(functions)}})
+
+    def put_function_concurrency(self: LambdaBackend, function_name: str,
+                                 reserved_concurrency: str) -> str:
+        try:
+            total = quotas.concurrency()
+        except quotas.QuotaSettingError as exc:
+            raise InvalidParameterValueException(str(exc)) from None
+        target = self.get_function(function_name)
+        others = sum(int(fn.reserved_concurrency or 0) for fn in self.list_functions()
+                     if fn.function_name != target.function_name)
+        if total - others - int(reserved_concurrency) < min(quotas.MIN_UNRESERVED, total):
+            raise InvalidParameterValueException(quotas.reservation_message(total))
+        return put_concurrency(self, function_name, reserved_concurrency)
+
+    def create_endpoint_within_quota(self: SageMakerModelBackend, endpoint_name: str,
+                                     endpoint_config_name: str, tags: Any) -> Any:
+        config = self.endpoint_configs.get(endpoint_config_name)
+        wanted: dict[str, int] = {}
+        for variant in (config.production_variants if config else []):
+            if variant.get("InstanceType"):
+                kind = variant["InstanceType"]
+                wanted[kind] = wanted.get(kind, 0) + int(variant.get("InitialInstanceCount") or 1)
+        _check_room(self, wanted, skip=endpoint_name)
+        return create_endpoint(self, endpoint_name, endpoint_config_name, tags)
+
+    def update_capacities_within_quota(self: SageMakerModelBackend, endpoint_name: str,
+                                       desired: list[dict[str, Any]]) -> str:
+        endpoint = self.endpoints.get(endpoint_name)
+        config = self.endpoint_configs.get(endpoint.endpoint_config_name) if endpoint else None
+        types = {v["VariantName"]: v.get("InstanceType", "")
+                 for v in (config.production_variants if config else [])}
+        wanted: dict[str, int] = {}
+        for change in desired:
+            kind = types.get(change.get("VariantName", ""), "")
+            if kind and change.get("DesiredInstanceCount") is not None:
+                wanted[kind] = wanted.get(kind, 0) + int(change["DesiredInstanceCount"])
+        _check_room(self, wanted, skip=endpoint_name)
+        return update_capacities(self, endpoint_name, desired)
+
+    ServiceQuotasResponse.list_service_quotas = page  # type: ignore[attr-defined]
+    ServiceQuotasResponse.list_aws_default_service_quotas = page  # type: ignore[method-assign]
+    ServiceQuotasBackend.get_service_quota = get_service_quota  # type: ignore[method-assign]
+    LambdaResponse.get_account_settings = get_account_settings  # type: ignore[attr-defined]
+    lambda_urls.url_paths[_ACCOUNT_SETTINGS_PATH] = LambdaResponse.dispatch
+    LambdaBackend.put_function_concurrency = put_function_concurrency  # type: ignore[method-assign]
+    SageMakerModelBackend.create_endpoint = create_endpoint_within_quota  # type: ignore[method-assign]
+    SageMakerModelBackend.update_endpoint_weights_and_capacities = (  # type: ignore[method-assign]
+        update_capacities_within_quota)
+
+
+def unpatch_quotas() -> None:
+    if not _quota_originals:
+        return
+    from moto.awslambda import urls as lambda_urls
+    from moto.awslambda.responses import LambdaResponse
+    from moto.sagemaker.models import SageMakerModelBackend
+    from moto.servicequotas.models import ServiceQuotasBackend
+    from moto.servicequotas.responses import ServiceQuotasResponse
+
+    del ServiceQuotasResponse.list_service_quotas  # type: ignore[attr-defined]
+    ServiceQuotasResponse.list_aws_default_service_quotas = (  # type: ignore[method-assign]
+        _quota_originals["list_defaults_response"])
+    ServiceQuotasBackend.get_service_quota = _quota_originals["get_quota"]  # type: ignore[method-assign]
+    del LambdaResponse.get_account_settings  # type: ignore[attr-defined]
+    lambda_urls.url_paths.pop(_ACCOUNT_SETTINGS_PATH, None)
+    LambdaBackend.put_function_concurrency = (  # type: ignore[method-assign]
+        _quota_originals["put_concurrency"])
+    SageMakerModelBackend.create_endpoint = _quota_originals["create_endpoint"]  # type: ignore[method-assign]
+    SageMakerModelBackend.update_endpoint_weights_and_capacities = (  # type: ignore[method-assign]
+        _quota_originals["update_capacities"])
+    _quota_originals.clear()
+
+
 _cfn_originals: dict[str, Any] = {}
 
 
@@ -272,6 +465,7 @@ def unpatch_cloudformation() -> None:
 
 def restore() -> None:
     unpatch_cloudformation()
+    unpatch_quotas()
     LambdaFunction.invoke = _original_function_invoke  # type: ignore[method-assign]
     FakeEndpointConfig.validate_instance_type = (  # type: ignore[method-assign]
         _original_instance_check)

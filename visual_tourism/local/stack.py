@@ -39,7 +39,7 @@ from botocore.exceptions import ClientError
 from photo_handler.serving_limits import ContainerLimits, GenerationError
 
 from ..errors import ConfigError, PortInUseError
-from . import iam_enforcement, moto_patches
+from . import iam_enforcement, moto_patches, quotas
 from .credentials import RoleCredentials
 from .lambda_runtime import LambdaRuntime
 
@@ -260,6 +260,9 @@ class LocalStack:
         check_port_free(self.host, self.model_port, MODEL_SERVER)
         # moto serves through werkzeug, which logs every request at INFO on its own.
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
+        quotas.settings()  # a VT_LOCAL_QUOTAS that names no quota: said now, not per request
+        # Before the server answers: moto builds a service's routes on its first request.
+        moto_patches.patch_quotas()
         self._moto = _moto_server(self.host, self.moto_port)
         self._moto.start()
         backend, self.backend_reason = load_backend(self.model_spec)

@@ -134,11 +134,34 @@ def autoscaling_plan(cfg: Config) -> dict[str, Any]:
 # -- 01: the permissions preflight ---------------------------------------------------------------
 
 
+def limits(cfg: Config, aws: Aws) -> Table:
+    """The account's room for this plan (quotas.check), one row per item: ok, SHORT or cannot
+    tell with the figures, and under a short one what to do; the lines `visual-tourism check`
+    prints and `up` checks first."""
+    from .. import quotas
+
+    checked = quotas.check(cfg, aws)
+    info: dict[str, Any] = {"plan": checked.plan}
+    if checked.note:
+        info["quotas"] = checked.note
+    for line in checked.lines:
+        verdict = {"ok": "ok", "short": "SHORT", "cannot tell": "cannot tell"}[line.verdict]
+        info[line.item] = (f"{verdict}: {line.figure}" if not line.todo
+                           else {"SHORT": line.figure, "what to do": " ".join(
+                               step.strip() for step in line.todo)})
+    if checked.short:
+        info["before 'up'"] = ("Something is short: 'up' would create nothing. Raise the "
+                               "quota (the command above), or choose the smaller plan or "
+                               "another profile in 01_setup.")
+    return Table(info)
+
+
 def preflight(cfg: Config, aws: Aws) -> Table:
-    """Which steps the current principal may run and what each lacks, as a table
-    (permissions.preflight_report). Where it cannot tell (the principal may not simulate its
-    own policies, the root user, local mode's administrator credentials) it says why, and
-    lists the steps it could not check."""
+    """Which steps the current principal may run and what each lacks, then the account's
+    limits for the plan (``limits``), as a table (permissions.preflight_report). Where it
+    cannot tell (the principal may not simulate its own policies, the root user) it says
+    why, and lists the steps it could not check. Local mode's administrator credentials may
+    run every step (the stand-in lets them through)."""
     from .. import permissions
 
     rows = permissions.preflight_report(cfg, aws)
@@ -163,6 +186,7 @@ def preflight(cfg: Config, aws: Aws) -> Table:
         info["checked"] = (f"{len(rows)} steps: all can run" if not lacking else
                            f"{len(rows)} steps: {lacking} cannot run")
     info["steps"] = verdicts
+    info["limits"] = limits(cfg, aws).info
     missing = any(isinstance(v, Mapping) for v in verdicts.values())
     if missing or (not where.is_local() and any(v != "can run" for v in verdicts.values())):
         info["what to do"] = ("Hand your administrator the output of 'visual-tourism "
