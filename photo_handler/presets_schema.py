@@ -279,7 +279,7 @@ def _examples(item: Mapping[str, Any], limits: ContainerLimits, example_prefix: 
         problems.append("examples: must be a list of {photo, answer} objects (may be empty)")
         return False
     most = MAX_EXAMPLES
-    if limits.engine == "vllm":  # limit_mm_per_prompt: the examples' photos and the upload
+    if limits.engine in ("vllm", "bedrock"):  # images per request, the upload included
         most = min(most, limits.max_images - 1)
     if len(examples) > most:
         why = (f" ({limits.engine} {limits.container_version} takes {limits.max_images} "
@@ -341,7 +341,7 @@ def _generation_types(generation: Mapping[str, Any], limits: ContainerLimits,
                 problems.append(f"{said} must be a whole number from 1 to {_I32_MAX}; leave it "
                                 "out to disable top-k sampling")
         elif name == "seed":
-            low, high = _SEED_RANGE[limits.engine]
+            low, high = _SEED_RANGE.get(limits.engine, (0, 2**63 - 1))  # Converse: no seed
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 unsigned = " (an unsigned 64-bit integer)" if low == 0 else ""
                 problems.append(f"{said} must be a whole number from {low} to {high}{unsigned} "

@@ -25,6 +25,8 @@ from .settings import Settings
 MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
 RESULT_FIELDS = ("status", "answer", "fields", "fields_error", "error", "input", "image", "model",
                  "preset", "timing", "request_id", "written_at")
+# A managed model's answer also says what it used and cost (photo_handler/converse.py).
+RESULT_FIELDS += ("usage",)
 
 _UNKNOWN = "?"  # the earlier result could not be checked: write unconditionally
 
