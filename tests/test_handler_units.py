@@ -307,13 +307,15 @@ def test_every_variable_is_read() -> None:
         "MIN_IMAGE_SIDE": "3", "INFERENCE_MODE": "async", "ASYNC_PREFIX": "q/",
         "ASYNC_TTL_SECONDS": "120", "ASYNC_INVOCATION_TIMEOUT_SECONDS": "30",
         "PRESETS_TABLE": "t-presets", "PRESET_CACHE_SECONDS": "5", "THUMBNAIL_PREFIX": "th/",
+        "MODEL_KIND": "sagemaker", "MODEL_PRICES": '{"input_per_million": 1}',
+        "STRUCTURED_OUTPUT": "tool",
     }
     s = handler_settings.load_settings(env)
     assert set(handler_settings.ENV_NAMES) == set(env)
     assert [getattr(s, handler_settings.ENV_NAMES[var]) for var in env] == [
         "b", "e", "in/", "out/", "ex/x.png", "A.", "I.", "messages", {"max_new_tokens": 64},
         "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3, "async", "q/", 120, 30,
-        "t-presets", 5.0, "th/",
+        "t-presets", 5.0, "th/", "sagemaker", '{"input_per_million": 1}', "tool",
     ]
 
 
@@ -440,7 +442,9 @@ def test_container_limits_set_the_payload_limit() -> None:
     assert handler_settings.load_settings(base).container_limits is None
     for profile in PROFILES.values():
         env = {**base, "CONTAINER_LIMITS": profile.limits.to_env(),
-               "REQUEST_STYLE": profile.request_style}
+               "REQUEST_STYLE": profile.request_style,
+               **({"MODEL_KIND": "bedrock", "MODEL_ID": profile.model_id}
+                  if profile.managed else {})}
         s = handler_settings.load_settings(env)
         assert s.container_limits == profile.limits
         assert s.max_payload_bytes == profile.limits.payload_limit_bytes * 95 // 100

@@ -634,7 +634,7 @@ def test_the_web_page_can_be_left_out_of_the_template():
     assert "CorsConfiguration" not in res.properties("Bucket")
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("profile", sorted(p.name for p in PROFILES.values() if not p.managed))
 def test_every_profile_container_env_fits_the_template(profile):
     cfg = load_config(model_profile=profile, instance_type="ml.g4dn.12xlarge")
     res, _ = rendered(cfg)
@@ -1142,3 +1142,11 @@ def test_a_container_variable_the_template_cannot_set_is_refused(monkeypatch):
     ))
     with pytest.raises(ConfigError, match="no parameter for HF_MODEL_QUANTIZE"):
         infra.template_parameters(cfg, image_uri="uri", code_bucket="b", code_key="k")
+
+
+def test_a_managed_profile_is_refused_by_the_template_before_anything_is_uploaded():
+    cfg = load_config(model_profile="nova-lite")
+    with pytest.raises(ConfigError, match="managed model.*visual-tourism up"):
+        infra.template_parameters(cfg, image_uri="", code_bucket="b", code_key="k")
+    with pytest.raises(ConfigError, match="managed model"):
+        infra.package(cfg, aws=object(), out_dir=Path("unused"))

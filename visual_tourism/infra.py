@@ -118,12 +118,23 @@ def _studio_bucket(cfg: Config, account: str) -> str:
     return "" if name == f"{cfg.prefix}-{account}-{cfg.region}" else name
 
 
+def require_hosted(cfg: Config) -> None:
+    """The template deploys a hosted profile's endpoint; a managed one is refused, saying
+    what to use instead (before anything is packaged)."""
+    if cfg.profile.managed:
+        raise ConfigError(
+            f"{cfg.profile.name} is a managed model (Amazon Bedrock): infra/template.yaml "
+            "deploys the hosted profiles (a SageMaker endpoint) only. Deploy it with "
+            "'visual-tourism up', which creates no endpoint.")
+
+
 def template_parameters(
     cfg: Config, *, image_uri: str, code_bucket: str, code_key: str, account: str = ""
 ) -> dict[str, str]:
     """Every template parameter's value, derived from the configuration and the helpers.
     ``account``: the deploying account, needed only where the bucket's default name is not
     the template's own (inside SageMaker Studio: see Config.bucket_name)."""
+    require_hosted(cfg)
     environment = lambda_fn.function_environment(cfg, bucket="")
     unknown = set(environment) - set(LAMBDA_ENV_PARAMETERS) - LAMBDA_ENV_COMPUTED
     container = cfg.profile.container_env()
@@ -211,6 +222,7 @@ def package(
     progress: Progress = _quiet,
 ) -> Packaged:
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
+    require_hosted(cfg)  # before anything is uploaded
     aws = aws or Aws(cfg.region)
     # Pillow when it may resize (locally: the one that imports in local mode's Lambda).
     zip_bytes = packaging.build_zip("photo", packaging.vendor_dir(cfg, local=aws.is_local))

@@ -20,6 +20,7 @@ from photo_handler import records
 from . import (
     async_inference,
     autoscaling,
+    bedrock,
     bucket,
     costs,
     delivery,
@@ -276,6 +277,7 @@ def up(
     """Create or update every resource, in order. Returns the names of what exists."""
     cfg, aws = _context(cfg, aws)
     permissions.require(cfg, aws, progress)  # refuses before anything is created
+    bedrock.require_access(aws, cfg, progress)  # a managed model: may it be invoked here?
     profile = cfg.profile
     serving = ("managed by Amazon Bedrock (no endpoint)" if profile.managed else
                f"on {cfg.effective_instance_type}, {cfg.inference_mode} inference")

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .. import iam, permissions, where
+from .. import bedrock, iam, permissions, where
 from ..aws import Aws
 from ..bucket import bucket_name
 from .common import config_from_args, say
@@ -15,13 +15,20 @@ from .common import config_from_args, say
 
 def cmd_check(args: argparse.Namespace) -> int:
     cfg = config_from_args(args, stop_after=args.stop_after)
-    report = permissions.preflight(cfg, Aws(cfg.region))
+    aws = Aws(cfg.region)
+    report = permissions.preflight(cfg, aws)
+    access = bedrock.model_access(aws, cfg)  # a managed model: may it be invoked here?
     if args.json:
         print(json.dumps({"principal": report.principal, "known": report.known,
                           "reason": report.reason, "method": report.method,
-                          "steps": report.rows()}, indent=2))
+                          "steps": report.rows(),
+                          "model_access": access.as_dict() if access else None}, indent=2))
     else:
         say(report.text())
+        if access is not None:
+            say(f"Model access ({cfg.profile.name}): {access.text}")
+    if access is not None and access.state in (bedrock.NEEDS_ACCESS, bedrock.NOT_OFFERED):
+        return 1
     if not report.known:
         return 3  # cannot tell
     return 1 if report.missing else 0
