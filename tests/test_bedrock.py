@@ -335,3 +335,88 @@ def _keys(credentials):
     return {"aws_access_key_id": credentials["AWS_ACCESS_KEY_ID"],
             "aws_secret_access_key": credentials["AWS_SECRET_ACCESS_KEY"],
             "aws_session_token": credentials["AWS_SESSION_TOKEN"]}
+
+
+# -- model access (check, and up before anything is created) ---------------------------------
+
+
+def _stubbed(monkeypatch, answer=None, error=None):
+    from botocore.stub import Stubber
+
+    aws = Aws("us-east-1")
+    client = aws.client("bedrock")
+    stub = Stubber(client)
+    if error:
+        stub.add_client_error("get_foundation_model_availability", error, "no",
+                              expected_params={"modelId": NOVA})
+    else:
+        stub.add_response("get_foundation_model_availability", answer,
+                          expected_params={"modelId": NOVA})
+    stub.activate()
+    monkeypatch.setattr(Aws, "is_local", property(lambda self: False))
+    return aws
+
+
+AVAILABLE = {"modelId": NOVA, "agreementAvailability": {"status": "AVAILABLE"},
+             "authorizationStatus": "AUTHORIZED", "entitlementAvailability": "AVAILABLE",
+             "regionAvailability": "AVAILABLE"}
+
+
+def test_model_access_says_what_to_do(monkeypatch):
+    from visual_tourism import bedrock
+    from visual_tourism.errors import ModelAccessError
+
+    cfg = load_config(model_profile="nova-lite")
+    access = bedrock.model_access(_stubbed(monkeypatch, AVAILABLE), cfg)
+    assert access.state == bedrock.AVAILABLE
+
+    denied = {**AVAILABLE, "authorizationStatus": "NOT_AUTHORIZED"}
+    access = bedrock.model_access(_stubbed(monkeypatch, denied), cfg)
+    assert access.state == bedrock.NEEDS_ACCESS and "Model access" in access.text
+    with pytest.raises(ModelAccessError, match="Nothing was created"):
+        bedrock.require_access(_stubbed(monkeypatch, denied), cfg, print)
+
+    elsewhere = {**AVAILABLE, "regionAvailability": "NOT_AVAILABLE"}
+    access = bedrock.model_access(_stubbed(monkeypatch, elsewhere), cfg)
+    assert access.state == bedrock.NOT_OFFERED and "us-east-1" in access.text
+
+    access = bedrock.model_access(_stubbed(monkeypatch, error="AccessDeniedException"), cfg)
+    assert access.state == bedrock.UNKNOWN
+    lines: list[str] = []
+    bedrock.require_access(_stubbed(monkeypatch, error="AccessDeniedException"), cfg,
+                           lines.append)
+    assert "Going ahead" in lines[0]
+    assert bedrock.model_access(Aws("us-east-1"), load_config()) is None  # hosted: n/a
+
+
+def test_check_reports_model_access_in_local_mode(env, capsys, monkeypatch):
+    monkeypatch.setenv("VT_MODEL_PROFILE", "nova-lite")
+    main(["check"])
+    out = capsys.readouterr().out
+    assert "Model access (nova-lite): local mode" in out
+
+
+# -- eval: hosted and managed side by side ---------------------------------------------------
+
+
+def test_eval_costs_managed_by_tokens_and_hosted_by_the_day():
+    from visual_tourism import evaluation
+
+    label = evaluation.Label("tour_eiffel.jpeg", "Eiffel Tower", "Paris", "France")
+    managed = {"status": "ok", "answer": "The Eiffel Tower in Paris, France.",
+               "timing": {"model_seconds": 0.8}, "seen_after_seconds": 1.5,
+               "usage": {"input_tokens": 2900, "output_tokens": 250, "cost_usd": 0.000234}}
+    hosted = {**managed, "usage": None, "timing": {"model_seconds": 3.6}}
+    nova = evaluation.summarise("nova-lite", "", [evaluation.photo_result(label, managed, None)],
+                                local=False)
+    smol = evaluation.summarise("smolvlm-instruct", "ml.g4dn.xlarge",
+                                [evaluation.photo_result(label, hosted, 0.736)], local=False)
+    assert nova["kind"] == "bedrock" and nova["idle_cost_per_day_usd"] == 0.0
+    assert nova["cost_per_photo_per_day_usd"] == {"10": 0.000234, "100": 0.000234,
+                                                  "1000": 0.000234}
+    assert smol["idle_cost_per_day_usd"] == pytest.approx(0.736 * 24)
+    assert smol["cost_per_photo_per_day_usd"]["100"] == pytest.approx(0.736 * 24 / 100, abs=1e-6)
+    text = evaluation.format_report(evaluation.report([smol, nova]))
+    assert "idle included" in text and "@1,000/day" in text
+    estimate = evaluation.estimate_compare_cost(["nova-lite", "smolvlm-instruct"], local=False)
+    assert "nothing to start" in estimate["lines"][0]

@@ -224,7 +224,7 @@ def summarise(profile: str, instance_type: str, photos: Sequence[Mapping[str, An
     managed = profile in PROFILES and get_profile(profile).managed
     price = None if managed else prices.HOURLY_USD.get(instance_type)
     per_photo = round(sum(costs) / len(costs), 6) if costs else None
-    idle_per_day = 0.0 if managed else (round(price * 24 * min_instances, 2)
+    idle_per_day = 0.0 if managed else (round(price * 24 * min_instances, 4)
                                         if price is not None else None)
     return {
         "profile": profile,
