@@ -420,3 +420,39 @@ def test_eval_costs_managed_by_tokens_and_hosted_by_the_day():
     assert "idle included" in text and "@1,000/day" in text
     estimate = evaluation.estimate_compare_cost(["nova-lite", "smolvlm-instruct"], local=False)
     assert "nothing to start" in estimate["lines"][0]
+
+
+def test_eval_profiles_hosted_and_managed_side_by_side(env, tmp_path, capsys, monkeypatch):
+    """`eval --profiles smolvlm-instruct,nova-lite` in local mode: both profiles on the same
+    labelled photos, in one table, the managed one costed from its records' usage; the
+    managed stack that ran before is restored."""
+    prefix = "c" + os.urandom(3).hex()
+    monkeypatch.setenv("VT_PREFIX", prefix)
+    monkeypatch.setenv("VT_STATE_DIR", str(tmp_path / "state"))
+    cfg = load_config(model_profile="nova-lite")
+    aws = Aws(cfg.region)
+    stack.up(cfg, aws, endpoint_poll=0.1)  # a managed stack runs already
+    out_file = tmp_path / "side-by-side.json"
+    try:
+        capsys.readouterr()
+        code = main(["eval", "--model-profile", "nova-lite", "--profiles",
+                     "smolvlm-instruct,nova-lite", "--yes", "--out", str(out_file),
+                     "--timeout", "120"])
+        out = capsys.readouterr().out
+        assert code == 0, out[-3000:]
+        report = json.loads(out_file.read_text())
+        hosted, managed = report["profiles"]
+        assert (hosted["kind"], managed["kind"]) == ("sagemaker", "bedrock")
+        assert hosted["n_photos"] == managed["n_photos"] == 3
+        assert managed["idle_cost_per_day_usd"] == 0.0
+        assert all(p["tokens"]["input"] > 0 for p in managed["photos"])
+        assert managed["cost_per_photo_usd_estimate"] > 0
+        assert hosted["idle_cost_per_day_usd"] > 0
+        assert "cost per photo by photos a day, idle included" in out
+        assert report["restored_profile"] == "nova-lite"
+        fn = aws.lambda_.get_function_configuration(FunctionName=cfg.function_name)
+        assert fn["Environment"]["Variables"]["MODEL_KIND"] == "bedrock"
+        assert stack.status(cfg, aws)["endpoint"]["state"] == "absent"
+    finally:
+        env.runtime.wait_idle(60)
+        stack.down(cfg, aws, delete_bucket=True)
