@@ -673,7 +673,9 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
                    when=_EXISTING)
               + _n("iam:GetRole", lam_role) + ([] if studio_role else _n("iam:GetRole", sm_role))
               + _n("sagemaker:DescribeEndpoint", ep)
-              + _n("sagemaker:DescribeEndpointConfig", configs)
+              # A managed model's stack has no endpoint: only one an earlier run left.
+              + _n("sagemaker:DescribeEndpointConfig", configs,
+                   when=_EXISTING if managed else "")
               + _n("application-autoscaling:DescribeScalableTargets "
                    "application-autoscaling:DescribeScalingPolicies", "*")
               + _n("application-autoscaling:DescribeScalingActivities", "*", when=_EXISTING)
