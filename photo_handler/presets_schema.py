@@ -279,7 +279,7 @@ def _examples(item: Mapping[str, Any], limits: ContainerLimits, example_prefix: 
         problems.append("examples: must be a list of {photo, answer} objects (may be empty)")
         return False
     most = MAX_EXAMPLES
-    if limits.engine in ("vllm", "bedrock"):  # images per request, the upload included
+    if limits.engine == "vllm":  # limit_mm_per_prompt: the examples' photos and the upload
         most = min(most, limits.max_images - 1)
     if len(examples) > most:
         why = (f" ({limits.engine} {limits.container_version} takes {limits.max_images} "

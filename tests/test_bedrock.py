@@ -295,6 +295,19 @@ def test_photo_answered_through_converse_and_down_leaves_nothing(env, tmp_path):
     assert record["usage"]["input_tokens"] > 0 and record["usage"]["cost_usd"] > 0
     assert record["model"]["model_id"] == NOVA
 
+    # A structured preset in French: Nova Lite's forced tool call gives the fields.
+    from visual_tourism import presets
+
+    family = presets.get_preset(aws, cfg, "family")
+    presets.put_preset(aws, cfg, {**family, "structured": True},
+                       expected_version=family["version"])
+    record = stack.ask(PHOTO, cfg, aws, timeout=120, key=f"{cfg.input_prefix}family.jpeg",
+                       preset="family", language="French")
+    assert record["status"] == "ok", record
+    assert record["preset"]["name"] == "family" and record["preset"]["language"] == "French"
+    assert record["fields"]["description"] and "fields_error" not in record
+    assert "French" in record["answer"]  # the stand-in says which language it was asked for
+
     removed = stack.down(cfg, aws, delete_bucket=True)
     assert f"Lambda {cfg.function_name}" in removed
     assert aws.sagemaker.list_endpoints()["Endpoints"] == []
@@ -456,3 +469,23 @@ def test_eval_profiles_hosted_and_managed_side_by_side(env, tmp_path, capsys, mo
     finally:
         env.runtime.wait_idle(60)
         stack.down(cfg, aws, delete_bucket=True)
+
+
+def test_one_image_models_get_the_examples_as_text():
+    """Llama 3.2 Vision takes one image: the example's answer goes in the system prompt, the
+    photo alone is sent, and a structured answer is asked for in the text (no forced tool)."""
+    from photo_handler.request import Prompt
+
+    env = lambda_fn.function_environment(load_config(model_profile="llama3.2-11b-vision"), "b")
+    settings = load_settings(env)
+    assert settings.model_id == LLAMA_PROFILE and settings.structured_output == "text"
+    prompt = Prompt("Describe it.", (("example/trevi.jpeg", "The Trevi Fountain."),),
+                    {"max_new_tokens": 100, "do_sample": False, "top_k": 50}, structured=True)
+    photo = handler_converse.ImagePart(_jpeg(32, 32), "jpeg", 32, 32)
+    assert handler_converse.max_images(settings) == 1
+    request = handler_converse.build_request(settings, prompt, [], photo)
+    assert "toolConfig" not in request
+    assert "The Trevi Fountain." in request["system"][0]["text"]
+    (message,) = request["messages"]
+    assert [list(block) for block in message["content"]] == [["image"], ["text"]]
+    assert request["inferenceConfig"] == {"maxTokens": 100, "temperature": 0}
