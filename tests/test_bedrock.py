@@ -489,3 +489,13 @@ def test_one_image_models_get_the_examples_as_text():
     (message,) = request["messages"]
     assert [list(block) for block in message["content"]] == [["image"], ["text"]]
     assert request["inferenceConfig"] == {"maxTokens": 100, "temperature": 0}
+
+
+def test_nothing_to_wake_or_sleep_for_a_managed_model():
+    from visual_tourism import async_inference
+    from visual_tourism.errors import ConfigError
+
+    cfg = load_config(model_profile="nova-lite")
+    for action in (async_inference.wake, async_inference.sleep):
+        with pytest.raises(ConfigError, match="nothing is billed while idle"):
+            action(object(), cfg)
