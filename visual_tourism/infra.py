@@ -68,6 +68,9 @@ LAMBDA_ENV_PARAMETERS = {
     "ASYNC_TTL_SECONDS": "AsyncTtlSeconds",
     "ASYNC_INVOCATION_TIMEOUT_SECONDS": "AsyncInvocationTimeoutSeconds",
     "CONTAINER_LIMITS": "ContainerLimits",
+    "MODEL_KIND": "ModelKind",
+    "MODEL_PRICES": "ModelPrices",
+    "STRUCTURED_OUTPUT": "StructuredOutput",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME", "PRESETS_TABLE",
                                  "THUMBNAIL_PREFIX"})  # the last: from WebPage
@@ -118,26 +121,17 @@ def _studio_bucket(cfg: Config, account: str) -> str:
     return "" if name == f"{cfg.prefix}-{account}-{cfg.region}" else name
 
 
-def require_hosted(cfg: Config) -> None:
-    """The template deploys a hosted profile's endpoint; a managed one is refused, saying
-    what to use instead (before anything is packaged)."""
-    if cfg.profile.managed:
-        raise ConfigError(
-            f"{cfg.profile.name} is a managed model (Amazon Bedrock): infra/template.yaml "
-            "deploys the hosted profiles (a SageMaker endpoint) only. Deploy it with "
-            "'visual-tourism up', which creates no endpoint.")
-
-
 def template_parameters(
     cfg: Config, *, image_uri: str, code_bucket: str, code_key: str, account: str = ""
 ) -> dict[str, str]:
     """Every template parameter's value, derived from the configuration and the helpers.
     ``account``: the deploying account, needed only where the bucket's default name is not
     the template's own (inside SageMaker Studio: see Config.bucket_name)."""
-    require_hosted(cfg)
+    profile = cfg.profile
     environment = lambda_fn.function_environment(cfg, bucket="")
     unknown = set(environment) - set(LAMBDA_ENV_PARAMETERS) - LAMBDA_ENV_COMPUTED
-    container = cfg.profile.container_env()
+    # A managed model (Amazon Bedrock): no container, no endpoint (the Hosted condition).
+    container = {} if profile.managed else profile.container_env()
     unknown |= set(container) - set(MODEL_ENV_PARAMETERS)
     if unknown:
         raise ConfigError(
@@ -145,7 +139,8 @@ def template_parameters(
             "one (and its mapping in visual_tourism/infra.py), or deploy with 'visual-tourism up'."
         )
     params = {param: environment[var] for var, param in LAMBDA_ENV_PARAMETERS.items()}
-    params.update({param: container.get(var, "") for var, param in MODEL_ENV_PARAMETERS.items()})
+    for var, param in MODEL_ENV_PARAMETERS.items():  # ModelId is MODEL_ID's already
+        params.setdefault(param, container.get(var, ""))
     params.update(
         {
             "Prefix": cfg.prefix,
@@ -170,7 +165,12 @@ def template_parameters(
             "LogRetentionDays": str(logs.RETENTION_DAYS),
             "AsyncMaxConcurrency": str(cfg.async_max_concurrency),
             "AsyncBacklogTarget": f"{cfg.async_backlog_target:g}",
-            "StopAt": stop_at(cfg),
+            # A managed model has nothing to stop: no deadline (as `up` arms none).
+            "StopAt": "" if profile.managed else stop_at(cfg),
+            "BedrockModelId": profile.model_id if profile.managed else "",
+            "BedrockInferenceProfile": (profile.invoke_id(cfg.region)
+                                        if profile.managed and profile.inference_profile
+                                        else ""),
             "Presets": cfg.presets,
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
@@ -222,7 +222,6 @@ def package(
     progress: Progress = _quiet,
 ) -> Packaged:
     """Upload the Lambda zip and write ``packaged.yaml`` + ``parameters.json`` to ``out_dir``."""
-    require_hosted(cfg)  # before anything is uploaded
     aws = aws or Aws(cfg.region)
     # Pillow when it may resize (locally: the one that imports in local mode's Lambda).
     zip_bytes = packaging.build_zip("photo", packaging.vendor_dir(cfg, local=aws.is_local))
@@ -240,7 +239,8 @@ def package(
         aws.s3.put_object(Bucket=code_bucket, Key=code_key(web_zip), Body=web_zip,
                           ContentType="application/zip")
     params = template_parameters(
-        cfg, image_uri=cfg.profile.image_uri(cfg.region), code_bucket=code_bucket, code_key=key,
+        cfg, image_uri="" if cfg.profile.managed else cfg.profile.image_uri(cfg.region),
+        code_bucket=code_bucket, code_key=key,
         account=aws.account_id,
     )
     out_dir.mkdir(parents=True, exist_ok=True)

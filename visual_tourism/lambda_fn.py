@@ -25,8 +25,9 @@ PERMISSION_ID = "visual-tourism-s3-invoke"
 def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
     """The variables lambda_code.py reads; every value comes from the configuration."""
     profile = cfg.profile
+    hosted = {"MODEL_KIND": "sagemaker", "MODEL_PRICES": "", "STRUCTURED_OUTPUT": "text"}
     return {**_environment(cfg, bucket), **(_managed_environment(cfg) if profile.managed
-                                           else {})}
+                                           else hosted)}
 
 
 def _managed_environment(cfg: Config) -> dict[str, str]:
