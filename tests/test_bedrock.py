@@ -276,7 +276,7 @@ def _deploy(env, tmp_path, profile="nova-lite", **settings):
     return cfg, aws, lines
 
 
-def test_photo_answered_through_converse_and_down_leaves_nothing(env, tmp_path):
+def test_photo_answered_through_converse_and_down_leaves_nothing(env, tmp_path, capsys):
     cfg, aws, lines = _deploy(env, tmp_path, web_api="off")
     assert any("no SageMaker model, endpoint" in line for line in lines)
     assert aws.sagemaker.list_endpoints()["Endpoints"] == []
@@ -288,6 +288,10 @@ def test_photo_answered_through_converse_and_down_leaves_nothing(env, tmp_path):
     status = stack.status(cfg, aws)
     assert status["model"]["kind"] == "bedrock" and status["cost_per_hour_usd"] is None
     assert "per photo" in status["cost"]
+    capsys.readouterr()
+    assert main(["status", "--prefix", cfg.prefix, "--model-profile", "nova-lite"]) == 0
+    out = capsys.readouterr().out
+    assert "nothing to stop" in out and '"kind": "bedrock"' in out
 
     record = stack.ask(PHOTO, cfg, aws, timeout=120)
     assert record["status"] == "ok", record
