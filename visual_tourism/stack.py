@@ -135,8 +135,7 @@ def wait_for_endpoint(
     cfg: Config, aws: Aws, progress: Progress = _quiet, poll: float = 15.0
 ) -> None:
     """Wait for InService (10-15 minutes on AWS), then drop superseded models and configs."""
-    if cfg.profile.managed:
-        progress("cost: " + prices.describe_plan(cfg))
+    if cfg.profile.managed:  # nothing to wait for (the cost was said before `up` began)
         return
     progress("waiting for the endpoint: 10-15 minutes on AWS for a GPU model")
     current = endpoint.wait_for_endpoint(aws, cfg.endpoint_name, progress, poll=poll)
