@@ -148,7 +148,9 @@ def hosted_vs_managed(cfg: Config) -> Table:
     rows = costs.by_volume(min_instances=cfg.min_instances)
 
     def usd(value: float | None) -> str:
-        return "-" if value is None else f"${value:,.4f}"
+        if value is None:
+            return "-"
+        return f"${value:,.5f}" if value < 0.01 else f"${value:,.2f}"
 
     table = Table({r["profile"]: {
         "kind": "managed (Bedrock)" if r["kind"] == "bedrock" else "hosted (SageMaker)",
@@ -165,6 +167,10 @@ def hosted_vs_managed(cfg: Config) -> Table:
 
 def autoscaling_plan(cfg: Config) -> dict[str, Any]:
     """The scaling target and policies ``attach_autoscaling`` will put in place, for the mode."""
+    if cfg.profile.managed:
+        return {"autoscaling": f"none: {cfg.profile.name} is a managed model; Amazon Bedrock "
+                "scales it, and the function's reserved concurrency "
+                f"({cfg.reserved_concurrency}) caps the photos in flight"}
     most = prices.hourly_cost(cfg.effective_instance_type, cfg.max_instances)
     most_text = (f"${most:.2f} at {cfg.max_instances} instances" if most is not None
                  else "price not recorded")
