@@ -159,6 +159,10 @@ def test_local_converse_checks_the_service_model_and_the_conversation(server):
     with pytest.raises(ClientError, match="alternate"):
         client.converse(modelId=NOVA, messages=[
             {"role": "assistant", "content": [{"text": "hi"}]}, *_message(small)])
+    with pytest.raises(ClientError, match="only in user messages"):
+        client.converse(modelId=NOVA, messages=[
+            *_message(small), {"role": "assistant", "content": [
+                {"image": {"format": "jpeg", "source": {"bytes": small}}}]}, *_message(small)])
     with pytest.raises(ClientError, match="model identifier is invalid"):
         client.converse(modelId="amazon.nova-nonsense-v9:0", messages=_message(small))
     with pytest.raises(ClientError, match="inference profile"):  # the bare ID, on demand

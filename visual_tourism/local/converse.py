@@ -8,10 +8,11 @@ As strict as the service where the handler could trip on it:
 - the request is checked against botocore's own ``bedrock-runtime`` service model (the
   ``ConverseRequest`` shape: required members, unknown members, enums, list and number
   bounds, blobs as base64), as the service's validation does;
-- the documented limits (Bedrock user guide, Converse ``ImageBlock``): png, jpeg, gif or webp,
-  the format named matching the bytes, each image at most 3.75 MB and 8,000 pixels a side, at
-  most 20 images a request (fewer where the model takes fewer), and the conversation's shape:
-  it starts with a user message, roles alternate, and it ends with the user's;
+- the documented limits (Bedrock API reference, ``Message`` and ``ImageBlock``): png, jpeg,
+  gif or webp, the format named matching the bytes, in user messages only, each image at
+  most 3.75 MB and 8,000 pixels a side, at most 20 images a request (fewer where the model
+  takes fewer), and the conversation's shape: it starts with a user message, roles
+  alternate, and it ends with the user's;
 - the model: only the managed profiles' models, by the ID the region invokes them with (a
   model served through an inference profile refuses its bare ID on demand, as Bedrock does);
 - IAM: with local mode's enforcement on, the caller's role must allow ``bedrock:InvokeModel``
@@ -198,6 +199,8 @@ def conversation(request: Mapping[str, Any], max_images: int) -> list[Turn]:
             if "text" in block:
                 parts.append(block["text"])
             elif "image" in block:
+                if message["role"] != "user":  # the API reference's Message.content rule
+                    raise _invalid(f"{where}: images are allowed only in user messages")
                 images += 1
                 parts.append(_image(block["image"], f"{where}.image"))
             else:
