@@ -173,7 +173,6 @@ def process_record(
             attempts, model_seconds = converse.ask(settings, prompt, bucket, key, head, size, fmt,
                                                    etag, (width, height), deadline, result,
                                                    summary)
-            result["status"], final = "ok", True
         else:
             examples, photo = budget.image_urls(settings, prompt, bucket, key, head, size, fmt,
                                                 etag, (width, height))
@@ -200,7 +199,7 @@ def process_record(
             # With the url transport the endpoint fetched the photo itself, unpinned: if it was
             # replaced meanwhile the answer may describe the newer upload. records.store's HEAD
             # of the photo, in step 4, tells (and the newer upload's own event answers it).
-            result["status"], final = "ok", True
+        result["status"], final = "ok", True
     except PhotoChanged:
         return logs.summary({**summary, "status": "superseded", "etag": result["input"]["etag"],
                              "reason": "photo replaced while being handled"})
