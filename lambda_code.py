@@ -19,7 +19,8 @@ S3 invokes ``lambda_handler`` for each upload. For every record of the event it
    within the time this invocation has left (``model.invoke_model``) and its answer read
    (``answer.parse_result``). With INFERENCE_MODE=async the request is queued instead
    (``asynchronous.submit``), and the invocation that SageMaker's answer triggers finishes
-   the photo (``asynchronous.complete``);
+   the photo (``asynchronous.complete``). With MODEL_KIND=bedrock there is no endpoint: a
+   managed model answers through Amazon Bedrock's Converse API (``converse.ask``);
 4. writes one JSON result to ``OUTPUT_PREFIX + <key after INPUT_PREFIX> + ".json"``, only if
    the photo is still the upload read in step 2 (ETag, metadata, date) and conditionally on
    the result seen in step 1 (``records.store``); else the photo's newer upload answers it.
@@ -183,32 +184,39 @@ def process_record(
         prompt = places.ground(settings, prompt, head, metadata, result)
 
         # -- 3. ask the model ---------------------------------------------------------------
-        examples, photo = budget.image_urls(settings, prompt, bucket, key, head, size, fmt, etag,
-                                            (width, height))
-        images = [*examples, photo]
-        summary["images_resized"] = sum(image.resized for image in images)
-        if photo.resized:  # what the model saw
-            result["image"]["sent"] = {"width": photo.width, "height": photo.height}
-        body = request.prompt_request(settings, prompt, [e.url for e in examples], photo.url)
-        encoded = json.dumps(body).encode()
-        budget.check_request(settings, prompt, encoded, images)
-        if settings.inference_mode == "async":  # the answer comes back as an S3 object
-            from photo_handler import asynchronous  # INFERENCE_MODE=async only
+        if settings.model_kind == "bedrock":  # a managed model: Converse, no endpoint
+            from photo_handler import converse  # MODEL_KIND=bedrock only
 
-            return logs.summary(asynchronous.submit(
-                s3, settings, bucket, key, out_key, body, result, summary,
-                structured=prompt.structured, upload=photo_upload, seen=seen))
-        model_started = time.monotonic()
-        try:
-            payload, attempts = model.invoke_model(encoded, settings, deadline)
-            result.update(answer.parse_result(settings.request_style, payload, body,
-                                              prompt.structured))
-        finally:
-            model_seconds = time.monotonic() - model_started
+            attempts, model_seconds = converse.ask(settings, prompt, bucket, key, head, size, fmt,
+                                                   etag, (width, height), deadline, result,
+                                                   summary)
+        else:
+            examples, photo = budget.image_urls(settings, prompt, bucket, key, head, size, fmt,
+                                                etag, (width, height))
+            images = [*examples, photo]
+            summary["images_resized"] = sum(image.resized for image in images)
+            if photo.resized:  # what the model saw
+                result["image"]["sent"] = {"width": photo.width, "height": photo.height}
+            body = request.prompt_request(settings, prompt, [e.url for e in examples], photo.url)
+            encoded = json.dumps(body).encode()
+            budget.check_request(settings, prompt, encoded, images)
+            if settings.inference_mode == "async":  # the answer comes back as an S3 object
+                from photo_handler import asynchronous  # INFERENCE_MODE=async only
+
+                return logs.summary(asynchronous.submit(
+                    s3, settings, bucket, key, out_key, body, result, summary,
+                    structured=prompt.structured, upload=photo_upload, seen=seen))
+            model_started = time.monotonic()
+            try:
+                payload, attempts = model.invoke_model(encoded, settings, deadline)
+                result.update(answer.parse_result(settings.request_style, payload, body,
+                                                  prompt.structured))
+            finally:
+                model_seconds = time.monotonic() - model_started
+            # With the url transport the endpoint fetched the photo itself, unpinned: if it was
+            # replaced meanwhile the answer may describe the newer upload. records.store's HEAD
+            # of the photo, in step 4, tells (and the newer upload's own event answers it).
         places.complete(settings, result)  # which place it recommends; a landmark's places
-        # With the url transport the endpoint fetched the photo itself, unpinned: if it was
-        # replaced meanwhile the answer may describe the newer upload. records.store's HEAD of
-        # the photo, in step 4, tells (and the newer upload's own event answers it).
         result["status"], final = "ok", True
     except PhotoChanged:
         return logs.summary({**summary, "status": "superseded", "etag": result["input"]["etag"],

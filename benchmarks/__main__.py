@@ -26,6 +26,7 @@ from . import (
     decode_memory,
     handler_overhead,
     local_mode,
+    managed,
     payload,
     web_page,
 )
@@ -41,6 +42,7 @@ BENCHMARKS: dict[str, Benchmark] = {
     "burst": burst.run,
     "async-cost": async_cost.run,
     "web": web_page.run,
+    "managed": managed.run,
 }
 DEFAULT_OUT = ROOT / "benchmarks" / "out" / "results.json"
 

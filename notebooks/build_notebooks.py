@@ -229,9 +229,12 @@ NOTEBOOKS: dict[str, list[Cell]] = {
         md("""
             ## 2. Choose a model
 
-            A model profile bundles a model, the Hugging Face TGI container that serves it, and
-            an instance type. Mind the licence: `idefics-9b-instruct` (the original design) is
-            for research only; the Qwen profile is Apache-2.0.
+            A hosted profile bundles an open model, the container that serves it (Hugging Face
+            TGI or AWS LMI), and a GPU instance this stack deploys as a SageMaker endpoint. A
+            managed profile (`nova-lite`, `llama3.2-11b-vision`) is a model Amazon Bedrock
+            serves: nothing to deploy, no GPU quota to request, nothing billed while idle, a
+            price per photo's tokens instead. Mind the licence: `idefics-9b-instruct` (the
+            original design) is for research only; the Qwen profile is Apache-2.0.
         """),
         code("notebook.show_profiles()"),
         md("""
@@ -388,6 +391,18 @@ NOTEBOOKS: dict[str, list[Cell]] = {
             instance's GPUs).
         """),
         code("notebook.show_model(cfg)"),
+        md("""
+            ### Hosted or managed: what a photo costs
+
+            With a managed profile (Amazon Bedrock) the cells below create no model, endpoint,
+            autoscaling or deadline: each says so, and the function calls the model directly
+            with the Converse API. Per photo, at list prices, at 10, 100 and 1,000 photos a
+            day, idle included: a real-time endpoint bills all day whatever the volume, a
+            managed model only each photo's tokens. `visual-tourism eval --profiles
+            smolvlm-instruct,nova-lite` measures recognition, latency and cost on the same
+            labelled photos.
+        """),
+        code("notebook.hosted_vs_managed(cfg)"),
         md("""
             ### Real-time or asynchronous?
 

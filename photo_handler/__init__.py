@@ -13,6 +13,7 @@ Each module holds one thing the handler does; the handler's steps call them in o
 - ``request``: the request body (the one-shot prompt, or a preset's) and the images it carries;
 - ``budget``: sizing the images to the model container's token budget and payload limit;
 - ``model``: calling the endpoint, with retries within the time left;
+- ``converse``: a managed model instead (MODEL_KIND=bedrock): Amazon Bedrock's Converse;
 - ``answer``: the model's text (or structured fields) out of its response;
 - ``presets``, ``presets_schema``: answer presets (PRESETS_TABLE set);
 - ``asynchronous``: SageMaker Asynchronous Inference (INFERENCE_MODE=async);
@@ -20,6 +21,6 @@ Each module holds one thing the handler does; the handler's steps call them in o
 - ``serving_limits``: the model container's limits and rules (shared with visual_tourism).
 
 Modules import only each other, never the handler. ``presets``, ``presets_schema``,
-``asynchronous`` and ``resize`` (with Pillow) are imported inside the functions that need
-them, so that a cold start compiles only what the configuration uses.
+``asynchronous``, ``converse`` and ``resize`` (with Pillow) are imported inside the functions
+that need them, so that a cold start compiles only what the configuration uses.
 """

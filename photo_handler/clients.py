@@ -15,7 +15,8 @@ from botocore.exceptions import ClientError
 # test a client that still points at an earlier endpoint.
 _CLIENT_ENV = (
     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME",
-    "AWS_ENDPOINT_URL_DYNAMODB", "AWS_ENDPOINT_URL_GEO_PLACES",
+    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME", "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_GEO_PLACES",
     "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID",
 )
 _sessions: dict[tuple[str | None, ...], Any] = {}

@@ -343,7 +343,7 @@ def _generation_types(generation: Mapping[str, Any], limits: ContainerLimits,
                 problems.append(f"{said} must be a whole number from 1 to {_I32_MAX}; leave it "
                                 "out to disable top-k sampling")
         elif name == "seed":
-            low, high = _SEED_RANGE[limits.engine]
+            low, high = _SEED_RANGE.get(limits.engine, (0, 2**63 - 1))  # Converse: no seed
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
                 unsigned = " (an unsigned 64-bit integer)" if low == 0 else ""
                 problems.append(f"{said} must be a whole number from {low} to {high}{unsigned} "

@@ -24,7 +24,7 @@ from .settings import Settings
 
 MAX_KEY_BYTES = 1024  # S3's limit on an object key, in UTF-8 bytes
 RESULT_FIELDS = ("status", "answer", "fields", "fields_error", "error", "input", "image", "model",
-                 "preset", "places", "timing", "request_id", "written_at")
+                 "preset", "places", "usage", "timing", "request_id", "written_at")
 
 _UNKNOWN = "?"  # the earlier result could not be checked: write unconditionally
 

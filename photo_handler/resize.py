@@ -46,6 +46,13 @@ def inline(
     return SentImage(prefix + base64.b64encode(jpeg).decode("ascii"), *size, resized=True)
 
 
+def jpeg_within(data: bytes, max_bytes: int, max_pixels: int,
+                size: tuple[int, int] | None = None) -> tuple[bytes, tuple[int, int]]:
+    """(JPEG of at most ``max_bytes``, its size): for a model that takes image bytes rather
+    than data: URIs (Bedrock's Converse); see ``_resized`` for ``size``."""
+    return _resized(data, max_bytes, max_pixels, size)
+
+
 def _data_uri(data: bytes, fmt: str, budget: int, max_pixels: int = 50_000_000) -> str:
     """``data:`` URI of at most ``budget`` characters; re-encoded smaller when needed."""
     prefix = f"data:image/{fmt};base64,"
@@ -195,7 +202,8 @@ def _resized(
                 image = image.resize((width, height), Image.Resampling.LANCZOS,
                                      reducing_gap=3.0)
         side = min(max(image.size), max(size) if size else SHRINK_MAX_SIDE)
-        while side >= 64:
+        floor = min(64, side)  # an image smaller than 64 px is still encoded once
+        while side >= floor:
             image.thumbnail((side, side), reducing_gap=2.0)  # never enlarges
             out = io.BytesIO()
             image.save(out, "JPEG", quality=85, optimize=True)

@@ -32,6 +32,16 @@ Image token counting (``image_tokens``), one formula per container and model fam
 - ``"idefics3"``: SmolVLM/Idefics3 through the Hugging Face processor (vLLM): longest edge
   scaled to 1536 (up or down), split into 384-pixel tiles, 81 tokens per tile plus a global
   image, with a few marker tokens per tile: at most 1,513 tokens whatever the photo's size.
+- ``"bedrock"``: a managed model on Amazon Bedrock (Converse). The service resizes images
+  itself and its accounting is not published per model; estimated from above as
+  ``ceil(width * height / 750)`` (Anthropic's published estimate; Amazon Nova v1 is about
+  1,300 tokens for 900x900, below it). Bedrock's own limits are per image: the formats, 3.75 MB
+  and 8,000 pixels a side (``photo_handler.converse``).
+
+Amazon Bedrock's Converse (engine ``"bedrock"``, request style ``"converse"``) takes
+``inferenceConfig`` ``maxTokens`` >= 1, 0 <= ``temperature`` <= 1, 0 <= ``topP`` <= 1 and
+``stopSequences`` (botocore's bedrock-runtime 2023-09-30 service model); a failure is a 400
+ValidationException.
 """
 
 from __future__ import annotations
@@ -44,8 +54,8 @@ from typing import Any
 
 ENV_VAR = "CONTAINER_LIMITS"  # the Lambda reads ContainerLimits from this variable (JSON)
 
-FORMULAS = ("idefics", "qwen2-vl-router", "qwen2-vl-processor", "idefics3")
-ENGINES = ("tgi", "vllm")
+FORMULAS = ("idefics", "qwen2-vl-router", "qwen2-vl-processor", "idefics3", "bedrock")
+ENGINES = ("tgi", "vllm", "bedrock")
 
 # Text tokens are estimated from above, without the tokenizer: every byte-level BPE or
 # SentencePiece (byte fallback) token covers at least one UTF-8 byte, so a text never has more
@@ -62,7 +72,7 @@ class GenerationError(ValueError):
 class ContainerLimits:
     """The limits a deployed container enforces, and how it counts image tokens."""
 
-    engine: str  # "tgi" or "vllm"
+    engine: str  # "tgi", "vllm" or "bedrock" (a managed model: no container of ours)
     container_version: str  # e.g. "1.4.5", "3.3.6", "0.33.0"
     max_input_tokens: int
     max_total_tokens: int
@@ -86,7 +96,7 @@ class ContainerLimits:
 
     @property
     def validation_status(self) -> int:
-        """HTTP status of a refused request: TGI's 422, vLLM's 400."""
+        """HTTP status of a refused request: TGI's 422, vLLM's and Bedrock's 400."""
         return 422 if self.engine == "tgi" else 400
 
     @property
@@ -172,6 +182,8 @@ def image_tokens(width: int, height: int, formula: str) -> int:
         # 81 tokens per tile and for the global image; <fake_token_around_image>, the
         # <row_i_col_j> marker (up to 7 tokens as text) and a newline per row, from above.
         return (tiles + 1) * 81 + tiles * 8 + rows + 4
+    if formula == "bedrock":
+        return math.ceil(width * height / 750)
     raise GenerationError(f"unknown image formula {formula!r}")
 
 
@@ -299,6 +311,14 @@ CHAT_PARAMETERS = {
     "seed": "seed", "stop": "stop", "frequency_penalty": "frequency_penalty",
     "presence_penalty": "presence_penalty",
 }
+# The handler's generation keys -> Converse's inferenceConfig fields. do_sample false means
+# temperature 0; top_k has no inferenceConfig field (it would be a model-specific
+# additionalModelRequestField) and is left out, as the defaults carry it for TGI.
+CONVERSE_PARAMETERS = {
+    "max_new_tokens": "maxTokens", "temperature": "temperature", "top_p": "topP",
+    "stop": "stopSequences",
+}
+CONVERSE_IGNORED = {"do_sample", "top_k"}
 TGI_PARAMETERS = {
     "do_sample", "temperature", "top_p", "top_k", "typical_p", "repetition_penalty",
     "frequency_penalty", "max_new_tokens", "stop", "seed", "truncate", "watermark",
@@ -331,6 +351,8 @@ def generation_problems(
     where = f"({limits.engine} {limits.container_version}, {style} requests)"
     if style == "tgi":
         unknown = sorted(set(params) - TGI_PARAMETERS)
+    elif style == "converse":
+        unknown = sorted(set(params) - set(CONVERSE_PARAMETERS) - CONVERSE_IGNORED)
     else:
         unknown = sorted(set(params) - set(CHAT_PARAMETERS) - {"do_sample", "top_k"})
     if unknown:
@@ -352,12 +374,17 @@ def generation_problems(
             problems.append(
                 f"temperature={params['temperature']} must be > 0 {where}; for greedy "
                 "decoding set do_sample=false and leave temperature out")
+        elif limits.engine == "bedrock" and not 0 <= temperature <= 1:
+            problems.append(f"temperature={params['temperature']} must be between 0 and 1 "
+                            f"{where}")
         elif temperature < 0:
             problems.append(f"temperature={params['temperature']} must be >= 0 {where}")
     if top_p is not None:
-        upper_ok = top_p <= 1 if limits.engine == "vllm" else top_p < 1
-        if not (top_p > 0 and upper_ok):
-            allowed = "0 < top_p <= 1" if limits.engine == "vllm" else "0 < top_p < 1"
+        upper_ok = top_p <= 1 if limits.engine in ("vllm", "bedrock") else top_p < 1
+        lower_ok = top_p >= 0 if limits.engine == "bedrock" else top_p > 0
+        if not (lower_ok and upper_ok):
+            allowed = {"vllm": "0 < top_p <= 1", "bedrock": "0 <= top_p <= 1"}.get(
+                limits.engine, "0 < top_p < 1")
             problems.append(f"top_p={params['top_p']} must satisfy {allowed} {where}; "
                             "leave it out to disable nucleus sampling")
     if style == "tgi":

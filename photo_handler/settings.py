@@ -30,7 +30,8 @@ DEFAULT_EXAMPLE_ANSWER = (
 DEFAULT_GENERATION: dict[str, Any] = {
     "do_sample": True, "top_p": 0.2, "temperature": 0.4, "top_k": 50, "max_new_tokens": 512,
 }
-STYLES = ("tgi", "messages")
+STYLES = ("tgi", "messages", "converse")
+KINDS = ("sagemaker", "bedrock")  # MODEL_KIND: a SageMaker endpoint, or Amazon Bedrock
 TRANSPORTS = ("url", "data-uri")
 
 
@@ -79,6 +80,13 @@ class Settings:
     places_max_results: int = 5
     places_opening_hours: bool = False  # "open now" (SearchNearby's Contact feature: Advanced)
     places_timeout_seconds: float = 5.0
+    # "bedrock": a managed model called with Amazon Bedrock's Converse API (converse.py):
+    # MODEL_ID is the modelId to call (a foundation model or an inference profile), no
+    # ENDPOINT_NAME. MODEL_PRICES (JSON {"input_per_million", "output_per_million"}, US
+    # dollars) prices each answer's usage in its record.
+    model_kind: str = "sagemaker"
+    model_prices: str = ""
+    structured_output: str = "text"  # "tool": a forced Converse tool call (the model takes it)
 
 
 ENV_NAMES = {  # environment variable -> Settings field
@@ -101,6 +109,8 @@ ENV_NAMES = {  # environment variable -> Settings field
     "PLACES": "places", "PLACES_RADIUS_METERS": "places_radius_meters",
     "PLACES_MAX_RESULTS": "places_max_results", "PLACES_OPENING_HOURS": "places_opening_hours",
     "PLACES_TIMEOUT_SECONDS": "places_timeout_seconds",
+    "MODEL_KIND": "model_kind", "MODEL_PRICES": "model_prices",
+    "STRUCTURED_OUTPUT": "structured_output",
 }
 SWITCHES = {"on": True, "off": False}  # the values of the on/off variables (PLACES)
 
@@ -131,7 +141,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         except ValueError as exc:
             raise ConfigError(f"Environment variable {var}={raw!r} is invalid ({exc}).") from None
         values[name] = value
-    missing = [var for var in ("BUCKET_NAME", "ENDPOINT_NAME") if ENV_NAMES[var] not in values]
+    # A managed model has no endpoint: it is named by MODEL_ID.
+    needed = (("BUCKET_NAME", "MODEL_ID") if values.get("model_kind") == "bedrock"
+              else ("BUCKET_NAME", "ENDPOINT_NAME"))
+    missing = [var for var in needed if ENV_NAMES[var] not in values]
+    values.setdefault("endpoint", "")
     if missing:
         raise ConfigError(f"Set {' and '.join(missing)} in the Lambda's environment.")
     problems = []
@@ -148,6 +162,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
             cap = limits.payload_limit_bytes * 95 // 100
             values["max_payload_bytes"] = min(values.get("max_payload_bytes", cap), cap)
     settings = Settings(**values)
+    if settings.model_kind not in KINDS:
+        problems.append(f"MODEL_KIND must be one of {', '.join(KINDS)}")
+    elif (settings.model_kind == "bedrock") != (settings.request_style == "converse"):
+        problems.append("MODEL_KIND=bedrock goes with REQUEST_STYLE=converse, and only it")
+    elif settings.model_kind == "bedrock" and settings.inference_mode != "realtime":
+        problems.append("INFERENCE_MODE must be realtime with MODEL_KIND=bedrock (a managed "
+                        "model has no endpoint to queue requests on)")
     if settings.request_style not in STYLES:
         problems.append(f"REQUEST_STYLE must be one of {', '.join(STYLES)}")
     if settings.image_transport not in TRANSPORTS:

@@ -309,6 +309,8 @@ def test_every_variable_is_read() -> None:
         "PRESETS_TABLE": "t-presets", "PRESET_CACHE_SECONDS": "5", "THUMBNAIL_PREFIX": "th/",
         "PLACES": "off", "PLACES_RADIUS_METERS": "250", "PLACES_MAX_RESULTS": "3",
         "PLACES_OPENING_HOURS": "on", "PLACES_TIMEOUT_SECONDS": "2",
+        "MODEL_KIND": "sagemaker", "MODEL_PRICES": '{"input_per_million": 1}',
+        "STRUCTURED_OUTPUT": "tool",
     }
     s = handler_settings.load_settings(env)
     assert set(handler_settings.ENV_NAMES) == set(env)
@@ -316,6 +318,7 @@ def test_every_variable_is_read() -> None:
         "b", "e", "in/", "out/", "ex/x.png", "A.", "I.", "messages", {"max_new_tokens": 64},
         "data-uri", 60, 1000, "p", "m/m", 2, 30.0, 0.5, 2.0, 10, 20, 3, "async", "q/", 120, 30,
         "t-presets", 5.0, "th/", False, 250, 3, True, 2.0,
+        "sagemaker", '{"input_per_million": 1}', "tool",
     ]
 
 
@@ -442,7 +445,9 @@ def test_container_limits_set_the_payload_limit() -> None:
     assert handler_settings.load_settings(base).container_limits is None
     for profile in PROFILES.values():
         env = {**base, "CONTAINER_LIMITS": profile.limits.to_env(),
-               "REQUEST_STYLE": profile.request_style}
+               "REQUEST_STYLE": profile.request_style,
+               **({"MODEL_KIND": "bedrock", "MODEL_ID": profile.model_id}
+                  if profile.managed else {})}
         s = handler_settings.load_settings(env)
         assert s.container_limits == profile.limits
         assert s.max_payload_bytes == profile.limits.payload_limit_bytes * 95 // 100

@@ -232,7 +232,7 @@ def template() -> dict[str, Any]:
 
 def rendered(cfg: Config) -> tuple[Resolver, dict[str, str]]:
     values = infra.template_parameters(
-        cfg, image_uri=image_uri(cfg.model_profile, cfg.region),
+        cfg, image_uri="" if cfg.profile.managed else image_uri(cfg.model_profile, cfg.region),
         code_bucket="artifacts-bucket", code_key="lambda/0123.zip",
     )
     return Resolver(template(), values, account=DEFAULT_ACCOUNT_ID, region=cfg.region), values
@@ -268,7 +268,8 @@ def test_template_passes_cfn_lint():
     ("old", "new", "rule"),
     [
         ("RetentionInDays: !Ref", "RetentionDays: !Ref", "E3002"),  # no such property
-        ("!GetAtt Endpoint.EndpointName\n", "!GetAtt Endpoint.Name\n", "E1010"),  # no attribute
+        ("!GetAtt Endpoint.EndpointName, \"\"]", "!GetAtt Endpoint.Name, \"\"]",
+         "E1010"),  # no such attribute
         # The cycle the template avoids: the function naming its bucket through the resource.
         ("BUCKET_NAME: !If [HasBucketName, !Ref BucketName, !Sub \"${Prefix}-${AWS::AccountId}"
          "-${AWS::Region}\"]", "BUCKET_NAME: !Ref Bucket", "E3004"),
@@ -634,7 +635,7 @@ def test_the_web_page_can_be_left_out_of_the_template():
     assert "CorsConfiguration" not in res.properties("Bucket")
 
 
-@pytest.mark.parametrize("profile", sorted(PROFILES))
+@pytest.mark.parametrize("profile", sorted(p.name for p in PROFILES.values() if not p.managed))
 def test_every_profile_container_env_fits_the_template(profile):
     cfg = load_config(model_profile=profile, instance_type="ml.g4dn.12xlarge")
     res, _ = rendered(cfg)
@@ -1142,3 +1143,54 @@ def test_a_container_variable_the_template_cannot_set_is_refused(monkeypatch):
     ))
     with pytest.raises(ConfigError, match="no parameter for HF_MODEL_QUANTIZE"):
         infra.template_parameters(cfg, image_uri="uri", code_bucket="b", code_key="k")
+
+
+@pytest.mark.parametrize("profile", sorted(p.name for p in PROFILES.values() if p.managed))
+def test_a_managed_profile_resolves_without_an_endpoint_and_invokes_its_model_only(profile):
+    """A managed model (Amazon Bedrock) in the template: no SageMaker role, model, endpoint,
+    autoscaling or deadline; the function's role and environment are the helpers' own."""
+    cfg = load_config(model_profile=profile, stop_after="3h")
+    res, values = rendered(cfg)
+    account, name = DEFAULT_ACCOUNT_ID, cfg.bucket_name(DEFAULT_ACCOUNT_ID)
+    assert values["ImageUri"] == "" and values["StopAt"] == ""
+    hosted_only = {"SageMakerRole", "Model", "EndpointConfig", "EndpointLogGroup", "Endpoint",
+                   "ScalableTarget", "ScalingPolicy", "DeadlineRole", "DeadlineGroup",
+                   "Deadline"}
+    created = created_resources(cfg)
+    assert not created & hosted_only
+    assert {"Bucket", "LambdaRole", "Function", "LogGroup", "BucketInvokePermission"} <= created
+    lam = res.properties("LambdaRole")
+    assert lam["Policies"] == [{
+        "PolicyName": iam.LAMBDA_POLICY_NAME,
+        "PolicyDocument": iam.lambda_policy(cfg, account=account, bucket=name),
+    }]
+    (invoke,) = [s for s in lam["Policies"][0]["PolicyDocument"]["Statement"]
+                 if s["Sid"] == "InvokeThisManagedModel"]
+    assert invoke["Resource"] == PROFILES[profile].invoke_arns(cfg.region, account)
+    fn = res.properties("Function")
+    assert fn["Environment"]["Variables"] == lambda_fn.function_environment(cfg, name)
+    assert fn["Environment"]["Variables"]["ENDPOINT_NAME"] == ""
+    assert not {"EndpointName", "EndpointArn", "SageMakerRoleArn"} & set(res.outputs())
+
+
+def test_a_managed_profile_deploys_without_sagemaker_and_deletes_cleanly(aws, tmp_path):
+    """`infra package` and `deploy` with nova-lite on moto's CloudFormation: the function and
+    its role limited to the model; no SageMaker role, model, endpoint or scaling target."""
+    cfg = load_config(model_profile="nova-lite", web_api="off", presets="off")
+    infra.package(cfg, aws, tmp_path)
+    out = infra.deploy(cfg, aws, tmp_path, poll=0)
+    name = cfg.bucket_name(aws.account_id)
+    assert set(_stack_resources(aws, infra.stack_name(cfg))) == created_resources(cfg)
+    assert "EndpointName" not in out
+    assert aws.sagemaker.list_endpoints()["Endpoints"] == []
+    assert aws.sagemaker.list_models()["Models"] == []
+    with pytest.raises(ClientError):
+        aws.iam.get_role(RoleName=cfg.sagemaker_role_name)
+    assert _role_policy(aws, cfg.lambda_role_name, iam.LAMBDA_POLICY_NAME) == (
+        iam.lambda_policy(cfg, account=aws.account_id, bucket=name))
+    fn = aws.lambda_.get_function(FunctionName=cfg.function_name)["Configuration"]
+    assert fn["Environment"]["Variables"] == lambda_fn.function_environment(cfg, name)
+    infra.delete(cfg, aws, delete_bucket=True, poll=0)
+    assert infra.describe_stack(aws, infra.stack_name(cfg)) is None
+    with pytest.raises(ClientError):
+        aws.lambda_.get_function(FunctionName=cfg.function_name)

@@ -34,7 +34,9 @@ from visual_tourism.profiles import PROFILES, STYLE_TGI
 IMAGES = Path(__file__).resolve().parent.parent / "images"
 
 # One endpoint per profile (endpoint names may not contain dots).
-ENDPOINTS = {name.replace(".", "-"): profile for name, profile in PROFILES.items()}
+# The hosted profiles (a container on an endpoint); managed ones: tests/test_bedrock.py.
+ENDPOINTS = {name.replace(".", "-"): profile for name, profile in PROFILES.items()
+             if not profile.managed}
 IDEFICS, QWEN_TGI = "idefics-9b-instruct", "qwen2-5-vl-7b-instruct"
 SMOLVLM, QWEN_VLLM = "smolvlm-instruct", "qwen2-5-vl-7b-instruct-vllm"
 TGI_ENDPOINTS, VLLM_ENDPOINTS = [IDEFICS, QWEN_TGI], [SMOLVLM, QWEN_VLLM]
@@ -378,7 +380,7 @@ def test_an_endpoint_without_known_limits_keeps_the_default_rules(runtime: Any) 
 
 
 def test_container_limits_come_from_the_image_and_the_environment() -> None:
-    for profile in PROFILES.values():
+    for profile in (p for p in PROFILES.values() if not p.managed):
         uri = profile.image_uri("eu-west-1")
         assert container_limits(uri, profile.container_env()) == profile.limits
     qwen = PROFILES["qwen2.5-vl-7b-instruct"]

@@ -225,11 +225,15 @@ def _record(aws: Aws, into: dict, step: list[str]) -> None:
     aws.session.events.register("before-parameter-build", hook)
 
 
-@pytest.mark.parametrize("mode", ["realtime", "async"])
+@pytest.mark.parametrize("mode", ["realtime", "async", "managed"])
 def test_every_call_made_is_listed_and_every_listed_need_is_made(env, tmp_path, monkeypatch,
                                                                   mode):
-    cfg = load_config(prefix="pr" + mode[:2] + os.urandom(2).hex(), inference_mode=mode,
-                      stop_after="2h", web_api="on", state_dir=str(tmp_path / "state"))
+    # "managed": a Bedrock profile, no endpoint (its deadline step removes, never arms)
+    profile = {"model_profile": "nova-lite"} if mode == "managed" else {}
+    cfg = load_config(prefix="pr" + mode[:2] + os.urandom(2).hex(),
+                      inference_mode="realtime" if mode == "managed" else mode,
+                      stop_after="2h", web_api="on", state_dir=str(tmp_path / "state"),
+                      **profile)
     aws = Aws(cfg.region)
     seen: dict[str, set] = collections.defaultdict(set)
     step = ["up: preflight"]

@@ -12,6 +12,7 @@ import pytest
 from visual_tourism import prices, profiles
 from visual_tourism.cli import main
 from visual_tourism.config import DEFAULT_PROFILE
+from visual_tourism.errors import ConfigError
 from visual_tourism.profiles import PROFILES
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -37,6 +38,15 @@ def test_the_wide_table_shows_every_profile_with_its_facts(capsys):
     lines = out.splitlines()
     for profile in PROFILES.values():
         (row,) = [line for line in lines if line.startswith(profile.name + " ")]
+        if profile.managed:  # Amazon Bedrock: no instance, no container, a price per token
+            token = prices.TOKEN_USD[profile.model_id]
+            assert profile.model_id in row and profile.licence in row
+            assert "Amazon Bedrock (managed)" in row and "none (managed)" in row
+            assert (f"$0/h; ${token.input_per_million:g}+${token.output_per_million:g}/1M tok"
+                    in row)
+            assert f"{profile.limits.max_total_tokens:,} tokens context" in row
+            assert "8,000 px a side" in row
+            continue
         assert profile.model_id in row and profile.instance_type in row
         assert profile.licence in row and profile.image_version in row
         assert (profile.revision[:12] if profile.revision else "not pinned") in row
@@ -103,6 +113,10 @@ def test_a_missing_price_is_said_not_guessed(capsys, monkeypatch):
 def test_revisions_are_commits_or_honestly_unpinned():
     for profile in PROFILES.values():
         assert profile.revision is None or re.fullmatch(r"[0-9a-f]{40}", profile.revision)
+        if profile.managed:  # Bedrock versions the model in its ID; no container to pin
+            with pytest.raises(ConfigError, match="managed"):
+                profile.container_env()
+            continue
         env = profile.container_env()
         pinned = env.get("REVISION") or env.get("OPTION_REVISION")
         assert pinned == profile.revision

@@ -220,8 +220,12 @@ def _set_instances(aws: Aws, cfg: Config, count: int) -> None:
 
 
 def _require_async_endpoint(aws: Aws, cfg: Config) -> None:
-    from .errors import NotDeployedError
+    from .errors import ConfigError, NotDeployedError
 
+    if cfg.profile.managed:
+        raise ConfigError(f"{cfg.profile.name} is a managed model (Amazon Bedrock): there is "
+                          "no endpoint to wake or put to sleep, and nothing is billed while "
+                          "idle.")
     current = describe_endpoint(aws, cfg.endpoint_name)
     if current is None:
         raise NotDeployedError(

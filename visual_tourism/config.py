@@ -342,7 +342,10 @@ def validate(cfg: Config) -> Config:
                 )
     if not Path(cfg.example_image).is_file():
         problems.append(f"example_image {cfg.example_image!r} does not exist")
-    get_profile(cfg.model_profile)  # raises UnknownProfileError listing the known ones
+    profile = get_profile(cfg.model_profile)  # raises UnknownProfileError listing them
+    if profile.managed and cfg.inference_mode != "realtime":
+        problems.append(f"inference_mode {cfg.inference_mode!r}: {profile.name} is a managed "
+                        "model (Amazon Bedrock) with no endpoint to queue on; use realtime")
     if cfg.inference_mode not in INFERENCE_MODES:
         problems.append(f"inference_mode {cfg.inference_mode!r}: use one of {INFERENCE_MODES}")
     if not cfg.async_prefix.endswith("/") or cfg.async_prefix.startswith("/") or len(

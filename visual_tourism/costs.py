@@ -1,5 +1,6 @@
 """What the endpoint has cost so far: instance-hours added up from its creation and its
-scaling history (Application Auto Scaling's activities), at the list prices of ``prices``.
+scaling history (Application Auto Scaling's activities), at the list prices of ``prices``;
+and what a photo costs at a class's volume, hosted or managed (``by_volume``).
 
 An estimate, not the bill: Cost Explorer has the billed figure.
 """
@@ -17,6 +18,40 @@ from . import autoscaling
 from .prices import HOURLY_USD, labelled
 
 log = logging.getLogger(__name__)
+
+VOLUMES = (10, 100, 1000)  # photos a day: a class, a school, a busy public page
+
+
+def by_volume(volumes: tuple[int, ...] = VOLUMES, min_instances: int = 1,
+              ) -> list[dict[str, Any]]:
+    """Every profile's cost per photo at ``volumes`` photos a day, idle included, at list
+    prices: a real-time endpoint bills ``min_instances`` instances 24 hours a day whatever
+    the volume, so a photo's share is the day's price / photos; a managed model (Amazon
+    Bedrock) bills each photo's tokens (a photo as the default prompt sends it:
+    prices.TYPICAL_INPUT_TOKENS in, TYPICAL_OUTPUT_TOKENS out) and nothing while idle.
+    Lambda and S3 requests, the same for both, are left out."""
+    from . import prices
+    from .profiles import PROFILES
+
+    rows = []
+    for profile in PROFILES.values():
+        if profile.managed:
+            photo = prices.token_cost(profile.model_id, prices.TYPICAL_INPUT_TOKENS,
+                                      prices.TYPICAL_OUTPUT_TOKENS)
+            idle: float | None = 0.0
+            per_photo = {n: photo for n in volumes}
+            basis = (prices.TOKEN_USD[profile.model_id].basis() if photo is not None
+                     else prices.BEDROCK_PRICE_SOURCE)
+        else:
+            hourly = prices.HOURLY_USD.get(profile.instance_type)
+            idle = None if hourly is None else hourly * 24 * min_instances
+            per_photo = {n: (None if idle is None else idle / n) for n in volumes}
+            basis = (f"{min_instances} x {profile.instance_type} at ${hourly:g}/h, "
+                     f"{prices.PRICE_REGION} list price as of {prices.PRICE_DATE}"
+                     if hourly is not None else prices.PRICE_SOURCE)
+        rows.append({"profile": profile.name, "kind": profile.kind,
+                     "idle_usd_per_day": idle, "usd_per_photo": per_photo, "basis": basis})
+    return rows
 
 # Application Auto Scaling keeps scaling activities for six weeks.
 ACTIVITY_HISTORY = timedelta(weeks=6)

@@ -64,3 +64,8 @@ class PortInUseError(VisualTourismError):
             f"port {port} on {host} ({what}) is in use{f' ({reason})' if reason else ''}: "
             f"is another 'local serve' running? Stop it, or {change}."
         )
+
+
+class ModelAccessError(VisualTourismError):
+    """A managed model (Amazon Bedrock) cannot be invoked in the region yet: nothing was
+    created; the message says how to request access or which region offers it."""

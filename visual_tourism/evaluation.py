@@ -19,6 +19,13 @@ the photo's share of an instance-hour is worth; the endpoint bills every second 
 or idle). The report is written as JSON and, when matplotlib is installed, a small PNG chart
 that the notebooks can show.
 
+A managed profile (Amazon Bedrock) is costed from what it used: each record's ``usage``
+(tokens in and out) at the model's list price per token, measured per photo; it bills nothing
+while idle. To compare the two kinds at a class's volume, every profile's report also gives
+the cost per photo at 10, 100 and 1,000 photos a day **including idle cost**: a real-time
+endpoint runs (and bills) 24 hours a day whatever the volume, so its day's price is shared by
+the day's photos; a managed model's per-photo price is the same at every volume.
+
 ``compare`` deploys several profiles in turn (``up``, eval, ``down`` keeping the bucket) after
 stating what that costs; it refuses without ``yes``. In local mode the answers come from the
 local model server, not the profile's model; the offline stand-in scores zero, and says so.
@@ -51,8 +58,15 @@ FIELDS = ("landmark", "city", "country")
 EXPECTED_DEPLOY_MINUTES = 15
 EXPECTED_EVAL_MINUTES = 10
 MINUTES_PER_PROFILE = EXPECTED_DEPLOY_MINUTES + EXPECTED_EVAL_MINUTES
+EXPECTED_PHOTOS = 20  # at most what a run asks about (images/labels.json has fewer)
 COST_NOTE = ("estimate: endpoint list price per hour x model seconds / 3600; the endpoint "
              "bills every second it runs, busy or idle")
+MANAGED_COST_NOTE = ("measured tokens (each record's usage) x the model's list price per token "
+                     "(prices.TOKEN_USD); nothing billed while idle")
+DAILY_VOLUMES = (10, 100, 1000)  # photos a day: a class, a school, a busy public page
+DAILY_NOTE = ("cost per photo at N photos a day, idle included: a real-time endpoint's 24 "
+              "hours at list price (min instances) / N; a managed model's measured cost per "
+              "photo (no idle cost). List-price estimates, not bills")
 STAND_IN_NOTE = ("answered by the local offline stand-in, not a model: every score is 0 by "
                  "construction (run local mode with a real model, or on AWS, to measure)")
 LOCAL_NOTE = ("local mode: the answers come from the local model server, not from the "
@@ -157,7 +171,8 @@ def percentile(values: Sequence[float], q: float) -> float | None:
 
 def photo_result(label: Label, record: Mapping[str, Any],
                  price_per_hour: float | None) -> dict[str, Any]:
-    """One photo's line of the report, from its result record."""
+    """One photo's line of the report, from its result record (a managed model's record
+    carries its own cost: ``usage.cost_usd``)."""
     ok = record.get("status") == "ok"
     answer = str(record.get("answer") or "") if ok else ""
     stand_in = ok and is_stand_in(record)
@@ -165,8 +180,12 @@ def photo_result(label: Label, record: Mapping[str, Any],
     timing = record.get("timing") or {}
     model_seconds = timing.get("model_seconds")
     latency = record.get("seen_after_seconds", timing.get("total_seconds"))
-    cost = (round(price_per_hour * model_seconds / 3600, 6)
-            if price_per_hour is not None and model_seconds is not None and ok else None)
+    usage = record.get("usage") if isinstance(record.get("usage"), Mapping) else None
+    if usage is not None:  # a managed model: what its tokens cost, measured
+        cost = usage.get("cost_usd") if ok else None
+    else:
+        cost = (round(price_per_hour * model_seconds / 3600, 6)
+                if price_per_hour is not None and model_seconds is not None and ok else None)
     error = record.get("error") or {}
     return {
         "photo": label.photo,
@@ -179,6 +198,8 @@ def photo_result(label: Label, record: Mapping[str, Any],
         "latency_seconds": latency,
         "model_seconds": model_seconds,
         "cost_usd_estimate": cost,
+        "tokens": ({"input": usage.get("input_tokens"), "output": usage.get("output_tokens")}
+                   if usage is not None else None),
         "result_key": record.get("result_key"),
         "nearby": nearby_result(record),
     }
@@ -203,8 +224,10 @@ def nearby_rate(photos: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def summarise(profile: str, instance_type: str, photos: Sequence[Mapping[str, Any]], *,
-              local: bool) -> dict[str, Any]:
-    """A profile's report: the photos, the rates, latency p50/p95 and cost per photo."""
+              local: bool, min_instances: int = 1) -> dict[str, Any]:
+    """A profile's report: the photos, the rates, latency p50/p95, cost per photo, and cost
+    per photo at DAILY_VOLUMES idle included (``min_instances``: what a real-time endpoint
+    keeps running)."""
     n = len(photos)
     latency = [p["latency_seconds"] for p in photos if p["latency_seconds"] is not None]
     model = [p["model_seconds"] for p in photos
@@ -221,9 +244,14 @@ def summarise(profile: str, instance_type: str, photos: Sequence[Mapping[str, An
         notes.append(f"{len(failed)} of {n} photo(s) got no answer ("
                      + ", ".join(f"{p['photo']}: {p['error_code']}" for p in failed)
                      + "); they score 0")
-    price = prices.HOURLY_USD.get(instance_type)
+    managed = profile in PROFILES and get_profile(profile).managed
+    price = None if managed else prices.HOURLY_USD.get(instance_type)
+    per_photo = round(sum(costs) / len(costs), 6) if costs else None
+    idle_per_day = 0.0 if managed else (round(price * 24 * min_instances, 4)
+                                        if price is not None else None)
     return {
         "profile": profile,
+        "kind": "bedrock" if managed else "sagemaker",
         "instance_type": instance_type,
         "price_per_hour_usd": price,
         "photos": list(photos),
@@ -235,12 +263,25 @@ def summarise(profile: str, instance_type: str, photos: Sequence[Mapping[str, An
         "nearby": nearby_rate(photos),
         "latency_seconds": {"p50": percentile(latency, 50), "p95": percentile(latency, 95)},
         "model_seconds": {"p50": percentile(model, 50), "p95": percentile(model, 95)},
-        "cost_per_photo_usd_estimate": (round(sum(costs) / len(costs), 6) if costs else None),
-        "cost_note": COST_NOTE if price is not None else f"{NO_PRICE} for {instance_type}",
+        "cost_per_photo_usd_estimate": per_photo,
+        "cost_note": (MANAGED_COST_NOTE if managed else COST_NOTE if price is not None
+                      else f"{NO_PRICE} for {instance_type}"),
+        "idle_cost_per_day_usd": idle_per_day,
+        "cost_per_photo_per_day_usd": daily_costs(managed, per_photo, idle_per_day),
         "stand_in": stand_in,
         "local": local,
         "notes": notes,
     }
+
+
+def daily_costs(managed: bool, per_photo: float | None,
+                idle_per_day: float | None) -> dict[str, float | None]:
+    """Cost per photo at each of DAILY_VOLUMES, idle included (DAILY_NOTE)."""
+    if managed:
+        return {str(n): per_photo for n in DAILY_VOLUMES}
+    if idle_per_day is None:
+        return {str(n): None for n in DAILY_VOLUMES}
+    return {str(n): round(idle_per_day / n, 6) for n in DAILY_VOLUMES}
 
 
 # -- running it --------------------------------------------------------------------------------
@@ -280,7 +321,8 @@ def run_eval(cfg: Config, aws: Any = None, *, labels: Sequence[Label] | None = N
                  + (f" ({result['error_code']})" if result["error_code"] else "")
                  + f"; {marks}; {result['latency_seconds']} s")
     return summarise(cfg.model_profile, cfg.effective_instance_type, results,
-                     local=bool(getattr(aws, "is_local", False)))
+                     local=bool(getattr(aws, "is_local", False)),
+                     min_instances=cfg.min_instances)
 
 
 def _run_id() -> str:
@@ -297,6 +339,14 @@ def estimate_compare_cost(names: Sequence[str], local: bool | None = None) -> di
     lines, total, unknown = [], 0.0, []
     for name in names:
         profile = get_profile(name)
+        if profile.managed:  # nothing to start; the photos' tokens alone
+            photo = prices.token_cost(profile.model_id, prices.TYPICAL_INPUT_TOKENS,
+                                      prices.TYPICAL_OUTPUT_TOKENS)
+            cost = (photo or 0.0) * EXPECTED_PHOTOS
+            total += cost
+            lines.append(f"  {name}: managed (Amazon Bedrock), nothing to start; about "
+                         f"${cost:.4f} for {EXPECTED_PHOTOS} photos at list price per token")
+            continue
         price = prices.HOURLY_USD.get(profile.instance_type)
         if price is None:
             unknown.append(name)
@@ -336,13 +386,15 @@ def deployed_profile(cfg: Config, aws: Any) -> str | None:
     None when no endpoint of it exists."""
     from . import endpoint
 
-    if endpoint.describe(aws, cfg)["state"] == "absent":
-        return None
+    endpoint_absent = endpoint.describe(aws, cfg)["state"] == "absent"
     try:
         fn = aws.lambda_.get_function_configuration(FunctionName=cfg.function_name)
-        name = fn.get("Environment", {}).get("Variables", {}).get("MODEL_PROFILE")
+        variables = fn.get("Environment", {}).get("Variables", {})
+        name = variables.get("MODEL_PROFILE")
     except (ClientError, BotoCoreError):  # no function: assume cfg's profile
-        name = None
+        variables, name = {}, None
+    if endpoint_absent:  # a managed model's stack runs without one
+        return name if variables.get("MODEL_KIND") == "bedrock" and name in PROFILES else None
     return name if name in PROFILES else cfg.model_profile
 
 
@@ -433,6 +485,8 @@ def report(profiles: Sequence[Mapping[str, Any]], *, labels_path: str | Path = L
         "latency": "seconds from upload to result record (p50/p95); model_seconds: the "
                    "endpoint call alone",
         "cost": COST_NOTE,
+        "managed_cost": MANAGED_COST_NOTE,
+        "cost_per_day": DAILY_NOTE,
         "compare_estimate": dict(estimate) if estimate else None,
         "restored_profile": restored,
         "profiles": list(profiles),
@@ -464,9 +518,11 @@ def format_profile(result: Mapping[str, Any]) -> str:
     if "error" in result:
         return f"{result['profile']}: not evaluated: {result['error']}"
     price = result["price_per_hour_usd"]
-    head = (f"{result['profile']} on {result['instance_type']} ("
-            + (f"${price:g}/h list price" if price is not None else "no price recorded")
-            + f"): {result['n_photos']} photo(s), {result['answered']} answered")
+    serving = ("managed by Amazon Bedrock ($0/h idle" if result.get("kind") == "bedrock" else
+               f"on {result['instance_type']} ("
+               + (f"${price:g}/h list price" if price is not None else "no price recorded"))
+    head = (f"{result['profile']} {serving}): {result['n_photos']} photo(s), "
+            f"{result['answered']} answered")
     rows = [(p["photo"], *("yes" if p["scores"][w] else "no" for w in FIELDS),
              _seconds(p["latency_seconds"]), _seconds(p["model_seconds"]),
              _usd(p["cost_usd_estimate"]))
@@ -512,6 +568,15 @@ def format_report(full: Mapping[str, Any]) -> str:
         parts.append("\n".join(["comparison:", *_table(
             ("profile", *FIELDS, "p50 s", "p95 s", "cost/photo (est.)", "eats nearby",
              "note"), rows)]))
+    if done:
+        rows = [(r["profile"], r.get("kind", "sagemaker"),
+                 _usd(r.get("idle_cost_per_day_usd")),
+                 *(_usd((r.get("cost_per_photo_per_day_usd") or {}).get(str(n)))
+                   for n in DAILY_VOLUMES)) for r in done]
+        parts.append("\n".join([
+            "cost per photo by photos a day, idle included (list-price estimates):", *_table(
+                ("profile", "kind", "idle $/day", *(f"@{n:,}/day" for n in DAILY_VOLUMES)),
+                rows), DAILY_NOTE]))
     if full["left_out"]:
         parts.append("left out: " + "; ".join(full["left_out"]))
     return "\n\n".join(parts)
@@ -544,8 +609,8 @@ def chart(full: Mapping[str, Any], path: str | Path) -> Path | None:
     except ImportError:
         return None
     done = [r for r in full["profiles"] if "error" not in r]
-    fig = Figure(figsize=(8, 3.2), dpi=100, layout="constrained")
-    rates, times = fig.subplots(1, 2)
+    fig = Figure(figsize=(12, 3.4), dpi=100, layout="constrained")
+    rates, times, money = fig.subplots(1, 3)
     names = [r["profile"] + (" (stand-in)" if r["stand_in"] else "") for r in done]
     width = 0.8 / len(FIELDS)
     for i, what in enumerate(FIELDS):
@@ -566,6 +631,17 @@ def chart(full: Mapping[str, Any], path: str | Path) -> Path | None:
     times.set_ylabel("seconds, upload to result")
     times.set_title("Latency", fontsize=9)
     times.legend(fontsize=7)
+    step = 0.8 / len(DAILY_VOLUMES)
+    for i, n in enumerate(DAILY_VOLUMES):
+        money.bar([j + i * step for j in range(len(done))],
+                  [(r.get("cost_per_photo_per_day_usd") or {}).get(str(n)) or 0 for r in done],
+                  step, label=f"{n:,} photos/day")
+    money.set_xticks([j + step for j in range(len(done))], [r["profile"] for r in done],
+                     rotation=15, ha="right", fontsize=7)
+    money.set_yscale("log")
+    money.set_ylabel("USD per photo, idle included")
+    money.set_title("Cost per photo (list-price estimate)", fontsize=9)
+    money.legend(fontsize=7)
     path = Path(path)
     fig.savefig(path)
     return path

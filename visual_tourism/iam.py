@@ -91,17 +91,7 @@ def lambda_policy(
                 "Action": ["s3:PutObject"],
                 "Resource": f"{objects}/aws/lambda/async/{cfg.function_name}/*",
             },
-            {
-                "Sid": "InvokeThisEndpoint",
-                "Effect": "Allow",
-                "Action": [
-                    "sagemaker:InvokeEndpointAsync" if cfg.is_async else "sagemaker:InvokeEndpoint"
-                ],
-                "Resource": (
-                    f"arn:{partition}:sagemaker:{cfg.region}:{account}:"
-                    f"endpoint/{cfg.endpoint_name.lower()}"
-                ),
-            },
+            _invoke_statement(cfg, account, partition),
             *_lambda_presets_statements(cfg, account, partition),
             *_lambda_async_statements(cfg, objects),
             *_lambda_web_statements(cfg, objects),
@@ -128,6 +118,29 @@ def places_statements(cfg: Config, partition: str = "aws") -> list[dict[str, Any
         "Action": list(PLACES_ACTIONS),
         "Resource": places_provider_arn(cfg.region, partition),
     }]
+def _invoke_statement(cfg: Config, account: str, partition: str) -> dict[str, Any]:
+    """The model call: this stack's endpoint, or with a managed model (Amazon Bedrock) that
+    model only. Converse is authorized as bedrock:InvokeModel; a cross-region inference
+    profile needs its own ARN and the model's in the regions it routes to."""
+    profile = cfg.profile
+    if profile.managed:
+        return {
+            "Sid": "InvokeThisManagedModel",
+            "Effect": "Allow",
+            "Action": ["bedrock:InvokeModel"],
+            "Resource": profile.invoke_arns(cfg.region, account, partition),
+        }
+    return {
+        "Sid": "InvokeThisEndpoint",
+        "Effect": "Allow",
+        "Action": [
+            "sagemaker:InvokeEndpointAsync" if cfg.is_async else "sagemaker:InvokeEndpoint"
+        ],
+        "Resource": (
+            f"arn:{partition}:sagemaker:{cfg.region}:{account}:"
+            f"endpoint/{cfg.endpoint_name.lower()}"
+        ),
+    }
 
 
 def _lambda_web_statements(cfg: Config, objects: str) -> list[dict[str, Any]]:

@@ -71,6 +71,9 @@ LAMBDA_ENV_PARAMETERS = {
     "PLACES": "Places",
     "PLACES_RADIUS_METERS": "PlacesRadiusMeters",
     "PLACES_MAX_RESULTS": "PlacesMaxResults",
+    "MODEL_KIND": "ModelKind",
+    "MODEL_PRICES": "ModelPrices",
+    "STRUCTURED_OUTPUT": "StructuredOutput",
 }
 LAMBDA_ENV_COMPUTED = frozenset({"BUCKET_NAME", "ENDPOINT_NAME", "PRESETS_TABLE",
                                  "THUMBNAIL_PREFIX"})  # the last: from WebPage
@@ -127,9 +130,11 @@ def template_parameters(
     """Every template parameter's value, derived from the configuration and the helpers.
     ``account``: the deploying account, needed only where the bucket's default name is not
     the template's own (inside SageMaker Studio: see Config.bucket_name)."""
+    profile = cfg.profile
     environment = lambda_fn.function_environment(cfg, bucket="")
     unknown = set(environment) - set(LAMBDA_ENV_PARAMETERS) - LAMBDA_ENV_COMPUTED
-    container = cfg.profile.container_env()
+    # A managed model (Amazon Bedrock): no container, no endpoint (the Hosted condition).
+    container = {} if profile.managed else profile.container_env()
     unknown |= set(container) - set(MODEL_ENV_PARAMETERS)
     if unknown:
         raise ConfigError(
@@ -137,7 +142,8 @@ def template_parameters(
             "one (and its mapping in visual_tourism/infra.py), or deploy with 'visual-tourism up'."
         )
     params = {param: environment[var] for var, param in LAMBDA_ENV_PARAMETERS.items()}
-    params.update({param: container.get(var, "") for var, param in MODEL_ENV_PARAMETERS.items()})
+    for var, param in MODEL_ENV_PARAMETERS.items():  # ModelId is MODEL_ID's already
+        params.setdefault(param, container.get(var, ""))
     params.update(
         {
             "Prefix": cfg.prefix,
@@ -162,7 +168,12 @@ def template_parameters(
             "LogRetentionDays": str(logs.RETENTION_DAYS),
             "AsyncMaxConcurrency": str(cfg.async_max_concurrency),
             "AsyncBacklogTarget": f"{cfg.async_backlog_target:g}",
-            "StopAt": stop_at(cfg),
+            # A managed model has nothing to stop: no deadline (as `up` arms none).
+            "StopAt": "" if profile.managed else stop_at(cfg),
+            "BedrockModelId": profile.model_id if profile.managed else "",
+            "BedrockInferenceProfile": (profile.invoke_id(cfg.region)
+                                        if profile.managed and profile.inference_profile
+                                        else ""),
             "Presets": cfg.presets,
             "CodeS3Bucket": code_bucket,
             "CodeS3Key": code_key,
@@ -231,7 +242,8 @@ def package(
         aws.s3.put_object(Bucket=code_bucket, Key=code_key(web_zip), Body=web_zip,
                           ContentType="application/zip")
     params = template_parameters(
-        cfg, image_uri=cfg.profile.image_uri(cfg.region), code_bucket=code_bucket, code_key=key,
+        cfg, image_uri="" if cfg.profile.managed else cfg.profile.image_uri(cfg.region),
+        code_bucket=code_bucket, code_key=key,
         account=aws.account_id,
     )
     out_dir.mkdir(parents=True, exist_ok=True)

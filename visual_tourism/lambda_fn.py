@@ -25,6 +25,34 @@ PERMISSION_ID = "visual-tourism-s3-invoke"
 def function_environment(cfg: Config, bucket: str) -> dict[str, str]:
     """The variables lambda_code.py reads; every value comes from the configuration."""
     profile = cfg.profile
+    hosted = {"MODEL_KIND": "sagemaker", "MODEL_PRICES": "", "STRUCTURED_OUTPUT": "text"}
+    return {**_environment(cfg, bucket), **(_managed_environment(cfg) if profile.managed
+                                           else hosted)}
+
+
+def _managed_environment(cfg: Config) -> dict[str, str]:
+    """A managed model (Amazon Bedrock): no endpoint; the modelId to call (the inference
+    profile's where it needs one), its list prices for each record's cost, and how it
+    answers in structure (photo_handler/converse.py)."""
+    from . import prices
+
+    profile = cfg.profile
+    price = prices.TOKEN_USD.get(profile.model_id)
+    return {
+        "MODEL_KIND": "bedrock",
+        "ENDPOINT_NAME": "",
+        "MODEL_ID": profile.invoke_id(cfg.region),
+        "MODEL_PRICES": json.dumps({
+            "input_per_million": price.input_per_million,
+            "output_per_million": price.output_per_million,
+            "basis": f"list price as of {price.date}",
+        }) if price else "",
+        "STRUCTURED_OUTPUT": "tool" if profile.forced_tool else "text",
+    }
+
+
+def _environment(cfg: Config, bucket: str) -> dict[str, str]:
+    profile = cfg.profile
     return {
         "BUCKET_NAME": bucket,
         "ENDPOINT_NAME": cfg.endpoint_name,

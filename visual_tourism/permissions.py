@@ -452,6 +452,92 @@ _UNKNOWN_PRESET = "only when no preset of that name exists (to name those that d
 COMMANDS = ("up", "status", "ask", "down", "presets")
 
 
+def _managed_model_steps(cfg: Config, a: Arns, ep: str, models: str, configs: str,
+                         alarm: str) -> list[Step]:
+    """A managed model (Amazon Bedrock): may it be invoked here (bedrock.model_access), and
+    no endpoint: one an earlier deployment of another profile left is removed."""
+    return [
+        Step("up: model access", "whether Amazon Bedrock lets this account invoke the model",
+             tuple(_n("bedrock:GetFoundationModelAvailability", "*",
+                      when="on AWS (local mode answers it itself)"))),
+        Step("up: endpoint", "none for a managed model; one an earlier run left is removed",
+             tuple(_n("sagemaker:DescribeEndpoint", ep)
+                   + _n("sagemaker:ListTags sagemaker:DeleteEndpoint", ep, when=_EXISTING)
+                   + _n("sagemaker:ListEndpointConfigs sagemaker:ListModels", "*",
+                        when=_EXISTING)
+                   + _n("sagemaker:ListTags sagemaker:DeleteEndpointConfig", configs,
+                        when=_EXISTING)
+                   + _n("sagemaker:ListTags sagemaker:DeleteModel", models, when=_EXISTING)
+                   + _n("application-autoscaling:DescribeScalableTargets "
+                        "application-autoscaling:DescribeScalingPolicies "
+                        "application-autoscaling:DeleteScalingPolicy "
+                        "application-autoscaling:DeregisterScalableTarget", "*",
+                        when=_EXISTING)
+                   + _n("cloudwatch:DescribeAlarms cloudwatch:DeleteAlarms", alarm,
+                        when=_EXISTING))),
+    ]
+
+
+def _endpoint_step(cfg: Config, a: Arns, role_needs: Callable[[str], list[Need]],
+                  log_group_needs: Callable[[str], list[Need]], endpoint_role: str, ep: str,
+                  models: str, configs: str, alarm: str, studio_role: str | None,
+                  sm_role: str, ep_logs: str) -> Step:
+    """A hosted profile's endpoint: model, endpoint configuration, endpoint."""
+    return Step("up: endpoint", "model, endpoint configuration, endpoint",
+             tuple((role_needs(sm_role) if not studio_role else [])
+                   + log_group_needs(ep_logs)
+                   + _passes(endpoint_role, "sagemaker.amazonaws.com")
+                   + _n("sagemaker:DescribeEndpoint sagemaker:CreateEndpoint sagemaker:AddTags", ep)
+                   + _n("sagemaker:UpdateEndpoint sagemaker:ListTags", ep, when=_EXISTING)
+                   + _n("sagemaker:DescribeModel sagemaker:CreateModel sagemaker:AddTags", models)
+                   + _n("sagemaker:DescribeEndpointConfig sagemaker:CreateEndpointConfig "
+                        "sagemaker:AddTags", configs)
+                   + _n("application-autoscaling:DescribeScalableTargets "
+                        "application-autoscaling:DescribeScalingPolicies "
+                        "application-autoscaling:DeleteScalingPolicy "
+                        "application-autoscaling:DeregisterScalableTarget", "*",
+                        when="only when an endpoint of ours is updated")
+                   + _n("cloudwatch:DescribeAlarms cloudwatch:DeleteAlarms", alarm,
+                        when="only when an endpoint of ours is updated")))
+
+
+def _endpoint_steps_after(a: Arns, ep: str, models: str, configs: str,
+                          alarm: str) -> list[Step]:
+    """A hosted profile's endpoint once requested: its wait, then its autoscaling."""
+    return [
+        Step("up: wait", "wait for InService, remove superseded models and configurations",
+             tuple(_n("sagemaker:DescribeEndpoint", ep)
+                   + _n("sagemaker:DescribeEndpointConfig sagemaker:ListTags", configs)
+                   + _n("sagemaker:ListTags", models)
+                   + _n("sagemaker:DeleteEndpointConfig", configs, when="superseded ones only")
+                   + _n("sagemaker:DeleteModel", models, when="superseded ones only")
+                   + _n("sagemaker:ListEndpointConfigs sagemaker:ListModels", "*")
+                   + _n("application-autoscaling:RegisterScalableTarget "
+                        "application-autoscaling:PutScalingPolicy", "*",
+                        when="only when an update was rolled back"))),
+        Step("up: autoscaling", "scaling target and policies",
+             tuple(_n("application-autoscaling:DescribeScalableTargets "
+                      "application-autoscaling:DescribeScalingPolicies "
+                      "application-autoscaling:RegisterScalableTarget "
+                      "application-autoscaling:PutScalingPolicy", "*")
+                   + _n("application-autoscaling:DeleteScalingPolicy "
+                        "application-autoscaling:DeregisterScalableTarget", "*", when=_STATE)
+                   + _n("cloudwatch:DescribeAlarms", alarm,
+                        when="real-time mode: an alarm left by async mode is removed")
+                   + _n("cloudwatch:PutMetricAlarm cloudwatch:DeleteAlarms", alarm, when=_STATE)
+                   + _n("cloudwatch:GetMetricStatistics", "*", when="async mode")
+                   + _n("sagemaker:DescribeEndpoint sagemaker:DescribeEndpointConfig "
+                        "sagemaker:UpdateEndpointWeightsAndCapacities", ep, configs,
+                        when="async mode")
+                   + _n("iam:CreateServiceLinkedRole", a.role(
+                       "aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
+                       "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"),
+                       when="the account's first SageMaker autoscaling (AWS creates the role)",
+                       context=(("iam:AWSServiceName",
+                                 "sagemaker.application-autoscaling.amazonaws.com"),)))),
+    ]
+
+
 def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
           studio_role: str | None = None) -> list[Step]:
     """Every step's needs for this configuration (web, deadline, async as it sets them).
@@ -462,6 +548,7 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
     from . import async_inference, autoscaling, schedule, web  # noqa: F401 (names only)
 
     a = Arns(partition, cfg.region, account)
+    managed = cfg.profile.managed  # Amazon Bedrock: no endpoint, no SageMaker role
     b, obj = a.s3(bucket), a.s3(bucket, "*")
     lam_role, sm_role = a.role(cfg.lambda_role_name), a.role(cfg.sagemaker_role_name)
     endpoint_role = studio_role or sm_role
@@ -507,9 +594,10 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
                    + _n("s3:GetBucketPolicy s3:GetBucketTagging s3:GetBucketPublicAccessBlock "
                         "s3:GetEncryptionConfiguration", b, when=_EXISTING)
                    + _n("s3:GetObject s3:PutObject", obj))),
-        Step("up: roles", "the function's role" + ("" if studio_role else
+        Step("up: roles", "the function's role" + ("" if studio_role or managed else
                                                    " and the endpoint's role"),
-             tuple(role_needs(lam_role) + ([] if studio_role else role_needs(sm_role)))),
+             tuple(role_needs(lam_role)
+                   + ([] if studio_role or managed else role_needs(sm_role)))),
         *([Step("up: presets", "the answer presets table (encrypted, point-in-time recovery), "
                 "its seeds and their example photos",
                 tuple(_n("dynamodb:DescribeTable "
@@ -525,22 +613,9 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
                       + _n("s3:GetObject", examples)
                       + _n("s3:PutObject", examples, when=_EXAMPLE_UPLOAD)))]
           if table else []),
-        Step("up: endpoint", "model, endpoint configuration, endpoint",
-             tuple((role_needs(sm_role) if not studio_role else [])
-                   + log_group_needs(ep_logs)
-                   + _passes(endpoint_role, "sagemaker.amazonaws.com")
-                   + _n("sagemaker:DescribeEndpoint sagemaker:CreateEndpoint sagemaker:AddTags", ep)
-                   + _n("sagemaker:UpdateEndpoint sagemaker:ListTags", ep, when=_EXISTING)
-                   + _n("sagemaker:DescribeModel sagemaker:CreateModel sagemaker:AddTags", models)
-                   + _n("sagemaker:DescribeEndpointConfig sagemaker:CreateEndpointConfig "
-                        "sagemaker:AddTags", configs)
-                   + _n("application-autoscaling:DescribeScalableTargets "
-                        "application-autoscaling:DescribeScalingPolicies "
-                        "application-autoscaling:DeleteScalingPolicy "
-                        "application-autoscaling:DeregisterScalableTarget", "*",
-                        when="only when an endpoint of ours is updated")
-                   + _n("cloudwatch:DescribeAlarms cloudwatch:DeleteAlarms", alarm,
-                        when="only when an endpoint of ours is updated"))),
+        *(_managed_model_steps(cfg, a, ep, models, configs, alarm) if managed
+          else [_endpoint_step(cfg, a, role_needs, log_group_needs, endpoint_role, ep, models,
+                              configs, alarm, studio_role, sm_role, ep_logs)]),
         Step("up: function", "the Lambda function and its log group",
              tuple(role_needs(lam_role) + log_group_needs(fn_logs)
                    + _passes(lam_role, "lambda.amazonaws.com")
@@ -548,36 +623,7 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
                    + _n("lambda:CreateFunction lambda:TagResource", fn, when=_STATE)
                    + _n("lambda:UpdateFunctionCode lambda:UpdateFunctionConfiguration "
                         "lambda:ListTags", fn, when=_UPDATE))),
-        Step("up: wait", "wait for InService, remove superseded models and configurations",
-             tuple(_n("sagemaker:DescribeEndpoint", ep)
-                   + _n("sagemaker:DescribeEndpointConfig sagemaker:ListTags", configs)
-                   + _n("sagemaker:ListTags", models)
-                   + _n("sagemaker:DeleteEndpointConfig", configs, when="superseded ones only")
-                   + _n("sagemaker:DeleteModel", models, when="superseded ones only")
-                   + _n("sagemaker:ListEndpointConfigs sagemaker:ListModels", "*")
-                   + _n("application-autoscaling:RegisterScalableTarget "
-                        "application-autoscaling:PutScalingPolicy", "*",
-                        when="only when an update was rolled back"))),
-        Step("up: autoscaling", "scaling target and policies",
-             tuple(_n("application-autoscaling:DescribeScalableTargets "
-                      "application-autoscaling:DescribeScalingPolicies "
-                      "application-autoscaling:RegisterScalableTarget "
-                      "application-autoscaling:PutScalingPolicy", "*")
-                   + _n("application-autoscaling:DeleteScalingPolicy "
-                        "application-autoscaling:DeregisterScalableTarget", "*", when=_STATE)
-                   + _n("cloudwatch:DescribeAlarms", alarm,
-                        when="real-time mode: an alarm left by async mode is removed")
-                   + _n("cloudwatch:PutMetricAlarm cloudwatch:DeleteAlarms", alarm, when=_STATE)
-                   + _n("cloudwatch:GetMetricStatistics", "*", when="async mode")
-                   + _n("sagemaker:DescribeEndpoint sagemaker:DescribeEndpointConfig "
-                        "sagemaker:UpdateEndpointWeightsAndCapacities", ep, configs,
-                        when="async mode")
-                   + _n("iam:CreateServiceLinkedRole", a.role(
-                       "aws-service-role/sagemaker.application-autoscaling.amazonaws.com/"
-                       "AWSServiceRoleForApplicationAutoScaling_SageMakerEndpoint"),
-                       when="the account's first SageMaker autoscaling (AWS creates the role)",
-                       context=(("iam:AWSServiceName",
-                                 "sagemaker.application-autoscaling.amazonaws.com"),)))),
+        *([] if managed else _endpoint_steps_after(a, ep, models, configs, alarm)),
         Step("up: delivery", "reserved concurrency, retries, on-failure destination",
              tuple(_n("lambda:GetFunctionConcurrency lambda:GetFunctionEventInvokeConfig", fn)
                    + _n("lambda:PutFunctionConcurrency lambda:PutFunctionEventInvokeConfig", fn,
@@ -591,7 +637,20 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
                    + _n("s3:GetLifecycleConfiguration s3:PutLifecycleConfiguration", b,
                         when="async mode"))),
     ]
-    if cfg.stop_after:
+    if cfg.stop_after and managed:  # nothing to stop: a deadline an earlier run armed goes
+        group = a.schedule_group(schedule.group_name(cfg))
+        result.append(Step(
+            "up: deadline", "no deadline for a managed model; an earlier one is removed",
+            tuple(_n("scheduler:DeleteSchedule", a.schedule(schedule.group_name(cfg),
+                                                            cfg.schedule_name))
+                  + _n("scheduler:GetScheduleGroup", group)
+                  + _n("scheduler:ListTagsForResource scheduler:DeleteScheduleGroup", group,
+                       when=_EXISTING)
+                  + _n("iam:GetRole", a.role(cfg.scheduler_role_name))
+                  + _n("iam:ListRolePolicies iam:ListAttachedRolePolicies "
+                       "iam:DeleteRolePolicy iam:DeleteRole", a.role(cfg.scheduler_role_name),
+                       when=_EXISTING))))
+    elif cfg.stop_after:
         sched_role = a.role(cfg.scheduler_role_name)
         group = a.schedule_group(schedule.group_name(cfg))
         sched = a.schedule(schedule.group_name(cfg), cfg.schedule_name)
@@ -629,7 +688,9 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
                    when=_EXISTING)
               + _n("iam:GetRole", lam_role) + ([] if studio_role else _n("iam:GetRole", sm_role))
               + _n("sagemaker:DescribeEndpoint", ep)
-              + _n("sagemaker:DescribeEndpointConfig", configs)
+              # A managed model's stack has no endpoint: only one an earlier run left.
+              + _n("sagemaker:DescribeEndpointConfig", configs,
+                   when=_EXISTING if managed else "")
               + _n("application-autoscaling:DescribeScalableTargets "
                    "application-autoscaling:DescribeScalingPolicies", "*")
               + _n("application-autoscaling:DescribeScalingActivities", "*", when=_EXISTING)

@@ -1,4 +1,5 @@
-"""A dated price table for the endpoint instance types the profiles use.
+"""Dated price tables: the endpoint instance types the hosted profiles use, and the per-token
+prices of the managed (Amazon Bedrock) ones.
 
 SageMaker real-time inference, on-demand, Linux, us-east-1, in US dollars per instance-hour.
 Prices change and differ by region: check the AWS pricing page or the Pricing Calculator
@@ -8,6 +9,7 @@ or idle; an asynchronous one for the time it has instances (none while scaled to
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 from . import where
@@ -28,6 +30,44 @@ HOURLY_USD: dict[str, float] = {
     "ml.g5.4xlarge": 2.03,
     "ml.g5.12xlarge": 7.09,
 }
+
+
+@dataclass(frozen=True)
+class TokenPrice:
+    """A managed model's on-demand price, US dollars per million tokens in and out."""
+
+    input_per_million: float
+    output_per_million: float
+    date: str
+    region: str
+    source: str
+    verified: bool  # False: a third-party figure not yet checked on the AWS pricing page
+
+    def basis(self) -> str:
+        check = "" if self.verified else "; third-party figure, unverified: check it there"
+        return f"{self.region} on-demand list price as of {self.date} ({self.source}{check})"
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input_per_million
+                + output_tokens * self.output_per_million) / 1_000_000
+
+
+BEDROCK_PRICE_SOURCE = "https://aws.amazon.com/bedrock/pricing/ (on-demand)"
+# Amazon Bedrock, on demand, per 1M tokens (input/output), in the source region; a
+# cross-region inference profile is billed at the source region's price. Neither figure could
+# be read from AWS's own page here: both are third-party figures, marked unverified.
+TOKEN_USD: dict[str, TokenPrice] = {
+    "amazon.nova-lite-v1:0": TokenPrice(0.06, 0.24, "2026-12", "us-east-1",
+                                        BEDROCK_PRICE_SOURCE, verified=False),
+    "meta.llama3-2-11b-instruct-v1:0": TokenPrice(0.16, 0.16, "2026-12", "us-east-1",
+                                                  BEDROCK_PRICE_SOURCE, verified=False),
+}
+
+
+def token_cost(model_id: str, input_tokens: int, output_tokens: int) -> float | None:
+    """The list price of one Converse call's ``usage``, or None if the model is not listed."""
+    price = TOKEN_USD.get(model_id)
+    return None if price is None else price.cost(input_tokens, output_tokens)
 
 
 def hourly_cost(instance_type: str | None, instances: int) -> float | None:
@@ -95,6 +135,8 @@ def labelled(text: str) -> str:
 
 def describe_plan(cfg: Any) -> str:
     """What the configured endpoint costs, said before `up` and before billable cells."""
+    if cfg.profile.managed:
+        return labelled(describe_managed(cfg.profile.model_id, cfg.region))
     instance_type = cfg.effective_instance_type
     price = HOURLY_USD.get(instance_type)
     if price is None:
@@ -117,3 +159,23 @@ def describe_plan(cfg: Any) -> str:
     if cfg.stop_after:
         text += f"; stop deadline after {cfg.stop_after}"
     return labelled(text)
+
+
+def describe_managed(model_id: str, region: str) -> str:
+    """A managed model's cost in words: per token, nothing while idle."""
+    price = TOKEN_USD.get(model_id)
+    if price is None:
+        return (f"$0/hour while idle (a managed model); per token: no price recorded for "
+                f"{model_id}: see {BEDROCK_PRICE_SOURCE}")
+    note = "" if region == price.region else f"; {region} may differ"
+    return (f"$0/hour while idle (a managed model: nothing deployed, nothing to stop); "
+            f"${price.input_per_million:g} per 1M input and ${price.output_per_million:g} "
+            f"per 1M output tokens ({price.basis()}{note}), about "
+            f"${price.cost(TYPICAL_INPUT_TOKENS, TYPICAL_OUTPUT_TOKENS):.4f} a photo "
+            f"(~{TYPICAL_INPUT_TOKENS:,} tokens in, {TYPICAL_OUTPUT_TOKENS} out)")
+
+
+# One photo as the default prompt sends it: two ~1 MP images (the example and the photo,
+# ~1,300 tokens each by Nova's published figure), ~300 prompt tokens; ~250 tokens answered.
+TYPICAL_INPUT_TOKENS = 2_900
+TYPICAL_OUTPUT_TOKENS = 250

@@ -1,8 +1,15 @@
 """Model profiles: which model, in which container, on which instance, spoken to how.
 
-A profile is plain data. The container URI is resolved through the SageMaker SDK's
-``image_uris`` (never a hand-written table of ECR accounts), lazily, because importing the SDK
-takes seconds and only ``up`` needs it.
+A profile is plain data, of one of two kinds:
+
+- ``sagemaker`` (hosted): an open model in a serving container on a SageMaker endpoint that
+  this project deploys. The container URI is resolved through the SageMaker SDK's
+  ``image_uris`` (never a hand-written table of ECR accounts), lazily, because importing the
+  SDK takes seconds and only ``up`` needs it.
+- ``bedrock`` (managed): a model Amazon Bedrock serves, called with the Converse API
+  (``photo_handler/converse.py``): no endpoint, no instance, nothing billed while idle, a price
+  per token (``prices.TOKEN_USD``). Some models are invoked only through a cross-region
+  inference profile (``us.<model id>``), whose ARN the function's role needs as well.
 """
 
 from __future__ import annotations
@@ -28,6 +35,16 @@ STYLE_MESSAGES = "messages"  # OpenAI-style {"messages": [...]} with image_url p
 
 # The TGI prompt style adds these stop sequences itself unless `stop` is set.
 TGI_STOP = ("User:", "<end_of_utterance>")
+STYLE_CONVERSE = "converse"  # Amazon Bedrock's Converse API (photo_handler/converse.py)
+
+KIND_SAGEMAKER = "sagemaker"  # hosted: a SageMaker endpoint this project deploys
+KIND_BEDROCK = "bedrock"  # managed: Amazon Bedrock serves it, billed per token
+KINDS = (KIND_SAGEMAKER, KIND_BEDROCK)
+
+# Cross-region inference profiles are named "<geography>.<model id>"; the geography is the
+# source region's (https://docs.aws.amazon.com/bedrock/latest/userguide/inference-profiles-support.html).
+_GEOGRAPHIES = (("us-gov-", "us-gov"), ("us-", "us"), ("eu-", "eu"), ("ap-", "apac"),
+                ("ca-", "ca"))
 
 
 @dataclass(frozen=True)
@@ -44,9 +61,50 @@ class ModelProfile:
     env: dict[str, str] = field(default_factory=dict)
     startup_timeout_s: int = 900
     notes: str = ""
+    kind: str = KIND_SAGEMAKER
+    # bedrock: the regions whose Bedrock offers the model on demand (as documented when the
+    # profile was written; `check` asks Bedrock itself), and whether it is invoked through a
+    # cross-region inference profile rather than by its own ID.
+    regions: tuple[str, ...] = ()
+    inference_profile: bool = False
+    # bedrock: the model takes Converse's toolChoice {"tool": ...}, so a structured answer is
+    # a forced tool call; else JSON asked for in the prompt (as on the endpoints).
+    forced_tool: bool = False
+
+    @property
+    def managed(self) -> bool:
+        """A managed model (Amazon Bedrock): no endpoint, container or instance of ours."""
+        return self.kind == KIND_BEDROCK
+
+    def invoke_id(self, region: str) -> str:
+        """The modelId the function calls: the model's own ID, or its cross-region inference
+        profile's for ``region``'s geography."""
+        if not self.inference_profile:
+            return self.model_id
+        geo = next((g for start, g in _GEOGRAPHIES if region.startswith(start)), None)
+        if geo is None:
+            raise ConfigError(f"{self.name} is invoked through a cross-region inference "
+                              f"profile, and {region} belongs to no geography that has one: "
+                              f"use one of {', '.join(self.regions)}.")
+        return f"{geo}.{self.model_id}"
+
+    def invoke_arns(self, region: str, account: str, partition: str = "aws") -> list[str]:
+        """What ``bedrock:InvokeModel`` must allow for this model and nothing else: the
+        foundation model's ARN, and with an inference profile the profile's ARN and the
+        model's ARN in every region the profile may route to (the model only)."""
+        if not self.inference_profile:
+            return [f"arn:{partition}:bedrock:{region}::foundation-model/{self.model_id}"]
+        return [
+            f"arn:{partition}:bedrock:{region}:{account}:inference-profile/"
+            f"{self.invoke_id(region)}",
+            f"arn:{partition}:bedrock:*::foundation-model/{self.model_id}",
+        ]
 
     def container_env(self) -> dict[str, str]:
         """The container's environment: the model, its pinned revision and its limits."""
+        if self.managed:
+            raise ConfigError(f"{self.name} is a managed model (Amazon Bedrock): it has no "
+                              "container to configure.")
         env = {"HF_MODEL_ID": self.model_id, **self.env}
         lim = self.limits
         if lim.engine == "tgi":
@@ -67,6 +125,9 @@ class ModelProfile:
         return env
 
     def image_uri(self, region: str) -> str:
+        if self.managed:
+            raise ConfigError(f"{self.name} is a managed model (Amazon Bedrock): it has no "
+                              "container image.")
         return _image_uri(self.image_family, self.image_version, region)
 
     # -- what the container accepts (serving_limits holds the rules) --------------------
@@ -116,6 +177,19 @@ class ModelProfile:
             text_tokens=text_tokens, image_tokens=(*allowances, upload),
             max_new_tokens=max_new_tokens, max_input_tokens=self.limits.max_input_tokens,
             max_total_tokens=self.limits.max_total_tokens)
+
+
+def _bedrock_limits(context: int, max_output: int, max_images: int) -> ContainerLimits:
+    """Limits of a managed model, in the shape the handler and presets check against:
+    ``context`` tokens in all, answers of at most ``max_output``; images are checked one by
+    one against Bedrock's own limits (photo_handler.converse), so the payload figure is
+    Converse's per-image byte limit times the images a request may carry."""
+    return ContainerLimits(
+        engine="bedrock", container_version="converse",
+        max_input_tokens=context - max_output, max_total_tokens=context,
+        payload_limit_bytes=3_750_000 * max_images, max_stop_sequences=4,
+        image_formula="bedrock", max_images=max_images, example_image_tokens=1600,
+        min_image_tokens=64)
 
 
 def _markup(style: str, n_examples: int) -> list[str]:
@@ -255,6 +329,41 @@ PROFILES: dict[str, ModelProfile] = {
             ),
             notes="The same Qwen2.5-VL on vLLM (TGI is in maintenance mode).",
         ),
+        # -- managed models (Amazon Bedrock, Converse): nothing deployed, billed per token --
+        ModelProfile(
+            name="nova-lite",
+            model_id="amazon.nova-lite-v1:0",
+            kind=KIND_BEDROCK,
+            image_family="bedrock",
+            image_version="converse",
+            instance_type="",  # none: a managed model
+            request_style=STYLE_CONVERSE,
+            licence="AWS Service Terms (Amazon Nova: an AWS model, no separate licence)",
+            # Bedrock's Nova Lite: 300K-token context, answers up to 5K tokens (model card);
+            # up to 20 images a request (Converse's limit).
+            limits=_bedrock_limits(300_000, 5_000, max_images=20),
+            regions=("us-east-1",),
+            forced_tool=True,
+            notes="Amazon's low-cost multimodal model: on demand, nothing billed while idle.",
+        ),
+        ModelProfile(
+            name="llama3.2-11b-vision",
+            model_id="meta.llama3-2-11b-instruct-v1:0",
+            kind=KIND_BEDROCK,
+            image_family="bedrock",
+            image_version="converse",
+            instance_type="",
+            request_style=STYLE_CONVERSE,
+            licence="Llama 3.2 Community License (open weights; Bedrock's third-party model "
+                    "terms apply)",
+            # 128K-token context; the Mllama architecture takes one image per request, so no
+            # example photo (its answer still travels as text).
+            limits=_bedrock_limits(128_000, 2_048, max_images=1),
+            # On demand only through the US cross-region inference profile.
+            regions=("us-east-1", "us-east-2", "us-west-2"),
+            inference_profile=True,
+            notes="Open weights, served by Bedrock through its US inference profile.",
+        ),
     )
 }
 
@@ -279,12 +388,15 @@ def get_profile(name: str) -> ModelProfile:
 _CONTAINER_NAMES = {"huggingface-llm": "Hugging Face TGI", "djl-lmi": "AWS LMI"}
 _LMI_VLLM = {"0.33.0": "0.8.4"}
 _STYLE_NAMES = {STYLE_TGI: "TGI prompt (inputs + parameters)",
-                STYLE_MESSAGES: "OpenAI-style messages"}
+                STYLE_MESSAGES: "OpenAI-style messages",
+                STYLE_CONVERSE: "Bedrock Converse (image bytes in the message)"}
 NOT_PINNED = "not pinned"
 NO_PRICE = "no price recorded"
 
 
 def _container_name(profile: ModelProfile) -> str:
+    if profile.managed:
+        return "Amazon Bedrock (managed)"
     name = f"{_CONTAINER_NAMES.get(profile.image_family, profile.image_family)} "
     name += profile.image_version
     vllm = _LMI_VLLM.get(profile.image_version) if profile.image_family == "djl-lmi" else None
@@ -307,6 +419,8 @@ def describe(profile: ModelProfile, default: str = DEFAULT_PROFILE) -> dict[str,
     """
     lim = profile.limits
     price = prices.HOURLY_USD.get(profile.instance_type)
+    if profile.managed:
+        return _describe_managed(profile, default)
     return {
         "name": profile.name,
         "default": profile.name == default,
@@ -333,6 +447,49 @@ def describe(profile: ModelProfile, default: str = DEFAULT_PROFILE) -> dict[str,
         "request_style": profile.request_style,
         "request_style_text": _STYLE_NAMES.get(profile.request_style, profile.request_style),
         "notes": profile.notes,
+        "kind": profile.kind,
+        "idle_cost_per_hour_usd": price,
+    }
+
+
+def _describe_managed(profile: ModelProfile, default: str) -> dict[str, Any]:
+    """``describe`` for a managed model: per-token prices, nothing billed while idle."""
+    lim = profile.limits
+    tokens = prices.TOKEN_USD.get(profile.model_id)
+    price = (f"$0/h; ${tokens.input_per_million:g}+${tokens.output_per_million:g}/1M tok"
+             if tokens else NO_PRICE)
+    return {
+        "name": profile.name,
+        "default": profile.name == default,
+        "model_id": profile.model_id,
+        "revision": None,
+        "container": _container_name(profile),
+        "image_family": profile.image_family,
+        "image_version": profile.image_version,
+        "engine": lim.engine,
+        "instance_type": profile.instance_type,  # "": none
+        "licence": profile.licence,
+        "price_per_hour_usd": None,
+        "price": price,
+        "price_basis": (tokens.basis() if tokens else NO_PRICE),
+        "token_prices_usd_per_million": (
+            {"input": tokens.input_per_million, "output": tokens.output_per_million}
+            if tokens else None),
+        "limits": {
+            "max_input_tokens": lim.max_input_tokens,
+            "max_total_tokens": lim.max_total_tokens,
+            "payload_limit_bytes": lim.payload_limit_bytes,
+            "max_stop_sequences": lim.max_stop_sequences,
+            "max_images": lim.max_images,
+            "image_formula": lim.image_formula,
+        },
+        "request_style": profile.request_style,
+        "request_style_text": _STYLE_NAMES[profile.request_style],
+        "notes": profile.notes,
+        "kind": profile.kind,
+        "regions": list(profile.regions),
+        "inference_profile": profile.inference_profile,
+        "idle_cost_per_hour_usd": 0.0,
     }
 
 
@@ -346,6 +503,11 @@ TABLE_HEADERS = ("Profile", "Model @ revision", "Container", "Instance", "Price/
 
 
 def _limits_text(limits: Mapping[str, Any]) -> str:
+    if limits["image_formula"] == "bedrock":
+        return (f"{limits['max_total_tokens']:,} tokens context, answers up to "
+                f"{limits['max_total_tokens'] - limits['max_input_tokens']:,}; "
+                f"{limits['max_images']} image(s) of png/jpeg/gif/webp, each at most 3.75 MB "
+                "and 8,000 px a side")
     stops = limits["max_stop_sequences"]
     return (f"{limits['max_input_tokens']:,} input / {limits['max_total_tokens']:,} total "
             f"tokens; payload {_bytes(limits['payload_limit_bytes'])}; "
@@ -360,11 +522,14 @@ def table_rows(rows: Sequence[Mapping[str, Any]] | None = None,
     cells = []
     for row in rows if rows is not None else lineup():
         revision = row["revision"]
+        managed = row.get("kind") == KIND_BEDROCK
+        model = (f"{code(row['model_id'])} (versioned by Bedrock)" if managed else
+                 f"{code(row['model_id'])} @ " + (code(revision[:12]) if revision else NOT_PINNED))
         cells.append((
             code(row["name"]) + (" (default)" if row["default"] else ""),
-            f"{code(row['model_id'])} @ " + (code(revision[:12]) if revision else NOT_PINNED),
+            model,
             row["container"],
-            code(row["instance_type"]),
+            "none (managed)" if managed else code(row["instance_type"]),
             row["price"],
             _limits_text(row["limits"]),
             row["request_style_text"],

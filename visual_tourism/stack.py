@@ -20,6 +20,7 @@ from photo_handler import records
 from . import (
     async_inference,
     autoscaling,
+    bedrock,
     bucket,
     costs,
     delivery,
@@ -67,6 +68,12 @@ def create_bucket(cfg: Config, aws: Aws, progress: Progress = _quiet) -> str:
 
 
 def create_roles(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
+    if cfg.profile.managed:  # no endpoint: no SageMaker role
+        roles = {"lambda": iam.ensure_lambda_role(aws, cfg, bucket_name(cfg, aws))}
+        State(cfg.state_path).record("roles", **roles)
+        progress(f"IAM role ready (least privilege: bedrock:InvokeModel on "
+                 f"{cfg.profile.invoke_id(cfg.region)} only); no SageMaker role (no endpoint)")
+        return roles
     image_uri = cfg.profile.image_uri(cfg.region)
     roles = {
         "lambda": iam.ensure_lambda_role(aws, cfg, bucket_name(cfg, aws)),
@@ -90,7 +97,12 @@ def create_presets(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[s
 
 
 def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[str, str]:
-    """Model, endpoint configuration and endpoint; returns without waiting for InService."""
+    """Model, endpoint configuration and endpoint; returns without waiting for InService.
+
+    A managed model (Amazon Bedrock) has none: an endpoint an earlier `up` of this stack left
+    (another profile) is removed, since it would bill by the hour for nothing."""
+    if cfg.profile.managed:
+        return _no_endpoint(cfg, aws, progress)
     endpoint.require_ours_or_absent(aws, cfg)  # before its log group is touched
     logs.ensure_log_group(aws, cfg, logs.endpoint_log_group(cfg))
     image_uri = cfg.profile.image_uri(cfg.region)
@@ -108,10 +120,27 @@ def start_endpoint(cfg: Config, aws: Aws, progress: Progress = _quiet) -> dict[s
     return {"model": model, "endpoint_config": config}
 
 
+def _no_endpoint(cfg: Config, aws: Aws, progress: Progress) -> dict[str, str]:
+    if endpoint.ours_or_absent(aws, cfg) and endpoint.describe(aws, cfg).get("state") not in (
+            None, "absent"):
+        _remove_scaling(cfg, aws)
+        endpoint.delete_endpoint(aws, cfg)
+        endpoint.delete_models_and_configs(aws, cfg)
+        progress(f"removed endpoint {cfg.endpoint_name} of an earlier deployment: the "
+                 f"managed model {cfg.profile.name} needs none")
+    State(cfg.state_path).forget("endpoint")
+    progress(f"no SageMaker model, endpoint, autoscaling or async configuration: "
+             f"{cfg.profile.name} is a managed model (Amazon Bedrock, "
+             f"{cfg.profile.invoke_id(cfg.region)})")
+    return {}
+
+
 def wait_for_endpoint(
     cfg: Config, aws: Aws, progress: Progress = _quiet, poll: float = 15.0
 ) -> None:
     """Wait for InService (10-15 minutes on AWS), then drop superseded models and configs."""
+    if cfg.profile.managed:  # nothing to wait for (the cost was said before `up` began)
+        return
     progress("waiting for the endpoint: 10-15 minutes on AWS for a GPU model")
     current = endpoint.wait_for_endpoint(aws, cfg.endpoint_name, progress, poll=poll)
     wanted = State(cfg.state_path).get("endpoint", "config", "")
@@ -143,6 +172,9 @@ def _remove_scaling(cfg: Config, aws: Aws) -> bool:
 
 
 def attach_autoscaling(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
+    if cfg.profile.managed:
+        progress("autoscaling: none to attach (Amazon Bedrock scales the managed model)")
+        return
     State(cfg.state_path).record("autoscaling", resource_id=autoscaling.resource_id(cfg))
     with quotas.explained(aws, cfg, "Attaching autoscaling"):
         _attach_autoscaling(cfg, aws, progress)
@@ -222,6 +254,12 @@ def arm_deadline(cfg: Config, aws: Aws, progress: Progress = _quiet) -> None:
     """With stop_after: a one-time schedule stops the endpoint then (schedule.py)."""
     if not cfg.stop_after:
         return
+    if cfg.profile.managed:
+        schedule.remove_deadline(aws, cfg)  # one an earlier hosted deployment armed
+        State(cfg.state_path).forget("deadline")
+        progress(f"stop deadline ({cfg.stop_after}) not armed: a managed model has nothing "
+                 "to stop and bills nothing while idle")
+        return
     when = schedule.ensure_deadline(aws, cfg)
     State(cfg.state_path).record("deadline", fires_at=when.isoformat())
     action = "scale the endpoint to zero" if cfg.is_async else "delete the endpoint"
@@ -249,11 +287,12 @@ def up(
     cfg, aws = _context(cfg, aws)
     permissions.require(cfg, aws, progress)  # refuses before anything is created
     quotas.require(cfg, aws, progress)  # ... and so when the account lacks room
+    bedrock.require_access(aws, cfg, progress)  # a managed model: may it be invoked here?
     profile = cfg.profile
-    progress(
-        f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "
-        f"({profile.licence}) on {cfg.effective_instance_type}, {cfg.inference_mode} inference"
-    )
+    serving = ("managed by Amazon Bedrock (no endpoint)" if profile.managed else
+               f"on {cfg.effective_instance_type}, {cfg.inference_mode} inference")
+    progress(f"Stack {cfg.prefix!r} in {cfg.region}: model {profile.model_id} "
+             f"({profile.licence}) {serving}")
     progress("cost: " + prices.describe_plan(cfg))
     progress("cost: " + prices.describe_places(cfg))
     name = create_bucket(cfg, aws, progress)
@@ -269,8 +308,9 @@ def up(
     extra = {}
     if cfg.web_api == "on":  # the page is useful only once photos get answers
         extra["web_url"] = open_web_api(cfg, aws, progress)["url"]
-    return {"bucket": name, "endpoint": cfg.endpoint_name, "function": cfg.function_name,
-            **names, **extra}
+    served = ({"model": profile.invoke_id(cfg.region)} if profile.managed
+              else {"endpoint": cfg.endpoint_name})
+    return {"bucket": name, **served, "function": cfg.function_name, **names, **extra}
 
 
 def down(
@@ -364,13 +404,31 @@ def status(cfg: Config | None = None, aws: Aws | None = None) -> dict[str, Any]:
         "presets": presets.describe(aws, cfg),
         "delivery": delivery.describe(aws, cfg, name if bucket_info["state"] == "exists"
                                       else None),
+        "model": _model_status(cfg),
         "cost_per_hour_usd": prices.hourly_cost(ep.get("instance_type"), instances),
         "cost": prices.describe_cost(ep.get("instance_type"), instances, cfg.region,
                                       local=aws.is_local)
-        if instances else "nothing billed by the hour (no endpoint instance running)",
+        if instances else _idle_cost_line(cfg),
         "cost_so_far": costs.cost_so_far(aws, cfg, ep),
         "places_cost": prices.describe_places(cfg),
     }
+
+
+def _model_status(cfg: Config) -> dict[str, Any]:
+    profile = cfg.profile
+    if profile.managed:
+        return {"kind": profile.kind, "model_id": profile.invoke_id(cfg.region),
+                "endpoint": "none (managed by Amazon Bedrock)",
+                "cost": prices.describe_managed(profile.model_id, cfg.region)}
+    return {"kind": profile.kind, "model_id": profile.model_id,
+            "endpoint": cfg.endpoint_name}
+
+
+def _idle_cost_line(cfg: Config) -> str:
+    if cfg.profile.managed:
+        return ("nothing billed by the hour: a managed model (Amazon Bedrock) is billed per "
+                "photo's tokens")
+    return "nothing billed by the hour (no endpoint instance running)"
 
 
 def replay(

@@ -7,7 +7,7 @@ import argparse
 import json
 import sys
 
-from .. import iam, permissions, quotas, where
+from .. import bedrock, iam, permissions, quotas, where
 from ..aws import Aws
 from ..bucket import bucket_name
 from .common import config_from_args, say
@@ -18,15 +18,20 @@ def cmd_check(args: argparse.Namespace) -> int:
     aws = Aws(cfg.region)
     report = permissions.preflight(cfg, aws)
     limits = quotas.check(cfg, aws)
+    access = bedrock.model_access(aws, cfg)  # a managed model: may it be invoked here?
     if args.json:
         print(json.dumps({"principal": report.principal, "known": report.known,
                           "reason": report.reason, "method": report.method,
                           "steps": report.rows(), "plan": limits.plan, "note": limits.note,
-                          "limits": limits.rows()}, indent=2))
+                          "limits": limits.rows(),
+                          "model_access": access.as_dict() if access else None}, indent=2))
     else:
         say(report.text())
         say(limits.text())
-    if report.blocking or limits.short:
+        if access is not None:
+            say(f"Model access ({cfg.profile.name}): {access.text}")
+    refused = access is not None and access.state in (bedrock.NEEDS_ACCESS, bedrock.NOT_OFFERED)
+    if report.blocking or limits.short or refused:
         return 1
     if not report.known or report.missing or limits.unknown:
         return 3  # cannot tell

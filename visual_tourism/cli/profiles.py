@@ -23,7 +23,10 @@ def cmd_profiles(args: argparse.Namespace) -> int:
             say(line)
         say("\n" + wrapped(
             f"Prices: {prices.PRICE_REGION} on-demand list prices as of {prices.PRICE_DATE}, "
-            f"per instance-hour ({prices.PRICE_SOURCE}). The default is "
+            f"per instance-hour ({prices.PRICE_SOURCE}). Managed models (Amazon Bedrock: "
+            "nova-lite, llama3.2-11b-vision) bill nothing per hour, only the tokens of each "
+            f"photo, per 1M tokens in+out ({prices.BEDROCK_PRICE_SOURCE}; third-party figures, "
+            "unverified). The default is "
             f"{profiles.DEFAULT_PROFILE}; pick another with --model-profile or "
             "VT_MODEL_PROFILE."))
     return 0

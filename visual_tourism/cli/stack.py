@@ -34,13 +34,15 @@ def cmd_status(args: argparse.Namespace) -> int:
         say(json.dumps(info, indent=2, default=str))
         return 0
     say(f"region {info['region']}, model profile {info['profile']}")
-    for part in ("bucket", "roles", "presets", "endpoint", "inference", "autoscaling", "function",
-                 "delivery", "web"):
+    for part in ("model", "bucket", "roles", "presets", "endpoint", "inference", "autoscaling",
+                 "function", "delivery", "web"):
         say(labelled(part, json.dumps(info[part], default=str)))
     deadline = info["deadline"]
+    managed = info["model"]["kind"] == "bedrock"  # Amazon Bedrock: no endpoint to stop
     say(labelled("deadline", (
         f"{deadline['action']} at {deadline['fires_at']} (in {deadline['in_minutes']} min)"
-        if deadline else "none (set one with 'up --stop-after 3h')")))
+        if deadline else "none needed: a managed model has nothing to stop" if managed
+        else "none (set one with 'up --stop-after 3h')")))
     say(labelled("cost", info["cost"]))
     if info.get("places_cost"):
         say(labelled("places cost", info["places_cost"]))

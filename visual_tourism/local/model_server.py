@@ -4,6 +4,8 @@ Routes (HTTP on 127.0.0.1):
 
 - ``GET /ping``: the container's health check (200).
 - ``POST /invocations``: the container, as SageMaker forwards requests to Hugging Face TGI.
+- ``POST /model/{modelId}/converse``: Amazon Bedrock's Converse API, for the managed profiles
+  (``local/converse.py``: boto3's ``bedrock-runtime`` with ``AWS_ENDPOINT_URL_BEDROCK_RUNTIME``).
 - ``POST /endpoints/{EndpointName}/invocations``: the SageMaker Runtime API, which boto3's
   ``sagemaker-runtime`` ``invoke_endpoint`` calls when ``AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME``
   (or ``endpoint_url``) points here. Container errors come back wrapped as SageMaker does.
@@ -56,6 +58,7 @@ from PIL import Image, UnidentifiedImageError
 from photo_handler import serving_limits
 from photo_handler.serving_limits import ContainerLimits
 
+from . import converse
 from .backends import (
     Backend,
     GenerationParams,
@@ -804,12 +807,15 @@ class ModelServer:
         fetch_origins: Sequence[str] | None = (),
         limits: ContainerLimits | None = None,
         limits_for: Callable[[str], ContainerLimits | None] | None = None,
+        authorize_model: Callable[[Any, str], str | None] | None = None,
     ) -> None:
         self.backend: Backend = backend or StandInBackend()
         self.host, self.port = host, port
         self.endpoint_exists = endpoint_exists
         # (headers, endpoint, region) -> None, or why the caller may not invoke it (IAM)
         self.authorize = authorize
+        # (headers, resource ARN) -> None, or why the caller may not bedrock:InvokeModel it
+        self.authorize_model = authorize_model
         self.fetch_timeout = fetch_timeout
         # The only http(s) origins images are fetched from (None: any; default: none).
         self.fetch_origins = fetch_origins
@@ -904,6 +910,8 @@ class ModelServer:
 
     def payload_limit_for(self, path: str) -> int:
         """The body limit of a POST to ``path``, decided before the body is read."""
+        if converse.PATH.match(path):
+            return converse.PAYLOAD_LIMIT
         match = _RUNTIME_PATH.match(path)
         if match and self.limits_for is not None:
             limits = self.limits_of(unquote(match.group(1)))
@@ -937,6 +945,9 @@ class ModelServer:
         elif match := _RUNTIME_PATH.match(path):
             endpoint = unquote(match.group(1))
             outcome = self._runtime(endpoint, headers, body)
+        elif match := converse.PATH.match(path):
+            endpoint = unquote(match.group(1))
+            outcome = self._converse(endpoint, headers, body)
         elif (match := _ASYNC_PATH.match(path)) and self.async_handler is not None:
             endpoint = unquote(match.group(1))
             outcome = _Outcome(self.async_handler(endpoint, headers, body), style="async")
@@ -951,6 +962,27 @@ class ModelServer:
         logger.info("POST %s: %s, %s image(s), status %s in %.3f s",
                     path, outcome.style, outcome.images, status, seconds)
         return outcome.response
+
+    def _converse(self, model_id: str, headers: Any, body: bytes | None) -> _Outcome:
+        """Bedrock's Converse (local/converse.py), answered by this server's backend."""
+        found = _CREDENTIAL_REGION.search(headers.get("Authorization", ""))
+        region = found.group(1) if found else DEFAULT_REGION
+        check = self.authorize_model
+
+        def authorize(arn: str) -> str | None:
+            return check(headers, arn) if check is not None else None
+
+        status, payload, extra, images = converse.handle(
+            model_id, body, region, ACCOUNT_ID, self._generate_converse, authorize)
+        extra["x-amzn-RequestId"] = str(uuid.uuid4())
+        return _Outcome(_Response.json(status, payload, **extra), style="converse",
+                        images=images)
+
+    def _generate_converse(self, turns: list[Turn], params: GenerationParams) -> str:
+        try:
+            return self._generate(turns, params)
+        except InvocationError as error:  # the backend failed: Bedrock's ModelErrorException
+            raise converse.ConverseError(424, "ModelErrorException", str(error)) from None
 
     def _wait_held(self, hold: Hold) -> None:
         with self._capacity_lock:

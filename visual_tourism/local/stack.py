@@ -229,6 +229,8 @@ class LocalStack:
             "AWS_ENDPOINT_URL": self.moto_url,
             "AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME": self.model_server.url,
             **({"AWS_ENDPOINT_URL_GEO_PLACES": self.places.url} if self.places else {}),
+            # Amazon Bedrock's Converse, for the managed profiles (local/converse.py)
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": self.model_server.url,
             "AWS_DEFAULT_REGION": REGION,
             "AWS_REGION": REGION,
             **CREDENTIALS,
@@ -270,6 +272,7 @@ class LocalStack:
             self.model_server = ModelServer(
                 backend=backend, host=self.host, port=self.model_port,
                 endpoint_exists=self._endpoint_exists, authorize=self._authorize_invoke,
+                authorize_model=self._authorize_model,
                 fetch_origins=[self.moto_url],  # presigned photo URLs; nothing else here
                 limits_for=self.endpoint_limits,
             ).start()
@@ -317,6 +320,17 @@ class LocalStack:
         arn = f"arn:aws:sagemaker:{region}:{ACCOUNT_ID}:endpoint/{endpoint.lower()}"
         try:
             iam_enforcement.authorize(headers, "sagemaker:InvokeEndpoint", arn, ACCOUNT_ID)
+        except iam_enforcement.Denied as denied:
+            return str(denied)
+        return None
+
+    @staticmethod
+    def _authorize_model(headers: Any, arn: str) -> str | None:
+        """Bedrock's check for Converse: may the caller's role bedrock:InvokeModel this ARN?"""
+        from .model_server import ACCOUNT_ID
+
+        try:
+            iam_enforcement.authorize(headers, "bedrock:InvokeModel", arn, ACCOUNT_ID)
         except iam_enforcement.Denied as denied:
             return str(denied)
         return None

@@ -82,6 +82,11 @@ def show_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
 
 def arm_deadline(cfg: Config, aws: Aws) -> dict[str, Any] | None:
     """With ``stop_after`` set: the one-time schedule that stops the endpoint (as `up` does)."""
+    if cfg.profile.managed:
+        say(f"No stop deadline: {cfg.profile.name} is a managed model, with nothing to stop "
+            "and nothing billed while idle.")
+        stack.arm_deadline(cfg, aws, progress=say)  # removes one an earlier run armed
+        return None
     if not cfg.stop_after:
         say("No stop deadline (stop_after is empty): the endpoint runs until 07_cleanup. To "
              "have it stopped even if nobody runs clean-up, set stop_after (e.g. \"3h\") in "

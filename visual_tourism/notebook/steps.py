@@ -16,8 +16,17 @@ bucket_name = stack.bucket_name  # the bucket this stack uses
 
 
 def show_profiles() -> None:
-    """The model profiles to choose from, with their instance and its list price."""
+    """The model profiles to choose from, with their instance and its list price (a managed
+    model: its price per token, nothing while idle)."""
     for profile in PROFILES.values():
+        if profile.managed:
+            token = prices.TOKEN_USD.get(profile.model_id)
+            price = (f"${token.input_per_million:g} + ${token.output_per_million:g} per 1M "
+                     "tokens in/out, $0 while idle" if token else "price not recorded")
+            say(f"{profile.name:24} {profile.model_id}")
+            say(f"{'':24} managed by Amazon Bedrock, no endpoint ({price}), licence: "
+                f"{profile.licence}")
+            continue
         cost = prices.hourly_cost(profile.instance_type, 1)
         price = f"${cost:.2f}/h" if cost is not None else "price not recorded"
         say(f"{profile.name:24} {profile.model_id}")
@@ -26,6 +35,17 @@ def show_profiles() -> None:
 
 def plan(cfg: Config, aws: Aws) -> dict[str, Any]:
     """The names and sizes of what the next notebooks create."""
+    if cfg.profile.managed:  # Amazon Bedrock: no endpoint, no SageMaker role
+        return {
+            "bucket": bucket_name(cfg, aws),
+            "roles": [cfg.lambda_role_name],
+            "model": f"{cfg.profile.model_id} ({cfg.profile.licence})",
+            "endpoint": f"none: managed by Amazon Bedrock, called as "
+                        f"{cfg.profile.invoke_id(cfg.region)}; nothing billed while idle",
+            "function": f"{cfg.function_name} ({cfg.lambda_runtime}, {cfg.lambda_timeout} s, "
+                        f"{cfg.lambda_memory} MB)",
+            "trigger": f"uploads under {cfg.input_prefix} -> results under {cfg.output_prefix}",
+        }
     return {
         "bucket": bucket_name(cfg, aws),
         "roles": [cfg.lambda_role_name, "Studio execution role" if where.in_studio()
@@ -71,6 +91,18 @@ def show_lambda_policy(cfg: Config, aws: Aws) -> None:
 def show_model(cfg: Config) -> None:
     """The chosen profile: model, container, instance, container settings."""
     profile = cfg.profile
+    if profile.managed:
+        show({
+            "model": profile.model_id,
+            "licence": profile.licence,
+            "served by": "Amazon Bedrock (managed): no endpoint, no container, no instance",
+            "called as": f"{profile.invoke_id(cfg.region)} (Converse API)",
+            "cost": prices.describe_managed(profile.model_id, cfg.region),
+            "image limits": "png/jpeg/gif/webp, at most 3.75 MB and 8,000 px a side; "
+                            f"{profile.limits.max_images} image(s) a request",
+            "notes": profile.notes,
+        })
+        return
     show({
         "model": profile.model_id,
         "licence": profile.licence,
@@ -84,6 +116,10 @@ def show_model(cfg: Config) -> None:
 
 def cost_warning(cfg: Config, env: Mapping[str, str] | None = None) -> str:
     """What starting the endpoint costs and how long it takes, here, for the chosen mode."""
+    if cfg.profile.managed:
+        return (f"{cfg.profile.name} is a managed model: the next cells create no endpoint, "
+                "nothing starts and nothing is billed while idle; each photo costs its tokens ("
+                + prices.describe_managed(cfg.profile.model_id, cfg.region) + ").")
     if cfg.is_async:
         hourly = prices.hourly_cost(cfg.effective_instance_type, 1)
         each = f"${hourly:.2f}/hour" if hourly is not None else "see the AWS price list"
@@ -104,8 +140,37 @@ def cost_warning(cfg: Config, env: Mapping[str, str] | None = None) -> str:
             f"then {cost}. Billing runs until 07_cleanup.ipynb deletes the endpoint.")
 
 
+def hosted_vs_managed(cfg: Config) -> Table:
+    """Every profile's cost per photo at 10, 100 and 1,000 photos a day, idle included (list
+    prices; costs.by_volume), to choose between a hosted model and a managed one."""
+    from .. import costs
+
+    rows = costs.by_volume(min_instances=cfg.min_instances)
+
+    def usd(value: float | None) -> str:
+        if value is None:
+            return "-"
+        return f"${value:,.5f}" if value < 0.01 else f"${value:,.2f}"
+
+    table = Table({r["profile"]: {
+        "kind": "managed (Bedrock)" if r["kind"] == "bedrock" else "hosted (SageMaker)",
+        "idle per day": usd(r["idle_usd_per_day"]),
+        **{f"per photo at {n:,}/day": usd(r["usd_per_photo"][n]) for n in costs.VOLUMES},
+    } for r in rows})
+    say("List-price estimates (real-time endpoints with "
+        f"{cfg.min_instances} instance(s) all day; managed models per photo's tokens, "
+        "third-party per-token figures, unverified). `visual-tourism eval --profiles` measures "
+        "recognition, latency and cost on the labelled photos." + (
+            f" [{prices.LOCAL_NOTE}]" if where.is_local() else ""))
+    return table
+
+
 def autoscaling_plan(cfg: Config) -> dict[str, Any]:
     """The scaling target and policies ``attach_autoscaling`` will put in place, for the mode."""
+    if cfg.profile.managed:
+        return {"autoscaling": f"none: {cfg.profile.name} is a managed model; Amazon Bedrock "
+                "scales it, and the function's reserved concurrency "
+                f"({cfg.reserved_concurrency}) caps the photos in flight"}
     most = prices.hourly_cost(cfg.effective_instance_type, cfg.max_instances)
     most_text = (f"${most:.2f} at {cfg.max_instances} instances" if most is not None
                  else "price not recorded")
