@@ -302,6 +302,11 @@ def test_photo_answered_through_converse_and_down_leaves_nothing(env, tmp_path, 
     assert "stand-in" in record["answer"].lower()
     assert record["usage"]["input_tokens"] > 0 and record["usage"]["cost_usd"] > 0
     assert record["model"]["model_id"] == NOVA
+    # Where the photo was taken (given with the upload): the real places nearby, in the
+    # prompt as on the endpoint path.
+    record = stack.ask(PHOTO, cfg, aws, timeout=120, near=(48.8584, 2.2945))
+    assert record["status"] == "ok", record
+    assert record["places"]["status"] == "ok" and record["places"]["in_prompt"] > 0, record
 
     # A structured preset in French: Nova Lite's forced tool call gives the fields.
     from visual_tourism import presets
@@ -412,9 +417,13 @@ def test_model_access_says_what_to_do(monkeypatch):
 
 def test_check_reports_model_access_in_local_mode(env, capsys, monkeypatch):
     monkeypatch.setenv("VT_MODEL_PROFILE", "nova-lite")
-    main(["check"])
+    code = main(["check"])
     out = capsys.readouterr().out
     assert "Model access (nova-lite): local mode" in out
+    # The limits need no endpoint instances and no container image for a managed model.
+    assert "SHORT" not in out, out
+    assert "none needed: a managed model" in out
+    assert code == 0, out
 
 
 # -- eval: hosted and managed side by side ---------------------------------------------------
@@ -497,6 +506,29 @@ def test_one_image_models_get_the_examples_as_text():
     (message,) = request["messages"]
     assert [list(block) for block in message["content"]] == [["image"], ["text"]]
     assert request["inferenceConfig"] == {"maxTokens": 100, "temperature": 0}
+
+
+def test_the_photo_turn_names_the_nearby_places_with_or_without_a_preset():
+    """places.ground's grounding reaches a managed model as it reaches an endpoint: the
+    photo's own turn ends with the real places nearby (the examples' turns never do)."""
+    from photo_handler.request import Prompt
+
+    env = lambda_fn.function_environment(load_config(model_profile="nova-lite"), "b")
+    settings = load_settings(env)
+    grounding = "Real places to eat within 800 m: Chez Test (restaurant, 120 m)."
+    photo = handler_converse.ImagePart(_jpeg(32, 32), "jpeg", 32, 32)
+    example = handler_converse.ImagePart(_jpeg(16, 16), "jpeg", 16, 16)
+    plain = Prompt("Describe it.", (("example/trevi.jpeg", "The Trevi Fountain."),),
+                   {"max_new_tokens": 100}, grounding=grounding)
+    preset = Prompt("Describe it for a family.", plain.examples, {"max_new_tokens": 100},
+                    preset={"name": "family", "instruction": "Describe it for a family."},
+                    language="French", grounding=grounding)
+    for prompt in (plain, preset):
+        request = handler_converse.build_request(settings, prompt, [example], photo)
+        *turns, last = [m for m in request["messages"] if m["role"] == "user"]
+        assert last["content"][-1]["text"].endswith(grounding), prompt
+        assert all(grounding not in block.get("text", "") for m in turns
+                   for block in m["content"])
 
 
 def test_nothing_to_wake_or_sleep_for_a_managed_model():

@@ -270,8 +270,12 @@ def _start_count(cfg: Config) -> int:
 
 def _services(cfg: Config) -> list[str]:
     """The regional services `up` uses with this configuration."""
-    used = ["s3", "lambda", "sagemaker", "sagemaker-runtime", "application-autoscaling", "logs"]
-    if cfg.is_async:
+    if cfg.profile.managed:  # no endpoint; where Bedrock offers the model: bedrock.py's line
+        used = ["s3", "lambda", "logs"]
+    else:
+        used = ["s3", "lambda", "sagemaker", "sagemaker-runtime", "application-autoscaling",
+                "logs"]
+    if cfg.is_async and not cfg.profile.managed:
         used.append("cloudwatch")
     if cfg.presets_table:
         used.append("dynamodb")
@@ -287,14 +291,16 @@ def region_line(cfg: Config, aws: Aws) -> Line:
     services = _services(cfg)
     offered = {s: set(aws.session.get_available_regions(s)) for s in services}
     lacking = [s for s in services if region not in offered[s]]
+    managed = cfg.profile.managed
     try:
-        image, image_problem = cfg.profile.image_uri(region), ""
+        image, image_problem = ("", "") if managed else (cfg.profile.image_uri(region), "")
     except ConfigError as exc:
         image, image_problem = "", str(exc)
     if not lacking and not image_problem:
+        served = ("the managed model's regions are model access's answer" if managed else
+                  f"the container image resolves there ({image.rsplit('/', 1)[-1]})")
         return Line("region", OK, f"{region} offers every service the plan uses "
-                    f"({', '.join(services)}); the container image resolves there "
-                    f"({image.rsplit('/', 1)[-1]})")
+                    f"({', '.join(services)}); {served}")
     problems = ([f"{region} does not offer {', '.join(lacking)}"] if lacking else []) + (
         [f"the container image does not resolve there: {image_problem}"]
         if image_problem else [])
@@ -308,6 +314,8 @@ def region_line(cfg: Config, aws: Aws) -> Line:
 
 
 def _image_resolves(cfg: Config, region: str) -> bool:
+    if cfg.profile.managed:
+        return True
     try:
         cfg.profile.image_uri(region)
     except ConfigError:
@@ -421,6 +429,22 @@ def check(cfg: Config, aws: Aws) -> Limits:
         limits.note = ("local mode: the stand-in's quotas, set with VT_LOCAL_QUOTAS; its "
                        "SageMaker quota codes are local ones")
     limits.lines.append(region_line(cfg, aws))
+    if cfg.profile.managed:
+        limits.lines.append(Line("endpoint instances", OK, (
+            "none needed: a managed model (Amazon Bedrock) runs no endpoint of ours; its "
+            "requests and tokens per minute have quotas of their own (Service Quotas, service "
+            "code bedrock)")))
+    else:
+        limits.lines.append(_endpoint_line(cfg, aws))
+    try:
+        concurrency: Concurrency | CannotRead = lambda_concurrency(aws, cfg)
+    except CannotRead as exc:
+        concurrency = exc
+    limits.lines.append(concurrency_line(cfg, concurrency))
+    return limits
+
+
+def _endpoint_line(cfg: Config, aws: Aws) -> Line:
     quotas: dict[str, Quota] | CannotRead
     used: dict[str, int] | CannotRead
     try:
@@ -431,13 +455,7 @@ def check(cfg: Config, aws: Aws) -> Limits:
         used = endpoint_usage(aws, cfg)
     except CannotRead as exc:
         used = exc
-    limits.lines.append(endpoint_line(cfg, aws, quotas, used))
-    try:
-        concurrency: Concurrency | CannotRead = lambda_concurrency(aws, cfg)
-    except CannotRead as exc:
-        concurrency = exc
-    limits.lines.append(concurrency_line(cfg, concurrency))
-    return limits
+    return endpoint_line(cfg, aws, quotas, used)
 
 
 def require(cfg: Config, aws: Aws, progress: Progress) -> Limits | None:
