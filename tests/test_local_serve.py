@@ -26,6 +26,8 @@ def _serve(tmp_path, *options: str) -> tuple[subprocess.Popen[str], queue.Queue[
         [sys.executable, "-m", "visual_tourism.cli", "local", "serve", "--model", "stand-in",
          "--dir", str(tmp_path / "serve"), *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # SIGABRT then prints every thread's stack: what a test that finds it hung shows.
+        env={**os.environ, "PYTHONFAULTHANDLER": "1"},
     )
     lines: queue.Queue[str | None] = queue.Queue()
 
@@ -120,7 +122,13 @@ def test_a_signal_stops_it_promptly_with_a_stopped_line(tmp_path, how, to_a_thre
         else:
             process.send_signal(how)
         # Generous: a busy machine may be slow to stop; one that ignored the signal never is.
-        code = process.wait(timeout=60)
+        try:
+            code = process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.send_signal(signal.SIGABRT)  # its threads' stacks, for the failure
+            process.wait(timeout=30)
+            pytest.fail("not stopped 60 s after the signal; its threads then:\n"
+                        + "\n".join(_read_until(lines, None, timeout=15)[-120:]))
         rest = _read_until(lines, None, timeout=15)
     finally:
         _stop(process)
