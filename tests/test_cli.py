@@ -216,6 +216,7 @@ def test_status_wraps_each_part_to_the_terminal(capsys, monkeypatch):
     part = {"name": "visual-tourism-123456789012-us-east-1", "state": "exists",
             "objects": {"input": 3, "output": 2}, "note": "a long explanation " * 5}
     info = {"region": "us-east-1", "profile": "smolvlm-instruct",
+            "model": {"kind": "sagemaker", "model_id": "HuggingFaceTB/SmolVLM-Instruct"},
             **dict.fromkeys(("bucket", "roles", "presets", "endpoint", "inference",
                              "autoscaling", "function", "delivery", "web"), part),
             "deadline": None, "cost": "$0.74/hour (1 x ml.g4dn.xlarge) " * 4,
@@ -227,6 +228,7 @@ def test_status_wraps_each_part_to_the_terminal(capsys, monkeypatch):
     lines = _lines(capsys, monkeypatch, ["status"], 80)
     assert max(map(len, lines)) <= 80, [line for line in lines if len(line) > 80]
     assert any(line.startswith("  places cost  nearby places $0.004") for line in lines)
-    assert lines[1].startswith("  bucket       {") and lines[2].startswith(" " * 15 + '"')
+    at = next(n for n, line in enumerate(lines) if line.startswith("  bucket       {"))
+    assert lines[at + 1].startswith(" " * 15 + '"')  # a long part goes on, indented
     assert "cost so far  at least $1.5" in "\n".join(lines)
     assert json.loads("\n".join(_lines(capsys, monkeypatch, ["status", "--json"], 80))) == info

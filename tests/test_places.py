@@ -277,7 +277,11 @@ def _many_places(count: int) -> list[dict[str, Any]]:
              "Restaurant", "distance_m": 40 * i, "address": "x"} for i in range(count)]
 
 
-@pytest.mark.parametrize("name", sorted(PROFILES))
+HOSTED = sorted(name for name, profile in PROFILES.items() if not profile.managed)
+MANAGED = sorted(name for name, profile in PROFILES.items() if profile.managed)
+
+
+@pytest.mark.parametrize("name", HOSTED)
 def test_the_places_fit_every_profiles_budget(name: str) -> None:
     profile = PROFILES[name]
     env = {"CONTAINER_LIMITS": profile.limits.to_env(), "REQUEST_STYLE": profile.request_style}
@@ -291,7 +295,26 @@ def test_the_places_fit_every_profiles_budget(name: str) -> None:
         config, grounded, ["https://example/e.jpg"], "https://example/p.jpg"))
 
 
-@pytest.mark.parametrize("name", sorted(PROFILES))
+@pytest.mark.parametrize("name", MANAGED)
+def test_the_places_fit_a_managed_models_request(name: str) -> None:
+    """A managed model has no container budget to share (its context holds far more than a
+    photo and a handful of places): every place goes into the photo's turn of the Converse
+    request, sized as the function's own environment sizes it."""
+    from photo_handler import converse
+    from visual_tourism import lambda_fn
+    from visual_tourism.config import load_config
+
+    config = handler_settings.load_settings(
+        lambda_fn.function_environment(load_config(model_profile=name), "b"))
+    prompt = handler_request.environment_prompt(config)
+    grounded, count = places.fit(config, prompt, _many_places(5))
+    assert count == 5 and grounded.grounding
+    photo = converse.ImagePart(b"\xff\xd8", "jpeg", 640, 480)
+    request = converse.build_request(config, grounded, [], photo)
+    assert request["messages"][-1]["content"][-1]["text"].endswith(grounded.grounding)
+
+
+@pytest.mark.parametrize("name", HOSTED)
 def test_a_tight_budget_gets_fewer_places_not_a_refused_request(name: str) -> None:
     profile = PROFILES[name]
     base = settings(CONTAINER_LIMITS=profile.limits.to_env(),

@@ -143,6 +143,24 @@ def test_local_sagemaker_and_lambda_refuse_beyond_their_quotas_as_aws_does(env, 
             f"utilization of {used} Instances and a request delta of 2 Instances"
             ) in refused.value.response["Error"]["Message"]
     assert not sm.list_endpoints(NameContains=name)["Endpoints"]
+    # Within the quota it starts; growing past it (autoscaling's call) is refused the same way.
+    sm.create_endpoint_config(EndpointConfigName=name + "-one", ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": TYPE,
+        "InitialInstanceCount": 1}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name + "-one")
+    try:
+        with pytest.raises(ClientError) as grown:
+            sm.update_endpoint_weights_and_capacities(
+                EndpointName=name,
+                DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic",
+                                              "DesiredInstanceCount": 2}])
+        assert grown.value.response["Error"]["Code"] == "ResourceLimitExceeded"
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 1}])
+    finally:
+        sm.delete_endpoint(EndpointName=name)
+        sm.delete_endpoint_config(EndpointConfigName=name + "-one")
 
     role = _root(env, "iam").create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps({
         "Version": "2012-10-17", "Statement": [{

@@ -580,14 +580,17 @@ def steps(cfg: Config, account: str, bucket: str, partition: str = "aws",
              "(quotas.py; without these reads it cannot tell, and goes ahead)",
              tuple(_n("iam:SimulatePrincipalPolicy", a.role("*"),
                       when="on AWS, for the caller's own role (or user)")
-                   + _n("servicequotas:ListServiceQuotas "
-                        "servicequotas:ListAWSDefaultServiceQuotas lambda:GetAccountSettings "
-                        "sagemaker:ListEndpoints", "*")
+                   + _n("lambda:GetAccountSettings", "*")
                    + _n("lambda:GetFunctionConcurrency", fn)
-                   + _n("sagemaker:DescribeEndpoint", a.sagemaker("endpoint", "*"),
-                        when="only when the account has other endpoints (their instances)")
-                   + _n("sagemaker:DescribeEndpointConfig", a.sagemaker("endpoint-config", "*"),
-                        when="only when the account has other endpoints (their instances)"))),
+                   # The endpoint instances' quota and use: a managed model has no endpoint.
+                   + ([] if managed else _n(
+                       "servicequotas:ListServiceQuotas servicequotas:ListAWSDefaultServiceQuotas "
+                       "sagemaker:ListEndpoints", "*")
+                      + _n("sagemaker:DescribeEndpoint", a.sagemaker("endpoint", "*"),
+                           when="only when the account has other endpoints (their instances)")
+                      + _n("sagemaker:DescribeEndpointConfig",
+                           a.sagemaker("endpoint-config", "*"),
+                           when="only when the account has other endpoints (their instances)")))),
         Step("up: bucket", "private, encrypted, TLS-only bucket with its folders",
              tuple(_n("s3:CreateBucket s3:PutBucketPublicAccessBlock s3:PutEncryptionConfiguration "
                       "s3:PutBucketPolicy s3:PutBucketTagging s3:ListBucket", b)

@@ -369,8 +369,10 @@ def patch_quotas() -> None:
         _check_room(self, wanted, skip=endpoint_name)
         return create_endpoint(self, endpoint_name, endpoint_config_name, tags)
 
-    def update_capacities_within_quota(self: SageMakerModelBackend, endpoint_name: str,
-                                       desired: list[dict[str, Any]]) -> str:
+    def update_capacities_within_quota(  # moto's own parameter names: it calls by keyword
+            self: SageMakerModelBackend, endpoint_name: str,
+            desired_weights_and_capacities: list[dict[str, Any]]) -> str:
+        desired = desired_weights_and_capacities
         endpoint = self.endpoints.get(endpoint_name)
         config = self.endpoint_configs.get(endpoint.endpoint_config_name) if endpoint else None
         types = {v["VariantName"]: v.get("InstanceType", "")
