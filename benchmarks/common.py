@@ -162,6 +162,34 @@ def s3_event(s3: Any, bucket: str, *keys: str) -> dict[str, Any]:
     return {"Records": records}
 
 
+def uploaded_events(rig: HandlerRig, pictures: Sequence[Path], prefix: str,
+                    count: int) -> list[dict[str, Any]]:
+    """``count`` + 2 photos uploaded under ``prefix`` (the first two runs make the boto3
+    clients, so only the rest are measured) and their events."""
+    keys = [f"{prefix}{i:03d} {pictures[i % len(pictures)].name}" for i in range(count + 2)]
+    for number, key in enumerate(keys):
+        rig.s3.put_object(Bucket=rig.bucket, Key=key,
+                          Body=pictures[number % len(pictures)].read_bytes())
+    return [s3_event(rig.s3, rig.bucket, key) for key in keys]
+
+
+def timed_invocation(rig: HandlerRig, event: dict[str, Any],
+                     operations: list[str]) -> dict[str, Any]:
+    """One in-process handler run: its wall time, the model's share of it (the model
+    server's own timing), the rest (the handler's overhead), the AWS calls it made and the
+    record's status."""
+    import lambda_code
+
+    operations.clear()
+    calls_before = len(rig.server.calls)
+    started = time.perf_counter()
+    summary = lambda_code.lambda_handler(event, Context())["records"][0]
+    wall = time.perf_counter() - started
+    model = sum(c["seconds"] for c in rig.server.calls[calls_before:])
+    return {"wall": wall, "model": model, "overhead": wall - model,
+            "operations": list(operations), "status": summary["status"]}
+
+
 class Context:
     """Lambda's context for an in-process call: 300 s, the function's default timeout."""
 

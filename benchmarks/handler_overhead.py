@@ -13,11 +13,11 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 from .common import (
     IMAGES,
-    Context,
     Row,
     environment,
     handler_rig,
@@ -25,6 +25,8 @@ from .common import (
     percentile,
     photos,
     s3_event,
+    timed_invocation,
+    uploaded_events,
 )
 
 MODEL_CALL_SECONDS = 2.0  # the reference model call of the target
@@ -112,27 +114,12 @@ def new_container() -> None:
 
 
 def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    import lambda_code
 
     count = 10 if quick else 40
     pictures = photos()
     with handler_rig(instant_backend(), RETRY_BASE_SECONDS="0.01") as rig:
-        keys = [f"input/overhead/{i:03d} {pictures[i % len(pictures)].name}"
-                for i in range(count + 2)]
-        for number, key in enumerate(keys):
-            rig.s3.put_object(Bucket=rig.bucket, Key=key,
-                              Body=pictures[number % len(pictures)].read_bytes())
-        events = [s3_event(rig.s3, rig.bucket, key) for key in keys]
-
-        def invoke(event: dict[str, Any], operations: list[str]) -> dict[str, Any]:
-            operations.clear()
-            calls_before = len(rig.server.calls)
-            started = time.perf_counter()
-            summary = lambda_code.lambda_handler(event, Context())["records"][0]
-            wall = time.perf_counter() - started
-            model = sum(c["seconds"] for c in rig.server.calls[calls_before:])
-            return {"wall": wall, "model": model, "overhead": wall - model,
-                    "operations": list(operations), "status": summary["status"]}
+        events = uploaded_events(rig, pictures, "input/overhead/", count)
+        invoke = partial(timed_invocation, rig)
 
         op_seconds: dict[str, list[float]] = {}
         with counted_calls() as operations:

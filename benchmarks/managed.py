@@ -17,10 +17,18 @@ example, sizing them for Converse, building the request, the result write.
 
 from __future__ import annotations
 
-import time
+from functools import partial
 from typing import Any
 
-from .common import Context, Row, handler_rig, instant_backend, percentile, photos, s3_event
+from .common import (
+    Row,
+    handler_rig,
+    instant_backend,
+    percentile,
+    photos,
+    timed_invocation,
+    uploaded_events,
+)
 from .handler_overhead import MODEL_CALL_SECONDS, TARGET_SHARE, counted_calls
 
 VOLUMES = (10, 100, 1000)
@@ -46,7 +54,6 @@ def cost_rows() -> tuple[list[Row], list[dict[str, Any]]]:
 
 
 def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
-    import lambda_code
     from photo_handler import converse
 
     rows, table = cost_rows()
@@ -60,22 +67,8 @@ def run(quick: bool) -> tuple[list[Row], dict[str, Any]]:
 
         os.environ["AWS_ENDPOINT_URL_BEDROCK_RUNTIME"] = rig.server.url
         try:
-            keys = [f"input/managed/{i:03d} {pictures[i % len(pictures)].name}"
-                    for i in range(count + 2)]
-            for number, key in enumerate(keys):
-                rig.s3.put_object(Bucket=rig.bucket, Key=key,
-                                  Body=pictures[number % len(pictures)].read_bytes())
-            events = [s3_event(rig.s3, rig.bucket, key) for key in keys]
-
-            def invoke(event: dict[str, Any], operations: list[str]) -> dict[str, Any]:
-                operations.clear()
-                before = len(rig.server.calls)
-                started = time.perf_counter()
-                summary = lambda_code.lambda_handler(event, Context())["records"][0]
-                wall = time.perf_counter() - started
-                model = sum(c["seconds"] for c in rig.server.calls[before:])
-                return {"wall": wall, "overhead": wall - model, "status": summary["status"],
-                        "operations": list(operations)}
+            events = uploaded_events(rig, pictures, "input/managed/", count)
+            invoke = partial(timed_invocation, rig)
 
             converse.clear_cache()
             with counted_calls() as operations:
