@@ -177,7 +177,7 @@ def process_record(
             from photo_handler import presets  # read only with PRESETS_TABLE
 
             prompt = presets.choose_prompt(settings, metadata, result)
-            if done is not None and done == records.answer_key(etag, records.choice(result)):
+            if records.answered(done, etag, result, prompt.table_unreadable):
                 return logs.summary({**summary, "status": "duplicate", "etag": etag})
         # Where the photo was taken (the upload's position, else its GPS): the real places to
         # eat nearby go into the prompt; places.complete adds them after the answer otherwise.

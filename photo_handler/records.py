@@ -92,6 +92,19 @@ def answer_key(etag: str | None, choice: str = "") -> str:
     return f"{etag or ''}|{choice}" if choice else (etag or "")
 
 
+def answered(done: str | None, etag: str | None, result: Mapping[str, Any],
+             table_unreadable: bool = False) -> bool:
+    """Whether the final result there (``done``: earlier_result's answer key) answers this
+    upload with this preset and language (``result``'s). While the presets table cannot be
+    read, an answer to this upload with any preset stands: asking again would replace it with
+    the built-in prompt's answer (a redelivery during a table outage, in a new container)."""
+    if done is None:
+        return False
+    if done == answer_key(etag, choice(result)):
+        return True
+    return table_unreadable and done.partition("|")[0] == (etag or "")
+
+
 def choice(result: Mapping[str, Any]) -> str:
     """The preset part of answer_key, from the record's ``preset`` ('' without presets)."""
     info = result.get("preset")

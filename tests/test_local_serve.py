@@ -21,9 +21,17 @@ import pytest
 STARTED = "Ctrl-C stops."
 
 
-def _serve(tmp_path, *options: str) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+# A parent that ignores and blocks SIGINT before exec (both are inherited across it).
+_DEAF_PARENT = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+                "signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT}); "
+                "os.execv(sys.executable, [sys.executable, *sys.argv[1:]])")
+
+
+def _serve(tmp_path, *options: str, deaf_parent: bool = False,
+           ) -> tuple[subprocess.Popen[str], queue.Queue[str | None]]:
+    parent = [sys.executable, "-c", _DEAF_PARENT] if deaf_parent else [sys.executable]
     process = subprocess.Popen(
-        [sys.executable, "-m", "visual_tourism.cli", "local", "serve", "--model", "stand-in",
+        [*parent, "-m", "visual_tourism.cli", "local", "serve", "--model", "stand-in",
          "--dir", str(tmp_path / "serve"), *options],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         # SIGABRT then prints every thread's stack: what a test that finds it hung shows.
@@ -106,13 +114,16 @@ def _signal_a_thread_other_than_main(pid: int, how: int) -> None:
         raise OSError(ctypes.get_errno(), "tgkill")
 
 
-@pytest.mark.parametrize("how, to_a_thread", [
-    (signal.SIGTERM, False), (signal.SIGINT, False), (signal.SIGTERM, True),
-], ids=["SIGTERM", "Ctrl-C", "SIGTERM-to-another-thread"])
-def test_a_signal_stops_it_promptly_with_a_stopped_line(tmp_path, how, to_a_thread):
+@pytest.mark.parametrize("how, to_a_thread, deaf_parent", [
+    (signal.SIGTERM, False, False), (signal.SIGINT, False, False), (signal.SIGTERM, True, False),
+    (signal.SIGINT, False, True),
+], ids=["SIGTERM", "Ctrl-C", "SIGTERM-to-another-thread", "Ctrl-C-after-a-parent-ignored-it"])
+def test_a_signal_stops_it_promptly_with_a_stopped_line(tmp_path, how, to_a_thread,
+                                                        deaf_parent):
     if to_a_thread and (_TGKILL is None or not Path("/proc/self/task").is_dir()):
         pytest.skip("needs Linux's tgkill on x86_64 or aarch64")
-    process, lines = _serve(tmp_path, "--port", "0", "--model-port", "0")
+    process, lines = _serve(tmp_path, "--port", "0", "--model-port", "0",
+                            deaf_parent=deaf_parent)
     try:
         started = _read_until(lines, STARTED, timeout=60)
         url = next(line for line in started if line.startswith("export AWS_ENDPOINT_URL="))

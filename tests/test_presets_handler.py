@@ -633,6 +633,30 @@ def test_dynamodb_down_serves_the_copy_this_container_has_else_the_built_in_prom
     assert len(server.requests) == 3  # no photo lost
 
 
+def test_a_redelivery_while_the_table_cannot_be_read_keeps_the_answer_there(
+    s3: Any, bucket: str, server: RecordingServer, table: Table,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen under load: a redelivered event reached a new container while the table did not
+    answer; the built-in prompt's choice differed from the answer's, so the photo was asked
+    again and its answer replaced. The answer to this upload stands instead."""
+    key = "input/kept.jpg"
+    upload(s3, bucket, key, preset="food", language="French")
+    event = event_for(bucket, s3, key)
+    run(event)
+    first = s3.head_object(Bucket=bucket, Key="output/kept.jpg.json")["ETag"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", closed_port_url())
+    new_container()  # no copy of the preset
+    summary = run(event)["records"][0]
+    assert summary["status"] == "duplicate", summary
+    assert len(server.requests) == 1  # not asked again
+    assert s3.head_object(Bucket=bucket, Key="output/kept.jpg.json")["ETag"] == first
+    # A new upload of the key is still answered (with the built-in prompt, saying why).
+    upload(s3, bucket, key, photo="trevi.jpeg", preset="food", language="French")
+    record_summary = run(event_for(bucket, s3, key))["records"][0]
+    assert record_summary["status"] != "duplicate" and len(server.requests) == 2
+
+
 # -- units -------------------------------------------------------------------------------------
 
 

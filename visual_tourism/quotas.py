@@ -19,6 +19,10 @@ account meets is its limits, which otherwise surface halfway through `up`:
   profile's container image resolves there (the SageMaker SDK's image list). A region that
   does not offer the instance type for endpoints shows as a quota Service Quotas does not list.
 
+A managed profile (Amazon Bedrock) runs no endpoint: its endpoint line says none is needed, the
+region line leaves SageMaker and the container image out, and whether the model may be invoked
+in the region is bedrock.py's model-access line.
+
 Each item is one line: ok, short or cannot tell, with the figures. Short lines say what to do:
 the exact ``aws service-quotas request-service-quota-increase`` command with the quota code
 found, a smaller plan that fits now, another model profile that fits, another region. What

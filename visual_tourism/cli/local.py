@@ -49,10 +49,14 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
     work_dir.mkdir(parents=True, exist_ok=True)
     vt = command()
 
-    def on_sigterm(*_: object) -> None:
-        raise KeyboardInterrupt  # the same prompt, orderly stop as Ctrl-C
+    def on_signal(*_: object) -> None:
+        raise KeyboardInterrupt  # SIGTERM: the same prompt, orderly stop as Ctrl-C
 
-    previous = signal.signal(signal.SIGTERM, on_sigterm)
+    # It says "Ctrl-C stops": so it must, whatever the parent left (seen under a test
+    # harness: SIGINT ignored or blocked, inherited across exec, and Ctrl-C did nothing).
+    stops = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, on_signal) for sig in stops}
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # before any thread: they inherit it
     try:
         with LocalStack(model=args.model, work_dir=work_dir, moto_port=args.port,
                         model_port=args.model_port) as local:
@@ -82,7 +86,8 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         pass
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     say("local serve: stopped")
     return 0
 
