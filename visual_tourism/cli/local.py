@@ -56,7 +56,8 @@ def cmd_local_serve(args: argparse.Namespace) -> int:
     # harness: SIGINT ignored or blocked, inherited across exec, and Ctrl-C did nothing).
     stops = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, on_signal) for sig in stops}
-    signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # before any thread: they inherit it
+    if hasattr(signal, "pthread_sigmask"):  # POSIX only
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, stops)  # before any thread: they inherit it
     try:
         with LocalStack(model=args.model, work_dir=work_dir, moto_port=args.port,
                         model_port=args.model_port) as local:
