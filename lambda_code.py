@@ -2,9 +2,10 @@
 
 S3 invokes ``lambda_handler`` for each upload. For every record of the event it
 
-1. ignores keys outside INPUT_PREFIX, and photos already answered (same ETag, one HEAD;
-   with presets also the same preset, version and language, known after step 2):
-   ``records.earlier_result``;
+1. ignores keys outside INPUT_PREFIX, and photos already answered (one HEAD of the result,
+   ``records.earlier_result``): the same upload (a redelivered event, known once step 2 has
+   read the photo), or the same ETag, with presets also the same preset, version and
+   language;
 2. reads the first 256 KiB of the photo and checks its content with the standard library
    (``upload.read_head``, ``sniff``); a photo from the web page, under INPUT_PREFIX + "web/"
    with THUMBNAIL_PREFIX set, then gets its small copy without metadata, once per upload
@@ -142,7 +143,7 @@ def process_record(
         return logs.summary({**summary, "status": "ignored", "reason": "foreign_bucket"})
     s3 = clients.client("s3")
     event_etag = str(record["s3"]["object"].get("eTag") or "").strip('"') or None
-    done, seen = records.earlier_result(s3, bucket, out_key)
+    done, done_upload, seen = records.earlier_result(s3, bucket, out_key)
     # With presets the answer also depends on the object's metadata (read below), so only a
     # plain stack can tell a redelivery from the event alone.
     if done is not None and done == event_etag and not settings.presets_table:
@@ -158,8 +159,9 @@ def process_record(
         head, etag, size, metadata, photo_upload = upload.read_head(s3, bucket, key)
         etag = etag or event_etag
         result["input"].update(etag=etag, size=size)
-        if done is not None and done == etag and not settings.presets_table:
-            return logs.summary({**summary, "status": "duplicate", "etag": done})  # older event
+        if records.same_upload(done_upload, photo_upload) or (
+                done is not None and done == etag and not settings.presets_table):
+            return logs.summary({**summary, "status": "duplicate", "etag": etag})  # older event
         try:
             fmt, width, height = sniff.sniff_image(head)
         except BadImage as exc:
@@ -177,7 +179,7 @@ def process_record(
             from photo_handler import presets  # read only with PRESETS_TABLE
 
             prompt = presets.choose_prompt(settings, metadata, result)
-            if records.answered(done, etag, result, prompt.table_unreadable):
+            if done is not None and done == records.answer_key(etag, records.choice(result)):
                 return logs.summary({**summary, "status": "duplicate", "etag": etag})
         # Where the photo was taken (the upload's position, else its GPS): the real places to
         # eat nearby go into the prompt; places.complete adds them after the answer otherwise.

@@ -211,9 +211,10 @@ def complete(
     result["written_at"] = records.now()
     result = {name: result[name] for name in records.RESULT_FIELDS if name in result}
     etag = marker["etag"]
-    done, seen_now = records.earlier_result(s3, bucket, out_key)
+    done, done_upload, seen_now = records.earlier_result(s3, bucket, out_key)
     choice = records.choice(result)  # the marker's record carries the preset that answered
-    if done is not None and done == records.answer_key(etag, choice):
+    if records.same_upload(done_upload, marker.get("upload")) or (
+            done is not None and done == records.answer_key(etag, choice)):
         status = "duplicate"
     else:
         # The result's ETag when the photo was read, as in real-time mode (read now, IfMatch

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -136,9 +135,6 @@ def choose_prompt(settings: Settings, metadata: Mapping[str, str],
         notes.append(f"the presets table could not be read ({exc}): answered with the "
                      "function's built-in prompt")
         item, stale, from_table, name = None, None, False, default
-        unreadable = True
-    else:
-        unreadable = False
     if stale:
         notes.append(stale)
     if item is None:
@@ -177,8 +173,7 @@ def choose_prompt(settings: Settings, metadata: Mapping[str, str],
         info["structured"] = True
     if notes:
         info["note"] = "; ".join(notes)
-    prompt = preset_prompt(settings, item, language, from_table)
-    return replace(prompt, table_unreadable=True) if unreadable else prompt
+    return preset_prompt(settings, item, language, from_table)
 
 
 def preset_prompt(settings: Settings, item: Mapping[str, Any], language: str | None,

@@ -62,8 +62,11 @@ def new_result(settings: Settings, bucket: str, key: str, etag: str | None) -> d
     }
 
 
-def earlier_result(s3: Any, bucket: str, key: str) -> tuple[str | None, str | None]:
-    """(input ETag a final result for ``key`` was made from, the result's own ETag).
+def earlier_result(s3: Any, bucket: str, key: str,
+                   ) -> tuple[str | None, str | None, str | None]:
+    """(what a final result for ``key`` answers (answer_key), which upload it answers
+    (``upload.fingerprint``; None from results written before it was kept), the result's own
+    ETag).
 
     The result's ETag makes the final write conditional, so that a slow invocation for an
     older upload cannot overwrite the answer to a newer one (None: no result yet).
@@ -72,17 +75,23 @@ def earlier_result(s3: Any, bucket: str, key: str) -> tuple[str | None, str | No
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
         if clients.error_code(exc) in ("404", "NoSuchKey", "NotFound"):
-            return None, None
+            return None, None, None
         log.warning("Cannot check for an earlier result %s: %s", key, describe(exc))
-        return None, _UNKNOWN
+        return None, None, _UNKNOWN
     except BotoCoreError as exc:  # network trouble: answer again rather than lose the photo
         log.warning("Cannot check for an earlier result %s: %s", key, describe(exc))
-        return None, _UNKNOWN
+        return None, None, _UNKNOWN
     meta = head.get("Metadata", {})
     answered = meta.get("input-etag") if meta.get("final") != "false" else None
-    if answered is not None:
-        answered = answer_key(answered, meta.get("choice", ""))
-    return answered, head["ETag"]
+    if answered is None:
+        return None, None, head["ETag"]
+    return answer_key(answered, meta.get("choice", "")), meta.get("upload"), head["ETag"]
+
+
+def same_upload(done_upload: str | None, upload: Mapping[str, Any] | None) -> bool:
+    """Whether the final result there (its ``upload`` metadata) answers this very upload: a
+    redelivered event, to end as a duplicate before anything else is read or asked."""
+    return done_upload is not None and done_upload == uploads.fingerprint(upload)
 
 
 def answer_key(etag: str | None, choice: str = "") -> str:
@@ -90,19 +99,6 @@ def answer_key(etag: str | None, choice: str = "") -> str:
     version) and language that answered it, so that the same photo asked again with another
     preset, language or an edited preset is answered again, and a redelivery is not."""
     return f"{etag or ''}|{choice}" if choice else (etag or "")
-
-
-def answered(done: str | None, etag: str | None, result: Mapping[str, Any],
-             table_unreadable: bool = False) -> bool:
-    """Whether the final result there (``done``: earlier_result's answer key) answers this
-    upload with this preset and language (``result``'s). While the presets table cannot be
-    read, an answer to this upload with any preset stands: asking again would replace it with
-    the built-in prompt's answer (a redelivery during a table outage, in a new container)."""
-    if done is None:
-        return False
-    if done == answer_key(etag, choice(result)):
-        return True
-    return table_unreadable and done.partition("|")[0] == (etag or "")
 
 
 def choice(result: Mapping[str, Any]) -> str:
@@ -218,6 +214,8 @@ def store(s3: Any, bucket: str, key: str, out_key: str, result: Mapping[str, Any
     metadata = {"input-etag": etag or "", "final": str(final).lower()}
     if choice(result):
         metadata["choice"] = choice(result)
+    if mark := uploads.fingerprint(upload):
+        metadata["upload"] = mark
     try:
         return write_result(s3, bucket, key, out_key, etag, seen,
                             json.dumps(result, ensure_ascii=False, indent=2).encode(), metadata,

@@ -87,8 +87,6 @@ class Prompt:
     structured: bool = False
     from_table: bool = False
     grounding: str = ""  # what the photo's turn adds: the real places nearby (places.py)
-    # The presets table could not be read just now (the built-in prompt stands in for it).
-    table_unreadable: bool = False
 
     def item(self) -> Mapping[str, Any]:
         """The preset as the request is built from it, the grounding included."""

@@ -7,6 +7,8 @@ that upload (``is_current``), so that an answer never describes other bytes than
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Mapping
 from typing import Any
 
@@ -76,6 +78,16 @@ def upload_of(response: Mapping[str, Any]) -> dict[str, Any]:
         "version": str(response.get("VersionId") or ""),
         "metadata": dict(sorted((response.get("Metadata") or {}).items())),
     }
+
+
+def fingerprint(upload: Mapping[str, Any] | None) -> str | None:
+    """A short digest of a whole ``upload_of`` (None for less): its result keeps it, so that a
+    redelivered event for that same upload is known whatever changed since (a preset edited,
+    the presets table unreadable), and a new upload of the same bytes is not."""
+    if not upload or "modified" not in upload:
+        return None
+    text = json.dumps(dict(upload), sort_keys=True, ensure_ascii=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
 def is_current(s3: Any, bucket: str, key: str, upload: Mapping[str, Any],

@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import botocore.loaders
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -19,6 +20,30 @@ EVENTS = Path(__file__).resolve().parent / "events"
 REGION = "us-east-1"
 # Headless Chromium for the browser tests (tests/browser.py): the `chromium` fixture.
 pytest_plugins = ["browser"]
+
+# -- botocore's data files, parsed once per test process ---------------------------------------
+# Each new boto3 session parses again every JSON model it needs (SageMaker's alone is
+# megabytes). The suite makes hundreds of sessions, and that parsing was a quarter of its CPU
+# time. Within a session botocore already shares what it loaded among its clients (and treats
+# it as read-only); this shares it among the sessions of one process, as one long-lived
+# session would. The files do not change during a run.
+def _parsed_once(load_file: Any) -> Any:
+    parsed: dict[str, Any] = {}
+
+    def load(self: Any, file_path: str) -> Any:
+        if file_path not in parsed:
+            data = load_file(self, file_path)
+            if data is None:  # not there (botocore tries several folders): ask again next time
+                return None
+            parsed[file_path] = data
+        return parsed[file_path]
+
+    return load
+
+
+botocore.loaders.JSONFileLoader.load_file = _parsed_once(
+    botocore.loaders.JSONFileLoader.load_file)
+
 
 # -- nothing left behind in the temp folder ---------------------------------------------------
 # The run gets a temp folder of its own (TMPDIR, inherited by every process it starts: handler

@@ -41,6 +41,7 @@ from photo_handler import (
 from photo_handler import model as handler_model
 from photo_handler import request as handler_request
 from photo_handler import settings as handler_settings
+from photo_handler import upload as handler_upload
 from visual_tourism.local import model_server
 from visual_tourism.local.model_server import ModelServer
 
@@ -211,7 +212,10 @@ def test_one_photo_gives_one_result(
     assert summary["records"][0]["status"] == "ok"
     stored = s3.get_object(Bucket=bucket, Key="output/colosseum.jpg.json")
     assert stored["ContentType"] == "application/json"
-    assert stored["Metadata"] == {"input-etag": head["ETag"].strip('"'), "final": "true"}
+    # Which upload it answers: the photo's ETag, and its date and metadata in a digest.
+    assert stored["Metadata"] == {"input-etag": head["ETag"].strip('"'), "final": "true",
+                                  "upload": handler_upload.fingerprint(
+                                      handler_upload.upload_of(head))}
     body = json.loads(stored["Body"].read())
     assert set(body) == {"status", "answer", "input", "image", "model", "places", "timing",
                          "request_id", "written_at"}

@@ -46,6 +46,7 @@ def test_the_function_code_is_the_handler_beside_its_folder_and_the_web_folder()
 @pytest.mark.parametrize("function", sorted(packaging.FUNCTION_CODE))
 def test_each_zip_holds_exactly_what_function_code_lists_with_the_files_bytes(function):
     data = packaging.build_zip(function)
+    packaging._built.clear()  # built again, not this process's copy
     assert data == packaging.build_zip(function)  # deterministic: same code, same bytes
     assert names(data) == listed(function) == [n for n, _ in packaging.code_files(function)]
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
@@ -90,8 +91,13 @@ def test_bytecode_caches_are_left_out_and_vendored_packages_sit_at_the_root(
     data = packaging.build_zip("f", vendor, extra={"extra.txt": b"x"})
     assert names(data) == ["PIL/__init__.py", "extra.txt", "fn/a.py", "fn/sub/b.py",
                            "handler.py"]
+    packaging._built.clear()
     assert data == packaging.build_zip("f", vendor, extra={"extra.txt": b"x"})
     assert data != packaging.build_zip("f", vendor)
+    # A zip built once in this process is built again when a file's bytes change.
+    (code / "fn" / "a.py").write_text("a = 2\n")
+    changed = packaging.build_zip("f", vendor, extra={"extra.txt": b"x"})
+    assert zipfile.ZipFile(io.BytesIO(changed)).read("fn/a.py") == b"a = 2\n"
     # A later layer replaces an entry of the same name: vendor, then the code, then extra.
     replaced = packaging.build_zip("f", extra={"handler.py": b"h = 2\n"})
     assert zipfile.ZipFile(io.BytesIO(replaced)).read("handler.py") == b"h = 2\n"

@@ -13,6 +13,7 @@ import json
 import os
 import re
 import socket
+import time
 import uuid
 from typing import Any
 
@@ -178,8 +179,9 @@ def test_family_in_french_answers_with_the_family_prompt_its_examples_and_french
 def test_the_same_photo_asked_again_with_another_choice_is_answered_again(
     s3: Any, bucket: str, server: RecordingServer, table: Table,
 ) -> None:
-    """A redelivery is answered once; the same bytes uploaded again with another preset or
-    language, or after the preset was edited, are a new question (the ETag alone is not)."""
+    """A redelivery is answered once, even after the preset was edited; the same bytes
+    uploaded again with another preset or language, or after an edit, are a new question (the
+    ETag alone is not)."""
     key = "input/same.jpg"
     upload(s3, bucket, key, preset="family", language="French")
     event = event_for(bucket, s3, key)
@@ -202,6 +204,10 @@ def test_the_same_photo_asked_again_with_another_choice_is_answered_again(
 
     table.edit("history", max_new_tokens=150)  # version 2
     new_container()  # past the cache time
+    redelivered = run(event_for(bucket, s3, key))["records"][0]  # that upload: answered
+    assert redelivered["status"] == "duplicate" and len(server.requests) == 3
+    next_second()  # S3 dates an upload to the second: this one is a new upload
+    upload(s3, bucket, key, preset="history", language="German")
     run(event_for(bucket, s3, key))
     assert result(s3, bucket, "output/same.jpg.json")["preset"]["version"] == 2
     assert len(server.requests) == 4
@@ -639,7 +645,8 @@ def test_a_redelivery_while_the_table_cannot_be_read_keeps_the_answer_there(
 ) -> None:
     """Seen under load: a redelivered event reached a new container while the table did not
     answer; the built-in prompt's choice differed from the answer's, so the photo was asked
-    again and its answer replaced. The answer to this upload stands instead."""
+    again and its answer replaced. The answer to this upload stands instead (the result
+    names the upload it answers)."""
     key = "input/kept.jpg"
     upload(s3, bucket, key, preset="food", language="French")
     event = event_for(bucket, s3, key)
@@ -655,6 +662,47 @@ def test_a_redelivery_while_the_table_cannot_be_read_keeps_the_answer_there(
     upload(s3, bucket, key, photo="trevi.jpeg", preset="food", language="French")
     record_summary = run(event_for(bucket, s3, key))["records"][0]
     assert record_summary["status"] != "duplicate" and len(server.requests) == 2
+
+
+def test_an_answer_made_while_the_table_could_not_be_read_is_not_asked_again_on_redelivery(
+    s3: Any, bucket: str, server: RecordingServer, table: Table,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The mirror case, also seen under load: the first pass could not read the table (its
+    read timed out) and answered with the built-in prompt; the redelivery, with the table
+    readable again, chose the table's preset and asked the model a second time."""
+    key = "input/outage.jpg"
+    upload(s3, bucket, key, preset="food", language="French")
+    event = event_for(bucket, s3, key)
+    table_url = os.environ["AWS_ENDPOINT_URL_DYNAMODB"]
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", closed_port_url())
+    new_container()
+    run(event)
+    first = result(s3, bucket, "output/outage.jpg.json")
+    assert first["status"] == "ok" and "could not be read" in first["preset"]["note"]
+    etag = s3.head_object(Bucket=bucket, Key="output/outage.jpg.json")["ETag"]
+
+    monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", table_url)
+    new_container()  # the redelivery reaches another container, the table answering
+    summary = run(event)["records"][0]
+    assert summary["status"] == "duplicate", summary
+    assert len(server.requests) == 1
+    assert s3.head_object(Bucket=bucket, Key="output/outage.jpg.json")["ETag"] == etag
+    # Uploading it again is a new question, answered with the preset now.
+    next_second()
+    upload(s3, bucket, key, preset="food", language="French")
+    run(event_for(bucket, s3, key))
+    again = result(s3, bucket, "output/outage.jpg.json")
+    assert again["preset"]["name"] == "food" and "note" not in again["preset"]
+    assert len(server.requests) == 2
+
+
+def next_second() -> None:
+    """Wait for the clock's next whole second (at most one): S3 dates an object to the
+    second, so an upload after it is told from the one before by its date alone."""
+    start = int(time.time())
+    while int(time.time()) == start:
+        time.sleep(0.02)
 
 
 # -- units -------------------------------------------------------------------------------------

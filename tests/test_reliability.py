@@ -33,6 +33,7 @@ from urllib.parse import unquote, unquote_plus, urlsplit
 import pytest
 from PIL import Image
 
+from photo_handler import upload as photo_upload
 from visual_tourism import stack
 from visual_tourism.aws import Aws
 from visual_tourism.config import Config, load_config
@@ -291,6 +292,9 @@ def test_bad_input_corpus_gets_one_clear_record_each(
         assert record["input"]["etag"] == etags[key]
         assert record["input"]["size"] == len(files[key])
         wanted_meta = {"input-etag": etags[key], "final": str(case.final).lower()}
+        if files[key]:  # which upload it answers (an empty object's range read tells none)
+            wanted_meta["upload"] = photo_upload.fingerprint(
+                photo_upload.upload_of(aws.s3.head_object(Bucket=bucket, Key=key)))
         if "preset" in record:  # what answered it, so that another preset asks again
             preset = record["preset"]
             wanted_meta["choice"] = f"{preset['name']}@{preset['version']}:{preset['language']}"

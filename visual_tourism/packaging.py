@@ -41,6 +41,10 @@ FUNCTION_CODE: dict[str, tuple[str, ...]] = {
 }
 
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+# Zips already built in this process, by the digest of what they hold: the same inputs give
+# the same bytes, and compressing the vendored Pillow is most of the work (local mode and
+# `up` then `web up` build the same zip more than once).
+_built: dict[str, bytes] = {}
 _FILE_MODE = 0o100644 << 16  # a regular file, rw-r--r--
 
 
@@ -80,6 +84,19 @@ def build_zip(function: str, vendor: Path | None = None,
         files.update((name, path.read_bytes()) for name, path in _walk(vendor))
     files.update((name, path.read_bytes()) for name, path in code_files(function))
     files.update(extra or {})
+    digest = hashlib.sha256()
+    for name in sorted(files):
+        digest.update(f"{name}\0{len(files[name])}\0".encode())
+        digest.update(files[name])
+    key = digest.hexdigest()
+    if key not in _built:
+        if len(_built) >= 4:
+            _built.clear()
+        _built[key] = _deflate(files)
+    return _built[key]
+
+
+def _deflate(files: Mapping[str, bytes]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name in sorted(files):
