@@ -83,7 +83,9 @@ def upload_of(response: Mapping[str, Any]) -> dict[str, Any]:
 def fingerprint(upload: Mapping[str, Any] | None) -> str | None:
     """A short digest of a whole ``upload_of`` (None for less): its result keeps it, so that a
     redelivered event for that same upload is known whatever changed since (a preset edited,
-    the presets table unreadable), and a new upload of the same bytes is not."""
+    the presets table unreadable), and a new upload of the same bytes is not. S3 dates an
+    upload to the second: two uploads of the same bytes and metadata within one second of an
+    unversioned bucket are one, and are answered once."""
     if not upload or "modified" not in upload:
         return None
     text = json.dumps(dict(upload), sort_keys=True, ensure_ascii=True)
