@@ -177,6 +177,29 @@ def _check_example_exists(settings: Settings, prompt: Prompt, index: int) -> Non
     _examples_seen[seen] = now + max(settings.preset_cache_seconds, 0.0)
 
 
+def read_example(settings: Settings, key: str, etag: str | None) -> tuple[bytes, str] | None:
+    """(the example photo ``key``, its ETag), in one GET of at most MAX_IMAGE_BYTES; None when
+    ``etag`` (this container's sized copy) is still the photo's (S3's 304 to IfNoneMatch).
+    BadImage when the photo is larger; S3's ClientError otherwise."""
+    args: dict[str, Any] = {"Bucket": settings.bucket, "Key": key,
+                            "Range": f"bytes=0-{settings.max_image_bytes - 1}"}
+    if etag is not None:
+        args["IfNoneMatch"] = f'"{etag}"'
+    try:
+        response = clients.client("s3").get_object(**args)
+    except ClientError as exc:
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        if etag is not None and (status == 304 or clients.error_code(exc) in (
+                "304", "NotModified")):
+            return None
+        raise
+    data = response["Body"].read(settings.max_image_bytes + 1)
+    total = str(response.get("ContentRange") or "").rpartition("/")[2]
+    if total.isdigit() and int(total) > len(data):
+        raise BadImage("image_too_large", f"over {settings.max_image_bytes} bytes")
+    return data, response["ETag"].strip('"')
+
+
 def _example_image(settings: Settings, prompt: Prompt, index: int,
                    budget: int) -> tuple[SentImage, tuple[int, int]]:
     """(in-context example ``index`` as sent, its stored size, by which its tokens count)."""
@@ -191,24 +214,12 @@ def _example_image(settings: Settings, prompt: Prompt, index: int,
     cache_key = (settings.bucket, key, settings.image_transport,
                  limits.to_env() if limits else "", budget)
     cached = _examples.get(cache_key)
-    args: dict[str, Any] = {"Bucket": settings.bucket, "Key": key,
-                            "Range": f"bytes=0-{settings.max_image_bytes - 1}"}
-    if cached is not None:
-        args["IfNoneMatch"] = f'"{cached.etag}"'
     try:
-        try:
-            response = clients.client("s3").get_object(**args)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if cached is None or (clients.error_code(exc) not in ("304", "NotModified")
-                                  and status != 304):
-                raise
-            example = cached  # unchanged since this container sized it
+        read = read_example(settings, key, cached.etag if cached is not None else None)
+        if read is None:  # unchanged since this container sized it (only a copy asks)
+            example = cached
         else:
-            data = response["Body"].read(settings.max_image_bytes + 1)
-            total = str(response.get("ContentRange") or "").rpartition("/")[2]
-            if total.isdigit() and int(total) > len(data):
-                raise BadImage("image_too_large", f"over {settings.max_image_bytes} bytes")
+            data, etag = read
             fmt, width, height = sniff_image(data)
             target: tuple[int, int] | None = (width, height)
             if limits is not None:
@@ -225,7 +236,7 @@ def _example_image(settings: Settings, prompt: Prompt, index: int,
                 from . import resize  # data: URIs, Pillow
 
                 sent = resize.inline(data, fmt, (width, height), target, budget, settings)
-            example = _Example(response["ETag"].strip('"'), width, height, sent)
+            example = _Example(etag, width, height, sent)
             if len(_examples) >= 24:
                 _examples.clear()
             _examples[cache_key] = example

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from dataclasses import dataclass
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from . import answer, budget, clients, serving_limits, upload
+from . import answer, budget, clients, model, serving_limits, upload
 from .errors import BadImage, Failure, describe, scrub
 from .logs import log
 from .request import Prompt
@@ -49,7 +48,6 @@ RETRYABLE = {
     "ThrottlingException", "ServiceUnavailableException", "InternalServerException",
     "ModelNotReadyException", "ModelTimeoutException",
 }
-MIN_ATTEMPT_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -105,23 +103,11 @@ def example_image(settings: Settings, prompt: Prompt, key: str,
     """The example photo ``key`` sized for Converse (one conditional GET per photo)."""
     cache_key = (settings.bucket, key, max_tokens)
     cached = _examples.get(cache_key)
-    args: dict[str, Any] = {"Bucket": settings.bucket, "Key": key,
-                            "Range": f"bytes=0-{settings.max_image_bytes - 1}"}
-    if cached is not None:
-        args["IfNoneMatch"] = f'"{cached[0]}"'
     try:
-        try:
-            response = clients.client("s3").get_object(**args)
-        except ClientError as exc:
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if cached is not None and (status == 304 or clients.error_code(exc) in (
-                    "304", "NotModified")):
-                return cached[1]
-            raise
-        data = response["Body"].read(settings.max_image_bytes + 1)
-        total = str(response.get("ContentRange") or "").rpartition("/")[2]
-        if total.isdigit() and int(total) > len(data):
-            raise BadImage("image_too_large", f"over {settings.max_image_bytes} bytes")
+        read = budget.read_example(settings, key, cached[0] if cached is not None else None)
+        if read is None:  # unchanged since this container sized it (only a copy asks)
+            return cached[1]
+        data, etag = read
         fmt, width, height = sniff_image(data)
         part = fit_image(data, fmt, (width, height), settings, max_tokens)
     except (ClientError, BadImage) as exc:
@@ -135,7 +121,7 @@ def example_image(settings: Settings, prompt: Prompt, key: str,
                       f"({scrub(str(exc))}): {fix}, then upload the photo again.") from None
     if len(_examples) >= 24:
         _examples.clear()
-    _examples[cache_key] = (response["ETag"].strip('"'), part)
+    _examples[cache_key] = (etag, part)
     return part
 
 
@@ -226,46 +212,30 @@ def photo_parts(settings: Settings, prompt: Prompt, bucket: str, key: str, head:
 
 def converse(request: dict[str, Any], settings: Settings, deadline: float,
              sleep: Any = time.sleep) -> tuple[dict[str, Any], int]:
-    """Call Converse until it answers; (response, attempts) or Failure."""
-    stop_at = deadline - settings.result_margin_seconds
-    attempts, last_error = 0, "none"
-
-    def out_of_time() -> Failure:
-        return Failure("model_timeout", f"Amazon Bedrock did not answer in the time this "
-                       f"invocation had left (attempts: {attempts}, last error: {last_error}): "
-                       "upload the photo again; if it keeps happening, raise the Lambda "
-                       "timeout.", attempts)
-
+    """Call Converse until it answers; (response, attempts) or Failure (the endpoint's retry
+    policy: model.Attempts)."""
+    attempts = model.Attempts(settings, deadline, "Amazon Bedrock", sleep)
     while True:
-        left = stop_at - time.monotonic()
-        if left < MIN_ATTEMPT_SECONDS:
-            raise out_of_time()
-        attempts += 1
-        timeout = max(1, int(min(settings.model_timeout_seconds + 5, left)))
+        timeout = attempts.start()
         try:
-            return clients.client("bedrock-runtime", timeout).converse(**request), attempts
+            return clients.client("bedrock-runtime", timeout).converse(**request), attempts.count
         except ClientError as exc:
-            code = clients.error_code(exc)
-            if code not in RETRYABLE:
-                raise refusal(exc, settings, attempts) from None
-            last_error = describe(exc)
+            if clients.error_code(exc) not in RETRYABLE:
+                raise refusal(exc, settings, attempts.count) from None
+            error = describe(exc)
         except BotoCoreError as exc:  # connection trouble, timeouts
-            last_error = describe(exc)
-        if attempts >= settings.max_attempts:
-            throttled = "Throttling" in last_error
+            error = describe(exc)
+        if attempts.count >= settings.max_attempts:
+            throttled = "Throttling" in error
             raise Failure(
                 "model_throttled" if throttled else "model_unavailable",
-                f"Amazon Bedrock failed {attempts} times for {settings.model_id} (last: "
-                f"{last_error}): upload the photo again later"
+                f"Amazon Bedrock failed {attempts.count} times for {settings.model_id} (last: "
+                f"{error}): upload the photo again later"
                 + ("; many photos at once exceed the account's tokens-per-minute quota for "
                    "this model: lower the function's reserved concurrency or ask for a higher "
-                   "quota (Service Quotas, Amazon Bedrock)." if throttled else "."), attempts)
-        log.warning("Attempt %d of %s failed, retrying: %s", attempts, settings.model_id,
-                    last_error)
-        delay = settings.retry_base_seconds * 2 ** (attempts - 1) * random.uniform(0.5, 1.0)
-        if time.monotonic() + delay + MIN_ATTEMPT_SECONDS > stop_at:
-            raise out_of_time()  # no time to wait and try once more
-        sleep(delay)
+                   "quota (Service Quotas, Amazon Bedrock)." if throttled else "."),
+                attempts.count)
+        attempts.back_off(error, settings.model_id)
 
 
 def refusal(exc: ClientError, settings: Settings, attempts: int) -> Failure:

@@ -28,6 +28,45 @@ MODEL_INPUT_STATUSES = {400, 413, 422}
 MIN_ATTEMPT_SECONDS = 1.0  # an attempt with less time left than this is not started
 
 
+class Attempts:
+    """The retry policy of a model call (the endpoint's, and Bedrock's in converse.py): an
+    attempt starts only while MIN_ATTEMPT_SECONDS are left before ``deadline`` less the margin
+    for writing the result, with a read timeout of at most what is left; failed attempts that
+    may pass are retried after exponential backoff with jitter."""
+
+    def __init__(self, settings: Settings, deadline: float, who: str, sleep: Any) -> None:
+        self.settings, self.who, self.sleep = settings, who, sleep
+        self.stop_at = deadline - settings.result_margin_seconds
+        self.count, self.last_error = 0, "none"
+
+    def start(self) -> int:
+        """Begin the next attempt: its read timeout in seconds (out_of_time if none is left)."""
+        left = self.stop_at - time.monotonic()
+        if left < MIN_ATTEMPT_SECONDS:
+            raise self.out_of_time()
+        self.count += 1
+        return max(1, int(min(self.settings.model_timeout_seconds + 5, left)))
+
+    def back_off(self, error: str, target: str) -> None:
+        """After an attempt failed with ``error``: wait before the next (out_of_time when
+        there is no time to wait and try once more)."""
+        self.last_error = error
+        log.warning("Attempt %d of %s failed, retrying: %s", self.count, target, error)
+        jitter = random.uniform(0.5, 1.0)
+        delay = self.settings.retry_base_seconds * 2 ** (self.count - 1) * jitter
+        if time.monotonic() + delay + MIN_ATTEMPT_SECONDS > self.stop_at:
+            raise self.out_of_time() from None  # not the attempt's error: the time it left
+        self.sleep(delay)
+
+    def out_of_time(self) -> Failure:
+        return Failure(
+            "model_timeout",
+            f"{self.who} did not answer in the time this invocation had left (attempts: "
+            f"{self.count}, last error: {self.last_error}): upload the photo again; if it keeps "
+            "happening, raise the Lambda timeout.", self.count,
+        )
+
+
 def retryable(exc: Exception) -> bool:
     if isinstance(exc, BotoConnectionError | HTTPClientError):  # incl. timeouts
         return True
@@ -88,23 +127,9 @@ def invoke_model(
     Transient failures are retried with exponential backoff and jitter, up to MAX_ATTEMPTS
     and never past ``deadline`` (monotonic seconds) less the margin for writing the result.
     """
-    stop_at = deadline - settings.result_margin_seconds
-    attempts, last_error, image_retries = 0, "none", 0
-
-    def out_of_time() -> Failure:
-        return Failure(
-            "model_timeout",
-            f"The model did not answer in the time this invocation had left (attempts: "
-            f"{attempts}, last error: {last_error}): upload the photo again; if it keeps "
-            "happening, raise the Lambda timeout.", attempts,
-        )
-
+    attempts, image_retries = Attempts(settings, deadline, "The model", sleep), 0
     while True:
-        left = stop_at - time.monotonic()
-        if left < MIN_ATTEMPT_SECONDS:
-            raise out_of_time()
-        attempts += 1
-        timeout = max(1, int(min(settings.model_timeout_seconds + 5, left)))
+        timeout = attempts.start()
         try:
             response = clients.client("sagemaker-runtime", timeout).invoke_endpoint(
                 EndpointName=settings.endpoint, ContentType="application/json",
@@ -122,34 +147,28 @@ def invoke_model(
                     "model_rejected_input",
                     f"The model container could not {trouble} an image of the request "
                     f"({describe(exc)}): check that the photo opens in a photo app (export it "
-                    "as JPEG if not) and upload it again.", attempts,
+                    "as JPEG if not) and upload it again.", attempts.count,
                 ) from None
             image_retries += trouble == "fetch"
             if not retryable(exc):
-                raise permanent_failure(exc, settings, attempts) from None
-            if attempts >= settings.max_attempts:
+                raise permanent_failure(exc, settings, attempts.count) from None
+            if attempts.count >= settings.max_attempts:
                 raise Failure(
                     "model_unavailable",
-                    f"Endpoint {settings.endpoint} failed {attempts} times (last: "
+                    f"Endpoint {settings.endpoint} failed {attempts.count} times (last: "
                     f"{describe(exc)}): upload the photo again later; if it persists, check "
-                    "the endpoint's logs in CloudWatch.", attempts,
+                    "the endpoint's logs in CloudWatch.", attempts.count,
                 ) from None
-            last_error = describe(exc)
-            log.warning("Attempt %d of %s failed, retrying: %s", attempts, settings.endpoint,
-                        last_error)
-            delay = settings.retry_base_seconds * 2 ** (attempts - 1) * random.uniform(0.5, 1.0)
-            if time.monotonic() + delay + MIN_ATTEMPT_SECONDS > stop_at:
-                raise out_of_time() from None  # no time to wait and try once more
-            sleep(delay)
+            attempts.back_off(describe(exc), settings.endpoint)
             continue
         try:
-            return json.loads(raw), attempts
+            return json.loads(raw), attempts.count
         except ValueError:
             raise Failure(
                 "bad_model_response",
                 f"The endpoint's answer is not JSON ({scrub(repr(raw[:200]), 200)}): check the "
                 "model container.",
-                attempts,
+                attempts.count,
             ) from None
 
 
