@@ -37,6 +37,21 @@ def _root(env, service):
                         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
 
 
+def _model(sm, prefix: str) -> str:
+    name = prefix + os.urandom(2).hex()
+    sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
+                    PrimaryContainer={"Image": "img"})
+    return name
+
+
+def _endpoint_config(sm, model: str, instances: int, name: str = "") -> str:
+    """An endpoint config (named as the model unless ``name``) of ``instances`` x TYPE."""
+    sm.create_endpoint_config(EndpointConfigName=name or model, ProductionVariants=[{
+        "VariantName": "AllTraffic", "ModelName": model, "InstanceType": TYPE,
+        "InitialInstanceCount": instances}])
+    return name or model
+
+
 def _cfg(tmp_path, prefix: str = "", **extra):
     return load_config(prefix=prefix or "q" + os.urandom(3).hex(),
                        state_dir=str(tmp_path / "state"), **extra)
@@ -130,12 +145,7 @@ def test_local_sagemaker_and_lambda_refuse_beyond_their_quotas_as_aws_does(env, 
     monkeypatch.setenv(local_quotas.ENV,
                        f"{QUOTA}={used + 1};Concurrent executions={150 + reserved}")
     sm = _root(env, "sagemaker")
-    name = "quota-probe-" + os.urandom(2).hex()
-    sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
-                    PrimaryContainer={"Image": "img"})
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": TYPE,
-        "InitialInstanceCount": 2}])
+    name = _endpoint_config(sm, _model(sm, "quota-probe-"), 2)
     with pytest.raises(ClientError) as refused:
         sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     assert refused.value.response["Error"]["Code"] == "ResourceLimitExceeded"
@@ -144,9 +154,7 @@ def test_local_sagemaker_and_lambda_refuse_beyond_their_quotas_as_aws_does(env, 
             ) in refused.value.response["Error"]["Message"]
     assert not sm.list_endpoints(NameContains=name)["Endpoints"]
     # Within the quota it starts; growing past it (autoscaling's call) is refused the same way.
-    sm.create_endpoint_config(EndpointConfigName=name + "-one", ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": TYPE,
-        "InitialInstanceCount": 1}])
+    _endpoint_config(sm, name, 1, name + "-one")
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name + "-one")
     try:
         with pytest.raises(ClientError) as grown:
@@ -230,12 +238,7 @@ def test_other_endpoints_use_of_the_type_counts(env, tmp_path, monkeypatch):
     used, _ = _in_use(env)
     monkeypatch.setenv(local_quotas.ENV, f"{QUOTA}={used + 4}")
     sm = _root(env, "sagemaker")
-    name = "other-team-" + os.urandom(2).hex()
-    sm.create_model(ModelName=name, ExecutionRoleArn="arn:aws:iam::123456789012:role/x",
-                    PrimaryContainer={"Image": "img"})
-    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{
-        "VariantName": "AllTraffic", "ModelName": name, "InstanceType": TYPE,
-        "InitialInstanceCount": 3}])
+    name = _endpoint_config(sm, _model(sm, "other-team-"), 3)
     sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
     try:
         cfg = _cfg(tmp_path)
